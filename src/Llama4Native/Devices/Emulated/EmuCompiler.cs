@@ -52,7 +52,7 @@ public sealed class EmuCompiler : IKernelCompiler
         // The registration unit: the kernel file itself, then one line listing its entry points, so the
         // module exports them by name with a trampoline that unpacks cuLaunchKernel-style void** args.
         var unit = Path.Combine(src, $"module-{key}.cpp");
-        File.WriteAllText(unit, $"#include \"{file}\"\n#include \"emu/module.h\"\nL4EMU_MODULE({string.Join(", ", entries)})\n");
+        File.WriteAllText(unit, $"#include \"{file}\"\n#include \"emu/module.h\"\nL4EMU_MODULE_BEGIN\n{string.Concat(entries.Select(e => $"L4EMU_KERNEL({e})\n"))}L4EMU_MODULE_END\n");
         var tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         var rtDir = Path.GetDirectoryName(rt)!;
@@ -92,7 +92,7 @@ public sealed class EmuCompiler : IKernelCompiler
         var tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
         var args = new List<string>(CommonFlags) { "-I", src };
         args.AddRange(files.Select(f => Path.Combine(src, f)));
-        args.AddRange(["-o", tmp]);
+        args.AddRange(["-Wl,-soname,libl4emu.so", "-o", tmp]);
         RunChecked(Cxx, args, "emu runtime");
         File.Move(tmp, path, overwrite: true);
         return path;
