@@ -6,7 +6,8 @@
 // previous pass, so in-place operation (y == x) is safe and x, y are deliberately not __restrict__.
 // Subtracting the row max makes exp never overflow; -inf entries (masked scores) give exactly 0. A row
 // whose entries are all -inf has no defined softmax: it yields all zeros (not NaN), which is what a
-// fully masked attention row should contribute. NaN inputs propagate. Accesses are scalar but coalesced
+// fully masked attention row should contribute. A NaN makes its row NaN (fmaxf skips NaN, so a row of
+// NaN and -inf only is all zeros). Accesses are scalar but coalesced
 // (consecutive threads read consecutive elements). Two shapes of work share the templated body:
 // block per row (`softmax_f32`, long rows such as attention over a long context) and warp per row
 // (`softmax_warp_f32`, many short rows: no __syncthreads at all).
