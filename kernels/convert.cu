@@ -5,7 +5,7 @@
 // fp32) with a grid-stride loop, so any grid size is correct and the caller can cap the grid to a few
 // waves. The vector path needs both pointers 16-byte aligned; the elements past the last full group of 8
 // (and every element, when a pointer is not aligned) take a scalar path, so every n >= 1 works.
-// f32 -> bf16 rounds to nearest even (NaN stays NaN), matching torch's `.to(torch.bfloat16)`.
+// f32 -> bf16 rounds to nearest even like torch's `.to(torch.bfloat16)`; every NaN becomes 0x7fff (cvt.rn.bf16).
 //
 // | kernel                  | parameters                                               | launch                                   |
 // |-------------------------|----------------------------------------------------------|------------------------------------------|
@@ -37,8 +37,8 @@ __device__ __forceinline__ void load8(const float* p, float v[8]) {
 }
 __device__ __forceinline__ void load8(const bf16* p, float v[8]) {
     const uint4 u = *reinterpret_cast<const uint4*>(p);
-    unpack_bf16x2(u.x, v[0], v[1]); unpack_bf16x2(u.y, v[2], v[3]);
-    unpack_bf16x2(u.z, v[4], v[5]); unpack_bf16x2(u.w, v[6], v[7]);
+    const float2 a = unpack_bf16x2(u.x), b = unpack_bf16x2(u.y), c = unpack_bf16x2(u.z), d = unpack_bf16x2(u.w);
+    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y; v[4] = c.x; v[5] = c.y; v[6] = d.x; v[7] = d.y;
 }
 __device__ __forceinline__ void store8(float* p, const float v[8]) {
     reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);

@@ -37,8 +37,8 @@ __device__ __forceinline__ void load8(const float* p, float v[8]) {
 }
 __device__ __forceinline__ void load8(const bf16* p, float v[8]) {
     const uint4 u = *reinterpret_cast<const uint4*>(p);
-    unpack_bf16x2(u.x, v[0], v[1]); unpack_bf16x2(u.y, v[2], v[3]);
-    unpack_bf16x2(u.z, v[4], v[5]); unpack_bf16x2(u.w, v[6], v[7]);
+    const float2 a = unpack_bf16x2(u.x), b = unpack_bf16x2(u.y), c = unpack_bf16x2(u.z), d = unpack_bf16x2(u.w);
+    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y; v[4] = c.x; v[5] = c.y; v[6] = d.x; v[7] = d.y;
 }
 __device__ __forceinline__ void store8(float* p, const float v[8]) {
     reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
@@ -78,13 +78,18 @@ __device__ __forceinline__ void embedding(const int* __restrict__ ids, const TT*
 
 }  // namespace l4_embedding
 
-#define L4_EMBEDDING(NAME, TT, TO)                                                                         \
-    extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS)                                       \
-    NAME(const int* __restrict__ ids, const TT* __restrict__ table, TO* __restrict__ out, int T, int V, int D, \
-         int* __restrict__ error_flag) {                                                                   \
-        l4_embedding::embedding<TT, TO>(ids, table, out, T, V, D, error_flag);                              \
-    }
-
-L4_EMBEDDING(embedding_bf16_f32, bf16, float)
-L4_EMBEDDING(embedding_bf16_bf16, bf16, bf16)
-L4_EMBEDDING(embedding_f32_f32, float, float)
+extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS)
+embedding_bf16_f32(const int* __restrict__ ids, const bf16* __restrict__ table, float* __restrict__ out, int T, int V, int D,
+     int* __restrict__ error_flag) {
+    l4_embedding::embedding<bf16, float>(ids, table, out, T, V, D, error_flag);
+}
+extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS)
+embedding_bf16_bf16(const int* __restrict__ ids, const bf16* __restrict__ table, bf16* __restrict__ out, int T, int V, int D,
+     int* __restrict__ error_flag) {
+    l4_embedding::embedding<bf16, bf16>(ids, table, out, T, V, D, error_flag);
+}
+extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS)
+embedding_f32_f32(const int* __restrict__ ids, const float* __restrict__ table, float* __restrict__ out, int T, int V, int D,
+     int* __restrict__ error_flag) {
+    l4_embedding::embedding<float, float>(ids, table, out, T, V, D, error_flag);
+}

@@ -236,27 +236,52 @@ __device__ __forceinline__ void gemm_simple(const TA* __restrict__ A, const TB* 
 
 }  // namespace l4_gemm
 
-#define L4_GEMM_MMA(NAME, KN, TC)                                                                          \
-    extern "C" __global__ void __launch_bounds__(l4_gemm::NT)                                              \
-    NAME(const bf16* __restrict__ A, const bf16* __restrict__ B, TC* __restrict__ C, int M, int N, int K) { \
-        l4_gemm::gemm_mma<KN, TC>(A, B, C, M, N, K);                                                       \
-    }
-#define L4_GEMM_SIMPLE(NAME, KN, TA, TB, TC)                                                               \
-    extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)                     \
-    NAME(const TA* __restrict__ A, const TB* __restrict__ B, TC* __restrict__ C, int M, int N, int K) {     \
-        l4_gemm::gemm_simple<KN, TA, TB, TC>(A, B, C, M, N, K);                                            \
-    }
+extern "C" __global__ void __launch_bounds__(l4_gemm::NT)
+gemm_mma_nk_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_mma<false, float>(A, B, C, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(l4_gemm::NT)
+gemm_mma_nk_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_mma<false, bf16>(A, B, C, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(l4_gemm::NT)
+gemm_mma_kn_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_mma<true, float>(A, B, C, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(l4_gemm::NT)
+gemm_mma_kn_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_mma<true, bf16>(A, B, C, M, N, K);
+}
 
-L4_GEMM_MMA(gemm_mma_nk_bf16_bf16_f32, false, float)
-L4_GEMM_MMA(gemm_mma_nk_bf16_bf16_bf16, false, bf16)
-L4_GEMM_MMA(gemm_mma_kn_bf16_bf16_f32, true, float)
-L4_GEMM_MMA(gemm_mma_kn_bf16_bf16_bf16, true, bf16)
-
-L4_GEMM_SIMPLE(gemm_simple_nk_bf16_bf16_f32, false, bf16, bf16, float)
-L4_GEMM_SIMPLE(gemm_simple_nk_bf16_bf16_bf16, false, bf16, bf16, bf16)
-L4_GEMM_SIMPLE(gemm_simple_nk_f32_f32_f32, false, float, float, float)
-L4_GEMM_SIMPLE(gemm_simple_nk_f32_bf16_f32, false, float, bf16, float)
-L4_GEMM_SIMPLE(gemm_simple_kn_bf16_bf16_f32, true, bf16, bf16, float)
-L4_GEMM_SIMPLE(gemm_simple_kn_bf16_bf16_bf16, true, bf16, bf16, bf16)
-L4_GEMM_SIMPLE(gemm_simple_kn_f32_f32_f32, true, float, float, float)
-L4_GEMM_SIMPLE(gemm_simple_kn_f32_bf16_f32, true, float, bf16, float)
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
+gemm_simple_nk_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_simple<false, bf16, bf16, float>(A, B, C, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
+gemm_simple_nk_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_simple<false, bf16, bf16, bf16>(A, B, C, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
+gemm_simple_nk_f32_f32_f32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_simple<false, float, float, float>(A, B, C, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
+gemm_simple_nk_f32_bf16_f32(const float* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_simple<false, float, bf16, float>(A, B, C, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
+gemm_simple_kn_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_simple<true, bf16, bf16, float>(A, B, C, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
+gemm_simple_kn_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_simple<true, bf16, bf16, bf16>(A, B, C, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
+gemm_simple_kn_f32_f32_f32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_simple<true, float, float, float>(A, B, C, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
+gemm_simple_kn_f32_bf16_f32(const float* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    l4_gemm::gemm_simple<true, float, bf16, float>(A, B, C, M, N, K);
+}

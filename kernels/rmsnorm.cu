@@ -48,8 +48,8 @@ __device__ __forceinline__ void load8(const float* p, float v[8]) {
 }
 __device__ __forceinline__ void load8(const bf16* p, float v[8]) {
     const uint4 u = *reinterpret_cast<const uint4*>(p);
-    unpack_bf16x2(u.x, v[0], v[1]); unpack_bf16x2(u.y, v[2], v[3]);
-    unpack_bf16x2(u.z, v[4], v[5]); unpack_bf16x2(u.w, v[6], v[7]);
+    const float2 a = unpack_bf16x2(u.x), b = unpack_bf16x2(u.y), c = unpack_bf16x2(u.z), d = unpack_bf16x2(u.w);
+    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y; v[4] = c.x; v[5] = c.y; v[6] = d.x; v[7] = d.y;
 }
 __device__ __forceinline__ void store8(float* p, const float v[8]) {
     reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
@@ -124,24 +124,43 @@ __device__ __forceinline__ void rmsnorm(const TX* x, const TW* __restrict__ w, T
 
 }  // namespace l4_rmsnorm
 
-#define L4_RMSNORM_W(NAME, TX, TW, TY, WARP)                                                              \
-    extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)                                         \
-    NAME(const TX* x, const TW* __restrict__ w, TY* y, int rows, int cols, float eps) {                    \
-        l4_rmsnorm::rmsnorm<TX, TW, TY, WARP>(x, w, y, rows, cols, eps);                                  \
-    }
-#define L4_RMSNORM_NOW(NAME, T, WARP)                                                                      \
-    extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)                                         \
-    NAME(const T* x, T* y, int rows, int cols, float eps) {                                                \
-        l4_rmsnorm::rmsnorm<T, void, T, WARP>(x, nullptr, y, rows, cols, eps);                             \
-    }
-
-L4_RMSNORM_W(rmsnorm_f32_f32_f32, float, float, float, false)
-L4_RMSNORM_W(rmsnorm_f32_bf16_f32, float, bf16, float, false)
-L4_RMSNORM_W(rmsnorm_bf16_bf16_bf16, bf16, bf16, bf16, false)
-L4_RMSNORM_NOW(rmsnorm_noweight_f32, float, false)
-L4_RMSNORM_NOW(rmsnorm_noweight_bf16, bf16, false)
-L4_RMSNORM_W(rmsnorm_warp_f32_f32_f32, float, float, float, true)
-L4_RMSNORM_W(rmsnorm_warp_f32_bf16_f32, float, bf16, float, true)
-L4_RMSNORM_W(rmsnorm_warp_bf16_bf16_bf16, bf16, bf16, bf16, true)
-L4_RMSNORM_NOW(rmsnorm_warp_noweight_f32, float, true)
-L4_RMSNORM_NOW(rmsnorm_warp_noweight_bf16, bf16, true)
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_f32_f32_f32(const float* x, const float* __restrict__ w, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, float, float, false>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_f32_bf16_f32(const float* x, const bf16* __restrict__ w, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, bf16, float, false>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_bf16_bf16_bf16(const bf16* x, const bf16* __restrict__ w, bf16* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<bf16, bf16, bf16, false>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_noweight_f32(const float* x, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, void, float, false>(x, nullptr, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_noweight_bf16(const bf16* x, bf16* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<bf16, void, bf16, false>(x, nullptr, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_warp_f32_f32_f32(const float* x, const float* __restrict__ w, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, float, float, true>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_warp_f32_bf16_f32(const float* x, const bf16* __restrict__ w, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, bf16, float, true>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_warp_bf16_bf16_bf16(const bf16* x, const bf16* __restrict__ w, bf16* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<bf16, bf16, bf16, true>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_warp_noweight_f32(const float* x, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, void, float, true>(x, nullptr, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_warp_noweight_bf16(const bf16* x, bf16* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<bf16, void, bf16, true>(x, nullptr, y, rows, cols, eps);
+}

@@ -3,18 +3,19 @@ namespace Llama4Native.Reference;
 /// <summary>
 /// bfloat16 as raw bits (<see cref="ushort"/>): the upper half of an IEEE fp32. Conversions match the kernels'
 /// <c>bf16_to_f32</c> / <c>f32_to_bf16</c> in kernels/common.cuh and torch's <c>.to(torch.bfloat16)</c>:
-/// widening is exact; narrowing rounds to nearest, ties to even, and keeps NaN a (quiet) NaN.
+/// widening is exact; narrowing rounds to nearest, ties to even; every NaN becomes the canonical 0x7FFF, as the
+/// GPU's <c>cvt.rn.bf16.f32</c> does (torch writes 0x7FC0: compare NaNs as NaNs, not as bits).
 /// </summary>
 public static class BF16
 {
     /// <summary>Widens bf16 bits to fp32 (exact).</summary>
     public static float ToFloat(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
 
-    /// <summary>Rounds fp32 to the nearest bf16 (ties to even); NaN stays NaN (quiet bit set), ±inf stays ±inf.</summary>
+    /// <summary>Rounds fp32 to the nearest bf16 (ties to even); NaN → 0x7FFF, ±inf stays ±inf, overflow rounds to ±inf.</summary>
     public static ushort FromFloat(float value)
     {
         uint u = BitConverter.SingleToUInt32Bits(value);
-        if ((u & 0x7FFF_FFFFu) > 0x7F80_0000u) return (ushort)((u >> 16) | 0x0040u);
+        if ((u & 0x7FFF_FFFFu) > 0x7F80_0000u) return 0x7FFF;
         u += 0x7FFFu + ((u >> 16) & 1u);
         return (ushort)(u >> 16);
     }
