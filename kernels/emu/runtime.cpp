@@ -55,13 +55,19 @@ struct Fiber {
     Worker* w = nullptr;
     unsigned lin = 0;
     State state = READY;
+    int group = -1;         // AT_WARP: index of the pending collective in its warp
+    void* deposit = nullptr;
 };
 
+// A pending warp collective. Several can be pending in one warp at once (lanes 0..15 at a
+// __ballot_sync(0xffff) while lane 31 already waits at __syncwarp()): each is keyed by (op, mask).
+struct Group {
+    unsigned mask, arrived;  // participants, lanes arrived so far
+    const char* op;
+};
 struct WarpState {
-    unsigned mask = 0, arrived = 0;  // pending collective: participants, lanes arrived so far
-    const char* op = nullptr;
-    void* data[32];
-    void (*compute)(void* const*, unsigned) = nullptr;
+    unsigned used = 0;  // bit g: groups[g] is pending
+    Group groups[32];
 };
 
 struct Launch {
@@ -93,7 +99,8 @@ struct Worker {
     static constexpr unsigned kChunk = 32;  // fibers allocated per mmap
     static constexpr unsigned kDynBytes = 227 * 1024;
     std::vector<std::pair<char*, size_t>> maps;
-    std::vector<std::unique_ptr<Fiber>> fibers;
+    std::vector<std::unique_ptr<Fiber>> owned;
+    std::vector<Fiber*> fibers;  // == owned, raw for the hot paths
     void* main_sp = nullptr;
     ucontext_t main_uc;
     bool uc_mode = false;
@@ -110,7 +117,7 @@ struct Worker {
 
     Worker() { dyn = static_cast<char*>(aligned_alloc(128, kDynBytes)); }
     ~Worker() {
-        for (auto& f : fibers) delete f->uc;
+        for (auto& f : owned) delete f->uc;
         for (auto& m : maps) munmap(m.first, m.second);
         free(dyn);
     }
@@ -131,7 +138,8 @@ struct Worker {
                 f->hdr = reinterpret_cast<l4emu_thread_hdr*>(f->region + S - L4EMU_HDR_BYTES);
                 f->hdr->fiber = f.get();
                 f->w = this;
-                fibers.push_back(std::move(f));
+                fibers.push_back(f.get());
+                owned.push_back(std::move(f));
             }
         }
         if (ring.size() < count) ring.resize(count);
@@ -213,15 +221,15 @@ std::string fmt(const char* f, ...) {
 std::string others(Worker& w, State skip) {
     std::vector<std::pair<std::string, std::vector<unsigned>>> groups;
     for (unsigned i = 0; i < w.n; ++i) {
-        Fiber* f = w.fibers[i].get();
+        Fiber* f = w.fibers[i];
         if (f->state == skip) continue;
         std::string key;
         switch (f->state) {
             case EXITED: key = "exited"; break;
             case AT_BARRIER: key = "wait at __syncthreads"; break;
             case AT_WARP: {
-                const WarpState& ws = w.warps[i / 32];
-                key = fmt("wait at %s (warp %u, mask 0x%08x)", ws.op, i / 32, ws.mask);
+                const Group& g = w.warps[i / 32].groups[f->group];
+                key = fmt("wait at %s (warp %u, mask 0x%08x)", g.op, i / 32, g.mask);
                 break;
             }
             default: key = "still running"; break;
@@ -250,9 +258,10 @@ std::string others(Worker& w, State skip) {
         fail(w, f, fmt("__syncthreads reached by %u of %u threads", w.arrived, w.n) + others(w, AT_BARRIER));
     for (unsigned wi = 0; wi < 32; ++wi) {
         const WarpState& ws = w.warps[wi];
-        if (!ws.arrived) continue;
-        fail(w, f, fmt("%s (mask 0x%08x) in warp %u reached by %d of %d lanes", ws.op, ws.mask, wi,
-                       __builtin_popcount(ws.arrived), __builtin_popcount(ws.mask)) + others(w, READY));
+        if (!ws.used) continue;
+        const Group& g = ws.groups[__builtin_ctz(ws.used)];
+        fail(w, f, fmt("%s (mask 0x%08x) in warp %u reached by %d of %d lanes", g.op, g.mask, wi,
+                       __builtin_popcount(g.arrived), __builtin_popcount(g.mask)) + others(w, READY));
     }
     fail(w, f, "no runnable thread (internal error)" + others(w, READY));
 }
@@ -275,7 +284,7 @@ void release_barrier(Worker& w, Fiber* f) {
     w.bar_participants = w.arrived;
     w.arrived = w.bar_count = 0;
     for (unsigned i = 0; i < w.n; ++i) {
-        Fiber* o = w.fibers[i].get();
+        Fiber* o = w.fibers[i];
         if (o->state == AT_BARRIER && o != f) { o->state = READY; w.push(o); }
     }
     f->state = RUNNING;
@@ -305,7 +314,7 @@ bool run_block(Worker& w, const Launch& L, uint64_t linear_block) {
     w.reserve(w.n);
     w.qhead = w.qsize = 0;
     for (unsigned i = 0; i < w.n; ++i) {
-        Fiber* f = w.fibers[i].get();
+        Fiber* f = w.fibers[i];
         f->lin = i;
         f->state = READY;
         f->hdr->threadIdx = uint3{i % b.x, i / b.x % b.y, i / (b.x * b.y)};
@@ -316,7 +325,7 @@ bool run_block(Worker& w, const Launch& L, uint64_t linear_block) {
     }
     w.alive = w.n;
     w.arrived = w.bar_count = 0;
-    for (auto& ws : w.warps) ws.arrived = 0;
+    for (auto& ws : w.warps) ws.used = 0;
     w.failed = false;
     Fiber* first = w.pop();
     first->state = RUNNING;
@@ -408,28 +417,37 @@ L4EMU_EXPORT void l4emu_rt_warp_sync(unsigned mask, const char* what, void* mine
     WarpState& ws = w.warps[warp];
     if (!(need >> lane & 1))
         fail(w, f, fmt("%s in warp %u called by lane %u, which is not in its mask 0x%08x", what, warp, lane, mask));
-    if (ws.arrived == 0) {
-        ws.mask = need; ws.op = what; ws.compute = compute;
-    } else if (ws.mask != need || strcmp(ws.op, what) != 0) {
-        fail(w, f, fmt("divergent warp collectives in warp %u: lane %u reached %s (mask 0x%08x) while lanes wait at %s (mask 0x%08x)",
-                       warp, lane, what, need, ws.op, ws.mask) + others(w, READY));
+    // Join the pending collective with the same op and mask, or open a new one.
+    int gi = -1;
+    for (unsigned u = ws.used; u; u &= u - 1) {
+        const int c = __builtin_ctz(u);
+        if (ws.groups[c].mask == need && (ws.groups[c].op == what || strcmp(ws.groups[c].op, what) == 0)) { gi = c; break; }
     }
-    ws.data[lane] = mine;
-    ws.arrived |= 1u << lane;
-    f->state = AT_WARP;
-    if (ws.arrived != need) { run_next(w, f); return; }
+    if (gi < 0) {
+        gi = __builtin_ctz(~ws.used);  // at most 32 groups: each waiting lane is in exactly one
+        ws.used |= 1u << gi;
+        ws.groups[gi] = Group{need, 0, what};
+    }
+    Group& g = ws.groups[gi];
+    f->deposit = mine;
+    g.arrived |= 1u << lane;
+    if (g.arrived != need) {
+        f->state = AT_WARP;
+        f->group = gi;
+        run_next(w, f);  // an impossible collective ends when nobody can run: fail_stuck reports it
+        return;
+    }
     // Last to arrive: compute every lane's result, then let the others go.
+    ws.used &= ~(1u << gi);
+    Fiber* const* fs = &w.fibers[warp * 32];
     void* lanes[32];
-    for (unsigned l = 0; l < 32; ++l) lanes[l] = (need >> l & 1) ? ws.data[l] : nullptr;
-    ws.arrived = 0;
+    for (unsigned l = 0; l < 32; ++l) lanes[l] = (need >> l & 1) ? fs[l]->deposit : nullptr;
     compute(lanes, need);
     for (unsigned l = 0; l < 32; ++l) {
         if (!(need >> l & 1) || l == lane) continue;
-        Fiber* o = w.fibers[warp * 32 + l].get();
-        o->state = READY;
-        w.push(o);
+        fs[l]->state = READY;
+        w.push(fs[l]);
     }
-    f->state = RUNNING;
 }
 
 L4EMU_EXPORT unsigned l4emu_rt_activemask(void) {

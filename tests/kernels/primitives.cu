@@ -184,6 +184,12 @@ extern "C" __global__ void bad_sync_vs_shfl(int* out) {
     __syncthreads();
     out[threadIdx.x] = v;
 }
+extern "C" __global__ void bad_divergent_collectives(int* out) {
+    int v = threadIdx.x;
+    if (threadIdx.x < 16) v = __shfl_sync(FULL, v, 0);
+    else v = (int)__ballot_sync(FULL, 1);
+    out[threadIdx.x] = v;
+}
 extern "C" __global__ void bad_trap(int* out) {
     if (threadIdx.x == 5) __trap();
     out[threadIdx.x] = 1;
