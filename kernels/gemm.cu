@@ -92,13 +92,14 @@ template <typename T> __device__ __forceinline__ T from_f32(float v);
 template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
 template <> __device__ __forceinline__ bf16 from_f32<bf16>(float v) { return f32_to_bf16(v); }
 
-// Stores C[r, c] and C[r, c+1] (r < M checked by the caller), as one pair store when possible.
+// Stores C[r, c] and C[r, c+1] (r < M checked by the caller), as one pair store when the address is aligned
+// for it (the address, not the index: C itself may be offset).
 __device__ __forceinline__ void store_pair(float* C, long long off, bool both, float v0, float v1) {
-    if (both && (off & 1) == 0) *reinterpret_cast<float2*>(C + off) = make_float2(v0, v1);
+    if (both && ((unsigned long long)(C + off) & 7ull) == 0) *reinterpret_cast<float2*>(C + off) = make_float2(v0, v1);
     else { C[off] = v0; if (both) C[off + 1] = v1; }
 }
 __device__ __forceinline__ void store_pair(bf16* C, long long off, bool both, float v0, float v1) {
-    if (both && (off & 1) == 0) *reinterpret_cast<uint32_t*>(C + off) = pack_bf16x2(v0, v1);
+    if (both && ((unsigned long long)(C + off) & 3ull) == 0) *reinterpret_cast<uint32_t*>(C + off) = pack_bf16x2(v0, v1);
     else { C[off] = f32_to_bf16(v0); if (both) C[off + 1] = f32_to_bf16(v1); }
 }
 
