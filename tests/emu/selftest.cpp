@@ -2,7 +2,7 @@
 // side binds: dlopen the primitives module, l4emu_get_function, l4emu_launch with cuLaunchKernel-style
 // void** args. Expected values are computed here in plain C++, independently of the emulator code
 // (shuffle rules from the CUDA guide, bf16/e4m3 rounding by comparing neighbouring representable values).
-// Usage: selftest <path/to/libprimitives.so>. Last line: "N passed, N failed"; exit code 1 on failure.
+// Usage: selftest <path/to/libprimitives.so> [uc]  (uc: only the ucontext pass, e.g. under ASan). Last line: "N passed, N failed"; exit code 1 on failure.
 #include <dlfcn.h>
 
 #include <chrono>
@@ -340,7 +340,7 @@ static double time_ns_per(const char* k, unsigned threads, int iters, double ops
 }
 
 int main(int argc, char** argv) {
-    if (argc != 2) { fprintf(stderr, "usage: %s libprimitives.so\n", argv[0]); return 2; }
+    if (argc < 2) { fprintf(stderr, "usage: %s libprimitives.so [uc]\n", argv[0]); return 2; }
     g_mod = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     if (!g_mod) { fprintf(stderr, "dlopen: %s\n", dlerror()); return 2; }
     printf("%s\n", l4emu_version());
@@ -349,6 +349,13 @@ int main(int argc, char** argv) {
     check(names.rfind("t_shfl,t_vote,", 0) == 0 && names.find("bench_warp_sum") != std::string::npos, "l4emu_module_kernels lists the kernels", names.substr(0, 40) + "...");
     check(fn("t_mma") != nullptr && fn("no_such_kernel") == nullptr, "l4emu_get_function finds kernels, NULL when absent");
 
+    if (argc == 3 && std::string(argv[2]) == "uc") {  // ucontext only: the mode to run under ASan or gdb
+        g_suffix = " [ucontext]";
+        l4emu_set_ucontext(1);
+        run_functional();
+        printf("%d passed, %d failed\n", g_pass, g_fail);
+        return g_fail ? 1 : 0;
+    }
     l4emu_set_threads(2);
     l4emu_set_ucontext(0);
     run_functional();
@@ -369,6 +376,14 @@ int main(int argc, char** argv) {
     const double uc_sync = time_ns_per("bench_sync", 256, 400, 1);
     const double uc_shfl = time_ns_per("bench_warp_sum", 256, 80, 5);
     l4emu_set_ucontext(0);
+    {   // per-block overhead: 2000 blocks x 256 threads of an (almost) empty kernel on the pool
+        std::vector<int> out(256);
+        const auto t0 = std::chrono::steady_clock::now();
+        const int rc = launch("bench_sync", G{2000}, G{256}, 0, 0, out.data());
+        const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+        check(rc == 0, "2000-block launch");
+        printf("timing: empty 256-thread block: %.2f us per block (pool of default size)\n", us / 2000);
+    }
     printf("timing: __syncthreads per thread: fast switch %.1f ns, ucontext %.1f ns (%.1fx)\n", fast_sync, uc_sync, uc_sync / fast_sync);
     printf("timing: __shfl_xor_sync per thread: fast switch %.1f ns, ucontext %.1f ns (%.1fx)\n", fast_shfl, uc_shfl, uc_shfl / fast_shfl);
     printf("%d passed, %d failed\n", g_pass, g_fail);
