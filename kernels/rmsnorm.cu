@@ -1,0 +1,166 @@
+// rmsnorm.cu — y = x * rsqrt(mean(x²) + eps) * w over each row, in fp32.
+//
+// Why it looks like this: RMSNorm is two passes over one row (sum of squares, then scale), both memory
+// bound, and a row is at most a few tens of KiB, so the second pass re-reads x from L1/L2 rather than
+// holding it in registers (which would cap cols). Two shapes of work share one templated body:
+//   * block per row (`rmsnorm_*`): the hidden-state norms (cols = D = 5120); the partial sums meet in
+//     block_sum;
+//   * warp per row (`rmsnorm_warp_*`): many short rows, e.g. Llama 4's QK norm over head_dim = 128 with
+//     rows = T·H; a block then carries RMSNORM_THREADS/32 rows and needs no __syncthreads.
+// Both read 8 elements per thread per step (16-byte vectors) when cols % 8 == 0 and the row starts and w
+// are 16-byte aligned, else a scalar loop — any cols >= 1 works (cols up to 2^31-1; large cols simply
+// loop). All arithmetic is fp32 and a bf16 output is rounded once at the end (torch's Llama4TextRMSNorm
+// rounds the normalised x to bf16 before multiplying by w in bf16: we differ from it by ≤ 1 bf16 ulp).
+// The weightless form (`rmsnorm_noweight_*`, w absent) is the QK norm. In place (y == x) is allowed, which
+// is why x and y are not __restrict__: each element is read and written by the same thread.
+//
+// | kernel                         | parameters (all: int rows, int cols, float eps last)          | launch                        |
+// |--------------------------------|----------------------------------------------------------------|-------------------------------|
+// | rmsnorm_f32_f32_f32            | const float* x [rows, cols], const float* w [cols], float* y [rows, cols] | block-per-row: grid = rows, block = RMSNORM_THREADS, shared = 0 |
+// | rmsnorm_f32_bf16_f32           | const float* x, const bf16* w, float* y                         | "                             |
+// | rmsnorm_bf16_bf16_bf16         | const bf16* x, const bf16* w, bf16* y                           | "                             |
+// | rmsnorm_noweight_f32           | const float* x [rows, cols], float* y [rows, cols]              | "                             |
+// | rmsnorm_noweight_bf16          | const bf16* x, bf16* y                                          | "                             |
+// | rmsnorm_warp_<same five>       | same parameters as the block-per-row kernel of the same suffix  | warp-per-row: grid = ceil(rows / (RMSNORM_THREADS/32)), block = RMSNORM_THREADS, shared = 0 |
+//
+// Exact parameter order: (x, w, y, rows, cols, eps); noweight: (x, y, rows, cols, eps).
+// Compile-time parameters: RMSNORM_THREADS (default 256, a multiple of 32, ≤ 1024). Rule of thumb:
+// use the warp variant when cols ≤ 1024.
+
+#include "common.cuh"
+
+#ifndef RMSNORM_THREADS
+#define RMSNORM_THREADS 256
+#endif
+
+namespace l4_rmsnorm {
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(bf16 v) { return bf16_to_f32(v); }
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16 from_f32<bf16>(float v) { return f32_to_bf16(v); }
+
+// 8 consecutive elements <-> 8 floats; p must be 16-byte aligned.
+__device__ __forceinline__ void load8(const float* p, float v[8]) {
+    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+__device__ __forceinline__ void load8(const bf16* p, float v[8]) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const float2 a = unpack_bf16x2(u.x), b = unpack_bf16x2(u.y), c = unpack_bf16x2(u.z), d = unpack_bf16x2(u.w);
+    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y; v[4] = c.x; v[5] = c.y; v[6] = d.x; v[7] = d.y;
+}
+__device__ __forceinline__ void store8(float* p, const float v[8]) {
+    reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void store8(bf16* p, const float v[8]) {
+    uint4 u;
+    u.x = pack_bf16x2(v[0], v[1]); u.y = pack_bf16x2(v[2], v[3]);
+    u.z = pack_bf16x2(v[4], v[5]); u.w = pack_bf16x2(v[6], v[7]);
+    *reinterpret_cast<uint4*>(p) = u;
+}
+template <typename T> struct is_void { static constexpr bool value = false; };
+template <> struct is_void<void> { static constexpr bool value = true; };
+
+__device__ __forceinline__ bool aligned16(const void* p) { return ((unsigned long long)p & 15ull) == 0; }
+
+// TW = void: no weight (QK norm). WARP: one warp per row, else one block per row.
+template <typename TX, typename TW, typename TY, bool WARP>
+__device__ __forceinline__ void rmsnorm(const TX* x, const TW* __restrict__ w, TY* y, int rows, int cols,
+                                        float eps) {
+    constexpr bool HAS_W = !is_void<TW>::value;
+    const long long row = WARP ? (long long)blockIdx.x * (RMSNORM_THREADS / 32) + threadIdx.x / 32
+                               : (long long)blockIdx.x;
+    const int lane = WARP ? (int)(threadIdx.x & 31) : (int)threadIdx.x;
+    const int nthr = WARP ? 32 : RMSNORM_THREADS;
+    if (row >= rows) return;  // uniform per warp (warp variant) or per block (block variant)
+    const TX* xr = x + row * cols;
+    TY* yr = y + row * cols;
+    bool vec = (cols % 8 == 0) && aligned16(xr) && aligned16(yr);
+    if constexpr (HAS_W) vec = vec && aligned16(w);
+
+    float ss = 0.f;
+    if (vec) {
+        for (int c = lane * 8; c < cols; c += nthr * 8) {
+            float v[8];
+            load8(xr + c, v);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
+        }
+    } else {
+        for (int c = lane; c < cols; c += nthr) {
+            const float v = to_f32(xr[c]);
+            ss += v * v;
+        }
+    }
+    ss = WARP ? warp_sum(ss) : block_sum(ss);
+    const float inv = rsqrtf(ss / (float)cols + eps);
+
+    if (vec) {
+        for (int c = lane * 8; c < cols; c += nthr * 8) {
+            float v[8];
+            load8(xr + c, v);
+            if constexpr (HAS_W) {
+                float g[8];
+                load8(w + c, g);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) v[e] = v[e] * inv * g[e];
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) v[e] = v[e] * inv;
+            }
+            store8(yr + c, v);
+        }
+    } else {
+        for (int c = lane; c < cols; c += nthr) {
+            float v = to_f32(xr[c]) * inv;
+            if constexpr (HAS_W) v *= to_f32(w[c]);
+            yr[c] = from_f32<TY>(v);
+        }
+    }
+}
+
+}  // namespace l4_rmsnorm
+
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_f32_f32_f32(const float* x, const float* __restrict__ w, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, float, float, false>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_f32_bf16_f32(const float* x, const bf16* __restrict__ w, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, bf16, float, false>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_bf16_bf16_bf16(const bf16* x, const bf16* __restrict__ w, bf16* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<bf16, bf16, bf16, false>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_noweight_f32(const float* x, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, void, float, false>(x, nullptr, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_noweight_bf16(const bf16* x, bf16* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<bf16, void, bf16, false>(x, nullptr, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_warp_f32_f32_f32(const float* x, const float* __restrict__ w, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, float, float, true>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_warp_f32_bf16_f32(const float* x, const bf16* __restrict__ w, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, bf16, float, true>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_warp_bf16_bf16_bf16(const bf16* x, const bf16* __restrict__ w, bf16* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<bf16, bf16, bf16, true>(x, w, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_warp_noweight_f32(const float* x, float* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<float, void, float, true>(x, nullptr, y, rows, cols, eps);
+}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
+rmsnorm_warp_noweight_bf16(const bf16* x, bf16* y, int rows, int cols, float eps) {
+    l4_rmsnorm::rmsnorm<bf16, void, bf16, true>(x, nullptr, y, rows, cols, eps);
+}
