@@ -5,6 +5,7 @@
 // Usage: selftest <path/to/libprimitives.so> [uc]  (uc: only the ucontext pass, e.g. under ASan). Last line: "N passed, N failed"; exit code 1 on failure.
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -332,11 +333,14 @@ static void run_functional() {
 static double time_ns_per(const char* k, unsigned threads, int iters, double ops_per_thread_iter) {
     std::vector<float> out(threads);
     launch(k, G{1}, G{threads}, 0, 10, out.data());  // warm: stacks mapped
-    const auto t0 = std::chrono::steady_clock::now();
-    const int rc = launch(k, G{1}, G{threads}, 0, iters, out.data());
-    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-    if (rc) check(false, k, l4emu_last_error());
-    return ns / (threads * (double)iters * ops_per_thread_iter);
+    double best = 1e30;
+    for (int rep = 0; rep < 3; ++rep) {  // best of 3: this machine is shared
+        const auto t0 = std::chrono::steady_clock::now();
+        const int rc = launch(k, G{1}, G{threads}, 0, iters, out.data());
+        best = std::min(best, std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
+        if (rc) check(false, k, l4emu_last_error());
+    }
+    return best / (threads * (double)iters * ops_per_thread_iter);
 }
 
 int main(int argc, char** argv) {
@@ -378,9 +382,13 @@ int main(int argc, char** argv) {
     l4emu_set_ucontext(0);
     {   // per-block overhead: 2000 blocks x 256 threads of an (almost) empty kernel on the pool
         std::vector<int> out(256);
-        const auto t0 = std::chrono::steady_clock::now();
-        const int rc = launch("bench_sync", G{2000}, G{256}, 0, 0, out.data());
-        const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+        double us = 1e30;
+        int rc = 0;
+        for (int rep = 0; rep < 3; ++rep) {
+            const auto t0 = std::chrono::steady_clock::now();
+            rc |= launch("bench_sync", G{2000}, G{256}, 0, 0, out.data());
+            us = std::min(us, std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+        }
         check(rc == 0, "2000-block launch");
         printf("timing: empty 256-thread block: %.2f us per block (pool of default size)\n", us / 2000);
     }
