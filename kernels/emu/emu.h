@@ -53,7 +53,8 @@ struct l4emu_thread_hdr { uint3 threadIdx; unsigned lin; const l4emu_block_info*
 #define L4EMU_HDR_BYTES 64
 
 // A kernel as a module exports it: l4emu_get_function returns a pointer to one of these.
-struct l4emu_kernel { const char* name; void (*entry)(void** args); };
+// max_threads: the first __launch_bounds__ argument (0: none); a bigger block fails to launch, as on the GPU.
+struct l4emu_kernel { const char* name; void (*entry)(void** args); unsigned max_threads; };
 
 extern "C" {
 extern unsigned l4emu_stack_shift;  // log2 of the fiber stack region size, fixed at load time

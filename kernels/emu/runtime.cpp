@@ -477,6 +477,9 @@ L4EMU_EXPORT int l4emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, u
     if (bx > 1024 || by > 1024 || bz > 64 || threads > 1024)
         return set_error(fmt("kernel %s: block (%u,%u,%u) = %llu threads exceeds CUDA's limits (1024 per block; x,y <= 1024, z <= 64)",
                              name, bx, by, bz, (unsigned long long)threads));
+    if (k->max_threads && threads > k->max_threads)
+        return set_error(fmt("kernel %s: block (%u,%u,%u) = %llu threads exceeds its __launch_bounds__(%u)", name, bx, by, bz,
+                             (unsigned long long)threads, k->max_threads));
     if (gx > 2147483647u || gy > 65535 || gz > 65535)
         return set_error(fmt("kernel %s: grid (%u,%u,%u) exceeds CUDA's limits (x < 2^31, y,z <= 65535)", name, gx, gy, gz));
     if (dyn_shared_bytes > Worker::kDynBytes)

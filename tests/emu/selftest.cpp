@@ -311,6 +311,8 @@ static void test_misuse() {
     expect_error("block (32,32,2) is refused", launch("t_shfl", G{1}, G{32, 32, 2}, 0, iv.data()), {"2048 threads"});
     expect_error("228 KiB dynamic shared memory is refused", launch("t_shfl", G{1}, G{32}, 232449, iv.data()), {"227 KiB"});
     expect_error("gridDim.y 65536 is refused", launch("t_shfl", G{1, 65536}, G{32}, 0, iv.data()), {"grid (1,65536,1)"});
+    expect_error("block above __launch_bounds__(64) is refused", launch("t_index", G{1}, G{65}, 0, iv.data()),
+                 {"kernel t_index: block (65,1,1) = 65 threads exceeds its __launch_bounds__(64)"});
     expect_error("null kernel is refused", l4emu_launch(nullptr, 1, 1, 1, 1, 1, 1, 0, nullptr), {"null kernel"});
 }
 
