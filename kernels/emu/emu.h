@@ -45,18 +45,19 @@ struct dim3 {
     constexpr operator uint3() const { return uint3{x, y, z}; }
 };
 
-// What a running CUDA thread can see. The header sits at the top of each fiber's stack region, whose
-// size is a power of two (l4emu_stack_bytes) and which is aligned to it: a thread finds its own header
-// from %rsp with two ALU ops, no TLS lookup (TLS across dlopen'ed .so files costs a call per access).
+// What a running CUDA thread can see. The header sits near the top of each fiber's stack region, whose
+// size is a power of two (1 << l4emu_stack_shift) and which is aligned to it: a thread finds its own
+// header from %rsp with a few ALU ops, no TLS lookup (TLS across dlopen'ed .so files costs a call).
 struct l4emu_block_info { uint3 blockIdx; dim3 blockDim; dim3 gridDim; void* dyn_smem; };
 struct l4emu_thread_hdr { uint3 threadIdx; unsigned lin; const l4emu_block_info* blk; void* fiber; };
-#define L4EMU_HDR_BYTES 128
+#define L4EMU_HDR_BYTES 64
 
 // A kernel as a module exports it: l4emu_get_function returns a pointer to one of these.
-struct l4emu_kernel { const char* name; void (*entry)(void** args); };
+// max_threads: the first __launch_bounds__ argument (0: none); a bigger block fails to launch, as on the GPU.
+struct l4emu_kernel { const char* name; void (*entry)(void** args); unsigned max_threads; };
 
 extern "C" {
-extern uintptr_t l4emu_stack_bytes;  // fiber stack region size (power of two), fixed at load time
+extern unsigned l4emu_stack_shift;  // log2 of the fiber stack region size, fixed at load time
 // op: 0 plain, 1 count, 2 and, 3 or. Returns the popcount of `pred` over the block (count semantics).
 int l4emu_rt_syncthreads(int op, int pred);
 // Warp collective: every participating lane deposits `mine`; the last lane to arrive calls
@@ -67,11 +68,18 @@ unsigned l4emu_rt_activemask(void);
 void l4emu_rt_trap(const char* why);
 }
 
+// Header of the region holding address p. Aligned regions would put every header (and the hot top of
+// every stack, just below it) in the same cache sets; shifting each down by (region index % 64) * 64
+// bytes spreads them over 4 KiB.
+static inline l4emu_thread_hdr* l4emu_hdr_at(uintptr_t p) {
+    const unsigned sh = l4emu_stack_shift;
+    const uintptr_t idx = p >> sh;
+    return reinterpret_cast<l4emu_thread_hdr*>(((idx + 1) << sh) - L4EMU_HDR_BYTES - ((idx & 63) << 6));
+}
 static inline const l4emu_thread_hdr* l4emu_self() {
     uintptr_t sp;
     __asm__("mov %%rsp, %0" : "=r"(sp));  // not volatile: the value is only ever used as "which region"
-    const uintptr_t s = l4emu_stack_bytes;
-    return reinterpret_cast<const l4emu_thread_hdr*>((sp & ~(s - 1)) + s - L4EMU_HDR_BYTES);
+    return l4emu_hdr_at(sp);
 }
 
 #ifndef L4EMU_RUNTIME

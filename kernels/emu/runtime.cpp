@@ -32,15 +32,15 @@ extern "C" void l4emu_switch(void** save_sp, void* new_sp);
 
 #define L4EMU_EXPORT extern "C" __attribute__((visibility("default")))
 
-static uintptr_t pick_stack_bytes() {
-    // Power of two >= 16 KiB so a fiber finds its header from %rsp (see l4emu_self in emu.h).
+static unsigned pick_stack_shift() {
+    // Power of two >= 16 KiB so a fiber finds its header from %rsp (see l4emu_hdr_at in emu.h).
     uintptr_t kb = 64;
     if (const char* e = getenv("L4EMU_STACK_KB")) { long v = atol(e); if (v > 0) kb = (uintptr_t)v; }
-    uintptr_t b = 16 * 1024;
-    while (b < kb * 1024) b <<= 1;
-    return b;
+    unsigned sh = 14;
+    while (((uintptr_t)1 << sh) < kb * 1024) ++sh;
+    return sh;
 }
-__attribute__((visibility("default"))) uintptr_t l4emu_stack_bytes = pick_stack_bytes();  // declared extern "C" in emu.h
+__attribute__((visibility("default"))) unsigned l4emu_stack_shift = pick_stack_shift();  // declared extern "C" in emu.h
 
 namespace {
 
@@ -123,7 +123,7 @@ struct Worker {
     }
 
     void reserve(unsigned count) {
-        const uintptr_t S = l4emu_stack_bytes;
+        const uintptr_t S = (uintptr_t)1 << l4emu_stack_shift;
         const long page = sysconf(_SC_PAGESIZE);
         while (fibers.size() < count) {
             const size_t len = (kChunk + 1) * S;  // +1 region of slack to align the first one to S
@@ -135,7 +135,7 @@ struct Worker {
                 auto f = std::make_unique<Fiber>();
                 f->region = base + i * S;
                 mprotect(f->region, page, PROT_NONE);  // guard page: overflow faults instead of corrupting
-                f->hdr = reinterpret_cast<l4emu_thread_hdr*>(f->region + S - L4EMU_HDR_BYTES);
+                f->hdr = l4emu_hdr_at(reinterpret_cast<uintptr_t>(f->region));
                 f->hdr->fiber = f.get();
                 f->w = this;
                 fibers.push_back(f.get());
@@ -477,6 +477,9 @@ L4EMU_EXPORT int l4emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, u
     if (bx > 1024 || by > 1024 || bz > 64 || threads > 1024)
         return set_error(fmt("kernel %s: block (%u,%u,%u) = %llu threads exceeds CUDA's limits (1024 per block; x,y <= 1024, z <= 64)",
                              name, bx, by, bz, (unsigned long long)threads));
+    if (k->max_threads && threads > k->max_threads)
+        return set_error(fmt("kernel %s: block (%u,%u,%u) = %llu threads exceeds its __launch_bounds__(%u)", name, bx, by, bz,
+                             (unsigned long long)threads, k->max_threads));
     if (gx > 2147483647u || gy > 65535 || gz > 65535)
         return set_error(fmt("kernel %s: grid (%u,%u,%u) exceeds CUDA's limits (x < 2^31, y,z <= 65535)", name, gx, gy, gz));
     if (dyn_shared_bytes > Worker::kDynBytes)

@@ -5,6 +5,7 @@
 // Usage: selftest <path/to/libprimitives.so> [uc]  (uc: only the ucontext pass, e.g. under ASan). Last line: "N passed, N failed"; exit code 1 on failure.
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -310,6 +311,8 @@ static void test_misuse() {
     expect_error("block (32,32,2) is refused", launch("t_shfl", G{1}, G{32, 32, 2}, 0, iv.data()), {"2048 threads"});
     expect_error("228 KiB dynamic shared memory is refused", launch("t_shfl", G{1}, G{32}, 232449, iv.data()), {"227 KiB"});
     expect_error("gridDim.y 65536 is refused", launch("t_shfl", G{1, 65536}, G{32}, 0, iv.data()), {"grid (1,65536,1)"});
+    expect_error("block above __launch_bounds__(64) is refused", launch("t_index", G{1}, G{65}, 0, iv.data()),
+                 {"kernel t_index: block (65,1,1) = 65 threads exceeds its __launch_bounds__(64)"});
     expect_error("null kernel is refused", l4emu_launch(nullptr, 1, 1, 1, 1, 1, 1, 0, nullptr), {"null kernel"});
 }
 
@@ -332,11 +335,14 @@ static void run_functional() {
 static double time_ns_per(const char* k, unsigned threads, int iters, double ops_per_thread_iter) {
     std::vector<float> out(threads);
     launch(k, G{1}, G{threads}, 0, 10, out.data());  // warm: stacks mapped
-    const auto t0 = std::chrono::steady_clock::now();
-    const int rc = launch(k, G{1}, G{threads}, 0, iters, out.data());
-    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-    if (rc) check(false, k, l4emu_last_error());
-    return ns / (threads * (double)iters * ops_per_thread_iter);
+    double best = 1e30;
+    for (int rep = 0; rep < 3; ++rep) {  // best of 3: this machine is shared
+        const auto t0 = std::chrono::steady_clock::now();
+        const int rc = launch(k, G{1}, G{threads}, 0, iters, out.data());
+        best = std::min(best, std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
+        if (rc) check(false, k, l4emu_last_error());
+    }
+    return best / (threads * (double)iters * ops_per_thread_iter);
 }
 
 int main(int argc, char** argv) {
@@ -378,9 +384,13 @@ int main(int argc, char** argv) {
     l4emu_set_ucontext(0);
     {   // per-block overhead: 2000 blocks x 256 threads of an (almost) empty kernel on the pool
         std::vector<int> out(256);
-        const auto t0 = std::chrono::steady_clock::now();
-        const int rc = launch("bench_sync", G{2000}, G{256}, 0, 0, out.data());
-        const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+        double us = 1e30;
+        int rc = 0;
+        for (int rep = 0; rep < 3; ++rep) {
+            const auto t0 = std::chrono::steady_clock::now();
+            rc |= launch("bench_sync", G{2000}, G{256}, 0, 0, out.data());
+            us = std::min(us, std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+        }
         check(rc == 0, "2000-block launch");
         printf("timing: empty 256-thread block: %.2f us per block (pool of default size)\n", us / 2000);
     }
