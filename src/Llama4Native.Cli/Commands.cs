@@ -49,6 +49,9 @@ public static class Commands
         if (registered) return;
         registered = true;
         // Each verb file adds itself here (one line per verb).
+        Register("kernels", Verbs.KernelsVerb.Help, Verbs.KernelsVerb.Run);
+        Register("selftest", Verbs.SelftestVerb.Help, Verbs.SelftestVerb.Run);
+        Register("bench-kernels", Verbs.BenchKernelsVerb.Help, Verbs.BenchKernelsVerb.Run);
     }
 }
 

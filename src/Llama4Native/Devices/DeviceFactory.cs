@@ -23,7 +23,10 @@ public static class DeviceFactory
     public static bool TryCreateCuda(int ordinal, out Device? device, out string reason)
     {
         device = null;
-        reason = "the CUDA device is not wired in yet";
-        return false;
+        if (!Interop.CudaDriver.TryLoad(out reason)) return false;
+        int count = Interop.CudaDriver.DeviceCount;
+        if (ordinal >= count) { reason = $"CUDA device {ordinal} requested but the driver reports {count}"; return false; }
+        try { device = new Cuda.CudaDevice(ordinal); return true; }
+        catch (Interop.CudaException e) { reason = e.Message; return false; }
     }
 }

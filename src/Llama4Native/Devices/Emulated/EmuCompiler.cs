@@ -49,10 +49,11 @@ public sealed class EmuCompiler : IKernelCompiler
 
         var rt = RuntimePath;
         var src = sourceDir.Value;
-        // The registration unit: the kernel file itself, then one line listing its entry points, so the
-        // module exports them by name with a trampoline that unpacks cuLaunchKernel-style void** args.
+        // The registration unit (written by kernels/emu/gen_module.sh, the same generator the shell build
+        // uses): the kernel file, then one line per entry point, so the module exports them by name with a
+        // trampoline that unpacks cuLaunchKernel-style void** args and knows each kernel's launch bounds.
         var unit = Path.Combine(src, $"module-{key}.cpp");
-        File.WriteAllText(unit, $"#include \"{file}\"\n#include \"emu/module.h\"\nL4EMU_MODULE_BEGIN\n{string.Concat(entries.Select(e => $"L4EMU_KERNEL({e})\n"))}L4EMU_MODULE_END\n");
+        RunChecked("bash", [Path.Combine(src, "emu", "gen_module.sh"), Path.Combine(src, file), unit], file + " (module generator)");
         var tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         var rtDir = Path.GetDirectoryName(rt)!;
