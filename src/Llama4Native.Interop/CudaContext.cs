@@ -49,6 +49,12 @@ public sealed class CudaContext : SafeHandle
     /// <summary>Binds this context to the calling thread.</summary>
     public void MakeCurrent() => Cu.Check(Cu.cuCtxSetCurrent(Handle));
 
+    /// <summary>
+    /// For resources, which hold a count on this context: the native context stays alive until they are
+    /// released even after <see cref="SafeHandle.Dispose()"/> marked this wrapper closed.
+    /// </summary>
+    internal void MakeCurrentForResource() => Cu.Check(Cu.cuCtxSetCurrent(new CUcontext(handle)), "cuCtxSetCurrent(ctx)");
+
     /// <summary>Waits for all work of this context on every stream; throws the first asynchronous error.</summary>
     public void Synchronize()
     {

@@ -61,7 +61,7 @@ public sealed class CudaModule : CudaContextResource
     /// <summary>Finds a kernel by name; throws CUDA_ERROR_NOT_FOUND (use <c>extern "C"</c> kernels).</summary>
     public CudaFunction GetFunction(string name)
     {
-        Context.MakeCurrent();
+        Context.MakeCurrentForResource();
         var r = Cu.cuModuleGetFunction(out var f, Handle, name);
         if (r != CUresult.CUDA_SUCCESS) throw new CudaException(r, $"cuModuleGetFunction(\"{name}\")");
         return new CudaFunction(this, f, name);
@@ -98,14 +98,14 @@ public sealed class CudaFunction
 
     public int GetAttribute(CUfunction_attribute attribute)
     {
-        Module.Context.MakeCurrent();
+        Module.Context.MakeCurrentForResource();
         Cu.Check(Cu.cuFuncGetAttribute(out int v, attribute, Handle), $"cuFuncGetAttribute({attribute}, {Name})");
         return v;
     }
 
     public void SetAttribute(CUfunction_attribute attribute, int value)
     {
-        Module.Context.MakeCurrent();
+        Module.Context.MakeCurrentForResource();
         Cu.Check(Cu.cuFuncSetAttribute(Handle, attribute, value), $"cuFuncSetAttribute({Name}, {attribute}, {value})");
     }
 
@@ -126,7 +126,7 @@ public sealed class CudaFunction
     /// </summary>
     public unsafe void Launch(LaunchDims grid, LaunchDims block, uint dynamicSharedBytes, CUstream stream, void** args)
     {
-        Module.Context.MakeCurrent();
+        Module.Context.MakeCurrentForResource();
         var r = Cu.cuLaunchKernel(Handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z,
                                   dynamicSharedBytes, stream, args, null);
         if (r != CUresult.CUDA_SUCCESS)

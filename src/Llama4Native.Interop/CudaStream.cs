@@ -10,7 +10,7 @@ public sealed class CudaStream : CudaContextResource
     /// <summary>Waits for all work queued on this stream; throws its first asynchronous error.</summary>
     public void Synchronize()
     {
-        Context.MakeCurrent();
+        Context.MakeCurrentForResource();
         Cu.Check(Cu.cuStreamSynchronize(Handle));
     }
 
@@ -20,14 +20,14 @@ public sealed class CudaStream : CudaContextResource
     /// </summary>
     public void BeginCapture(CUstreamCaptureMode mode = CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
     {
-        Context.MakeCurrent();
+        Context.MakeCurrentForResource();
         Cu.Check(Cu.cuStreamBeginCapture_v2(Handle, mode));
     }
 
     /// <summary>Ends the capture and returns the recorded graph (throws CUDA_ERROR_STREAM_CAPTURE_INVALIDATED if it broke).</summary>
     public CudaGraph EndCapture()
     {
-        Context.MakeCurrent();
+        Context.MakeCurrentForResource();
         Cu.Check(Cu.cuStreamEndCapture(Handle, out var g));
         return new CudaGraph(Context, g);
     }
@@ -36,7 +36,7 @@ public sealed class CudaStream : CudaContextResource
     {
         get
         {
-            Context.MakeCurrent();
+            Context.MakeCurrentForResource();
             Cu.Check(Cu.cuStreamIsCapturing(Handle, out var status));
             return status;
         }
@@ -56,21 +56,21 @@ public sealed class CudaEvent : CudaContextResource
     /// <summary>Marks the current tail of <paramref name="stream"/>.</summary>
     public void Record(CUstream stream)
     {
-        Context.MakeCurrent();
+        Context.MakeCurrentForResource();
         Cu.Check(Cu.cuEventRecord(Handle, stream));
     }
 
     /// <summary>Waits until the recorded work is done.</summary>
     public void Synchronize()
     {
-        Context.MakeCurrent();
+        Context.MakeCurrentForResource();
         Cu.Check(Cu.cuEventSynchronize(Handle));
     }
 
     /// <summary>Milliseconds from this (start) event to <paramref name="end"/>; both recorded, completed and timing-enabled.</summary>
     public float ElapsedMilliseconds(CudaEvent end)
     {
-        Context.MakeCurrent();
+        Context.MakeCurrentForResource();
         Cu.Check(Cu.cuEventElapsedTime(out float ms, Handle, end.Handle));
         return ms;
     }
@@ -88,7 +88,7 @@ public sealed class CudaGraph : CudaContextResource
     /// <summary>Makes it launchable. The returned exec is independent: this graph may be disposed right after.</summary>
     public CudaGraphExec Instantiate(CuGraphInstantiateFlags flags = CuGraphInstantiateFlags.None)
     {
-        Context.MakeCurrent();
+        Context.MakeCurrentForResource();
         Cu.Check(Cu.cuGraphInstantiateWithFlags(out var exec, Handle, flags));
         return new CudaGraphExec(Context, exec);
     }
@@ -106,7 +106,7 @@ public sealed class CudaGraphExec : CudaContextResource
     /// <summary>Queues one run of the whole graph on <paramref name="stream"/>.</summary>
     public void Launch(CUstream stream)
     {
-        Context.MakeCurrent();
+        Context.MakeCurrentForResource();
         Cu.Check(Cu.cuGraphLaunch(Handle, stream));
         if (CudaDebug.SyncAfterLaunch) CudaDebug.SynchronizeAfterLaunch(stream, "<graph>");
     }
