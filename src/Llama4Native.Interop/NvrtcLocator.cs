@@ -79,15 +79,21 @@ public static class NvrtcLocator
             if (_chosen is not null) return _chosen;
             var log = new List<string>();
             _searched = log;
-            foreach (var candidate in Candidates(log))
-            {
-                var loaded = TryCandidate(candidate, log);
-                if (loaded is null) continue;
-                Volatile.Write(ref _chosen, loaded);
-                return loaded;
-            }
-            throw NotFound(log);
+            var found = Search(log);
+            Volatile.Write(ref _chosen, found);
+            return found;
         }
+    }
+
+    /// <summary>
+    /// One full search, independent of what <see cref="Load"/> remembered: loads (and keeps loaded) the
+    /// first usable candidate and its builtins, or throws <see cref="NvrtcNotFoundException"/>.
+    /// </summary>
+    internal static NvrtcLocation Search(List<string> log)
+    {
+        foreach (var candidate in Candidates(log))
+            if (TryCandidate(candidate, log) is { } loaded) return loaded;
+        throw NotFound(log);
     }
 
     /// <summary>A place to try: a file, a folder to look into, or a bare name for the default loader.</summary>
