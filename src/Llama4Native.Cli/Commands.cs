@@ -8,9 +8,9 @@ public static class Commands
 {
     public delegate int Verb(string[] args, TextWriter stdout, TextWriter stderr);
 
-    static readonly SortedDictionary<string, (string Help, Verb Run)> Verbs = new(StringComparer.Ordinal);
+    static readonly SortedDictionary<string, (string Help, Verb Run)> table = new(StringComparer.Ordinal);
 
-    public static void Register(string name, string help, Verb run) => Verbs[name] = (help, run);
+    public static void Register(string name, string help, Verb run) => table[name] = (help, run);
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
@@ -18,10 +18,10 @@ public static class Commands
         if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
         {
             stdout.WriteLine("usage: llama4 <verb> [options]\n");
-            foreach (var (name, v) in Verbs) stdout.WriteLine($"  {name,-10} {v.Help}");
+            foreach (var (name, v) in table) stdout.WriteLine($"  {name,-10} {v.Help}");
             return args.Length == 0 ? 2 : 0;
         }
-        if (!Verbs.TryGetValue(args[0], out var verb))
+        if (!table.TryGetValue(args[0], out var verb))
         {
             stderr.WriteLine($"llama4: unknown verb '{args[0]}'. Run 'llama4 --help' for the list.");
             return 2;

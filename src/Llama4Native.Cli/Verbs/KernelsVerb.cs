@@ -19,7 +19,7 @@ public static class KernelsVerb
         var a = new Args(argv, ["arch", "filter"], ["quiet"]);
         var arches = a.All("arch").Count > 0 ? a.All("arch") : ["sm_90a", "sm_80"];
         var (major, minor) = Nvrtc.Version;
-        if (!a.Flag("quiet")) stdout.WriteLine($"NVRTC {major}.{minor} ({NvrtcLocator.ResolvedPath ?? "?"})");
+        if (!a.Flag("quiet")) stdout.WriteLine($"NVRTC {major}.{minor} ({NvrtcLocator.Chosen?.Describe() ?? "?"})");
         int errors = 0, spilling = 0, kernels = 0;
         foreach (var arch in arches)
         {
@@ -33,7 +33,14 @@ public static class KernelsVerb
             {
                 try
                 {
-                    var (_, info) = compiler.CompileWithInfo(file, KernelDefines.None);
+                    var (module, info) = compiler.CompileWithInfo(file, KernelDefines.None);
+                    // NVRTC warnings are errors here: a warning in a kernel is a bug on some target.
+                    var warnings = module.Log.Split('\n').Where(l => l.Contains("warning", StringComparison.OrdinalIgnoreCase)).ToList();
+                    if (warnings.Count > 0)
+                    {
+                        errors++;
+                        stderr.WriteLine($"  {file}: {warnings.Count} warning(s) for {arch}:\n    " + string.Join("\n    ", warnings));
+                    }
                     foreach (var k in info.OrderBy(k => k.Name, StringComparer.Ordinal))
                     {
                         kernels++;
@@ -49,7 +56,7 @@ public static class KernelsVerb
                 }
             }
         }
-        stdout.WriteLine($"kernels: {kernels} entry points compiled for {string.Join(", ", arches)}; {errors} compile errors; {spilling} with spills");
+        stdout.WriteLine($"kernels: {kernels} entry points compiled for {string.Join(", ", arches)}; {errors} files with compile errors or warnings; {spilling} with spills");
         return errors == 0 && spilling == 0 ? 0 : 1;
     }
 }
