@@ -52,6 +52,8 @@ public static class Commands
         Register("kernels", Verbs.KernelsVerb.Help, Verbs.KernelsVerb.Run);
         Register("selftest", Verbs.SelftestVerb.Help, Verbs.SelftestVerb.Run);
         Register("bench-kernels", Verbs.BenchKernelsVerb.Help, Verbs.BenchKernelsVerb.Run);
+        Register("bench-report", Verbs.BenchReportVerb.Help, Verbs.BenchReportVerb.Run);
+        Register("run", Verbs.RunVerb.Help, Verbs.RunVerb.Run);
     }
 }
 
