@@ -59,11 +59,5 @@ __device__ __forceinline__ void softmax(const float* x, float* y, int rows, int 
 
 }  // namespace l4_softmax
 
-extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
-softmax_f32(const float* x, float* y, int rows, int cols) {
-    l4_softmax::softmax<false>(x, y, rows, cols);
-}
-extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
-softmax_warp_f32(const float* x, float* y, int rows, int cols) {
-    l4_softmax::softmax<true>(x, y, rows, cols);
-}
+extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS) softmax_f32(const float* x, float* y, int rows, int cols) { l4_softmax::softmax<false>(x, y, rows, cols); }
+extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS) softmax_warp_f32(const float* x, float* y, int rows, int cols) { l4_softmax::softmax<true>(x, y, rows, cols); }
