@@ -210,6 +210,15 @@ template <bool MAX> L4_DEV float l4_block_reduce(float v) {
 L4_DEV float block_sum(float v) { return l4_block_reduce<false>(v); }
 L4_DEV float block_max(float v) { return l4_block_reduce<true>(v); }
 
+// Row-wise kernels (rmsnorm, softmax) give one row to a block (WARP = false) or to each warp of a 1-D
+// block of THREADS threads (WARP = true): the row this thread works on, its index among the row's
+// threads, and how many threads share the row. Use: const auto [row, lane, nthr] = l4_row_split<WARP, N>();
+template <bool WARP, int THREADS> struct l4_row_part { long long row; int lane, nthr; };
+template <bool WARP, int THREADS> L4_DEV l4_row_part<WARP, THREADS> l4_row_split() {
+    if (WARP) return {(long long)blockIdx.x * (THREADS / 32) + threadIdx.x / 32, (int)(threadIdx.x & 31), 32};
+    return {(long long)blockIdx.x, (int)threadIdx.x, THREADS};
+}
+
 // ---------------------------------------------------------------- small math
 // exp via ex2.approx: relative error ~2^-21 (a few ulp), far below bf16 resolution, ~4x cheaper than expf.
 L4_DEV float fast_exp(float x) { return __expf(x); }

@@ -40,10 +40,7 @@ template <typename TX, typename TW, typename TY, bool WARP>
 __device__ __forceinline__ void rmsnorm(const TX* x, const TW* __restrict__ w, TY* y, int rows, int cols,
                                         float eps) {
     constexpr bool HAS_W = !l4_is_void<TW>::value;
-    const long long row = WARP ? (long long)blockIdx.x * (RMSNORM_THREADS / 32) + threadIdx.x / 32
-                               : (long long)blockIdx.x;
-    const int lane = WARP ? (int)(threadIdx.x & 31) : (int)threadIdx.x;
-    const int nthr = WARP ? 32 : RMSNORM_THREADS;
+    const auto [row, lane, nthr] = l4_row_split<WARP, RMSNORM_THREADS>();
     if (row >= rows) return;  // uniform per warp (warp variant) or per block (block variant)
     const TX* xr = x + row * cols;
     TY* yr = y + row * cols;

@@ -7,7 +7,7 @@
 // which saves a launch and a round trip of the intermediate; the two-input form serves separate gate and
 // up projections (dense MLP, shared expert). The fused vector path needs I % 8 == 0 and 16-byte aligned
 // gu and out; otherwise (and for the n % 8 tail of the two-input form) a scalar path runs — any size ≥ 1.
-// silu(x) = x / (1 + exp(-x)) in fp32 (fast exp and division, ~2 ulp); a bf16 output is rounded once (torch in bf16 rounds silu(g) to bf16
+// silu(x) = x / (1 + exp(-x)) in fp32 (common.cuh `silu`: __expf and __fdividef, ~3 ulp); a bf16 output is rounded once (torch in bf16 rounds silu(g) to bf16
 // before the product: we differ from it by ≤ 1 bf16 ulp).
 //
 // | kernel                 | parameters                                                                  | launch |
@@ -27,6 +27,17 @@
 
 namespace l4_silu_mul {
 
+// out[0..7] = silu(g[0..7]) * u[0..7]: all three 16-byte aligned.
+template <typename T> __device__ __forceinline__ void silu_mul8(const T* g, const T* u, T* out) {
+    float a[8], b[8];
+    load8(g, a);
+    load8(u, b);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) a[e] = silu(a[e]) * b[e];
+    store8(out, a);
+}
+template <typename T> __device__ __forceinline__ T silu_mul1(T g, T u) { return from_f32<T>(silu(to_f32(g)) * to_f32(u)); }
+
 // Rows are walked by blockIdx.y (grid-stride over T), the row's I elements by blockIdx.x: no 64-bit
 // division anywhere.
 template <typename T>
@@ -39,16 +50,9 @@ __device__ __forceinline__ void silu_mul_fused(const T* __restrict__ gu, T* __re
         const T* u = g + I;
         T* o = out + t * I;
         if (vec) {  // I % 8 == 0 keeps every row start 16-byte aligned
-            for (int k = tid; k < I / 8; k += stride) {
-                float a[8], b[8];
-                load8(g + k * 8, a);
-                load8(u + k * 8, b);
-#pragma unroll
-                for (int e = 0; e < 8; ++e) a[e] = silu(a[e]) * b[e];
-                store8(o + k * 8, a);
-            }
+            for (int k = tid; k < I / 8; k += stride) silu_mul8(g + k * 8, u + k * 8, o + k * 8);
         } else {
-            for (int i = tid; i < I; i += stride) o[i] = from_f32<T>(silu(to_f32(g[i])) * to_f32(u[i]));
+            for (int i = tid; i < I; i += stride) o[i] = silu_mul1(g[i], u[i]);
         }
     }
 }
@@ -60,17 +64,10 @@ __device__ __forceinline__ void silu_mul(const T* __restrict__ g, const T* __res
     const long long stride = (long long)gridDim.x * blockDim.x;
     long long done = 0;
     if (aligned16(g) && aligned16(u) && aligned16(out)) {
-        for (long long k = tid; k < n / 8; k += stride) {
-            float a[8], b[8];
-            load8(g + k * 8, a);
-            load8(u + k * 8, b);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) a[e] = silu(a[e]) * b[e];
-            store8(out + k * 8, a);
-        }
+        for (long long k = tid; k < n / 8; k += stride) silu_mul8(g + k * 8, u + k * 8, out + k * 8);
         done = n / 8 * 8;
     }
-    for (long long e = done + tid; e < n; e += stride) out[e] = from_f32<T>(silu(to_f32(g[e])) * to_f32(u[e]));
+    for (long long e = done + tid; e < n; e += stride) out[e] = silu_mul1(g[e], u[e]);
 }
 
 }  // namespace l4_silu_mul
