@@ -8,6 +8,11 @@
 //    has a portable twin that follows the PTX ISA semantics bit for bit (rounding, saturation, fragment
 //    layouts). The one documented difference: mma's fp32 accumulation order/rounding inside the
 //    instruction is unspecified by the ISA; the twin accumulates c + sum_k a*b in k order in fp32.
+//
+// Kernel entry points are written out one per line, literally
+//   extern "C" __global__ void __launch_bounds__(N) name(params) { ns::impl<...>(args); }
+// and never produced by a macro: kernels/emu/gen_module.sh and the C# KernelSources scanner find kernels
+// (and their __launch_bounds__) by this text.
 #pragma once
 
 // ---------------------------------------------------------------- fixed-width integers
