@@ -15,7 +15,7 @@ public static class Tolerances
 
     public static Tolerance For(string op, DType output, long k = 0) => (op, output) switch
     {
-        ("convert" or "embedding", _) => Exact,                        // conversions and copies are bit-exact
+        ("convert" or "embedding" or "add", _) => Exact,               // conversions, copies and one rounded add are bit-exact
         ("rmsnorm", DType.F32) => new(1e-6, 2e-5),                     // fp32 sum of squares vs double
         ("silu_mul", DType.F32) => new(1e-6, 2e-5),                    // fast exp / divide: a few ulp
         ("softmax", DType.F32) => new(1e-7, 2e-5),
