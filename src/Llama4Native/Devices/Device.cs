@@ -66,7 +66,7 @@ public abstract class Device : IDisposable
     public abstract void Synchronize();
 
     /// <summary>The kernels of this device, compiled on first use and cached (in memory and on disk).</summary>
-    public abstract Kernels.KernelLibrary Kernels { get; }
+    public abstract Llama4Native.Kernels.KernelLibrary Kernels { get; }
 
     public void Upload<T>(ReadOnlySpan<T> src, DevicePtr dst, DeviceStream? stream = null) where T : unmanaged
     {

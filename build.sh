@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Llama4Native build entry point. Fresh Debian 12 with the .NET 10 SDK and g++ is enough: everything else
+# (NVRTC 12.4 from Debian trixie non-free, NuGet packages) is fetched into ignored folders on first use.
+#
+#   ./build.sh                 restore + build (Release)
+#   ./build.sh test [args]     every test (kernels on the emulated device; on CUDA too when a GPU is present)
+#   ./build.sh run [args]      the CLI (`llama4 run` on the bundled tiny model when no --model is given)
+#   ./build.sh bench [filter]  BenchmarkDotNet benchmarks (e.g. './build.sh bench "*Gemm*"')
+#   ./build.sh kernels         compile every kernel with NVRTC for sm_90a and sm_80; print registers/spills/smem
+#   ./build.sh llama4 [args]   any CLI verb (`./build.sh llama4 --help`)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="$ROOT/.cache"
+CONFIG="${CONFIG:-Release}"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+export LLAMA4_CACHE="${LLAMA4_CACHE:-$CACHE}"
+
+# --- NVRTC 12.4 (Debian trixie non-free), pinned and checksum-verified -----------------------------------
+NVRTC_VERSION="12.4.127~12.4.1-2"
+declare -A NVRTC_SHA256=(
+  [libnvrtc12]=db76acbd9ad53eae57291114b615ed21551592dee0b1160990a33066d86c251c
+  [libnvrtc-builtins12.4]=c4f9ea43c3e176a9f46b50718d546adb0dc7344432cd7d8b1483692e0416d24c
+)
+NVRTC_DIR="$CACHE/nvrtc"
+NVRTC_LIB="$NVRTC_DIR/usr/lib/x86_64-linux-gnu/libnvrtc.so.12"
+
+ensure_nvrtc() {
+  if [[ -n "${LLAMA4_NVRTC:-}" ]]; then return; fi                 # the user chose one
+  if [[ -f "$NVRTC_LIB" && -f "$NVRTC_DIR/.verified" ]]; then export LLAMA4_NVRTC="$NVRTC_LIB"; return; fi
+  if [[ "$(uname -m)" != x86_64 ]]; then
+    echo "build.sh: no NVRTC fetched on $(uname -m) (the Debian packages are amd64); kernels run on the emulator only" >&2
+    return
+  fi
+  echo "build.sh: fetching NVRTC $NVRTC_VERSION (Debian trixie non-free) into $NVRTC_DIR" >&2
+  local apt="$CACHE/apt" mirror
+  # Same mirror host as the system's own sources; a private sources list, never the system's.
+  mirror="$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | grep -v security | head -1 || true)"
+  mirror="${mirror:-http://deb.debian.org/debian}"
+  mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/debs"
+  echo "deb ${mirror%/} trixie non-free" > "$apt/sources.list"
+  local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt" -o Debug::NoLocking=1
+              -o APT::Sandbox::User="$(id -un)")
+  apt-get "${opts[@]}" -qq update >&2
+  (cd "$apt/debs" && apt-get "${opts[@]}" -qq download "libnvrtc12=$NVRTC_VERSION" "libnvrtc-builtins12.4=$NVRTC_VERSION" >&2)
+  rm -rf "$NVRTC_DIR.tmp"; mkdir -p "$NVRTC_DIR.tmp"
+  for pkg in "${!NVRTC_SHA256[@]}"; do
+    local deb; deb="$(ls "$apt/debs/${pkg}_"*.deb)"
+    echo "${NVRTC_SHA256[$pkg]}  $deb" | sha256sum -c --quiet - || { echo "build.sh: checksum mismatch for $deb" >&2; exit 1; }
+    dpkg -x "$deb" "$NVRTC_DIR.tmp"
+  done
+  rm -rf "$NVRTC_DIR"; mv "$NVRTC_DIR.tmp" "$NVRTC_DIR"; touch "$NVRTC_DIR/.verified"
+  export LLAMA4_NVRTC="$NVRTC_LIB"
+}
+
+need() { command -v "$1" >/dev/null || { echo "build.sh: '$1' is required ($2)" >&2; exit 1; }; }
+
+build() {
+  need dotnet "install the .NET 10 SDK"
+  need g++ "the emulated device compiles kernels with g++: apt-get install g++"
+  dotnet build "$ROOT/Llama4Native.sln" -c "$CONFIG" -nologo -clp:NoSummary -v:q "$@"
+}
+
+cli() { dotnet "$ROOT/src/Llama4Native.Cli/bin/$CONFIG/net10.0/llama4.dll" "$@"; }
+
+cmd="${1:-}"; [[ $# -gt 0 ]] && shift
+case "$cmd" in
+  "")      ensure_nvrtc; build ;;
+  test)    ensure_nvrtc; build
+           "$ROOT/tests/run-tests.sh" "$ROOT/tests/Llama4Native.Tests/bin/$CONFIG/net10.0/Llama4Native.Tests.dll" "$@" ;;
+  run)     ensure_nvrtc; build; cli run "$@" ;;
+  llama4)  ensure_nvrtc; build; cli "$@" ;;
+  kernels) ensure_nvrtc; build; cli kernels "$@" ;;
+  bench)   ensure_nvrtc; build
+           dotnet "$ROOT/bench/Llama4Native.Bench/bin/$CONFIG/net10.0/Llama4Native.Bench.dll" --filter "${1:-*}" "${@:2}" ;;
+  *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+esac

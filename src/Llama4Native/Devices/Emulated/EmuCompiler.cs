@@ -1,0 +1,125 @@
+using System.Diagnostics;
+using System.Text;
+using Llama4Native.Kernels;
+
+namespace Llama4Native.Devices.Emulated;
+
+/// <summary>
+/// Compiles the SAME `kernels/*.cu` source with g++ against the host shim in `kernels/emu/` (force-included
+/// `emu.h`, `-DCUDA_EMU`): one shared object per (file, defines), linked to the emulator runtime
+/// `libl4emu.so`. Results live in the kernel cache under `emu/`, keyed by the sources (the kernel, its
+/// includes and the emulator), the defines, the flags and the compiler's version.
+/// </summary>
+public sealed class EmuCompiler : IKernelCompiler
+{
+    /// <summary>Flags shared by the runtime and every module. -fno-strict-aliasing: kernels pun bits (bf16, fp8).</summary>
+    public static readonly string[] CommonFlags = ["-O2", "-std=c++17", "-fPIC", "-shared", "-fno-strict-aliasing", "-pthread"];
+
+    readonly KernelCache cache;
+    readonly Lazy<string> compilerVersion;
+    readonly Lazy<string> sourceDir;
+    readonly Lazy<string> runtimePath;
+
+    public EmuCompiler(KernelCache? cache = null, string? cxx = null)
+    {
+        this.cache = cache ?? KernelCache.Default;
+        Cxx = cxx ?? Environment.GetEnvironmentVariable("LLAMA4_CXX") ?? "g++";
+        compilerVersion = new(() => RunChecked(Cxx, ["-dumpfullversion", "-dumpversion"], "(version probe)").Trim());
+        sourceDir = new(ExtractSources);
+        runtimePath = new(BuildRuntime);
+    }
+
+    public string Target => "emu";
+    public string Cxx { get; }
+    public string CompilerVersion => compilerVersion.Value;
+
+    /// <summary>The emulator runtime shared object, built on first use.</summary>
+    public string RuntimePath => runtimePath.Value;
+
+    static IEnumerable<string> EmuFiles => KernelSources.All.Keys.Where(k => k.StartsWith("emu/", StringComparison.Ordinal)).Order(StringComparer.Ordinal);
+
+    public CompiledModule Compile(string file, KernelDefines defines)
+    {
+        var entries = KernelSources.EntryPoints(file);
+        if (entries.Count == 0) throw new KernelCompileException(file, Target, "(scan)", "no __global__ functions found");
+        var key = KernelCache.Digest(KernelSources.Hash(file, EmuFiles), defines.Key, string.Join(' ', CommonFlags), CompilerVersion);
+        var name = $"{Path.GetFileNameWithoutExtension(file)}-{key}.so";
+        var path = cache.PathFor(Target, name);
+        if (File.Exists(path)) return new CompiledModule(file, key, [], path, "(cached)");
+
+        var rt = RuntimePath;
+        var src = sourceDir.Value;
+        // The registration unit: the kernel file itself, then one line listing its entry points, so the
+        // module exports them by name with a trampoline that unpacks cuLaunchKernel-style void** args.
+        var unit = Path.Combine(src, $"module-{key}.cpp");
+        File.WriteAllText(unit, $"#include \"{file}\"\n#include \"emu/module.h\"\nL4EMU_MODULE({string.Join(", ", entries)})\n");
+        var tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var rtDir = Path.GetDirectoryName(rt)!;
+        var args = new List<string>(CommonFlags) { "-include", Path.Combine(src, "emu", "emu.h"), "-DCUDA_EMU", "-I", src };
+        args.AddRange(defines.AsOptions());
+        args.AddRange([unit, "-o", tmp, "-L", rtDir, "-l:libl4emu.so", $"-Wl,-rpath,{rtDir}"]);
+        var log = RunChecked(Cxx, args, file);
+        File.Move(tmp, path, overwrite: true);
+        return new CompiledModule(file, key, [], path, log);
+    }
+
+    string ExtractSources()
+    {
+        var all = string.Join("\0", KernelSources.All.OrderBy(k => k.Key, StringComparer.Ordinal).Select(k => k.Key + "\0" + k.Value));
+        var dir = cache.PathFor(Target, "src-" + KernelCache.Digest(all));
+        if (Directory.Exists(dir)) return dir;
+        var tmp = dir + "." + Guid.NewGuid().ToString("N") + ".tmp";
+        foreach (var (rel, text) in KernelSources.All)
+        {
+            var p = Path.Combine(tmp, rel);
+            Directory.CreateDirectory(Path.GetDirectoryName(p)!);
+            File.WriteAllText(p, text);
+        }
+        try { Directory.Move(tmp, dir); }
+        catch (IOException) when (Directory.Exists(dir)) { Directory.Delete(tmp, true); } // another process won
+        return dir;
+    }
+
+    string BuildRuntime()
+    {
+        var files = EmuFiles.Where(f => f.EndsWith(".cpp", StringComparison.Ordinal) || f.EndsWith(".S", StringComparison.Ordinal)).ToList();
+        var key = KernelCache.Digest(string.Join("\0", EmuFiles.Select(f => f + "\0" + KernelSources.Get(f))), string.Join(' ', CommonFlags), CompilerVersion);
+        var path = cache.PathFor(Target, Path.Combine("rt-" + key, "libl4emu.so"));
+        if (File.Exists(path)) return path;
+        var src = sourceDir.Value;
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+        var args = new List<string>(CommonFlags) { "-I", src };
+        args.AddRange(files.Select(f => Path.Combine(src, f)));
+        args.AddRange(["-o", tmp]);
+        RunChecked(Cxx, args, "emu runtime");
+        File.Move(tmp, path, overwrite: true);
+        return path;
+    }
+
+    string RunChecked(string exe, IReadOnlyList<string> args, string what)
+    {
+        var psi = new ProcessStartInfo(exe) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        var cmd = exe + " " + string.Join(' ', args.Select(a => a.Contains(' ') ? $"'{a}'" : a));
+        Process p;
+        try { p = Process.Start(psi) ?? throw new InvalidOperationException("Process.Start returned null"); }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
+        {
+            throw new KernelCompileException(what, Target, cmd,
+                $"cannot run the C++ compiler '{exe}': {e.Message}. The emulated device needs g++ (apt-get install g++), or set LLAMA4_CXX.", e);
+        }
+        using (p)
+        {
+            var err = new StringBuilder();
+            p.ErrorDataReceived += (_, e) => { if (e.Data != null) lock (err) err.AppendLine(e.Data); };
+            p.BeginErrorReadLine();
+            var stdout = p.StandardOutput.ReadToEnd();
+            p.WaitForExit();
+            string log; lock (err) log = err.ToString();
+            if (p.ExitCode != 0) throw new KernelCompileException(what, Target, cmd, log + stdout);
+            return stdout + log;
+        }
+    }
+}

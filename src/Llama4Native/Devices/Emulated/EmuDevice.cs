@@ -1,0 +1,149 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Llama4Native.Kernels;
+
+namespace Llama4Native.Devices.Emulated;
+
+/// <summary>Settings of the emulated device.</summary>
+/// <param name="Threads">Worker threads that run blocks (0 = one per core).</param>
+/// <param name="MemoryBytes">The "device memory" capacity it reports and enforces (0 = the host's available memory).</param>
+public sealed record EmuOptions(int Threads = 0, long MemoryBytes = 0);
+
+/// <summary>
+/// The emulated device: device memory is host memory, kernels are the same `.cu` files compiled by g++
+/// against `kernels/emu/` (a fiber per CUDA thread). Work runs at once, in call order, on the calling
+/// thread plus the emulator's worker pool, so streams are trivially ordered and events measure host time.
+/// It enforces a memory capacity so out-of-memory paths can be exercised without a GPU.
+/// </summary>
+public sealed unsafe class EmuDevice : Device
+{
+    readonly EmuRuntime rt;
+    readonly long capacity;
+    long used;
+    readonly EmuStream defaultStream = new();
+    readonly KernelLibrary kernels;
+    bool disposed;
+
+    public EmuDevice(EmuOptions? options = null, EmuCompiler? compiler = null)
+    {
+        options ??= new EmuOptions();
+        var comp = compiler ?? new EmuCompiler();
+        rt = EmuRuntime.Get(comp.RuntimePath);
+        int threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount;
+        rt.SetThreads(threads);
+        Threads = threads;
+        capacity = options.MemoryBytes > 0 ? options.MemoryBytes : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        kernels = new KernelLibrary(this, comp);
+    }
+
+    public int Threads { get; }
+    public override DeviceKind Kind => DeviceKind.Emulated;
+    public override string Name => $"emulated device ({Threads} host threads, {rt.Version})";
+    public override string Arch => "emu";
+    public override long TotalMemory => capacity;
+    public override long FreeMemory => capacity - Interlocked.Read(ref used);
+    public override DeviceStream DefaultStream => defaultStream;
+    public override KernelLibrary Kernels => kernels;
+
+    public override DeviceStream CreateStream() => new EmuStream();
+    public override DeviceEvent CreateEvent(bool timing = false) => new EmuEvent();
+
+    public override DeviceBuffer Allocate(long bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        if (Interlocked.Add(ref used, bytes) > capacity)
+        {
+            Interlocked.Add(ref used, -bytes);
+            throw new DeviceOutOfMemoryException(
+                $"out of device memory on the emulated device: asked for {Format.Bytes(bytes)}, {Format.Bytes(FreeMemory)} free of {Format.Bytes(capacity)}. " +
+                "Use a smaller model or context, or raise EmuOptions.MemoryBytes.", bytes, FreeMemory);
+        }
+        void* p = bytes == 0 ? null : NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 256);
+        if (p == null && bytes != 0)
+        {
+            Interlocked.Add(ref used, -bytes);
+            throw new DeviceOutOfMemoryException($"out of host memory backing the emulated device: asked for {Format.Bytes(bytes)}", bytes, FreeMemory);
+        }
+        return new EmuBuffer(this, p, bytes);
+    }
+
+    public override HostBuffer AllocatePinned(long bytes) => new AlignedHostBuffer(bytes);
+
+    public override void CopyHostToDevice(void* src, DevicePtr dst, long bytes, DeviceStream? stream = null) =>
+        Buffer.MemoryCopy(src, (void*)dst.Value, bytes, bytes);
+    public override void CopyDeviceToHost(DevicePtr src, void* dst, long bytes, DeviceStream? stream = null) =>
+        Buffer.MemoryCopy((void*)src.Value, dst, bytes, bytes);
+    public override void CopyDeviceToDevice(DevicePtr src, DevicePtr dst, long bytes, DeviceStream? stream = null) =>
+        Buffer.MemoryCopy((void*)src.Value, (void*)dst.Value, bytes, bytes);
+    public override void Memset(DevicePtr dst, byte value, long bytes, DeviceStream? stream = null) =>
+        NativeMemory.Fill((void*)dst.Value, (nuint)bytes, value);
+
+    public override KernelModule LoadModule(CompiledModule compiled) =>
+        new EmuModule(compiled, rt);
+
+    public override void Launch(KernelFunction function, Dim3 grid, Dim3 block, uint sharedBytes, void** args, DeviceStream? stream = null)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        rt.Launch(function, grid, block, sharedBytes, args);
+    }
+
+    public override void Synchronize() { }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposed) return;
+        disposed = true;
+        kernels.Dispose();
+    }
+
+    internal void Release(long bytes) => Interlocked.Add(ref used, -bytes);
+
+    sealed class EmuBuffer(EmuDevice dev, void* p, long bytes) : DeviceBuffer
+    {
+        void* ptr = p;
+        public override Device Device => dev;
+        public override DevicePtr Ptr => new((ulong)ptr);
+        public override long Bytes => bytes;
+        public override void Dispose()
+        {
+            var q = ptr;
+            ptr = null;
+            if (q == null) return;
+            NativeMemory.AlignedFree(q);
+            dev.Release(bytes);
+        }
+    }
+
+    sealed class EmuStream : DeviceStream
+    {
+        public override void Synchronize() { }
+        public override nint Handle => 0;
+        public override void Dispose() { }
+    }
+
+    sealed class EmuEvent : DeviceEvent
+    {
+        long stamp;
+        public override void Record(DeviceStream? stream = null) => stamp = Stopwatch.GetTimestamp();
+        public override void Synchronize() { }
+        public override float ElapsedMs(DeviceEvent end) =>
+            (float)Stopwatch.GetElapsedTime(stamp, ((EmuEvent)end).stamp).TotalMilliseconds;
+        public override void Dispose() { }
+    }
+}
+
+/// <summary>Host memory aligned for vector copies; the emulator's (and a fallback) "pinned" buffer.</summary>
+public sealed unsafe class AlignedHostBuffer : HostBuffer
+{
+    void* p;
+    readonly long bytes;
+    public AlignedHostBuffer(long bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        this.bytes = bytes;
+        p = NativeMemory.AlignedAlloc((nuint)Math.Max(1, bytes), 4096);
+    }
+    public override void* Pointer => p;
+    public override long Bytes => bytes;
+    public override void Dispose() { if (p != null) { NativeMemory.AlignedFree(p); p = null; } }
+}
