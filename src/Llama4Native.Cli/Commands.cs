@@ -49,6 +49,9 @@ public static class Commands
         if (registered) return;
         registered = true;
         // Each verb file adds itself here (one line per verb).
+        Register("synth", global::Llama4Native.Cli.Verbs.SynthVerb.Help, global::Llama4Native.Cli.Verbs.SynthVerb.Run);
+        Register("inspect", global::Llama4Native.Cli.Verbs.InspectVerb.Help, global::Llama4Native.Cli.Verbs.InspectVerb.Run);
+        Register("bench-load", global::Llama4Native.Cli.Verbs.BenchLoadVerb.Help, global::Llama4Native.Cli.Verbs.BenchLoadVerb.Run);
     }
 }
 
