@@ -230,7 +230,7 @@ public sealed class Checkpoint : IDisposable
         {
             if (!actual.TryGetValue(e.Hf, out var a))
             {
-                missing.Add($"{e.Hf} → {e.Ours} {e.Rule.ShapeDoc.Split(' ')[0]} = [{string.Join(", ", e.Shape)}]" + (e.IsScale ? " F32 (FP8 scale)" : ""));
+                missing.Add($"{e.Hf} → {e.Ours} {Formula(e.IsScale ? e.Rule.ScaleShapeDoc : e.Rule.ShapeDoc)} = [{string.Join(", ", e.Shape)}]" + (e.IsScale ? " F32 (FP8 scale)" : ""));
                 return;
             }
             used.Add(e.Hf);
@@ -238,7 +238,7 @@ public sealed class Checkpoint : IDisposable
             bool ok = true;
             if (!a.Entry.Shape.SequenceEqual(e.Shape))
             {
-                wrong.Add($"{e.Hf} in {shard}: shape {a.Entry.ShapeString}; config.json implies {(e.IsScale ? e.Rule.ScaleShapeDoc : e.Rule.ShapeDoc)?.Split(' ')[0]} = [{string.Join(", ", e.Shape)}]");
+                wrong.Add($"{e.Hf} in {shard}: shape {a.Entry.ShapeString}; config.json implies {Formula(e.IsScale ? e.Rule.ScaleShapeDoc : e.Rule.ShapeDoc)} = [{string.Join(", ", e.Shape)}]");
                 ok = false;
             }
             var dt = a.Entry.DType;
@@ -284,6 +284,9 @@ public sealed class Checkpoint : IDisposable
         bound.Sort((a, b) => shardIndex[a.File] != shardIndex[b.File] ? shardIndex[a.File].CompareTo(shardIndex[b.File]) : a.Entry.Begin.CompareTo(b.Entry.Begin));
         return bound;
     }
+
+    /// <summary>"[H·d, D] (attention_bias)" → "[H·d, D]".</summary>
+    static string Formula(string? doc) => doc is null ? "?" : doc.Contains(" (") ? doc[..doc.IndexOf(" (", StringComparison.Ordinal)] : doc;
 
     public void Dispose()
     {
