@@ -2,7 +2,6 @@ using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json.Nodes;
 using Llama4Native.Checkpoints;
-using Llama4Native.Devices.Emulated;
 using Llama4Native.Tensors;
 
 namespace Llama4Native.Tests.Checkpoints;
@@ -32,9 +31,12 @@ internal static class CkptTestUtil
         return seed;
     }
 
-    static EmuDevice? device;
-    /// <summary>One emulated device for the whole test run (its construction builds the runtime once).</summary>
-    public static EmuDevice Device => device ??= new EmuDevice(new EmuOptions(Threads: 2));
+    static HostTestDevice? device;
+    /// <summary>
+    /// The device the loader tests upload to: a host-memory device (no compiler needed). The same upload
+    /// path runs on the emulated device and CUDA; see LoadTests.EmulatedDeviceWhenAvailable.
+    /// </summary>
+    public static HostTestDevice Device => device ??= new HostTestDevice();
 
     public static string NewTempDir(string tag)
     {
