@@ -20,8 +20,8 @@ public static class BenchLoadVerb
         string dir = a.Require("--model", "DIR");
         int runs = (int)a.Long("--runs", 3);
         var options = new LoadOptions(UpcastToF32: a.Has("--upcast"),
-                                      StagingBuffers: (int)a.Long("--buffers", 3),
-                                      StagingBytes: a.Long("--staging-mib", 64) << 20);
+                                      StagingBuffers: (int)a.Long("--buffers", 4),
+                                      StagingBytes: a.Long("--staging-mib", 8) << 20);
         using var device = InspectVerb.OpenDevice(a.Get("--device") ?? "emu", stderr)!;
         using var ckpt = Checkpoint.Open(dir);
         long bytes = ckpt.TotalBytes;

@@ -17,14 +17,14 @@ public readonly record struct LoadProgress(long BytesDone, long BytesTotal, Time
 /// <summary>How to load.</summary>
 /// <param name="UpcastToF32">Convert BF16/F16 weights to F32 while staging (the exact-parity path); FP8 stays FP8.</param>
 /// <param name="Include">Which tensors to upload (by our name); null = all. E.g. skip <c>v.*</c> for text-only use.</param>
-/// <param name="StagingBuffers">Pinned staging buffers cycled through (≥ 2 for overlap).</param>
+/// <param name="StagingBuffers">Pinned staging buffers cycled through (at least 2: one filling while one copies).</param>
 /// <param name="StagingBytes">Size of each staging buffer (a multiple of <see cref="WeightLoader.Alignment"/>).</param>
 /// <param name="Progress">Called after each staged slice, from the loading thread.</param>
 public sealed record LoadOptions(
     bool UpcastToF32 = false,
     Func<string, bool>? Include = null,
-    int StagingBuffers = 3,
-    long StagingBytes = 64L << 20,
+    int StagingBuffers = 4,
+    long StagingBytes = 8L << 20,
     Action<LoadProgress>? Progress = null);
 
 /// <summary>
@@ -76,59 +76,77 @@ public static class WeightLoader
     public static unsafe ModelWeights Load(Checkpoint ckpt, Device device, LoadOptions? options = null)
     {
         var o = options ?? new LoadOptions();
-        if (o.StagingBuffers < 1) throw new ArgumentOutOfRangeException(nameof(options), "StagingBuffers must be ≥ 1");
+        if (o.StagingBuffers < 1) throw new ArgumentOutOfRangeException(nameof(options), "StagingBuffers must be ≥ 1 (2 are used at least)");
         if (o.StagingBytes < Alignment || o.StagingBytes % Alignment != 0)
             throw new ArgumentOutOfRangeException(nameof(options), $"StagingBytes must be a positive multiple of {Alignment}");
         var sw = Stopwatch.StartNew();
         long total = Plan(ckpt, o, out var plan);
         long sourceBytes = plan.Sum(p => p.Source.Bytes);
 
-        foreach (var s in ckpt.Shards) Madvise.Sequential(s.DataPointer, s.Header.DataLength);
-
+        // No MADV_SEQUENTIAL: it makes the kernel drop pages behind the reader, evicting the page cache.
         DeviceBuffer arena = device.Allocate(Math.Max(total, Alignment));
         long staging = Math.Min(o.StagingBytes, Math.Max(Alignment, Align(total)));
-        var buffers = new HostBuffer[o.StagingBuffers];
-        var events = new DeviceEvent[o.StagingBuffers];
+        int nbuf = Math.Max(2, o.StagingBuffers);
+        var buffers = new HostBuffer[nbuf];
+        var events = new DeviceEvent[nbuf];
         var stream = device.CreateStream();
+        using var cancel = new CancellationTokenSource();
+        Task? producer = null;
         try
         {
-            for (int b = 0; b < buffers.Length; b++)
+            for (int b = 0; b < nbuf; b++)
             {
                 buffers[b] = device.AllocatePinned(staging);
                 events[b] = device.CreateEvent();
             }
-            var pending = new bool[buffers.Length];
-            int next = 0;      // first placement that may overlap the current window
-            int slot = 0;
-            for (long a = 0; a < total; a += staging)
+            // Producer (a worker thread): fills free staging buffers from the mapped pages, window by window.
+            // Consumer (this thread): issues each filled buffer's copy, records its event, and hands back the
+            // buffer whose copy was issued before (after its event) — so filling overlaps copying.
+            using var free = new System.Collections.Concurrent.BlockingCollection<int>(nbuf);
+            using var filled = new System.Collections.Concurrent.BlockingCollection<(int Slot, long At, long Len)>(nbuf);
+            for (int b = 0; b < nbuf; b++) free.Add(b);
+            var ct = cancel.Token;
+            producer = Task.Factory.StartNew(() =>
             {
-                long len = Math.Min(staging, total - a);
-                if (pending[slot]) events[slot].Synchronize();
-                byte* dst = (byte*)buffers[slot].Pointer;
-                long filled = 0; // bytes of the window written so far (gaps zeroed)
-                while (next < plan.Count && plan[next].Offset + plan[next].Bytes <= a) next++;
-                for (int i = next; i < plan.Count && plan[i].Offset < a + len; i++)
+                try
                 {
-                    var p = plan[i];
-                    long from = Math.Max(a, p.Offset), to = Math.Min(a + len, p.Offset + p.Bytes);
-                    if (from - a > filled) new Span<byte>(dst + filled, (int)(from - a - filled)).Clear();
-                    Stage(p, from - p.Offset, to - from, dst + (from - a));
-                    filled = to - a;
+                    int next = 0;
+                    for (long a = 0; a < total; a += staging)
+                    {
+                        long len = Math.Min(staging, total - a);
+                        int slot = free.Take(ct);
+                        FillWindow(plan, ref next, a, len, (byte*)buffers[slot].Pointer);
+                        filled.Add((slot, a, len), ct);
+                    }
                 }
-                if (filled < len) new Span<byte>(dst + filled, (int)(len - filled)).Clear();
-                device.CopyHostToDevice(dst, arena.Ptr + a, len, stream);
+                finally { filled.CompleteAdding(); }
+            }, ct, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+
+            var inflight = new Queue<int>();
+            foreach (var (slot, a, len) in filled.GetConsumingEnumerable(ct))
+            {
+                device.CopyHostToDevice(buffers[slot].Pointer, arena.Ptr + a, len, stream);
                 events[slot].Record(stream);
-                pending[slot] = true;
-                slot = (slot + 1) % buffers.Length;
+                inflight.Enqueue(slot);
+                if (inflight.Count >= nbuf - 1)
+                {
+                    int done = inflight.Dequeue();
+                    events[done].Synchronize();
+                    free.Add(done, ct);
+                }
                 o.Progress?.Invoke(new LoadProgress(a + len, total, sw.Elapsed));
             }
+            producer.GetAwaiter().GetResult(); // surfaces a producer exception
             stream.Synchronize();
             if (total == 0) o.Progress?.Invoke(new LoadProgress(0, 0, sw.Elapsed));
         }
         catch
         {
+            cancel.Cancel();
+            try { producer?.Wait(); } catch { /* its exception is the one being thrown, or a cancellation */ }
             try { stream.Synchronize(); } catch { /* already failing */ }
             arena.Dispose();
+            if (producer is { IsFaulted: true }) throw producer.Exception!.InnerException!;
             throw;
         }
         finally
@@ -143,6 +161,22 @@ public static class WeightLoader
             map[p.Source.Name] = new DeviceWeight(p.Source.Name, new Tensor(arena.Ptr + p.Offset, p.Target, new Shape(p.Source.Shape)),
                                                   p.Offset, p.Source.DType, p.Source.Expected.Hf);
         return new ModelWeights(ckpt.Config, device, arena, map, sourceBytes, sw.Elapsed);
+    }
+
+    /// <summary>Fills staging memory <paramref name="dst"/> with the arena image [a, a+len); gaps between tensors are zeroed.</summary>
+    static unsafe void FillWindow(List<Placement> plan, ref int next, long a, long len, byte* dst)
+    {
+        long filled = 0;
+        while (next < plan.Count && plan[next].Offset + plan[next].Bytes <= a) next++;
+        for (int i = next; i < plan.Count && plan[i].Offset < a + len; i++)
+        {
+            var p = plan[i];
+            long from = Math.Max(a, p.Offset), to = Math.Min(a + len, p.Offset + p.Bytes);
+            if (from - a > filled) new Span<byte>(dst + filled, (int)(from - a - filled)).Clear();
+            Stage(p, from - p.Offset, to - from, dst + (from - a));
+            filled = to - a;
+        }
+        if (filled < len) new Span<byte>(dst + filled, (int)(len - filled)).Clear();
     }
 
     /// <summary>Writes target bytes [offset, offset+bytes) of placement <paramref name="p"/> into <paramref name="dst"/>.</summary>
