@@ -6,7 +6,7 @@ using Llama4Native.Devices.Emulated;
 namespace Llama4Native.Cli.Verbs;
 
 /// <summary>
-/// llama4 bench-load --model DIR [--runs N] [--upcast] [--staging-mib 64] [--buffers 3]
+/// llama4 bench-load --model DIR [--runs N] [--upcast] [--staging-kib auto] [--buffers 3]
 /// Load throughput of a (page-cached) checkpoint into a device arena, next to the host memcpy bandwidth
 /// measured in the same run, so the ratio says how close loading gets to the machine's copy speed.
 /// </summary>
@@ -16,12 +16,12 @@ public static class BenchLoadVerb
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new VerbArgs(argv, ["--model", "--runs", "--staging-mib", "--buffers", "--device"], ["--upcast", "--quiet"]);
+        var a = new VerbArgs(argv, ["--model", "--runs", "--staging-kib", "--buffers", "--device"], ["--upcast", "--quiet"]);
         string dir = a.Require("--model", "DIR");
         int runs = (int)a.Long("--runs", 3);
         var options = new LoadOptions(UpcastToF32: a.Has("--upcast"),
                                       StagingBuffers: (int)a.Long("--buffers", 4),
-                                      StagingBytes: a.Long("--staging-mib", 8) << 20);
+                                      StagingBytes: a.Long("--staging-kib", 0) << 10);
         using var device = InspectVerb.OpenDevice(a.Get("--device") ?? "emu", stderr)!;
         using var ckpt = Checkpoint.Open(dir);
         long bytes = ckpt.TotalBytes;

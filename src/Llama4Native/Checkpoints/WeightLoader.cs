@@ -18,13 +18,15 @@ public readonly record struct LoadProgress(long BytesDone, long BytesTotal, Time
 /// <param name="UpcastToF32">Convert BF16/F16 weights to F32 while staging (the exact-parity path); FP8 stays FP8.</param>
 /// <param name="Include">Which tensors to upload (by our name); null = all. E.g. skip <c>v.*</c> for text-only use.</param>
 /// <param name="StagingBuffers">Pinned staging buffers cycled through (at least 2: one filling while one copies).</param>
-/// <param name="StagingBytes">Size of each staging buffer (a multiple of <see cref="WeightLoader.Alignment"/>).</param>
+/// <param name="StagingBytes">Size of each staging buffer (a multiple of <see cref="WeightLoader.Alignment"/>); 0 = by
+/// device: 16 MiB on CUDA (large DMA transfers), 1 MiB on the emulator (both copies are CPU copies, and a
+/// cache-sized window makes the second one read from cache: measured 4.4 vs 3.1 GB/s at 8 MiB here).</param>
 /// <param name="Progress">Called after each staged slice, from the loading thread.</param>
 public sealed record LoadOptions(
     bool UpcastToF32 = false,
     Func<string, bool>? Include = null,
     int StagingBuffers = 4,
-    long StagingBytes = 8L << 20,
+    long StagingBytes = 0,
     Action<LoadProgress>? Progress = null);
 
 /// <summary>
@@ -77,6 +79,7 @@ public static class WeightLoader
     {
         var o = options ?? new LoadOptions();
         if (o.StagingBuffers < 1) throw new ArgumentOutOfRangeException(nameof(options), "StagingBuffers must be ≥ 1 (2 are used at least)");
+        if (o.StagingBytes == 0) o = o with { StagingBytes = device.Kind == DeviceKind.Cuda ? 16L << 20 : 1L << 20 };
         if (o.StagingBytes < Alignment || o.StagingBytes % Alignment != 0)
             throw new ArgumentOutOfRangeException(nameof(options), $"StagingBytes must be a positive multiple of {Alignment}");
         var sw = Stopwatch.StartNew();
