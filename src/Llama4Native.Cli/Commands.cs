@@ -8,9 +8,9 @@ public static class Commands
 {
     public delegate int Verb(string[] args, TextWriter stdout, TextWriter stderr);
 
-    static readonly SortedDictionary<string, (string Help, Verb Run)> Verbs = new(StringComparer.Ordinal);
+    static readonly SortedDictionary<string, (string Help, Verb Run)> table = new(StringComparer.Ordinal);
 
-    public static void Register(string name, string help, Verb run) => Verbs[name] = (help, run);
+    public static void Register(string name, string help, Verb run) => table[name] = (help, run);
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
@@ -18,10 +18,10 @@ public static class Commands
         if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
         {
             stdout.WriteLine("usage: llama4 <verb> [options]\n");
-            foreach (var (name, v) in Verbs) stdout.WriteLine($"  {name,-10} {v.Help}");
+            foreach (var (name, v) in table) stdout.WriteLine($"  {name,-10} {v.Help}");
             return args.Length == 0 ? 2 : 0;
         }
-        if (!Verbs.TryGetValue(args[0], out var verb))
+        if (!table.TryGetValue(args[0], out var verb))
         {
             stderr.WriteLine($"llama4: unknown verb '{args[0]}'. Run 'llama4 --help' for the list.");
             return 2;
@@ -49,9 +49,14 @@ public static class Commands
         if (registered) return;
         registered = true;
         // Each verb file adds itself here (one line per verb).
-        Register("synth", global::Llama4Native.Cli.Verbs.SynthVerb.Help, global::Llama4Native.Cli.Verbs.SynthVerb.Run);
-        Register("inspect", global::Llama4Native.Cli.Verbs.InspectVerb.Help, global::Llama4Native.Cli.Verbs.InspectVerb.Run);
-        Register("bench-load", global::Llama4Native.Cli.Verbs.BenchLoadVerb.Help, global::Llama4Native.Cli.Verbs.BenchLoadVerb.Run);
+        Register("kernels", Verbs.KernelsVerb.Help, Verbs.KernelsVerb.Run);
+        Register("selftest", Verbs.SelftestVerb.Help, Verbs.SelftestVerb.Run);
+        Register("bench-kernels", Verbs.BenchKernelsVerb.Help, Verbs.BenchKernelsVerb.Run);
+        Register("bench-report", Verbs.BenchReportVerb.Help, Verbs.BenchReportVerb.Run);
+        Register("run", Verbs.RunVerb.Help, Verbs.RunVerb.Run);
+        Register("synth", Verbs.SynthVerb.Help, Verbs.SynthVerb.Run);
+        Register("inspect", Verbs.InspectVerb.Help, Verbs.InspectVerb.Run);
+        Register("bench-load", Verbs.BenchLoadVerb.Help, Verbs.BenchLoadVerb.Run);
     }
 }
 

@@ -82,7 +82,7 @@ public static partial class KernelSources
         return Convert.ToHexStringLower(h.GetHashAndReset());
     }
 
-    [GeneratedRegex(@"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?([A-Za-z_]\w*)\s*\(")]
+    [GeneratedRegex(@"__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?([A-Za-z_]\w*)\s*\(")]
     private static partial Regex GlobalRegex();
 
     /// <summary>The `__global__` entry points a kernel file defines, in source order.</summary>

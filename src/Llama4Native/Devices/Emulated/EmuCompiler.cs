@@ -49,10 +49,11 @@ public sealed class EmuCompiler : IKernelCompiler
 
         var rt = RuntimePath;
         var src = sourceDir.Value;
-        // The registration unit: the kernel file itself, then one line listing its entry points, so the
-        // module exports them by name with a trampoline that unpacks cuLaunchKernel-style void** args.
+        // The registration unit (written by kernels/emu/gen_module.sh, the same generator the shell build
+        // uses): the kernel file, then one line per entry point, so the module exports them by name with a
+        // trampoline that unpacks cuLaunchKernel-style void** args and knows each kernel's launch bounds.
         var unit = Path.Combine(src, $"module-{key}.cpp");
-        File.WriteAllText(unit, $"#include \"{file}\"\n#include \"emu/module.h\"\nL4EMU_MODULE({string.Join(", ", entries)})\n");
+        RunChecked("bash", [Path.Combine(src, "emu", "gen_module.sh"), Path.Combine(src, file), unit], file + " (module generator)");
         var tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         var rtDir = Path.GetDirectoryName(rt)!;
@@ -92,7 +93,7 @@ public sealed class EmuCompiler : IKernelCompiler
         var tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
         var args = new List<string>(CommonFlags) { "-I", src };
         args.AddRange(files.Select(f => Path.Combine(src, f)));
-        args.AddRange(["-o", tmp]);
+        args.AddRange(["-Wl,-soname,libl4emu.so", "-o", tmp]);
         RunChecked(Cxx, args, "emu runtime");
         File.Move(tmp, path, overwrite: true);
         return path;

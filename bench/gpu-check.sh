@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The one prepared script for a machine with a GPU (H100/H200: CUDA driver, nvcc, PyTorch; no dotnet, no
+# network; minutes of device time). Two halves:
+#
+#   bench/gpu-check.sh pack [DIR]        here (no GPU): build, and bundle the .NET runtime, the framework-
+#                                        dependent CLI/test/bench executables and precompiled sm_90a CUBINs
+#                                        into DIR (default .gpu-bundle, git-ignored), checked to stay < 60 MiB.
+#   bench/gpu-check.sh run [DIR] [OUT]   there: unpack, run every test (kernels on CUDA and the emulator),
+#                                        time every kernel's perf cases with CUDA events, time PyTorch on the
+#                                        same shapes, write OUT/report.md + OUT/*.json, print a short table.
+#
+# Device tool usage:  run(command="bench/gpu-check.sh run .gpu-bundle $OUT", carry=[".gpu-bundle"], timeout_s=540)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+verb="${1:-}"; shift || true
+
+pack() {
+  local dir; dir="$(realpath -m "${1:-$ROOT/.gpu-bundle}")"
+  "$ROOT/build.sh"
+  rm -rf "$dir"; mkdir -p "$dir/app"
+  local cfg=Release
+  cp -r "$ROOT/src/Llama4Native.Cli/bin/$cfg/net10.0" "$dir/app/cli"
+  cp -r "$ROOT/tests/Llama4Native.Tests/bin/$cfg/net10.0" "$dir/app/tests"
+  cp -r "$ROOT/bench/Llama4Native.Bench/bin/$cfg/net10.0" "$dir/app/bench"
+  # The runtime: the host, hostfxr and the shared framework this build targets.
+  local dn; dn="$(dirname "$(readlink -f "$(command -v dotnet)")")"
+  local fw; fw="$(ls -d "$dn"/shared/Microsoft.NETCore.App/10.* | sort -V | tail -1)"
+  tar -C "$dn" -cJf "$dir/dotnet-runtime.tar.xz" dotnet host/fxr "shared/Microsoft.NETCore.App/$(basename "$fw")"
+  # Precompiled CUBINs (NVRTC 12.4 here): the fallback when no NVRTC is found there; a newer NVRTC there
+  # compiles for itself (the cache key carries the NVRTC version).
+  LLAMA4_CACHE="$dir/cache" dotnet "$dir/app/cli/llama4.dll" kernels --arch sm_90a --quiet
+  cp "$ROOT/bench/gpu-check.sh" "$ROOT/bench/torch_compare.py" "$dir/"
+  git -C "$ROOT" rev-parse HEAD > "$dir/COMMIT" 2>/dev/null || echo unknown > "$dir/COMMIT"
+  local size; size=$(du -sm "$dir" | cut -f1)
+  echo "gpu-check: bundle $dir is ${size} MiB (commit $(cat "$dir/COMMIT"))"
+  if (( size >= 60 )); then echo "gpu-check: bundle exceeds 60 MiB" >&2; exit 1; fi
+}
+
+run() {
+  local dir; dir="$(realpath "${1:-$ROOT/.gpu-bundle}")"
+  local out; out="$(realpath -m "${2:-${OUT:-$ROOT/gpu-report}}")"
+  mkdir -p "$out"
+  local rt=/tmp/l4-dotnet; rm -rf "$rt"; mkdir -p "$rt"; tar -C "$rt" -xJf "$dir/dotnet-runtime.tar.xz"
+  export DOTNET_ROOT="$rt" PATH="$rt:$PATH" DOTNET_CLI_TELEMETRY_OPTOUT=1 LLAMA4_CACHE="$dir/cache"
+  local log="$out/log.txt"; : > "$log"
+  {
+    echo "# gpu-check $(date -u +%FT%TZ) commit $(cat "$dir/COMMIT")"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || true
+  } | tee -a "$log"
+  local t0=$SECONDS
+  echo "== tests" | tee -a "$log"
+  set +e
+  bash -c "cd '$dir/app/tests' && dotnet Llama4Native.Tests.dll --no-progress --output detailed" > "$out/tests.txt" 2>&1
+  local trc=$?
+  set -e
+  grep -E "^\s*(total|failed|succeeded|skipped):" "$out/tests.txt" | tee -a "$log" || true
+  grep -E "^\s*failed |Assert|error" "$out/tests.txt" | head -40 >> "$log" || true
+  echo "tests exit code $trc ($((SECONDS - t0)) s)" | tee -a "$log"
+  echo "== kernel benchmarks (CUDA events)" | tee -a "$log"
+  dotnet "$dir/app/cli/llama4.dll" bench-kernels --device cuda --json "$out/kernels.json" --shapes "$out/shapes.json" 2>&1 | tee -a "$log" || true
+  if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    echo "== PyTorch on the same shapes" | tee -a "$log"
+    python3 "$dir/torch_compare.py" "$out/shapes.json" "$out/torch.json" 2>&1 | tee -a "$log" || true
+  else
+    echo "== PyTorch not available: no comparison" | tee -a "$log"
+  fi
+  dotnet "$dir/app/cli/llama4.dll" bench-report --kernels "$out/kernels.json" --torch "$out/torch.json" \
+      --tests "$out/tests.txt" --out "$out/report.md" 2>&1 | tee -a "$log" || true
+  echo "gpu-check: done in $((SECONDS - t0)) s; report in $out"
+}
+
+case "$verb" in
+  pack) pack "$@" ;;
+  run)  run "$@" ;;
+  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+esac

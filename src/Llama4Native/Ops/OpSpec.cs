@@ -1,0 +1,92 @@
+using Llama4Native.Devices;
+
+namespace Llama4Native.Ops;
+
+/// <summary>
+/// One case of an op: which kernel variant, which dtypes, which sizes. The same table drives the tests
+/// (every case against the C# reference, on every device) and the benchmarks (perf cases: real Llama 4
+/// shapes), in the manner of ggml's test-backend-ops. <see cref="Id"/> names it everywhere.
+/// </summary>
+/// <param name="Op">The op's name = its kernel file stem ("rmsnorm").</param>
+/// <param name="Variant">Kernel variant ("mma", "simple", "default").</param>
+/// <param name="Types">Dtype signature, e.g. "f32" or "bf16>f32" (inputs>output).</param>
+/// <param name="Dims">Sizes, in the order the op documents (e.g. rows, cols).</param>
+/// <param name="Label">What the case is for ("odd", "scout.attn_q", …).</param>
+public sealed record OpCase(string Op, string Variant, string Types, long[] Dims, string Label = "")
+{
+    public string Id => $"{Op}/{Variant}/{Types}/{string.Join('x', Dims)}{(Label.Length > 0 ? "/" + Label : "")}";
+    public override string ToString() => Id;
+    public long this[int i] => Dims[i];
+}
+
+/// <summary>An op's cases, and how to run one on a device and check it against the reference.</summary>
+public abstract class OpSpec
+{
+    public abstract string Name { get; }
+    /// <summary>Correctness cases: tiny, odd, non-multiple-of-tile sizes, every variant and dtype.</summary>
+    public abstract IEnumerable<OpCase> Cases();
+    /// <summary>Benchmark cases: the shapes Llama 4 Scout/Maverick run (prefill and decode).</summary>
+    public abstract IEnumerable<OpCase> PerfCases();
+    /// <summary>Allocates inputs filled from <paramref name="rng"/> and outputs poisoned with NaN.</summary>
+    public abstract OpInstance Create(Device device, OpCase c, Random rng);
+}
+
+/// <summary>One prepared case on one device: launch it (repeatedly, for timing) and check it.</summary>
+public abstract class OpInstance(Device device, OpCase c) : IDisposable
+{
+    readonly List<DeviceBuffer> buffers = [];
+    public Device Device { get; } = device;
+    public OpCase Case { get; } = c;
+
+    /// <summary>Bytes the kernel must move at least once (for GB/s).</summary>
+    public abstract double Bytes { get; }
+    /// <summary>Floating-point operations (for TFLOP/s); 0 for memory-bound ops.</summary>
+    public virtual double Flops => 0;
+
+    public abstract void Launch(DeviceStream? stream = null);
+    /// <summary>Downloads the outputs and compares them with the C# reference.</summary>
+    public abstract OpCheck Check();
+
+    protected DeviceBuffer Track(DeviceBuffer b) { buffers.Add(b); return b; }
+    public void Dispose() { foreach (var b in buffers) b.Dispose(); buffers.Clear(); GC.SuppressFinalize(this); }
+}
+
+/// <summary>The comparison of one output with its reference.</summary>
+public sealed record OpCheck(string Output, long Count, long Bad, double MaxAbs, double MaxRel, long FirstBad,
+                             float FirstBadGot, float FirstBadWant, Tolerance Tol)
+{
+    public bool Passed => Bad == 0;
+    public override string ToString() => Passed
+        ? $"{Output}: {Count} values within {Tol} (max abs {MaxAbs:g3}, max rel {MaxRel:g3})"
+        : $"{Output}: {Bad} of {Count} values outside {Tol}; first at [{FirstBad}]: got {FirstBadGot:g9}, want {FirstBadWant:g9} (max abs {MaxAbs:g3})";
+
+    /// <summary>|got − want| ≤ atol + rtol·|want|, and NaN/inf only where the reference has the same.</summary>
+    public static OpCheck Compare(string output, ReadOnlySpan<float> got, ReadOnlySpan<float> want, Tolerance tol)
+    {
+        if (got.Length != want.Length) throw new ArgumentException($"{output}: {got.Length} values, reference has {want.Length}");
+        long bad = 0, first = -1; double maxAbs = 0, maxRel = 0;
+        for (int i = 0; i < got.Length; i++)
+        {
+            float g = got[i], w = want[i];
+            bool ok;
+            if (float.IsNaN(w) || float.IsInfinity(w)) ok = g.Equals(w);
+            else if (!float.IsFinite(g)) ok = false;
+            else
+            {
+                double d = Math.Abs((double)g - w);
+                maxAbs = Math.Max(maxAbs, d);
+                if (w != 0) maxRel = Math.Max(maxRel, d / Math.Abs(w));
+                ok = d <= tol.Atol + tol.Rtol * Math.Abs(w);
+            }
+            if (!ok) { bad++; if (first < 0) first = i; }
+        }
+        return new OpCheck(output, got.Length, bad, maxAbs, maxRel, first,
+                           first >= 0 ? got[(int)first] : 0, first >= 0 ? want[(int)first] : 0, tol);
+    }
+}
+
+/// <summary>An absolute + relative tolerance.</summary>
+public readonly record struct Tolerance(double Atol, double Rtol)
+{
+    public override string ToString() => $"atol {Atol:g2} + rtol {Rtol:g2}";
+}

@@ -1,0 +1,18 @@
+namespace Llama4Native.Ops;
+
+/// <summary>The one table of ops: tests, `llama4 selftest`, `llama4 bench-kernels` and the BenchmarkDotNet suite all read it.</summary>
+public static class OpSpecs
+{
+    public static IReadOnlyList<OpSpec> All { get; } =
+    [
+        new ConvertSpec(), new RmsNormSpec(), new SiluMulSpec(), new SoftmaxSpec(), new EmbeddingSpec(), new GemmSpec(),
+    ];
+
+    public static IEnumerable<OpCase> AllCases() => All.SelectMany(s => s.Cases());
+    public static IEnumerable<OpCase> AllPerfCases() => All.SelectMany(s => s.PerfCases());
+    public static OpSpec For(OpCase c) => All.FirstOrDefault(s => s.Name == c.Op) ?? throw new KeyNotFoundException($"no op named '{c.Op}'");
+
+    /// <summary>Shell-style glob over case ids ("gemm/*", "*bf16*").</summary>
+    public static bool Matches(OpCase c, string? filter) =>
+        string.IsNullOrEmpty(filter) || System.IO.Enumeration.FileSystemName.MatchesSimpleExpression(filter, c.Id, ignoreCase: true);
+}
