@@ -1,12 +1,11 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Llama4Native.Checkpoints;
-using Llama4Native.Devices.Emulated;
 
 namespace Llama4Native.Cli.Verbs;
 
 /// <summary>
-/// llama4 bench-load --model DIR [--runs N] [--upcast] [--staging-kib auto] [--buffers 3]
+/// llama4 bench-load --model DIR [--device auto|cuda|emu] [--runs N] [--upcast] [--staging-kib auto] [--buffers 3]
 /// Load throughput of a (page-cached) checkpoint into a device arena, next to the host memcpy bandwidth
 /// measured in the same run, so the ratio says how close loading gets to the machine's copy speed.
 /// </summary>
@@ -22,7 +21,8 @@ public static class BenchLoadVerb
         var options = new LoadOptions(UpcastToF32: a.Has("--upcast"),
                                       StagingBuffers: (int)a.Long("--buffers", 4),
                                       StagingBytes: a.Long("--staging-kib", 0) << 10);
-        using var device = InspectVerb.OpenDevice(a.Get("--device") ?? "emu", stderr)!;
+        using var device = InspectVerb.OpenDevice(a.Get("--device") ?? "auto", stderr)
+                           ?? throw new UsageException("no device to load onto (see the message above)");
         using var ckpt = Checkpoint.Open(dir);
         long bytes = ckpt.TotalBytes;
         stdout.WriteLine($"checkpoint {dir}: {ckpt.Tensors.Count} tensors, {Format.Bytes(bytes)} in {ckpt.Shards.Count} shards; device {device.Name}");

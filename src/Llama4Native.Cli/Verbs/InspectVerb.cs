@@ -1,12 +1,11 @@
 using Llama4Native.Checkpoints;
 using Llama4Native.Devices;
-using Llama4Native.Devices.Emulated;
 using Llama4Native.Model;
 
 namespace Llama4Native.Cli.Verbs;
 
 /// <summary>
-/// llama4 inspect --model DIR [--context N] [--device emu] [--names]
+/// llama4 inspect --model DIR [--context N] [--device auto|cuda|cuda:N|emu|none] [--names]
 /// Architecture, layer kinds, parameters, bytes per dtype, memory for weights and KV cache, and whether it fits.
 /// </summary>
 public static class InspectVerb
@@ -37,14 +36,20 @@ public static class InspectVerb
         return 0;
     }
 
-    /// <summary>The device to size against: "emu" = the emulated device. CUDA detection plugs in here when it lands.</summary>
-    internal static Device? OpenDevice(string? kind, TextWriter stderr)
+    /// <summary>
+    /// The device to size against: "auto" (default) = the first GPU, else the emulated device; "none" = do not
+    /// ask; otherwise a <see cref="DeviceFactory"/> spec (cuda, cuda:N, emu). A device that cannot be opened is
+    /// reported and treated as unknown.
+    /// </summary>
+    internal static Device? OpenDevice(string? spec, TextWriter stderr)
     {
-        switch (kind)
+        if (spec is "none") return null;
+        try { return DeviceFactory.Create(spec ?? "auto"); }
+        catch (ArgumentException e) { throw new UsageException($"--device: {e.Message}"); }
+        catch (Exception e)
         {
-            case null or "none": return null;
-            case "emu": return new EmuDevice();
-            default: throw new UsageException($"--device {kind}: expected emu (CUDA selection is not wired yet)");
+            stderr.WriteLine($"llama4: no device ({e.Message}); memory fit unknown");
+            return null;
         }
     }
 }
