@@ -130,6 +130,28 @@ public class LoadTests
     }
 
     [Test]
+    public void TextOnlyCheckpointWithTiedEmbeddingsRoundTrips()
+    {
+        var o = ReadJson(Path.Combine(FixtureModel("tiny-maverick"), "config.json"));
+        var flat = o["text_config"]!.DeepClone().AsObject();
+        flat["architectures"] = new System.Text.Json.Nodes.JsonArray("Llama4ForCausalLM");
+        flat["tie_word_embeddings"] = true;
+        string d = NewTempDir("synth-causal");
+        try
+        {
+            Synth.Write(flat.ToJsonString(), d, new SynthOptions(Seed: Seed("causal lm"), MaxShardBytes: 200_000));
+            using var ck = Checkpoint.Open(d);
+            Assert.That(ck.Config.IsMultimodal, Is.False);
+            Assert.That(ck.TryGet("output", out _), Is.False, "tied: no lm_head");
+            Assert.That(ck["tok_embd"].Expected.Hf, Is.EqualTo("model.embed_tokens.weight"));
+            Assert.That(ck.Tensors.Select(t => t.Name), Has.None.StartWith("v."));
+            using var w = WeightLoader.Load(ck, Device);
+            Assert.That(w.Tensors, Has.Count.EqualTo(ck.Tensors.Count));
+        }
+        finally { Directory.Delete(d, true); }
+    }
+
+    [Test]
     public void SynthSingleShardAndOtherDTypes()
     {
         string d = NewTempDir("synth-single");
