@@ -1,0 +1,59 @@
+namespace Llama4Native.Cli.Verbs;
+
+/// <summary>Minimal "--name value" / "--flag" parsing for the checkpoint verbs; unknown options are usage errors.</summary>
+internal sealed class VerbArgs
+{
+    readonly Dictionary<string, string?> values = new(StringComparer.Ordinal);
+
+    public VerbArgs(string[] args, string[] options, string[] flags)
+    {
+        for (int i = 0; i < args.Length; i++)
+        {
+            string a = args[i];
+            if (flags.Contains(a)) { values[a] = null; continue; }
+            if (!options.Contains(a))
+                throw new UsageException($"unknown argument '{a}'; options: {string.Join(' ', options.Concat(flags))}");
+            if (i + 1 >= args.Length) throw new UsageException($"{a} needs a value");
+            values[a] = args[++i];
+        }
+    }
+
+    public bool Has(string name) => values.ContainsKey(name);
+    public string? Get(string name) => values.TryGetValue(name, out var v) ? v : null;
+    public string Require(string name, string what) => Get(name) ?? throw new UsageException($"{name} {what} is required");
+
+    public long Long(string name, long fallback)
+    {
+        string? v = Get(name);
+        if (v is null) return fallback;
+        return long.TryParse(v, out long x) ? x : throw new UsageException($"{name} expects an integer, got '{v}'");
+    }
+}
+
+/// <summary>A one-line progress bar on stderr: percent, bytes, GB/s and ETA; redrawn at most 10 times a second.</summary>
+internal sealed class ProgressBar(TextWriter w, string label)
+{
+    long lastTicks;
+    bool drawn;
+
+    public void Update(long done, long total, TimeSpan elapsed)
+    {
+        long now = Environment.TickCount64;
+        if (done < total && now - lastTicks < 100) return;
+        lastTicks = now;
+        double frac = total == 0 ? 1 : (double)done / total;
+        int width = 30, fill = (int)(frac * width);
+        double gbps = elapsed.TotalSeconds > 0 ? done / 1e9 / elapsed.TotalSeconds : 0;
+        string eta = done > 0 && done < total && gbps > 0 ? $"ETA {TimeSpan.FromSeconds((total - done) / 1e9 / gbps):mm\\:ss}" : "";
+        w.Write($"\r{label} [{new string('#', fill)}{new string('.', width - fill)}] {frac * 100,5:0.0}%  " +
+                $"{Format.Bytes(done)} / {Format.Bytes(total)}  {gbps:0.00} GB/s  {eta}   ");
+        drawn = true;
+        if (done >= total) Done();
+    }
+
+    public void Done()
+    {
+        if (drawn) w.WriteLine();
+        drawn = false;
+    }
+}
