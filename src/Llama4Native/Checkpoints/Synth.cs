@@ -126,45 +126,9 @@ public static class Synth
         w.WriteEndObject();
     }
 
-    /// <summary>The safetensors header bytes (length prefix + space-padded JSON) for tensors written in this order.</summary>
-    public static byte[] Header(IReadOnlyList<(string Name, DType DType, long[] Shape, long Bytes)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
-    {
-        var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms))
-        {
-            w.WriteStartObject();
-            w.WriteStartObject("__metadata__");
-            foreach (var (k, v) in metadata ?? new Dictionary<string, string> { ["format"] = "pt" }) w.WriteString(k, v);
-            w.WriteEndObject();
-            long off = 0;
-            foreach (var t in tensors)
-            {
-                w.WriteStartObject(t.Name);
-                w.WriteString("dtype", t.DType.SafetensorsName());
-                w.WriteStartArray("shape");
-                foreach (long d in t.Shape) w.WriteNumberValue(d);
-                w.WriteEndArray();
-                w.WriteStartArray("data_offsets");
-                w.WriteNumberValue(off);
-                w.WriteNumberValue(off + t.Bytes);
-                w.WriteEndArray();
-                w.WriteEndObject();
-                off += t.Bytes;
-            }
-            w.WriteEndObject();
-        }
-        int len = (int)ms.Length;
-        int padded = (len + 7) / 8 * 8;
-        var bytes = new byte[8 + padded];
-        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)padded);
-        ms.GetBuffer().AsSpan(0, len).CopyTo(bytes.AsSpan(8));
-        bytes.AsSpan(8 + len).Fill((byte)' ');
-        return bytes;
-    }
-
     static void WriteShard(string path, List<SynthTensor> tensors, SynthOptions o, ref long done, long total)
     {
-        var header = Header(tensors.Select(t => (t.Hf, t.DType, t.Shape, t.Bytes)).ToList());
+        var header = SafetensorsWriter.Header(tensors.Select(t => (t.Hf, t.DType, t.Shape, t.Bytes)).ToList());
         string tmp = path + ".tmp";
         using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
         {

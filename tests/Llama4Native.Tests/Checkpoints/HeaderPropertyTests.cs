@@ -34,7 +34,7 @@ public class HeaderPropertyTests
                    long bytes = shape.Aggregate(1L, (a, b) => a * b) * dt.Size();
                    return ($"t{i}.weight", dt, shape, bytes);
                }).ToList();
-               var header = Synth.Header(tensors);
+               var header = SafetensorsWriter.Header(tensors);
                var data = new byte[tensors.Sum(t => t.bytes)];
                for (int i = 0; i < data.Length; i++) data[i] = (byte)(i * 31);
                return header.Concat(data).ToArray();

@@ -72,7 +72,7 @@ public static class Program
                 long[] shape = Enumerable.Range(0, rng.Next(0, 4)).Select(_ => (long)rng.Next(0, 5)).ToArray();
                 list.Add(($"model.layers.{t}.w", dt, shape, shape.Aggregate(1L, (a, b) => a * b) * dt.Size()));
             }
-            var header = Synth.Header(list);
+            var header = SafetensorsWriter.Header(list);
             yield return header.Concat(new byte[list.Sum(x => x.Item4)]).ToArray();
         }
     }
