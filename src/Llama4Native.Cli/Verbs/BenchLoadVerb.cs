@@ -15,13 +15,13 @@ public static class BenchLoadVerb
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new VerbArgs(argv, ["--model", "--runs", "--staging-kib", "--buffers", "--device"], ["--upcast", "--quiet"]);
-        string dir = a.Require("--model", "DIR");
-        int runs = (int)a.Long("--runs", 3);
-        var options = new LoadOptions(UpcastToF32: a.Has("--upcast"),
-                                      StagingBuffers: (int)a.Long("--buffers", 4),
-                                      StagingBytes: a.Long("--staging-kib", 0) << 10);
-        using var device = InspectVerb.OpenDevice(a.Get("--device") ?? "auto", stderr)
+        var a = new Args(argv, ["model", "runs", "staging-kib", "buffers", "device"], ["upcast", "quiet"]);
+        string dir = a.Require("model", "DIR");
+        int runs = (int)a.Long("runs", 3);
+        var options = new LoadOptions(UpcastToF32: a.Has("upcast"),
+                                      StagingBuffers: (int)a.Long("buffers", 4),
+                                      StagingBytes: a.Long("staging-kib", 0) << 10);
+        using var device = InspectVerb.OpenDevice(a.Get("device") ?? "auto", stderr)
                            ?? throw new UsageException("no device to load onto (see the message above)");
         using var ckpt = Checkpoint.Open(dir);
         long bytes = ckpt.TotalBytes;
@@ -46,7 +46,7 @@ public static class BenchLoadVerb
         var best = double.MaxValue;
         for (int r = 0; r < runs; r++)
         {
-            var bar = a.Has("--quiet") ? null : new ProgressBar(stderr, $"load {r + 1}/{runs}");
+            var bar = a.Has("quiet") ? null : new ProgressBar(stderr, $"load {r + 1}/{runs}");
             var opt = options with { Progress = p => bar?.Update(p.BytesDone, p.BytesTotal, p.Elapsed) };
             var sw = Stopwatch.StartNew();
             using (var w = WeightLoader.Load(ckpt, device, opt)) { }

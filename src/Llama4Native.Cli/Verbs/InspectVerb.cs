@@ -14,15 +14,15 @@ public static class InspectVerb
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new VerbArgs(argv, ["--model", "--context", "--device"], ["--names"]);
-        if (a.Has("--names") && !a.Has("--model"))
+        var a = new Args(argv, ["model", "context", "device"], ["names"]);
+        if (a.Has("names") && !a.Has("model"))
         {
             stdout.Write(TensorNames.Describe());
             return 0;
         }
-        string dir = a.Require("--model", "DIR");
+        string dir = a.Require("model", "DIR");
         var config = Llama4Config.Load(dir);
-        long context = a.Long("--context", config.Text.MaxPositionEmbeddings > 0 ? Math.Min(config.Text.MaxPositionEmbeddings, 131072) : 8192);
+        long context = a.Long("context", config.Text.MaxPositionEmbeddings > 0 ? Math.Min(config.Text.MaxPositionEmbeddings, 131072) : 8192);
         if (context <= 0) throw new UsageException("--context must be positive");
 
         // With shards present, validate them and count real bytes per dtype; a bare config.json is enough otherwise.
@@ -30,9 +30,9 @@ public static class InspectVerb
         using var ckpt = hasWeights ? Checkpoint.Open(dir) : null;
         var report = ModelReport.FromConfig(config, ckpt);
 
-        using Device? device = OpenDevice(a.Get("--device"), stderr);
+        using Device? device = OpenDevice(a.Get("device"), stderr);
         stdout.Write(report.Render(context, device?.TotalMemory, device?.FreeMemory, device?.Name));
-        if (a.Has("--names")) stdout.Write(TensorNames.Describe());
+        if (a.Has("names")) stdout.Write(TensorNames.Describe());
         return 0;
     }
 

@@ -14,11 +14,11 @@ public static class SynthVerb
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new VerbArgs(argv, ["--preset", "--config", "--out", "--dtype", "--seed", "--max-shard-size"], ["--quiet"]);
-        string? preset = a.Get("--preset"), configPath = a.Get("--config");
+        var a = new Args(argv, ["preset", "config", "out", "dtype", "seed", "max-shard-size"], ["quiet"]);
+        string? preset = a.Get("preset"), configPath = a.Get("config");
         if ((preset is null) == (configPath is null))
             throw new UsageException($"give exactly one of --preset ({string.Join(", ", Presets.Names)}) or --config FILE");
-        string outDir = a.Require("--out", "DIR");
+        string outDir = a.Require("out", "DIR");
         string json;
         if (preset is not null)
         {
@@ -26,17 +26,17 @@ public static class SynthVerb
             catch (ArgumentException e) { throw new UsageException(e.Message); }
         }
         else json = File.ReadAllText(configPath!);
-        var dtype = (a.Get("--dtype") ?? "bf16").ToLowerInvariant() switch
+        var dtype = (a.Get("dtype") ?? "bf16").ToLowerInvariant() switch
         {
             "bf16" => DType.BF16, "f16" or "fp16" => DType.F16, "f32" or "fp32" => DType.F32,
             var d => throw new UsageException($"--dtype {d}: expected bf16, f16 or f32"),
         };
-        ulong seed = (ulong)a.Long("--seed", 0);
+        ulong seed = (ulong)a.Long("seed", 0);
         long maxShard;
-        try { maxShard = Synth.ParseSize(a.Get("--max-shard-size") ?? "5GB"); }
+        try { maxShard = Synth.ParseSize(a.Get("max-shard-size") ?? "5GB"); }
         catch (FormatException e) { throw new UsageException($"--max-shard-size: {e.Message}"); }
 
-        var bar = a.Has("--quiet") ? null : new ProgressBar(stderr, "synth");
+        var bar = a.Has("quiet") ? null : new ProgressBar(stderr, "synth");
         var sw = Stopwatch.StartNew();
         var shards = Synth.Write(json, outDir, new SynthOptions(dtype, seed, maxShard, (d, t) => bar?.Update(d, t, sw.Elapsed)));
         bar?.Done();
