@@ -88,7 +88,11 @@ public sealed class GraphPlan : IDisposable
     /// each matching node's output is copied to the host after it runs and handed to <paramref name="dump"/>
     /// — this synchronises, so it is for debugging and golden diffs, not for production runs.
     /// </summary>
-    public void Run(DeviceStream? stream = null, string? dumpPattern = null, Action<string, Tensor, float[]>? dump = null)
+    public void Run(DeviceStream? stream = null, string? dumpPattern = null, Action<string, Tensor, float[]>? dump = null) =>
+        Run(stream, dumpPattern is null ? null : n => System.IO.Enumeration.FileSystemName.MatchesSimpleExpression(dumpPattern, n), dump);
+
+    /// <summary>As above, with any predicate over node names choosing what to dump.</summary>
+    public void Run(DeviceStream? stream, Func<string, bool>? dumpWhere, Action<string, Tensor, float[]>? dump)
     {
         for (int k = 0; k < g.nodes.Count; k++)
         {
@@ -100,9 +104,19 @@ public sealed class GraphPlan : IDisposable
             {
                 throw new GraphExecutionException(node.Name, e);
             }
-            if (dumpPattern is not null && dump is not null && System.IO.Enumeration.FileSystemName.MatchesSimpleExpression(dumpPattern, node.Name))
-                dump(node.Name, output, Ops.DeviceData.Download(device, output.Ptr, output.Elements, output.DType));
+            if (dumpWhere is not null && dump is not null && dumpWhere(node.Name))
+                dump(node.Name, output, Download(output));
         }
+    }
+
+    /// <summary>Any value as floats on the host (integer values converted exactly up to 2^24).</summary>
+    public float[] Download(Tensor t)
+    {
+        if (t.DType is DType.F32 or DType.BF16) return Ops.DeviceData.Download(device, t.Ptr, t.Elements, t.DType);
+        if (t.DType != DType.I32) throw new NotSupportedException($"dumping {t.DType} values");
+        var ints = new int[t.Elements];
+        device.Download(t.Ptr, ints.AsSpan());
+        return ints.Select(v => (float)v).ToArray();
     }
 
     public void Dispose() => arena?.Dispose();

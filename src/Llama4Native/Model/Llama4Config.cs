@@ -365,7 +365,8 @@ public sealed class TextConfig
             float exponent = (float)(2 * j) / headDim;
             f[j] = 1.0f / MathF.Pow(baseF, exponent);
         }
-        if (scaling is null || scaling.RopeType != "llama3") return f;
+        // Llama 4 applies the llama3 formula whenever rope_scaling is present; its rope_type is not consulted (as in HF).
+        if (scaling is null) return f;
         float factor = (float)scaling.Factor, low = (float)scaling.LowFreqFactor, high = (float)scaling.HighFreqFactor;
         float old = scaling.OriginalMaxPositionEmbeddings;
         float lowWavelen = old / low, highWavelen = old / high;

@@ -5,7 +5,7 @@ public static class OpSpecs
 {
     public static IReadOnlyList<OpSpec> All { get; } =
     [
-        new AddSpec(), new ConvertSpec(), new RmsNormSpec(), new SiluMulSpec(), new SoftmaxSpec(), new EmbeddingSpec(), new GemmSpec(),
+        new AddSpec(), new ConvertSpec(), new RmsNormSpec(), new SiluMulSpec(), new SoftmaxSpec(), new EmbeddingSpec(), new GemmSpec(), new RopeSpec(),
     ];
 
     public static IEnumerable<OpCase> AllCases() => All.SelectMany(s => s.Cases());
