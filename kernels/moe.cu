@@ -4,10 +4,12 @@
 // experts a token chose, how many tokens each expert got) may reach the host. The layer is therefore
 // five launches whose grids come from worst-case bounds and whose blocks read the real sizes from device
 // memory and exit early. (1) `moe_router_*`: one block per token computes the E router logits (a warp per
-// expert, lanes striding D with 16-byte loads, a fixed shuffle tree) and then picks the top-k in the
-// block's thread 0 — E is 16 or 128, k is 1, so a serial O(k·E) scan is cheaper than any sort; ties go
-// to the lower expert index and NaN counts as the largest (torch's comparator; torch itself leaves the
-// order of exact ties unspecified). score = sigmoid(logit) of the chosen, no softmax, no renormalisation.
+// expert, lanes striding D with 16-byte loads, a fixed shuffle tree) and then one warp picks the top-k
+// — E is 16 or 128 and k is 1, so k rounds of a warp argmax beat any sort; ties go to the lower expert
+// index and NaN counts as the largest (torch's comparator; torch itself leaves the order of exact ties
+// unspecified). That block-per-token router re-reads Wr [E, D] for every token, right for decode; at
+// prefill sizes the wrapper computes the logits with gemm.cu's tensor-core GEMM instead and runs
+// `moe_topk_*` (the same warp top-k) on them. score = sigmoid(logit) of the chosen, no softmax, no renormalisation.
 // In bf16 mode the logit is rounded to bf16 before the top-k and the score is rounded to bf16, as HF does
 // (its router is an nn.Linear in bf16 and `sigmoid(x.float()).to(bf16)`). (2) `moe_align`: one block
 // groups the T·k (token, slot) pairs by expert (vLLM's moe_align_block_size idea): a warp per expert
@@ -36,6 +38,7 @@
 // | kernel                               | parameters                                                    | launch |
 // |--------------------------------------|---------------------------------------------------------------|--------|
 // | moe_router_{f32,bf16}                | (x, wr, logits, topk_idx, topk_score, int T, int D, int E, int k) | grid = T, block = MOE_ROUTER_THREADS, dynamic shared = 8·E |
+// | moe_topk_{f32,bf16}                  | (logits, topk_idx, topk_score, int T, int E, int k)           | grid = T, block = 32, dynamic shared = 8·E |
 // | moe_align                            | (topk_idx, sorted_slots, slot_row, tile_expert, expert_offsets, int T, int k, int E, int bm) | grid = 1, block = MOE_ALIGN_THREADS, dynamic shared = 4·(2E + 1) |
 // | moe_gate_up_mma_bf16                 | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, h, int k, int D, int I, int E) | grid = (ceil(I/MOE_BN), tiles), block = 32·MOE_WM·MOE_WN, dynamic shared = MOE_STAGES·2·(MOE_BM·(MOE_BK+8) + 2·MOE_BK·(MOE_BN+8)) (43008 B) |
 // | moe_down_mma_bf16                    | (h, tile_expert, expert_offsets, wd, out, int I, int D, int E) | grid = (ceil(D/MOE_BN), tiles), block = 32·MOE_WM·MOE_WN, dynamic shared = MOE_STAGES·2·(MOE_BM·(MOE_BK+8) + MOE_BK·(MOE_BN+8)) (29184 B) |
@@ -104,6 +107,35 @@ template <typename TA> L4_DEV float round_to(float v) { return to_f32(from_f32<T
 L4_DEV bool better(float v, float best) { return (v != v && best == best) || v > best; }
 
 // ------------------------------------------------------------------------------------------ router
+// One warp picks the top-k of s_logit[0, E) (entries with s_taken set are skipped and the chosen get set):
+// each lane scans e = lane, lane + 32, … in ascending order keeping the first best, then an xor butterfly
+// keeps the better (value, index) pair under the total order "better value, or equal and lower index", so
+// every lane ends with the same choice. Writes idx[0, k) and score[0, k) = sigmoid(logit) in TA's precision.
+template <typename TA>
+L4_DEV void topk_warp(const float* s_logit, int* s_taken, int E, int k, int* __restrict__ idx, float* __restrict__ score) {
+    const int lane = threadIdx.x & 31;
+    for (int j = 0; j < k; ++j) {
+        int best = -1;
+        float bv = 0.f;
+        for (int e = lane; e < E; e += 32) {
+            if (s_taken[e]) continue;
+            const float v = s_logit[e];
+            if (best < 0 || better(v, bv)) { best = e; bv = v; }
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, best, o);
+            if (oi >= 0 && (best < 0 || better(ov, bv) || (!better(bv, ov) && oi < best))) { best = oi; bv = ov; }
+        }
+        if (lane == 0) {
+            idx[j] = best;  // k <= E (checked by the wrapper), so best >= 0
+            score[j] = round_to<TA>(1.f / (1.f + expf(-bv)));
+            s_taken[best] = 1;
+        }
+        __syncwarp();
+    }
+}
+
 template <typename TA>
 L4_DEV void router(const TA* __restrict__ x, const bf16* __restrict__ wr, TA* __restrict__ logits,
                    int* __restrict__ topk_idx, float* __restrict__ topk_score, int T, int D, int E, int k) {
@@ -137,21 +169,22 @@ L4_DEV void router(const TA* __restrict__ x, const bf16* __restrict__ wr, TA* __
         }
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int j = 0; j < k; ++j) {
-            int best = -1;
-            float bv = 0.f;
-            for (int e = 0; e < E; ++e) {
-                if (s_taken[e]) continue;
-                const float v = s_logit[e];
-                if (best < 0 || better(v, bv)) { best = e; bv = v; }
-            }
-            if (best < 0) { topk_idx[(long long)t * k + j] = -1; topk_score[(long long)t * k + j] = 0.f; continue; }
-            s_taken[best] = 1;
-            topk_idx[(long long)t * k + j] = best;
-            topk_score[(long long)t * k + j] = round_to<TA>(1.f / (1.f + expf(-bv)));
-        }
+    if (warp == 0) topk_warp<TA>(s_logit, s_taken, E, k, topk_idx + (long long)t * k, topk_score + (long long)t * k);
+}
+
+// The top-k step alone, for logits computed elsewhere (a tensor-core GEMM at prefill sizes).
+template <typename TA>
+L4_DEV void topk(const TA* __restrict__ logits, int* __restrict__ topk_idx, float* __restrict__ topk_score, int T, int E, int k) {
+    L4_DYNAMIC_SHARED(float, s_logit);                      // [E]
+    int* s_taken = reinterpret_cast<int*>(s_logit + E);     // [E]
+    const int t = blockIdx.x;
+    if (t >= T) return;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        s_logit[e] = to_f32(logits[(long long)t * E + e]);
+        s_taken[e] = 0;
     }
+    __syncthreads();
+    if (threadIdx.x < 32) topk_warp<TA>(s_logit, s_taken, E, k, topk_idx + (long long)t * k, topk_score + (long long)t * k);
 }
 
 // ------------------------------------------------------------------------------------------ align
@@ -454,6 +487,14 @@ moe_router_f32(const float* __restrict__ x, const bf16* __restrict__ wr, float* 
 extern "C" __global__ void __launch_bounds__(MOE_ROUTER_THREADS)
 moe_router_bf16(const bf16* __restrict__ x, const bf16* __restrict__ wr, bf16* __restrict__ logits, int* __restrict__ topk_idx, float* __restrict__ topk_score, int T, int D, int E, int k) {
     l4_moe::router<bf16>(x, wr, logits, topk_idx, topk_score, T, D, E, k);
+}
+extern "C" __global__ void __launch_bounds__(32)
+moe_topk_f32(const float* __restrict__ logits, int* __restrict__ topk_idx, float* __restrict__ topk_score, int T, int E, int k) {
+    l4_moe::topk<float>(logits, topk_idx, topk_score, T, E, k);
+}
+extern "C" __global__ void __launch_bounds__(32)
+moe_topk_bf16(const bf16* __restrict__ logits, int* __restrict__ topk_idx, float* __restrict__ topk_score, int T, int E, int k) {
+    l4_moe::topk<bf16>(logits, topk_idx, topk_score, T, E, k);
 }
 extern "C" __global__ void __launch_bounds__(MOE_ALIGN_THREADS)
 moe_align(const int* __restrict__ topk_idx, int* __restrict__ sorted_slots, int* __restrict__ slot_row, int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int k, int E, int bm) {

@@ -19,6 +19,8 @@ public static class Moe
 
     /// <summary>MOE_BM: the grouped GEMM's row tile; every tile of the padded rows belongs to one expert.</summary>
     public const int BM = 64;
+    /// <summary>From this many tokens (bf16) the router's logits come from gemm.cu's tensor-core GEMM + moe_topk.</summary>
+    public const int RouterGemmTokens = 32;
     const int BN = 64, Threads = 128, RouterThreads = 256, AlignThreads = 1024, CombineThreads = 256, SimpleTile = 16;
     const uint GateUpShared = 3 * 2 * (BM * (32 + 8) + 2 * 32 * (BN + 8)), DownShared = 3 * 2 * (BM * (32 + 8) + 32 * (BN + 8));
 
@@ -108,10 +110,34 @@ public static class Moe
             || topkIdx.DType != DType.I32 || topkScore.DType != DType.F32)
             throw KernelCheck.Unsupported(op, $"x {x.DType}, wr {wr.DType}, logits {logits.DType}, idx {topkIdx.DType}, score {topkScore.DType}");
         if (t == 0) return;
+        if (x.DType == DType.BF16 && t >= RouterGemmTokens)
+        {   // prefill: the block-per-token router would re-read Wr for every token; a tensor-core GEMM reads it once per tile
+            Gemm.Run(dev, x, wr, logits, Reference.GemmBLayout.NK, stream);
+            TopK(dev, logits, topkIdx, topkScore, stream);
+            return;
+        }
         var fn = dev.Kernels.Get(File, "moe_router_" + KernelCheck.Name(x.DType));
         ulong xp = x.Ptr.Value, wp = wr.Ptr.Value, lp = logits.Ptr.Value, ip = topkIdx.Ptr.Value, sp = topkScore.Ptr.Value;
         void** args = stackalloc void*[] { &xp, &wp, &lp, &ip, &sp, &t, &d, &e, &k };
         dev.Launch(fn, (uint)t, RouterThreads, (uint)(8 * e), args, stream);
+    }
+
+    /// <summary>Top-k and sigmoid scores of given logits (ties to the lower expert index, NaN largest).</summary>
+    /// <param name="logits">[T, E] f32 or bf16</param><param name="topkIdx">[T, k] i32</param><param name="topkScore">[T, k] f32</param>
+    public static unsafe void TopK(Device dev, Tensor logits, Tensor topkIdx, Tensor topkScore, DeviceStream? stream = null)
+    {
+        const string op = "moe.topk";
+        Matrix(op, "logits", logits); Matrix(op, "topk_idx", topkIdx);
+        int t = KernelCheck.Int(op, "T", logits.Shape[0]), e = KernelCheck.Int(op, "E", logits.Shape[1]), k = KernelCheck.Int(op, "k", topkIdx.Shape[1]);
+        if (k < 1 || k > e) throw new ArgumentException($"{op}: k = {k} must be in [1, E = {e}]");
+        KernelCheck.Dims(op, "topk_idx", topkIdx, t, k);
+        KernelCheck.Dims(op, "topk_score", topkScore, t, k);
+        if (logits.DType is not (DType.F32 or DType.BF16) || topkIdx.DType != DType.I32 || topkScore.DType != DType.F32)
+            throw KernelCheck.Unsupported(op, $"logits {logits.DType}, idx {topkIdx.DType}, score {topkScore.DType}");
+        if (t == 0) return;
+        ulong lp = logits.Ptr.Value, ip = topkIdx.Ptr.Value, sp = topkScore.Ptr.Value;
+        void** args = stackalloc void*[] { &lp, &ip, &sp, &t, &e, &k };
+        dev.Launch(dev.Kernels.Get(File, "moe_topk_" + KernelCheck.Name(logits.DType)), (uint)t, 32, (uint)(8 * e), args, stream);
     }
 
     /// <summary>Groups the T·k (token, slot) pairs by expert: padded row order, tile → expert, slot → row, offsets.</summary>

@@ -9,8 +9,8 @@ namespace Llama4Native.Ops;
 /// moe cases: the whole routed MoE layer (router → align → gate_up → down → combine), every step checked.
 /// Dims: T, D, I, E, k. Variant "&lt;mma|simple&gt;[-one][-nan][-acc]": the grouped GEMMs' kernel; "one" biases the
 /// router so every token's first choice is expert E−1 (all tokens to one expert); "nan" fills the weights of every
-/// expert that no token chose with NaN (an idle expert must be harmless); "tie" gives experts 2j and 2j+1 the same
-/// router row (exact ties: the lower index first, as the reference); "acc" adds into an existing y (the
+/// expert that no token chose with NaN (an idle expert must be harmless); "tie" gives experts 2j and 2j+1 (and q,
+/// q − 32) the same router row (exact ties: the lower index first, as the reference); "acc" adds into an existing y (the
 /// shared expert's output). Types: the activation dtype (weights are bf16).
 /// Each step is checked against the reference fed with the device's own inputs to that step (so a failure names
 /// its step): logits, then the routing (a different choice is accepted only at a near-tie of the reference's
@@ -40,7 +40,8 @@ public sealed class MoeSpec : OpSpec
             yield return new OpCase(Name, v + "-one-nan", t, [9, 64, 48, 16, 1], "idle-nan");
             yield return new OpCase(Name, v + "-acc", t, [13, 64, 48, 8, 2], "residual");
             yield return new OpCase(Name, v + "-tie", t, [21, 64, 48, 8, 1], "ties");
-            yield return new OpCase(Name, v + "-tie", t, [21, 64, 48, 8, 3], "ties");
+            yield return new OpCase(Name, v + "-tie", t, [45, 64, 48, 8, 3], "ties");
+            yield return new OpCase(Name, v + "-tie", t, [5, 64, 48, 70, 2], "ties");
         }
         yield return new OpCase(Name, "mma-one", "bf16", [131, 64, 136, 4, 1], "multi-tile");
     }
@@ -82,8 +83,13 @@ public sealed class MoeSpec : OpSpec
             x = DeviceData.Normal(rng, (long)t * d, 1f, dt);
             wr = DeviceData.Normal(rng, (long)e * d, (float)(1 / Math.Sqrt(d)), DType.BF16);
             if (tie)
-            {   // experts 2j and 2j+1 have the same router row: equal logits, the lower index must win
-                for (int q = 1; q < e; q += 2) wr.AsSpan((q - 1) * d, d).CopyTo(wr.AsSpan(q * d, d));
+            {   // experts 2j and 2j+1 (and, past 32, q and q − 32: one lane's candidates) have the same router row:
+                // equal logits, the lower index must win
+                for (int q = 1; q < e; q++)
+                {
+                    int src = q >= 32 ? q - 32 : q - (q & 1);
+                    if (src != q) wr.AsSpan(src * d, d).CopyTo(wr.AsSpan(q * d, d));
+                }
             }
             if (one)
             {   // feature 0 of every token is large and only expert E−1 weighs it: logit[E−1] ≈ 32 + N(0, 1)
