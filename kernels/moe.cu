@@ -1,16 +1,16 @@
-// moe.cu — Llama 4's routed mixture-of-experts FFN on the device, five steps with no host round trip.
+// moe.cu — Llama 4's routed mixture-of-experts FFN on the device, six launches with no host round trip.
 //
 // Why it looks like this: a decode step is captured in a CUDA graph, so nothing data-dependent (which
 // experts a token chose, how many tokens each expert got) may reach the host. The layer is therefore
-// five launches whose grids come from worst-case bounds and whose blocks read the real sizes from device
-// memory and exit early. (1) `moe_router_*`: one block per token computes the E router logits (a warp per
-// expert, lanes striding D with 16-byte loads, a fixed shuffle tree) and then one warp picks the top-k
-// — E is 16 or 128 and k is 1, so k rounds of a warp argmax beat any sort; ties go to the lower expert
-// index and NaN counts as the largest (torch's comparator; torch itself leaves the order of exact ties
-// unspecified). That block-per-token router re-reads Wr [E, D] for every token, right for decode; at
-// prefill sizes the wrapper computes the logits with gemm.cu's tensor-core GEMM instead and runs
-// `moe_topk_*` (the same warp top-k) on them. score = sigmoid(logit) of the chosen, no softmax, no renormalisation.
-// In bf16 mode the logit is rounded to bf16 before the top-k and the score is rounded to bf16, as HF does
+// six launches whose grids come from worst-case bounds and whose blocks read the real sizes from device
+// memory and exit early. (1) The router: `moe_router_logits_*` gives every (token, expert) dot product its
+// own warp (lanes striding D with 16-byte loads, a fixed shuffle tree), so even decode's single token
+// spreads Wr [E, D] over E/8 blocks; at prefill sizes the wrapper uses gemm.cu's tensor-core GEMM for the
+// logits instead. `moe_topk_*` then picks each token's top-k with one warp — E is 16 or 128 and k is 1,
+// so k rounds of a warp argmax beat any sort; ties go to the lower expert index and NaN counts as the
+// largest (torch's comparator; torch itself leaves the order of exact ties unspecified);
+// score = sigmoid(logit) of the chosen, no softmax, no renormalisation. In bf16 mode the logits are
+// stored (and compared) in bf16 and the score is rounded to bf16, as HF does
 // (its router is an nn.Linear in bf16 and `sigmoid(x.float()).to(bf16)`). (2) `moe_align`: one block
 // groups the T·k (token, slot) pairs by expert (vLLM's moe_align_block_size idea): a warp per expert
 // counts its pairs with ballots, thread 0 takes the exclusive prefix sum with each expert's count padded
@@ -30,14 +30,15 @@
 // with a sequential fp32 sum: the fp32 exact-parity path (bf16 weights upcast) and a bf16 anchor.
 // Padded rows (slot -1) carry zero rows through both GEMMs and are never read by the combine.
 //
-// Buffers (R = T·k + E·(MOE_BM − 1) rows is the worst case after padding; tiles = ceil(R / MOE_BM)):
+// Buffers (R = T·k + min(E, T·k)·(MOE_BM − 1) rows is the worst case after padding — at most min(E, T·k)
+// experts are non-empty, each wasting < MOE_BM rows; tiles = ceil(R / MOE_BM)):
 //   x [T, D] (TA = float or bf16), wr [E, D] bf16, logits [T, E] TA, topk_idx [T, k] int32, topk_score
 //   [T, k] f32, sorted_slots [R] int32, slot_row [T·k] int32, tile_expert [tiles] int32, expert_offsets
 //   [E + 1] int32 (padded starts; [E] = total padded rows), wgu [E, D, 2I] bf16, h [R, I] TA,
 //   wd [E, I, D] bf16, out [R, D] TA, y [T, D] TA.
 // | kernel                               | parameters                                                    | launch |
 // |--------------------------------------|---------------------------------------------------------------|--------|
-// | moe_router_{f32,bf16}                | (x, wr, logits, topk_idx, topk_score, int T, int D, int E, int k) | grid = T, block = MOE_ROUTER_THREADS, dynamic shared = 8·E |
+// | moe_router_logits_{f32,bf16}         | (x, wr, logits, int T, int D, int E)                          | grid = (ceil(E / (MOE_ROUTER_THREADS/32)), min(T, 65535)), block = MOE_ROUTER_THREADS, shared = 0 |
 // | moe_topk_{f32,bf16}                  | (logits, topk_idx, topk_score, int T, int E, int k)           | grid = T, block = 32, dynamic shared = 8·E |
 // | moe_align                            | (topk_idx, sorted_slots, slot_row, tile_expert, expert_offsets, int T, int k, int E, int bm) | grid = 1, block = MOE_ALIGN_THREADS, dynamic shared = 4·(2E + 1) |
 // | moe_gate_up_mma_bf16                 | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, h, int k, int D, int I, int E) | grid = (ceil(I/MOE_BN), tiles), block = 32·MOE_WM·MOE_WN, dynamic shared = MOE_STAGES·2·(MOE_BM·(MOE_BK+8) + 2·MOE_BK·(MOE_BN+8)) (43008 B) |
@@ -136,17 +137,15 @@ L4_DEV void topk_warp(const float* s_logit, int* s_taken, int E, int k, int* __r
     }
 }
 
+// Router logits: one warp per (token, expert) dot product, lanes striding D with 16-byte loads when the
+// rows are aligned, then a fixed shuffle tree. Blocks tile the experts (x) and the tokens (y, grid-stride).
 template <typename TA>
-L4_DEV void router(const TA* __restrict__ x, const bf16* __restrict__ wr, TA* __restrict__ logits,
-                   int* __restrict__ topk_idx, float* __restrict__ topk_score, int T, int D, int E, int k) {
-    L4_DYNAMIC_SHARED(float, s_logit);                      // [E]
-    int* s_taken = reinterpret_cast<int*>(s_logit + E);     // [E]
-    const int t = blockIdx.x;
-    if (t >= T) return;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    const TA* xr = x + (long long)t * D;
-    for (int e = warp; e < E; e += nwarps) {
-        const bf16* w = wr + (long long)e * D;
+L4_DEV void router_logits(const TA* __restrict__ x, const bf16* __restrict__ wr, TA* __restrict__ logits, int T, int D, int E) {
+    const int lane = threadIdx.x & 31, e = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (e >= E) return;  // whole warps: no collective below is reached by part of a warp
+    const bf16* w = wr + (long long)e * D;
+    for (long long t = blockIdx.y; t < T; t += gridDim.y) {
+        const TA* xr = x + t * D;
         float s = 0.f;
         int d0 = 0;
         if (aligned16(xr) && aligned16(w)) {  // 8 elements per lane per step, the tail below
@@ -161,18 +160,11 @@ L4_DEV void router(const TA* __restrict__ x, const bf16* __restrict__ wr, TA* __
         }
         for (int d = d0 + lane; d < D; d += 32) s += to_f32(xr[d]) * bf16_to_f32(w[d]);
         s = warp_sum(s);
-        if (lane == 0) {
-            const TA l = from_f32<TA>(s);
-            logits[(long long)t * E + e] = l;
-            s_logit[e] = to_f32(l);
-            s_taken[e] = 0;
-        }
+        if (lane == 0) logits[t * E + e] = from_f32<TA>(s);
     }
-    __syncthreads();
-    if (warp == 0) topk_warp<TA>(s_logit, s_taken, E, k, topk_idx + (long long)t * k, topk_score + (long long)t * k);
 }
 
-// The top-k step alone, for logits computed elsewhere (a tensor-core GEMM at prefill sizes).
+// The top-k of each token's logits (from router_logits, or from gemm.cu at prefill sizes): one warp per token.
 template <typename TA>
 L4_DEV void topk(const TA* __restrict__ logits, int* __restrict__ topk_idx, float* __restrict__ topk_score, int T, int E, int k) {
     L4_DYNAMIC_SHARED(float, s_logit);                      // [E]
@@ -481,12 +473,12 @@ L4_DEV void combine(const TA* __restrict__ out, const int* __restrict__ slot_row
 }  // namespace l4_moe
 
 extern "C" __global__ void __launch_bounds__(MOE_ROUTER_THREADS)
-moe_router_f32(const float* __restrict__ x, const bf16* __restrict__ wr, float* __restrict__ logits, int* __restrict__ topk_idx, float* __restrict__ topk_score, int T, int D, int E, int k) {
-    l4_moe::router<float>(x, wr, logits, topk_idx, topk_score, T, D, E, k);
+moe_router_logits_f32(const float* __restrict__ x, const bf16* __restrict__ wr, float* __restrict__ logits, int T, int D, int E) {
+    l4_moe::router_logits<float>(x, wr, logits, T, D, E);
 }
 extern "C" __global__ void __launch_bounds__(MOE_ROUTER_THREADS)
-moe_router_bf16(const bf16* __restrict__ x, const bf16* __restrict__ wr, bf16* __restrict__ logits, int* __restrict__ topk_idx, float* __restrict__ topk_score, int T, int D, int E, int k) {
-    l4_moe::router<bf16>(x, wr, logits, topk_idx, topk_score, T, D, E, k);
+moe_router_logits_bf16(const bf16* __restrict__ x, const bf16* __restrict__ wr, bf16* __restrict__ logits, int T, int D, int E) {
+    l4_moe::router_logits<bf16>(x, wr, logits, T, D, E);
 }
 extern "C" __global__ void __launch_bounds__(32)
 moe_topk_f32(const float* __restrict__ logits, int* __restrict__ topk_idx, float* __restrict__ topk_score, int T, int E, int k) {

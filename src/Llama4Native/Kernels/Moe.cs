@@ -4,7 +4,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Kernels;
 
 /// <summary>
-/// `kernels/moe.cu`: Llama 4's routed mixture-of-experts FFN in five device steps with no host round trip
+/// `kernels/moe.cu`: Llama 4's routed mixture-of-experts FFN in five device steps (six launches) with no host round trip
 /// (capturable in a CUDA graph): <see cref="Router"/> (logits, top-k, sigmoid), <see cref="Align"/> (group the
 /// (token, slot) pairs by expert, padded to <see cref="BM"/>-row tiles), <see cref="GateUp"/> (grouped GEMM with
 /// the score applied to the gathered input rows and SiLU×up fused), <see cref="Down"/> (grouped GEMM), and
@@ -24,8 +24,8 @@ public static class Moe
     const int BN = 64, Threads = 128, RouterThreads = 256, AlignThreads = 1024, CombineThreads = 256, SimpleTile = 16;
     const uint GateUpShared = 3 * 2 * (BM * (32 + 8) + 2 * 32 * (BN + 8)), DownShared = 3 * 2 * (BM * (32 + 8) + 32 * (BN + 8));
 
-    /// <summary>Padded rows in the worst case: T·k + E·(BM − 1).</summary>
-    public static long MaxRows(long tokens, int k, int experts) => tokens * k + (long)experts * (BM - 1);
+    /// <summary>Padded rows in the worst case: T·k + min(E, T·k)·(BM − 1) (only non-empty experts are padded).</summary>
+    public static long MaxRows(long tokens, int k, int experts) => tokens * k + Math.Min(experts, tokens * k) * (BM - 1);
     public static long MaxTiles(long tokens, int k, int experts) => (MaxRows(tokens, k, experts) + BM - 1) / BM;
 
     /// <summary>Device scratch for one MoE layer at up to <see cref="Tokens"/> tokens (allocate once, reuse every step).</summary>
@@ -111,15 +111,17 @@ public static class Moe
             throw KernelCheck.Unsupported(op, $"x {x.DType}, wr {wr.DType}, logits {logits.DType}, idx {topkIdx.DType}, score {topkScore.DType}");
         if (t == 0) return;
         if (x.DType == DType.BF16 && t >= RouterGemmTokens)
-        {   // prefill: the block-per-token router would re-read Wr for every token; a tensor-core GEMM reads it once per tile
+        {   // prefill: a tensor-core GEMM reads Wr once per tile instead of once per token
             Gemm.Run(dev, x, wr, logits, Reference.GemmBLayout.NK, stream);
-            TopK(dev, logits, topkIdx, topkScore, stream);
-            return;
         }
-        var fn = dev.Kernels.Get(File, "moe_router_" + KernelCheck.Name(x.DType));
-        ulong xp = x.Ptr.Value, wp = wr.Ptr.Value, lp = logits.Ptr.Value, ip = topkIdx.Ptr.Value, sp = topkScore.Ptr.Value;
-        void** args = stackalloc void*[] { &xp, &wp, &lp, &ip, &sp, &t, &d, &e, &k };
-        dev.Launch(fn, (uint)t, RouterThreads, (uint)(8 * e), args, stream);
+        else
+        {
+            ulong xp = x.Ptr.Value, wp = wr.Ptr.Value, lp = logits.Ptr.Value;
+            void** args = stackalloc void*[] { &xp, &wp, &lp, &t, &d, &e };
+            dev.Launch(dev.Kernels.Get(File, "moe_router_logits_" + KernelCheck.Name(x.DType)),
+                       new Dim3(KernelCheck.Blocks(e, RouterThreads / 32), (uint)Math.Min(t, 65535)), RouterThreads, 0, args, stream);
+        }
+        TopK(dev, logits, topkIdx, topkScore, stream);
     }
 
     /// <summary>Top-k and sigmoid scores of given logits (ties to the lower expert index, NaN largest).</summary>

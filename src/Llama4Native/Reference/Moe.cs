@@ -21,8 +21,8 @@ public static class Moe
     static float R(double v, bool bf16) => bf16 ? BF16.Round((float)v) : (float)v;
     static bool Better(float v, float best) => (float.IsNaN(v) && !float.IsNaN(best)) || v > best;
 
-    /// <summary>Rows after padding in the worst case: T·k + E·(bm − 1).</summary>
-    public static long MaxRows(long tokens, int k, int experts, int bm) => tokens * k + (long)experts * (bm - 1);
+    /// <summary>Rows after padding in the worst case: T·k + min(E, T·k)·(bm − 1).</summary>
+    public static long MaxRows(long tokens, int k, int experts, int bm) => tokens * k + Math.Min(experts, tokens * k) * (bm - 1);
 
     /// <param name="x">[tokens, dim]</param><param name="wr">[experts, dim]</param><param name="logits">[tokens, experts]</param>
     /// <param name="topkIdx">[tokens, k]</param><param name="topkScore">[tokens, k]</param>
