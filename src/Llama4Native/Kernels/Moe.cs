@@ -17,16 +17,38 @@ public static class Moe
     public const string File = "moe.cu";
     public enum Variant { Auto, Mma, Simple }
 
-    /// <summary>MOE_BM: the grouped GEMM's row tile; every tile of the padded rows belongs to one expert.</summary>
+    /// <summary>MOE_BM of the default tile: the grouped GEMM's row tile; every tile of the padded rows belongs to one
+    /// expert. The largest row tile any <see cref="Config"/> here uses, so it sizes the <see cref="Workspace"/>.</summary>
     public const int BM = 64;
+
+    /// <summary>
+    /// The grouped GEMMs' compile-time tile (part of the JIT cache key); the grouping must pad to the same BM.
+    /// <see cref="Default"/> (64×64, 4 warps) for prefill; <see cref="Decode"/> (16×32, 2 warps, 4 stages) when few
+    /// rows are routed (T·k ≤ <see cref="DecodeMaxRows"/>): a 64-row tile would spend ¾ of its tensor-core work on
+    /// padding, and narrower column tiles put twice as many blocks on the weight stream, which decode is bound by.
+    /// </summary>
+    public sealed record Config(int BM = 64, int BN = 64, int BK = 32, int WM = 2, int WN = 2, int Stages = 3)
+    {
+        public static readonly Config Default = new();
+        public static readonly Config Decode = new(16, 32, 32, 1, 2, 4);
+        public int Threads => 32 * WM * WN;
+        public uint GateUpShared => (uint)(Stages * 2 * (BM * (BK + 8) + 2 * BK * (BN + 8)));
+        public uint DownShared => (uint)(Stages * 2 * (BM * (BK + 8) + BK * (BN + 8)));
+        public KernelDefines Defines => this == Default ? KernelDefines.None
+            : KernelDefines.Of(("MOE_BM", BM), ("MOE_BN", BN), ("MOE_BK", BK), ("MOE_WM", WM), ("MOE_WN", WN), ("MOE_STAGES", Stages));
+        public override string ToString() => $"{BM}x{BN}x{BK} w{WM}x{WN} s{Stages}";
+    }
+
+    /// <summary>Up to this many routed rows (T·k) <see cref="For"/> picks <see cref="Config.Decode"/>.</summary>
+    public const int DecodeMaxRows = 32;
+    public static Config For(long tokens, int k) => tokens * k <= DecodeMaxRows ? Config.Decode : Config.Default;
     /// <summary>From this many tokens (bf16) the router's logits come from gemm.cu's tensor-core GEMM + moe_topk.</summary>
     public const int RouterGemmTokens = 32;
-    const int BN = 64, Threads = 128, RouterThreads = 256, AlignThreads = 1024, CombineThreads = 256, SimpleTile = 16;
-    const uint GateUpShared = 3 * 2 * (BM * (32 + 8) + 2 * 32 * (BN + 8)), DownShared = 3 * 2 * (BM * (32 + 8) + 32 * (BN + 8));
+    const int RouterThreads = 256, AlignThreads = 1024, CombineThreads = 256, SimpleTile = 16;
 
-    /// <summary>Padded rows in the worst case: T·k + min(E, T·k)·(BM − 1) (only non-empty experts are padded).</summary>
-    public static long MaxRows(long tokens, int k, int experts) => tokens * k + Math.Min(experts, tokens * k) * (BM - 1);
-    public static long MaxTiles(long tokens, int k, int experts) => (MaxRows(tokens, k, experts) + BM - 1) / BM;
+    /// <summary>Padded rows in the worst case: T·k + min(E, T·k)·(bm − 1) (only non-empty experts are padded).</summary>
+    public static long MaxRows(long tokens, int k, int experts, int bm = BM) => tokens * k + Math.Min(experts, tokens * k) * (bm - 1);
+    public static long MaxTiles(long tokens, int k, int experts, int bm = BM) => (MaxRows(tokens, k, experts, bm) + bm - 1) / bm;
 
     /// <summary>Device scratch for one MoE layer at up to <see cref="Tokens"/> tokens (allocate once, reuse every step).</summary>
     public sealed class Workspace : IDisposable
@@ -49,7 +71,8 @@ public static class Moe
         public Workspace(Device dev, int tokens, int k, int experts, int dim, int inter, DType act)
         {
             (Tokens, K, Experts, Dim, Inter, Act) = (tokens, k, experts, dim, inter, act);
-            long r = MaxRows(tokens, k, experts), tiles = MaxTiles(tokens, k, experts);
+            // rows: the largest BM pads the most; tiles: a smaller BM can need more (every config here fits)
+            long r = MaxRows(tokens, k, experts), tiles = Math.Max(MaxTiles(tokens, k, experts), MaxTiles(tokens, k, experts, Config.Decode.BM));
             var list = new List<DeviceBuffer>();
             Tensor Make(DType t, params long[] shape)
             {
@@ -78,15 +101,17 @@ public static class Moe
     /// <param name="wd">[E, I, D] bf16</param><param name="y">[T, D], same dtype as x</param>
     /// <param name="accumulate">add into y (the shared expert's output) instead of overwriting it</param>
     public static void Forward(Device dev, Tensor x, Tensor wr, Tensor wgu, Tensor wd, Tensor y, Workspace ws, bool accumulate,
-                               DeviceStream? stream = null, Variant variant = Variant.Auto)
+                               DeviceStream? stream = null, Variant variant = Variant.Auto, Config? config = null)
     {
         int t = KernelCheck.Int("moe", "T", x.Shape.Rows);
         if (t > ws.Tokens) throw new ArgumentException($"moe: T = {t} exceeds the workspace's {ws.Tokens} tokens");
         var idx = Rows(ws.TopkIdx, t); var score = Rows(ws.TopkScore, t); var slotRow = Rows(ws.SlotRow, t);
         Router(dev, x, wr, Rows(ws.Logits, t), idx, score, stream);
-        Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream);
-        GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream, variant);
-        Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, idx.Shape[1], stream, variant);
+        var cfg = config ?? For(t, ws.K);
+        if (cfg.BM > BM) throw new ArgumentException($"moe: tile {cfg} has BM > {BM}, which the workspace is sized for");
+        Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM);
+        GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream, variant, cfg);
+        Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, idx.Shape[1], stream, variant, cfg);
         Combine(dev, ws.Out, slotRow, idx, y, accumulate, stream);
     }
 
@@ -146,17 +171,18 @@ public static class Moe
     /// <param name="topkIdx">[T, k] i32</param><param name="sortedSlots">[≥ MaxRows] i32</param><param name="slotRow">[T, k] i32</param>
     /// <param name="tileExpert">[≥ MaxTiles] i32</param><param name="expertOffsets">[E + 1] i32</param>
     public static unsafe void Align(Device dev, Tensor topkIdx, int experts, Tensor sortedSlots, Tensor slotRow, Tensor tileExpert,
-                                    Tensor expertOffsets, DeviceStream? stream = null)
+                                    Tensor expertOffsets, DeviceStream? stream = null, int bm = BM)
     {
         const string op = "moe.align";
         Matrix(op, "topk_idx", topkIdx);
-        int t = KernelCheck.Int(op, "T", topkIdx.Shape[0]), k = KernelCheck.Int(op, "k", topkIdx.Shape[1]), e = experts, bm = BM;
+        int t = KernelCheck.Int(op, "T", topkIdx.Shape[0]), k = KernelCheck.Int(op, "k", topkIdx.Shape[1]), e = experts;
+        if (bm < 1) throw new ArgumentException($"{op}: bm = {bm} must be ≥ 1");
         if (e < 1) throw new ArgumentException($"{op}: E = {e} must be ≥ 1");
         if ((long)t * k > int.MaxValue / 2) throw new ArgumentException($"{op}: T·k = {(long)t * k} too large");
         KernelCheck.Dims(op, "slot_row", slotRow, t, k);
         KernelCheck.Dims(op, "expert_offsets", expertOffsets, e + 1);
-        AtLeast(op, "sorted_slots", sortedSlots, MaxRows(t, k, e));
-        AtLeast(op, "tile_expert", tileExpert, MaxTiles(t, k, e));
+        AtLeast(op, "sorted_slots", sortedSlots, MaxRows(t, k, e, bm));
+        AtLeast(op, "tile_expert", tileExpert, MaxTiles(t, k, e, bm));
         foreach (var a in new[] { topkIdx, sortedSlots, slotRow, tileExpert, expertOffsets })
             if (a.DType != DType.I32) throw KernelCheck.Unsupported(op, $"{a.DType} index tensors");
         var fn = dev.Kernels.Get(File, "moe_align");
@@ -170,18 +196,19 @@ public static class Moe
     /// <param name="tileExpert">[≥ MaxTiles] i32</param><param name="expertOffsets">[E + 1] i32</param>
     /// <param name="wgu">[E, D, 2I] bf16</param><param name="h">[≥ MaxRows, I], x's dtype</param>
     public static unsafe void GateUp(Device dev, Tensor x, Tensor topkScore, Tensor sortedSlots, Tensor tileExpert, Tensor expertOffsets,
-                                     Tensor wgu, Tensor h, DeviceStream? stream = null, Variant variant = Variant.Auto)
+                                     Tensor wgu, Tensor h, DeviceStream? stream = null, Variant variant = Variant.Auto, Config? config = null)
     {
+        var cfg = config ?? Config.Default;
         const string op = "moe.gate_up";
         Matrix(op, "x", x); Matrix(op, "topk_score", topkScore); Matrix(op, "h", h);
         if (wgu.Shape.Rank != 3) throw new ArgumentException($"{op}: wgu {wgu.Shape} must be [E, D, 2I]");
         int t = KernelCheck.Int(op, "T", x.Shape[0]), d = KernelCheck.Int(op, "D", x.Shape[1]), k = KernelCheck.Int(op, "k", topkScore.Shape[1]);
-        int e = KernelCheck.Int(op, "E", wgu.Shape[0]), i = KernelCheck.Int(op, "I", wgu.Shape[2] / 2), bm = BM;
+        int e = KernelCheck.Int(op, "E", wgu.Shape[0]), i = KernelCheck.Int(op, "I", wgu.Shape[2] / 2), bm = cfg.BM;
         if (wgu.Shape[1] != d || wgu.Shape[2] % 2 != 0) throw new ArgumentException($"{op}: wgu {wgu.Shape} must be [E, {d}, 2I] for x {x.Shape}");
         KernelCheck.Dims(op, "topk_score", topkScore, t, k);
         KernelCheck.Dims(op, "expert_offsets", expertOffsets, e + 1);
-        long rows = MaxRows(t, k, e);
-        AtLeast(op, "sorted_slots", sortedSlots, rows); AtLeast(op, "tile_expert", tileExpert, MaxTiles(t, k, e));
+        long rows = MaxRows(t, k, e, bm);
+        AtLeast(op, "sorted_slots", sortedSlots, rows); AtLeast(op, "tile_expert", tileExpert, MaxTiles(t, k, e, bm));
         if (h.Shape[1] != i || h.Shape[0] < rows) throw new ArgumentException($"{op}: h {h.Shape} must be [≥ {rows}, {i}]");
         bool mma = Pick(op, x.DType, variant);
         if (h.DType != x.DType || wgu.DType != DType.BF16 || topkScore.DType != DType.F32)
@@ -192,7 +219,8 @@ public static class Moe
         if (mma)
         {
             void** args = stackalloc void*[] { &xp, &sp, &ssp, &tp, &op_, &wp, &hp, &k, &d, &i, &e };
-            dev.Launch(dev.Kernels.Get(File, "moe_gate_up_mma_bf16"), new Dim3(KernelCheck.Blocks(i, BN), Grid(op, rows, BM)), Threads, GateUpShared, args, stream);
+            dev.Launch(dev.Kernels.Get(File, "moe_gate_up_mma_bf16", cfg.Defines), new Dim3(KernelCheck.Blocks(i, cfg.BN), Grid(op, rows, bm)),
+                       cfg.Threads, cfg.GateUpShared, args, stream);
         }
         else
         {
@@ -205,17 +233,18 @@ public static class Moe
     /// <summary>out = h · Wd[e] for the padded rows of <paramref name="tokens"/>·<paramref name="k"/> pairs.</summary>
     /// <param name="h">[≥ MaxRows, I]</param><param name="wd">[E, I, D] bf16</param><param name="output">[≥ MaxRows, D], h's dtype</param>
     public static unsafe void Down(Device dev, Tensor h, Tensor tileExpert, Tensor expertOffsets, Tensor wd, Tensor output, long tokens, long k,
-                                   DeviceStream? stream = null, Variant variant = Variant.Auto)
+                                   DeviceStream? stream = null, Variant variant = Variant.Auto, Config? config = null)
     {
         const string op = "moe.down";
+        var cfg = config ?? Config.Default;
         Matrix(op, "h", h); Matrix(op, "out", output);
         if (wd.Shape.Rank != 3) throw new ArgumentException($"{op}: wd {wd.Shape} must be [E, I, D]");
-        int e = KernelCheck.Int(op, "E", wd.Shape[0]), i = KernelCheck.Int(op, "I", wd.Shape[1]), d = KernelCheck.Int(op, "D", wd.Shape[2]), bm = BM;
-        long rows = MaxRows(tokens, (int)k, e);
+        int e = KernelCheck.Int(op, "E", wd.Shape[0]), i = KernelCheck.Int(op, "I", wd.Shape[1]), d = KernelCheck.Int(op, "D", wd.Shape[2]), bm = cfg.BM;
+        long rows = MaxRows(tokens, (int)k, e, bm);
         if (h.Shape[1] != i || h.Shape[0] < rows) throw new ArgumentException($"{op}: h {h.Shape} must be [≥ {rows}, {i}]");
         if (output.Shape[1] != d || output.Shape[0] < rows) throw new ArgumentException($"{op}: out {output.Shape} must be [≥ {rows}, {d}]");
         KernelCheck.Dims(op, "expert_offsets", expertOffsets, e + 1);
-        AtLeast(op, "tile_expert", tileExpert, MaxTiles(tokens, (int)k, e));
+        AtLeast(op, "tile_expert", tileExpert, MaxTiles(tokens, (int)k, e, bm));
         bool mma = Pick(op, h.DType, variant);
         if (output.DType != h.DType || wd.DType != DType.BF16) throw KernelCheck.Unsupported(op, $"h {h.DType}, wd {wd.DType}, out {output.DType}");
         if (tokens == 0 || d == 0) return;
@@ -223,7 +252,8 @@ public static class Moe
         if (mma)
         {
             void** args = stackalloc void*[] { &hp, &tp, &op_, &wp, &outp, &i, &d, &e };
-            dev.Launch(dev.Kernels.Get(File, "moe_down_mma_bf16"), new Dim3(KernelCheck.Blocks(d, BN), Grid(op, rows, BM)), Threads, DownShared, args, stream);
+            dev.Launch(dev.Kernels.Get(File, "moe_down_mma_bf16", cfg.Defines), new Dim3(KernelCheck.Blocks(d, cfg.BN), Grid(op, rows, bm)),
+                       cfg.Threads, cfg.DownShared, args, stream);
         }
         else
         {

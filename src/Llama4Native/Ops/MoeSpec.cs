@@ -11,7 +11,8 @@ namespace Llama4Native.Ops;
 /// router so every token's first choice is expert E−1 (all tokens to one expert); "nan" fills the weights of every
 /// expert that no token chose with NaN (an idle expert must be harmless); "tie" gives experts 2j and 2j+1 (and q,
 /// q − 32) the same router row (exact ties: the lower index first, as the reference); "acc" adds into an existing y (the
-/// shared expert's output). Types: the activation dtype (weights are bf16).
+/// shared expert's output); "bm16"/"bm64" force the grouped GEMMs' tile (<see cref="K.Config.Decode"/> /
+/// <see cref="K.Config.Default"/>; otherwise <see cref="K.For"/> picks by T·k). Types: the activation dtype (weights bf16).
 /// Each step is checked against the reference fed with the device's own inputs to that step (so a failure names
 /// its step): logits, then the routing (a different choice is accepted only at a near-tie of the reference's
 /// logits — SPEC: "router margins can be tiny"), the grouping (exact), h, out, y; then y against the whole-layer
@@ -44,6 +45,11 @@ public sealed class MoeSpec : OpSpec
             yield return new OpCase(Name, v + "-tie", t, [5, 64, 48, 70, 2], "ties");
         }
         yield return new OpCase(Name, "mma-one", "bf16", [131, 64, 136, 4, 1], "multi-tile");
+        // Both tiles on both sides of DecodeMaxRows (the automatic choice is covered above).
+        yield return new OpCase(Name, "mma-bm16", "bf16", [69, 100, 70, 8, 2], "odd");
+        yield return new OpCase(Name, "mma-bm16-one", "bf16", [40, 64, 136, 4, 1], "multi-tile");
+        yield return new OpCase(Name, "mma-bm64", "bf16", [1, 64, 48, 16, 2]);
+        yield return new OpCase(Name, "simple-bm16", "f32", [69, 100, 70, 8, 2], "odd");
     }
 
     public override IEnumerable<OpCase> PerfCases()
@@ -62,7 +68,7 @@ public sealed class MoeSpec : OpSpec
 
     sealed class Instance : OpInstance
     {
-        readonly DType dt; readonly bool bf16, accumulate, perf; readonly K.Variant variant;
+        readonly DType dt; readonly bool bf16, accumulate, perf; readonly K.Variant variant; readonly K.Config cfg; readonly K.Config? forced;
         readonly int t, d, i, e, k;
         readonly float[] x = [], wr = [], wgu = [], wd = [], y0 = [];
         readonly Tensor tx, twr, twgu, twd, ty;
@@ -77,6 +83,8 @@ public sealed class MoeSpec : OpSpec
             variant = parts[0] == "mma" ? K.Variant.Mma : K.Variant.Simple;
             bool one = parts.Contains("one"), nan = parts.Contains("nan"), tie = parts.Contains("tie");
             accumulate = parts.Contains("acc");
+            forced = parts.Contains("bm16") ? K.Config.Decode : parts.Contains("bm64") ? K.Config.Default : null;
+            cfg = forced ?? K.For(t, k);
             long nWgu = (long)e * d * 2 * i, nWd = (long)e * i * d;
             perf = nWgu > (1L << 26);  // real Llama 4 sizes: weights are filled on the device (values don't change the timing)
 
@@ -141,7 +149,7 @@ public sealed class MoeSpec : OpSpec
             + (double)Math.Min(e, (long)t * k) * (twgu.Bytes + twd.Bytes) / e;  // the experts actually read
         public override double Flops => 2.0 * t * k * d * 3.0 * i + 2.0 * t * d * e;
 
-        public override void Launch(DeviceStream? stream = null) => K.Forward(Device, tx, twr, twgu, twd, ty, ws, accumulate, stream, variant);
+        public override void Launch(DeviceStream? stream = null) => K.Forward(Device, tx, twr, twgu, twd, ty, ws, accumulate, stream, variant, forced);
 
         int[] Ints(Tensor a, long n) { var r = new int[n]; Device.Download(a.Ptr, r.AsSpan()); return r; }
 
@@ -184,11 +192,11 @@ public sealed class MoeSpec : OpSpec
             var slotRow = Ints(ws.SlotRow, n);
             var tiles = Ints(ws.TileExpert, ws.TileExpert.Elements);
             var wSorted = new int[ws.SortedSlots.Elements]; var wSlotRow = new int[n]; var wTiles = new int[ws.TileExpert.Elements]; var wOffsets = new int[e + 1];
-            int total = R.Align(idx, t, k, e, K.BM, wSorted, wSlotRow, wTiles, wOffsets);
+            int total = R.Align(idx, t, k, e, cfg.BM, wSorted, wSlotRow, wTiles, wOffsets);
             c = OpCheck.Compare("expert_offsets", F(offsets), F(wOffsets), Tolerances.Exact);
             if (c.Passed) c = OpCheck.Compare("sorted_slots", F(sorted.AsSpan(0, total)), F(wSorted.AsSpan(0, total)), Tolerances.Exact);
             if (c.Passed) c = OpCheck.Compare("slot_row", F(slotRow), F(wSlotRow), Tolerances.Exact);
-            if (c.Passed) c = OpCheck.Compare("tile_expert", F(tiles.AsSpan(0, total / K.BM)), F(wTiles.AsSpan(0, total / K.BM)), Tolerances.Exact);
+            if (c.Passed) c = OpCheck.Compare("tile_expert", F(tiles.AsSpan(0, total / cfg.BM)), F(wTiles.AsSpan(0, total / cfg.BM)), Tolerances.Exact);
             if (!c.Passed) return c;
 
             // 3. gate_up over the padded rows, from the device's scores.
@@ -198,7 +206,7 @@ public sealed class MoeSpec : OpSpec
             for (int r = 0; r < total; r++)
             {
                 int slot = sorted[r];
-                R.GateUpRow(slot >= 0 ? x.AsSpan(slot / k * d, d) : zeros, slot >= 0 ? score[slot] : 0f, wgu, wTiles[r / K.BM], d, i, wantH.AsSpan(r * i, i), bf16);
+                R.GateUpRow(slot >= 0 ? x.AsSpan(slot / k * d, d) : zeros, slot >= 0 ? score[slot] : 0f, wgu, wTiles[r / cfg.BM], d, i, wantH.AsSpan(r * i, i), bf16);
             }
             c = OpCheck.Compare("h", h, wantH, tolStep);
             if (!c.Passed) return c;
@@ -206,7 +214,7 @@ public sealed class MoeSpec : OpSpec
             // 4. down, from the device's h.
             var o = DeviceData.Download(Device, ws.Out.Ptr, (long)total * d, dt);
             var wantO = new float[(long)total * d];
-            for (int r = 0; r < total; r++) R.DownRow(h.AsSpan(r * i, i), wd, wTiles[r / K.BM], i, d, wantO.AsSpan(r * d, d), bf16);
+            for (int r = 0; r < total; r++) R.DownRow(h.AsSpan(r * i, i), wd, wTiles[r / cfg.BM], i, d, wantO.AsSpan(r * d, d), bf16);
             c = OpCheck.Compare("out", o, wantO, tolStep);
             if (!c.Passed) return c;
 
