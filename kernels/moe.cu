@@ -41,8 +41,8 @@
 // | moe_router_logits_{f32,bf16}         | (x, wr, logits, int T, int D, int E)                          | grid = (ceil(E / (MOE_ROUTER_THREADS/32)), min(T, 65535)), block = MOE_ROUTER_THREADS, shared = 0 |
 // | moe_topk_{f32,bf16}                  | (logits, topk_idx, topk_score, int T, int E, int k)           | grid = T, block = 32, dynamic shared = 8·E |
 // | moe_align                            | (topk_idx, sorted_slots, slot_row, tile_expert, expert_offsets, int T, int k, int E, int bm) | grid = 1, block = MOE_ALIGN_THREADS, dynamic shared = 4·(2E + 1) |
-// | moe_gate_up_mma_bf16                 | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, h, int k, int D, int I, int E) | grid = (ceil(I/MOE_BN), tiles), block = 32·MOE_WM·MOE_WN, dynamic shared = MOE_STAGES·2·(MOE_BM·(MOE_BK+8) + 2·MOE_BK·(MOE_BN+8)) (43008 B) |
-// | moe_down_mma_bf16                    | (h, tile_expert, expert_offsets, wd, out, int I, int D, int E) | grid = (ceil(D/MOE_BN), tiles), block = 32·MOE_WM·MOE_WN, dynamic shared = MOE_STAGES·2·(MOE_BM·(MOE_BK+8) + MOE_BK·(MOE_BN+8)) (29184 B) |
+// | moe_gate_up_mma_bf16                 | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, h, int k, int D, int I, int E) | grid = (ceil(I/MOE_BN), tiles), block = 32·MOE_WM·MOE_WN, dynamic shared = MOE_STAGES·2·(MOE_BM·(MOE_BK+8) + 2·MOE_BK·(MOE_BN+8)) (default tile: 43008 B) |
+// | moe_down_mma_bf16                    | (h, tile_expert, expert_offsets, wd, out, int I, int D, int E) | grid = (ceil(D/MOE_BN), tiles), block = 32·MOE_WM·MOE_WN, dynamic shared = MOE_STAGES·2·(MOE_BM·(MOE_BK+8) + MOE_BK·(MOE_BN+8)) (default tile: 29184 B) |
 // | moe_gate_up_simple_{f32,bf16}        | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, h, int k, int D, int I, int E, int bm) | grid = (ceil(I/16), ceil(R/16)), block = (16, 16), shared = 0 |
 // | moe_down_simple_{f32,bf16}           | (h, tile_expert, expert_offsets, wd, out, int I, int D, int E, int bm) | grid = (ceil(D/16), ceil(R/16)), block = (16, 16), shared = 0 |
 // | moe_combine_{f32,bf16}               | (out, slot_row, topk_idx, y, int T, int D, int k, int accumulate) | grid = (ceil(D/MOE_COMBINE_THREADS), min(T, 65535)), block = MOE_COMBINE_THREADS, shared = 0 |
@@ -51,7 +51,10 @@
 // bounds R to 65535·MOE_BM rows (mma) or 65535·16 (simple).
 //
 // Compile-time parameters (part of the JIT cache key):
-//   MOE_BM 64, MOE_BN 64, MOE_BK 32, MOE_WM 2, MOE_WN 2, MOE_STAGES 3 — grouped GEMM tiles (4 warps, 32×32 each)
+//   MOE_BM 64, MOE_BN 64, MOE_BK 32, MOE_WM 2, MOE_WN 2, MOE_STAGES 3 — grouped GEMM tiles (4 warps, 32×32 each);
+//   the wrapper's decode tile (T·k ≤ 32) is MOE_BM 16, MOE_BN 32, MOE_WM 1, MOE_WN 2, MOE_STAGES 4 (2 warps,
+//   16×16 each; shared 25600 / 15360 B): a 64-row tile would be ¾ padding there, and narrower columns put
+//   twice the blocks on the weight stream that decode is bound by.
 //   MOE_ROUTER_THREADS 256, MOE_ALIGN_THREADS 1024, MOE_COMBINE_THREADS 256
 
 #include "common.cuh"
