@@ -6,6 +6,7 @@ public static class OpSpecs
     public static IReadOnlyList<OpSpec> All { get; } =
     [
         new ConvertSpec(), new RmsNormSpec(), new SiluMulSpec(), new SoftmaxSpec(), new EmbeddingSpec(), new GemmSpec(),
+        new AttentionSpec(),
     ];
 
     public static IEnumerable<OpCase> AllCases() => All.SelectMany(s => s.Cases());
