@@ -1,0 +1,389 @@
+// attention.cu — scaled-dot-product attention for the Llama 4 text decoder: O = softmax(Q·Kᵀ·d^-0.5 + mask)·V,
+// GQA, causal (NoPE layers) or chunked (RoPE layers) masks by ABSOLUTE positions, B ≥ 1 sequences per launch.
+//
+// Why it looks like this: attention must never materialise the [Tq, S] score matrix, so every kernel here is
+// flash-style — keys are streamed in tiles and each query row keeps a running max m, a running sum l and an
+// unnormalised accumulator in fp32; a new tile with max m' rescales the old state by 2^(m - m') once (scores
+// live in the log2 domain: s = q·k · d^-0.5 · log2 e, so exp2 is one ex2 instruction). Two shapes of work:
+//   * `attn_fwd_*` (prefill, and decode with short histories): a block owns ATTN_BQ query rows of one
+//     (sequence, head); 4 threads per row each hold d/4 interleaved dims of q and of the accumulator, a score
+//     is 4 partial dots + 2 xor-shuffles; K and V tiles (ATTN_BK keys) are staged in shared memory as f32.
+//     The key range is clipped to what the tile's rows can see (causal upper bound; for chunked layers the
+//     start of the first row's chunk), so prefill of a chunked layer costs O(T·C), not O(T²).
+//   * `attn_decode_split_*` + `attn_decode_combine_*` (decode: 1..few query rows, long histories): one block
+//     per (key split, head × query tile, sequence) so a single sequence still fills the GPU; threads map to
+//     KEYS for the scores (K tile in shared, rows padded by one float: conflict-free) and to DIMS for P·V
+//     (V rows read straight from global memory, coalesced). Each block writes a partial (m, l, unnormalised
+//     O) in fp32; the combine kernel merges the splits of each (row, head). The grid is sized from the host's
+//     UPPER BOUNDS (max query rows, max kv length); blocks beyond a sequence's actual range exit at once
+//     (empty splits write m = -inf, l = 0, which the combine skips), so nothing data-dependent goes to the host
+//     and the launch is CUDA-graph capturable.
+// A query row that sees no key at all (only possible with inconsistent positions) yields zeros, not NaN.
+// Positions are absolute and must be ≥ 0: key slot j of sequence b sits at kv_pos0[b] + j, query row r at
+// q_pos0[b] + r; visible iff kpos ≤ qpos and (chunk == 0 or kpos / chunk == qpos / chunk). So one kernel
+// serves prefill (keys = this call's keys, kv_pos0 = q_pos0), a prompt continued in pieces and decode against
+// a cache (for chunked layers the cache holds only the current chunk: kv_pos0 = the chunk's start).
+//
+// Varlen batch (FlashAttention-style, all on the device; int32 unless noted):
+//   q_start [B+1]  query rows of sequence b are q_start[b] .. q_start[b+1]-1 of the packed Q/O (cu_seqlens_q);
+//                  the decode kernels require q_start[B] == total_q (every row belongs to a sequence)
+//   kv_len  [B]    valid key slots of sequence b
+//   q_pos0  [B]    absolute position of sequence b's first query row
+//   kv_pos0 [B]    absolute position of sequence b's key slot 0
+//   kv_off  [B]    int64: element offset of sequence b's key slot 0, kv head 0, in K and in V
+// Layouts: Q, O [total_q, H, d] packed; key slot j, kv head g, dim i of sequence b lives at
+//   K[kv_off[b] + j·kv_row_stride + g·kv_head_stride + i] (V the same). Recommended cache layout: per sequence
+//   [Hkv, S_cap, d] (kv_row_stride = d, kv_head_stride = S_cap·d: one head's keys are contiguous, so a tile is
+//   one contiguous run); a freshly projected [T, Hkv, d] works too (kv_row_stride = Hkv·d, kv_head_stride = d).
+//   GQA: query head h reads kv head h / (H / Hkv) (H % Hkv == 0).
+//
+// | kernel                                   | parameters / launch                                                 |
+// |------------------------------------------|---------------------------------------------------------------------|
+// | attn_fwd_f32, attn_fwd_bf16              | (const T* Q [total_q,H,d], const T* K, const T* V, T* O [total_q,H,d], |
+// |                                          |  const int* q_start, const int* kv_len, const int* q_pos0,          |
+// |                                          |  const int* kv_pos0, const long long* kv_off, int H, int Hkv,       |
+// |                                          |  int kv_row_stride, int kv_head_stride, int chunk, float scale)     |
+// |                                          | grid = (ceil(max_q / ATTN_BQ), H, B), block = 4·ATTN_BQ, shared = 0 (static) |
+// | attn_decode_split_f32, _bf16             | (Q, K, V, float* o_part [nsplit,total_q,H,d], float* ml_part [nsplit,total_q,H,2], |
+// |                                          |  q_start, kv_len, q_pos0, kv_pos0, kv_off, H, Hkv, kv_row_stride,   |
+// |                                          |  kv_head_stride, chunk, scale, int keys_per_split, int total_q)     |
+// |                                          | grid = (nsplit = ceil(max_kv / keys_per_split), H·ceil(max_q / ATTN_DEC_Q), B), |
+// |                                          | block = ATTN_DEC_THREADS, shared = 0 (static)                        |
+// | attn_decode_combine_f32, _bf16           | (const float* o_part, const float* ml_part, T* O [total_q,H,d], int H, int nsplit, int total_q) |
+// |                                          | grid = (total_q, H), block = ATTN_COMBINE_THREADS, shared = 0        |
+// T = float or bf16 (Q, K, V, O all the same dtype); scores, softmax and accumulation are fp32 throughout.
+// scale is d^-0.5 for Llama 4 (a parameter so a caller can fold other factors in).
+//
+// Compile-time parameters (part of the JIT cache key):
+//   ATTN_HEAD_DIM 128 — d; a multiple of 16. Compile-time because the per-thread q/accumulator arrays must
+//       live in registers (a run-time d would force local memory or a fixed worst-case size); the op table
+//       builds 16, 64 and 128.
+//   ATTN_BQ 32 (query rows per fwd block; block = 4·ATTN_BQ), ATTN_BK (keys per fwd tile; 32, 16 for d > 128)
+//   ATTN_DEC_Q 8 (query rows per decode block), ATTN_DEC_BK (keys per decode tile; 64, 32 for d > 128),
+//   ATTN_DEC_THREADS 128, ATTN_COMBINE_THREADS 128 (multiples of 32).
+
+#include "common.cuh"
+
+#ifndef ATTN_HEAD_DIM
+#define ATTN_HEAD_DIM 128
+#endif
+#ifndef ATTN_BQ
+#define ATTN_BQ 32
+#endif
+#ifndef ATTN_BK
+#define ATTN_BK (ATTN_HEAD_DIM <= 128 ? 32 : 16)
+#endif
+#ifndef ATTN_DEC_Q
+#define ATTN_DEC_Q 8
+#endif
+#ifndef ATTN_DEC_BK
+#define ATTN_DEC_BK (ATTN_HEAD_DIM <= 128 ? 64 : 32)
+#endif
+#ifndef ATTN_DEC_THREADS
+#define ATTN_DEC_THREADS 128
+#endif
+#ifndef ATTN_COMBINE_THREADS
+#define ATTN_COMBINE_THREADS 128
+#endif
+
+// The anonymous namespace gives the bodies (and their function-local __shared__ arrays, which are thread_locals
+// on the emulator) internal linkage: two emulator modules built with different ATTN_HEAD_DIM must not have
+// their same-named template instances (vague linkage, unified across shared objects) share one Ks array.
+namespace l4_attn {
+namespace {
+
+constexpr int D = ATTN_HEAD_DIM, BQ = ATTN_BQ, BK = ATTN_BK, NT = 4 * ATTN_BQ;
+constexpr int DQ = ATTN_DEC_Q, DBK = ATTN_DEC_BK, DNT = ATTN_DEC_THREADS;
+constexpr int DPT = (D + DNT - 1) / DNT;  // dims per thread in the decode P·V step
+constexpr float LOG2E = 1.4426950408889634f;
+static_assert(D % 16 == 0 && D > 0, "ATTN_HEAD_DIM must be a positive multiple of 16");
+static_assert(NT <= 1024 && NT % 32 == 0, "ATTN_BQ must be a multiple of 8, at most 256");
+static_assert(DNT % 32 == 0 && DNT <= 1024, "ATTN_DEC_THREADS must be a multiple of 32");
+static_assert(ATTN_COMBINE_THREADS % 32 == 0, "ATTN_COMBINE_THREADS must be a multiple of 32");
+
+L4_DEV float neg_inf() { return -__int_as_float(0x7f800000); }
+
+L4_DEV float ld(const float* p) { return *p; }
+L4_DEV float ld(const bf16* p) { return bf16_to_f32(*p); }
+L4_DEV void st(float* p, float v) { *p = v; }
+L4_DEV void st(bf16* p, float v) { *p = f32_to_bf16(v); }
+
+L4_DEV bool visible(int qpos, int kpos, int chunk) {
+    return kpos <= qpos && (chunk == 0 || kpos / chunk == qpos / chunk);
+}
+
+// Key slots [*lo, *hi) that query positions qa..qb (qa ≤ qb) of a sequence can see at all.
+L4_DEV void key_range(int qa, int qb, int kp0, int nkv, int chunk, int* lo, int* hi) {
+    *hi = min(nkv, qb - kp0 + 1);
+    *lo = chunk > 0 ? max(0, (qa / chunk) * chunk - kp0) : 0;
+}
+
+// ------------------------------------------------------------------------------------------ fwd (CUDA cores)
+template <class T>
+L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, const int* kv_len, const int* q_pos0,
+                const int* kv_pos0, const long long* kv_off, int H, int Hkv, int kv_row_stride, int kv_head_stride,
+                int chunk, float scale) {
+    __shared__ float Ks[BK][D];
+    __shared__ float Vs[BK][D];
+    const int b = blockIdx.z, h = blockIdx.y;
+    const int qs = q_start[b], nq = q_start[b + 1] - qs, r0 = blockIdx.x * BQ;
+    if (r0 >= nq) return;  // uniform per block
+    const int nkv = kv_len[b], qp0 = q_pos0[b], kp0 = kv_pos0[b];
+    const int kh = h / (H / Hkv);
+    const long long base = kv_off[b] + (long long)kh * kv_head_stride;
+    const T* Kh = K + base;
+    const T* Vh = V + base;
+    const int tid = threadIdx.x, row = tid >> 2, part = tid & 3;
+    const int r = min(r0 + row, nq - 1);  // rows past the end mirror the last row (shuffles need all lanes)
+    const bool live = r0 + row < nq;
+    const int qpos = qp0 + r;
+    const float sl2 = scale * LOG2E;
+
+    // Thread `part` owns dims 16i + 4·part + c (i < D/16, c < 4): the 4 threads of a row read 64 contiguous
+    // bytes of a shared K/V row (no bank conflicts), and every row group of the warp reads the same row (broadcast).
+    float q[D / 4], acc[D / 4];
+    const T* qrow = Q + ((long long)(qs + r) * H + h) * D;
+#pragma unroll
+    for (int i = 0; i < D / 16; ++i)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) { q[4 * i + c] = ld(qrow + 16 * i + 4 * part + c); acc[4 * i + c] = 0.f; }
+
+    int lo, hi;
+    key_range(qp0 + r0, qp0 + min(r0 + BQ, nq) - 1, kp0, nkv, chunk, &lo, &hi);
+    float m = neg_inf(), l = 0.f;
+    for (int j0 = lo; j0 < hi; j0 += BK) {
+        const int n = min(BK, hi - j0);
+        __syncthreads();  // the previous tile is consumed
+        for (int idx = tid; idx < BK * D; idx += NT) {
+            const int j = idx / D, i = idx % D;
+            float kv = 0.f, vv = 0.f;
+            if (j < n) {
+                const long long o = (long long)(j0 + j) * kv_row_stride + i;
+                kv = ld(Kh + o);
+                vv = ld(Vh + o);
+            }
+            Ks[j][i] = kv;
+            Vs[j][i] = vv;
+        }
+        __syncthreads();
+        float s[BK];
+        float mt = m;
+#pragma unroll
+        for (int j = 0; j < BK; ++j) {
+            float d = 0.f;
+#pragma unroll
+            for (int i = 0; i < D / 16; ++i)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) d += q[4 * i + c] * Ks[j][16 * i + 4 * part + c];
+            d += __shfl_xor_sync(0xffffffffu, d, 1);
+            d += __shfl_xor_sync(0xffffffffu, d, 2);
+            s[j] = (j < n && visible(qpos, kp0 + j0 + j, chunk)) ? d * sl2 : neg_inf();
+            mt = fmaxf(mt, s[j]);
+        }
+        if (mt == neg_inf()) continue;  // nothing visible to this row so far
+        const float alpha = exp2f(m - mt);  // 0 when m = -inf
+        l *= alpha;
+#pragma unroll
+        for (int k = 0; k < D / 4; ++k) acc[k] *= alpha;
+#pragma unroll
+        for (int j = 0; j < BK; ++j) {
+            const float p = exp2f(s[j] - mt);  // 0 for masked keys
+            l += p;
+#pragma unroll
+            for (int i = 0; i < D / 16; ++i)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) acc[4 * i + c] += p * Vs[j][16 * i + 4 * part + c];
+        }
+        m = mt;
+    }
+    if (!live) return;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    T* orow = O + ((long long)(qs + r) * H + h) * D;
+#pragma unroll
+    for (int i = 0; i < D / 16; ++i)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) st(orow + 16 * i + 4 * part + c, acc[4 * i + c] * inv);
+}
+
+// ------------------------------------------------------------------------------------------ split-KV decode
+template <class T>
+L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, float* ml_part, const int* q_start,
+                         const int* kv_len, const int* q_pos0, const int* kv_pos0, const long long* kv_off, int H,
+                         int Hkv, int kv_row_stride, int kv_head_stride, int chunk, float scale, int keys_per_split,
+                         int total_q) {
+    __shared__ float Qs[DQ][D];
+    __shared__ float Ks[DBK][D + 1];  // +1: threads = keys read a column without bank conflicts
+    __shared__ float P[DQ][DBK];
+    __shared__ float Ms[DQ], Ls[DQ], As[DQ];
+    const int split = blockIdx.x, h = blockIdx.y % H, qt = blockIdx.y / H, b = blockIdx.z;
+    const int qs = q_start[b], nq = q_start[b + 1] - qs, r0 = qt * DQ;
+    if (r0 >= nq) return;  // no such query tile in this sequence
+    const int nr = min(DQ, nq - r0);
+    const int nkv = kv_len[b], qp0 = q_pos0[b], kp0 = kv_pos0[b];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int lo, hi;
+    key_range(qp0 + r0, qp0 + r0 + nr - 1, kp0, nkv, chunk, &lo, &hi);
+    const long long s0 = (long long)split * keys_per_split;
+    lo = (int)max((long long)lo, s0);
+    hi = (int)min((long long)hi, s0 + keys_per_split);
+    const long long prow0 = (long long)split * total_q + qs + r0;  // partial row of (split, query row r0)
+    if (lo >= hi) {  // empty split: a neutral partial, skipped by the combine
+        if (tid < nr) {
+            ml_part[((prow0 + tid) * H + h) * 2] = neg_inf();
+            ml_part[((prow0 + tid) * H + h) * 2 + 1] = 0.f;
+        }
+        return;
+    }
+    const int kh = h / (H / Hkv);
+    const long long base = kv_off[b] + (long long)kh * kv_head_stride;
+    const T* Kh = K + base;
+    const T* Vh = V + base;
+    const float sl2 = scale * LOG2E;
+
+    for (int idx = tid; idx < DQ * D; idx += DNT) {
+        const int rr = idx / D, i = idx % D;
+        Qs[rr][i] = rr < nr ? ld(Q + ((long long)(qs + r0 + rr) * H + h) * D + i) : 0.f;
+    }
+    if (tid < DQ) { Ms[tid] = neg_inf(); Ls[tid] = 0.f; }
+    float acc[DQ][DPT];
+#pragma unroll
+    for (int rr = 0; rr < DQ; ++rr)
+#pragma unroll
+        for (int k = 0; k < DPT; ++k) acc[rr][k] = 0.f;
+
+    for (int j0 = lo; j0 < hi; j0 += DBK) {
+        const int n = min(DBK, hi - j0);
+        __syncthreads();  // Qs/Ms ready (first tile); the previous tile's Ks, P, As are consumed
+        for (int idx = tid; idx < DBK * D; idx += DNT) {
+            const int j = idx / D, i = idx % D;
+            Ks[j][i] = j < n ? ld(Kh + (long long)(j0 + j) * kv_row_stride + i) : 0.f;
+        }
+        __syncthreads();
+        // scores: thread = key (consecutive threads, consecutive keys)
+        for (int idx = tid; idx < nr * DBK; idx += DNT) {
+            const int rr = idx / DBK, j = idx % DBK;
+            float d = 0.f;
+#pragma unroll 16
+            for (int i = 0; i < D; ++i) d += Qs[rr][i] * Ks[j][i];
+            P[rr][j] = (j < n && visible(qp0 + r0 + rr, kp0 + j0 + j, chunk)) ? d * sl2 : neg_inf();
+        }
+        __syncthreads();
+        // online softmax: a warp per row
+        for (int rr = warp; rr < nr; rr += DNT / 32) {
+            float mx = neg_inf();
+            for (int j = lane; j < DBK; j += 32) mx = fmaxf(mx, P[rr][j]);
+            const float mold = Ms[rr], mt = fmaxf(mold, warp_max(mx));
+            float sum = 0.f;
+            for (int j = lane; j < DBK; j += 32) {
+                const float p = mt == neg_inf() ? 0.f : exp2f(P[rr][j] - mt);
+                P[rr][j] = p;
+                sum += p;
+            }
+            sum = warp_sum(sum);
+            const float alpha = mt == neg_inf() ? 1.f : exp2f(mold - mt);
+            __syncwarp();
+            if (lane == 0) { Ms[rr] = mt; Ls[rr] = Ls[rr] * alpha + sum; As[rr] = alpha; }
+        }
+        __syncthreads();
+        // P·V: thread = dim, V rows straight from global memory (coalesced)
+#pragma unroll
+        for (int rr = 0; rr < DQ; ++rr)
+            if (rr < nr)
+#pragma unroll
+                for (int k = 0; k < DPT; ++k) acc[rr][k] *= As[rr];
+#pragma unroll
+        for (int k = 0; k < DPT; ++k) {
+            const int i = tid + k * DNT;
+            if (i < D) {
+                for (int j = 0; j < n; ++j) {
+                    const float v = ld(Vh + (long long)(j0 + j) * kv_row_stride + i);
+#pragma unroll
+                    for (int rr = 0; rr < DQ; ++rr)
+                        if (rr < nr) acc[rr][k] += P[rr][j] * v;
+                }
+            }
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int rr = 0; rr < DQ; ++rr) {
+        if (rr >= nr) break;
+        float* op = o_part + ((prow0 + rr) * H + h) * D;
+#pragma unroll
+        for (int k = 0; k < DPT; ++k) {
+            const int i = tid + k * DNT;
+            if (i < D) op[i] = acc[rr][k];
+        }
+    }
+    if (tid < nr) {
+        ml_part[((prow0 + tid) * H + h) * 2] = Ms[tid];
+        ml_part[((prow0 + tid) * H + h) * 2 + 1] = Ls[tid];
+    }
+}
+
+template <class T>
+L4_DEV void decode_combine(const float* o_part, const float* ml_part, T* O, int H, int nsplit, int total_q) {
+    const long long row = blockIdx.x;
+    const int h = blockIdx.y;
+    const long long stride = (long long)total_q * H;  // between splits, in (row, head) units
+    const long long rh = row * H + h;
+    float M = neg_inf();
+    for (int s = 0; s < nsplit; ++s) {
+        const float* ml = ml_part + (s * stride + rh) * 2;
+        if (ml[1] > 0.f) M = fmaxf(M, ml[0]);
+    }
+    float L = 0.f;
+    for (int s = 0; s < nsplit; ++s) {
+        const float* ml = ml_part + (s * stride + rh) * 2;
+        if (ml[1] > 0.f) L += ml[1] * exp2f(ml[0] - M);
+    }
+    const float inv = L > 0.f ? 1.f / L : 0.f;
+    for (int i = threadIdx.x; i < D; i += ATTN_COMBINE_THREADS) {
+        float o = 0.f;
+        for (int s = 0; s < nsplit; ++s) {
+            const float* ml = ml_part + (s * stride + rh) * 2;
+            if (ml[1] > 0.f) o += o_part[(s * stride + rh) * D + i] * exp2f(ml[0] - M);
+        }
+        st(O + rh * D + i, o * inv);
+    }
+}
+
+}  // namespace
+}  // namespace l4_attn
+
+#define L4_ATTN_FWD_PARAMS(T) \
+    const T *Q, const T *K, const T *V, T *O, const int *q_start, const int *kv_len, const int *q_pos0, \
+        const int *kv_pos0, const long long *kv_off, int H, int Hkv, int kv_row_stride, int kv_head_stride, int chunk, \
+        float scale
+#define L4_ATTN_FWD_ARGS Q, K, V, O, q_start, kv_len, q_pos0, kv_pos0, kv_off, H, Hkv, kv_row_stride, kv_head_stride, chunk, scale
+
+extern "C" __global__ void __launch_bounds__(4 * ATTN_BQ) attn_fwd_f32(L4_ATTN_FWD_PARAMS(float)) {
+    l4_attn::fwd<float>(L4_ATTN_FWD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(4 * ATTN_BQ) attn_fwd_bf16(L4_ATTN_FWD_PARAMS(bf16)) {
+    l4_attn::fwd<bf16>(L4_ATTN_FWD_ARGS);
+}
+
+#define L4_ATTN_SPLIT_PARAMS(T) \
+    const T *Q, const T *K, const T *V, float *o_part, float *ml_part, const int *q_start, const int *kv_len, \
+        const int *q_pos0, const int *kv_pos0, const long long *kv_off, int H, int Hkv, int kv_row_stride, \
+        int kv_head_stride, int chunk, float scale, int keys_per_split, int total_q
+#define L4_ATTN_SPLIT_ARGS \
+    Q, K, V, o_part, ml_part, q_start, kv_len, q_pos0, kv_pos0, kv_off, H, Hkv, kv_row_stride, kv_head_stride, chunk, \
+        scale, keys_per_split, total_q
+
+extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS) attn_decode_split_f32(L4_ATTN_SPLIT_PARAMS(float)) {
+    l4_attn::decode_split<float>(L4_ATTN_SPLIT_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS) attn_decode_split_bf16(L4_ATTN_SPLIT_PARAMS(bf16)) {
+    l4_attn::decode_split<bf16>(L4_ATTN_SPLIT_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_THREADS)
+attn_decode_combine_f32(const float* o_part, const float* ml_part, float* O, int H, int nsplit, int total_q) {
+    l4_attn::decode_combine<float>(o_part, ml_part, O, H, nsplit, total_q);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_THREADS)
+attn_decode_combine_bf16(const float* o_part, const float* ml_part, bf16* O, int H, int nsplit, int total_q) {
+    l4_attn::decode_combine<bf16>(o_part, ml_part, O, H, nsplit, total_q);
+}

@@ -1,0 +1,105 @@
+using Llama4Native.Devices;
+using Llama4Native.Tensors;
+
+namespace Llama4Native.Kernels;
+
+/// <summary>
+/// `kernels/attention.cu`: flash-style attention (fp32 online softmax, GQA) with the causal (<c>chunk = 0</c>) or
+/// chunked (<c>chunk = C</c>) mask by absolute positions, over a varlen batch of B ≥ 1 sequences whose
+/// descriptors live on the device (see <see cref="Batch"/>). Variants: <see cref="Variant.Fwd"/> (a block per
+/// 32 query rows × head × sequence; prefill) and <see cref="Variant.SplitKv"/> (keys split across blocks, then a
+/// combine kernel; decode with long histories, needs a workspace of <see cref="WorkspaceBytes"/>).
+/// </summary>
+public static class Attention
+{
+    public const string File = "attention.cu";
+    public enum Variant { Auto, Fwd, SplitKv }
+
+    const int FwdRows = 32, FwdThreads = 128;   // ATTN_BQ, 4·ATTN_BQ
+    const int DecRows = 8, DecThreads = 128, DecTile = 64, CombineThreads = 128; // ATTN_DEC_Q, ATTN_DEC_THREADS, ATTN_DEC_BK, ATTN_COMBINE_THREADS
+    /// <summary>Head dims the op table (and so every test and benchmark) compiles; any positive multiple of 16 works.</summary>
+    public static readonly int[] TableHeadDims = [16, 64, 128];
+
+    /// <summary>
+    /// The per-sequence device arrays (int32 unless noted), and the host's UPPER BOUNDS that size the grid (no
+    /// read-back of actual lengths): QStart [B+1] (cu_seqlens of the packed Q/O), KvLen [B], QPos0 [B], KvPos0 [B],
+    /// KvOff [B] int64 (element offset of each sequence's key slot 0, kv head 0, in K and V).
+    /// </summary>
+    public readonly record struct Batch(DevicePtr QStart, DevicePtr KvLen, DevicePtr QPos0, DevicePtr KvPos0, DevicePtr KvOff,
+                                        int Count, int MaxQ, int MaxKv);
+
+    /// <summary>Where key slot j, kv head g of a sequence lives: K[KvOff + j·RowStride + g·HeadStride + i] (elements).
+    /// A per-sequence cache [Hkv, S_cap, d] is (RowStride = d, HeadStride = S_cap·d); packed [T, Hkv, d] is (Hkv·d, d).</summary>
+    public readonly record struct KvLayout(int KvHeads, int RowStride, int HeadStride);
+
+    public static KernelDefines Defines(int headDim) => headDim == 128 ? KernelDefines.None : KernelDefines.Of(("ATTN_HEAD_DIM", headDim));
+
+    /// <summary>Keys per split for a bound on the kv length: about 16 splits, whole 64-key tiles, at least 256 keys.</summary>
+    public static int DefaultKeysPerSplit(int maxKv) => Math.Max(256, (((maxKv + 15) / 16) + DecTile - 1) / DecTile * DecTile);
+
+    public static int Splits(int maxKv, int keysPerSplit) => Math.Max(1, (maxKv + keysPerSplit - 1) / keysPerSplit);
+
+    /// <summary>Workspace of the split-KV variant: o_part [nsplit, totalQ, H, d] and ml_part [nsplit, totalQ, H, 2], f32.</summary>
+    public static long WorkspaceBytes(long totalQ, int heads, int headDim, int maxKv, int keysPerSplit = 0)
+    {
+        int kps = keysPerSplit > 0 ? keysPerSplit : DefaultKeysPerSplit(maxKv);
+        return (long)Splits(maxKv, kps) * totalQ * heads * (headDim + 2) * sizeof(float);
+    }
+
+    /// <param name="q">[totalQ, H, d], f32 or bf16</param>
+    /// <param name="k">the key buffer (any shape; its dtype must be q's), addressed through <paramref name="kv"/> and the batch's KvOff</param>
+    /// <param name="v">the value buffer, same layout as k</param>
+    /// <param name="o">[totalQ, H, d], q's dtype</param>
+    /// <param name="chunk">0 = causal (NoPE layers); C &gt; 0 = chunked attention with chunk C (RoPE layers)</param>
+    /// <param name="scale">score scale; default d^-0.5</param>
+    /// <param name="workspace">split-KV only: at least <see cref="WorkspaceBytes"/> bytes</param>
+    /// <param name="keysPerSplit">split-KV only: 0 = <see cref="DefaultKeysPerSplit"/></param>
+    public static unsafe void Run(Device dev, Tensor q, Tensor k, Tensor v, Tensor o, Batch batch, KvLayout kv, int chunk,
+                                  DeviceStream? stream = null, Variant variant = Variant.Auto, double? scale = null,
+                                  DevicePtr workspace = default, long workspaceBytes = 0, int keysPerSplit = 0)
+    {
+        const string op = "attention";
+        if (q.Shape.Rank != 3) throw new ArgumentException($"{op}: Q has shape {q.Shape}, expected [totalQ, H, d]");
+        KernelCheck.Same(op, "Q", q, "O", o);
+        if (q.DType != o.DType || k.DType != q.DType || v.DType != q.DType)
+            throw KernelCheck.Unsupported(op, $"Q {q.DType}, K {k.DType}, V {v.DType}, O {o.DType} (all must match)");
+        if (q.DType is not (DType.F32 or DType.BF16)) throw KernelCheck.Unsupported(op, KernelCheck.Name(q.DType));
+        int totalQ = KernelCheck.Int(op, "totalQ", q.Shape[0]), heads = KernelCheck.Int(op, "H", q.Shape[1]), d = KernelCheck.Int(op, "d", q.Shape[2]);
+        if (heads < 1 || d < 1 || d % 16 != 0) throw new ArgumentException($"{op}: Q {q.Shape}: H must be ≥ 1 and d a positive multiple of 16");
+        if (kv.KvHeads < 1 || heads % kv.KvHeads != 0) throw new ArgumentException($"{op}: H = {heads} is not a multiple of Hkv = {kv.KvHeads}");
+        if (kv.RowStride < 0 || kv.HeadStride < 0) throw new ArgumentException($"{op}: negative K/V strides {kv}");
+        if (chunk < 0) throw new ArgumentException($"{op}: chunk = {chunk} must be ≥ 0");
+        if (batch.Count < 1 || batch.MaxQ < 0 || batch.MaxKv < 0) throw new ArgumentException($"{op}: bad batch {batch}");
+        if (batch.Count > 65535) throw new ArgumentException($"{op}: {batch.Count} sequences exceed gridDim.z (65535)");
+        if (totalQ == 0 || batch.MaxQ == 0) return;
+        string t = KernelCheck.Name(q.DType);
+        float sc = (float)(scale ?? 1.0 / Math.Sqrt(d));
+        var defines = Defines(d);
+        bool split = variant == Variant.SplitKv
+                     || (variant == Variant.Auto && batch.MaxQ <= DecRows && batch.MaxKv >= 1024 && !workspace.IsNull);
+        ulong qp = q.Ptr.Value, kp = k.Ptr.Value, vp = v.Ptr.Value, op_ = o.Ptr.Value;
+        ulong qs = batch.QStart.Value, kl = batch.KvLen.Value, qpos = batch.QPos0.Value, kpos = batch.KvPos0.Value, koff = batch.KvOff.Value;
+        int hkv = kv.KvHeads, rs = kv.RowStride, hs = kv.HeadStride;
+        if (!split)
+        {
+            var fn = dev.Kernels.Get(File, $"attn_fwd_{t}", defines);
+            void** args = stackalloc void*[] { &qp, &kp, &vp, &op_, &qs, &kl, &qpos, &kpos, &koff, &heads, &hkv, &rs, &hs, &chunk, &sc };
+            dev.Launch(fn, new Dim3(KernelCheck.Blocks(batch.MaxQ, FwdRows), (uint)heads, (uint)batch.Count), FwdThreads, 0, args, stream);
+            return;
+        }
+        int kps = keysPerSplit > 0 ? keysPerSplit : DefaultKeysPerSplit(batch.MaxKv);
+        int nsplit = Splits(batch.MaxKv, kps);
+        long need = WorkspaceBytes(totalQ, heads, d, batch.MaxKv, kps);
+        if (workspace.IsNull || workspaceBytes < need)
+            throw new ArgumentException($"{op}: the split-KV variant needs a workspace of {need} bytes, got {workspaceBytes}");
+        long qTiles = (batch.MaxQ + DecRows - 1) / DecRows;
+        if (qTiles * heads > 65535) throw new ArgumentException($"{op}: H·ceil(maxQ/{DecRows}) = {qTiles * heads} exceeds gridDim.y; use the fwd variant");
+        ulong opart = workspace.Value, mlpart = workspace.Value + (ulong)((long)nsplit * totalQ * heads * d * sizeof(float));
+        var fs = dev.Kernels.Get(File, $"attn_decode_split_{t}", defines);
+        void** a1 = stackalloc void*[] { &qp, &kp, &vp, &opart, &mlpart, &qs, &kl, &qpos, &kpos, &koff, &heads, &hkv, &rs, &hs, &chunk, &sc, &kps, &totalQ };
+        dev.Launch(fs, new Dim3((uint)nsplit, (uint)(qTiles * heads), (uint)batch.Count), DecThreads, 0, a1, stream);
+        var fc = dev.Kernels.Get(File, $"attn_decode_combine_{t}", defines);
+        void** a2 = stackalloc void*[] { &opart, &mlpart, &op_, &heads, &nsplit, &totalQ };
+        dev.Launch(fc, new Dim3((uint)totalQ, (uint)heads), CombineThreads, 0, a2, stream);
+    }
+}

@@ -1,0 +1,157 @@
+using Llama4Native.Devices;
+using Llama4Native.Reference;
+using Llama4Native.Tensors;
+using K = Llama4Native.Kernels.Attention;
+using R = Llama4Native.Reference.Attention;
+
+namespace Llama4Native.Ops;
+
+/// <summary>
+/// attention cases. Dims: H, Hkv, d, chunk, then per sequence (Tq, Tkv, q_pos0, kv_pos0). Variant
+/// "&lt;fwd|split&gt;-&lt;hsd|shd&gt;": the kernel, and the K/V layout — hsd = a per-sequence cache [Hkv, S_cap, d]
+/// (S_cap = max Tkv + 3; the 3 spare slots hold NaN, so reading past kv_len poisons the output), shd = the
+/// sequences' keys packed [ΣTkv, Hkv, d]. The split variant runs with 64 keys per split (several splits even
+/// for short histories) below 4096 keys, the default above. Q, K, V ~ N(0, 1).
+/// </summary>
+public sealed class AttentionSpec : OpSpec
+{
+    public override string Name => "attention";
+
+    static OpCase C(string variant, string types, int h, int hkv, int d, int chunk, string label, params (int Tq, int Tkv, int QPos0, int KvPos0)[] seqs)
+    {
+        var dims = new List<long> { h, hkv, d, chunk };
+        foreach (var s in seqs) dims.AddRange([s.Tq, s.Tkv, s.QPos0, s.KvPos0]);
+        return new OpCase("attention", variant, types, [.. dims], label);
+    }
+
+    public override IEnumerable<OpCase> Cases()
+    {
+        foreach (var t in new[] { "f32", "bf16" })
+        {
+            // fwd: prefill, decode, GQA ratios 1/2/4/5, head dims 16/64/128, causal and chunked (C = 8, 16).
+            yield return C("fwd-hsd", t, 4, 4, 16, 0, "decode.g1", (1, 37, 36, 0));
+            yield return C("fwd-shd", t, 4, 2, 16, 0, "prefill.g2", (45, 45, 0, 0));
+            yield return C("fwd-hsd", t, 8, 2, 64, 8, "prefill.g4.c8", (40, 40, 0, 0));
+            yield return C("fwd-shd", t, 40, 8, 16, 0, "prefill.g5", (9, 9, 0, 0));
+            yield return C("fwd-hsd", t, 40, 8, 16, 16, "decode.g5.c16", (1, 5, 36, 32));
+            yield return C("fwd-hsd", t, 2, 1, 128, 16, "prefill.d128.c16", (50, 50, 0, 0));
+            yield return C("fwd-hsd", t, 4, 2, 16, 8, "decode.midchunk.c8", (1, 5, 44, 40));
+            // a prompt continued in pieces: queries 37..56 with the chunk cache from 32 (chunked), or all history
+            yield return C("fwd-hsd", t, 4, 1, 16, 16, "piece.c16", (20, 25, 37, 32));
+            yield return C("fwd-shd", t, 4, 1, 64, 0, "piece.causal", (20, 57, 37, 0));
+            // keys beyond the queries are present in the cache: they must stay invisible
+            yield return C("fwd-hsd", t, 2, 2, 16, 0, "future.keys", (5, 30, 10, 0));
+            // B = 3 with different lengths and positions
+            yield return C("fwd-shd", t, 6, 2, 16, 0, "b3", (1, 50, 49, 0), (17, 17, 0, 0), (6, 23, 17, 0));
+            yield return C("fwd-hsd", t, 5, 1, 64, 8, "b3.c8", (1, 3, 50, 48), (33, 33, 0, 0), (6, 14, 19, 16));
+
+            // split-KV decode: 1..few rows, several splits, ragged tiles, GQA 5, chunk 8/16 mid-chunk, B = 3
+            yield return C("split-hsd", t, 40, 8, 128, 0, "decode.g5.d128", (1, 200, 199, 0));
+            yield return C("split-shd", t, 4, 2, 16, 0, "decode.g2", (1, 131, 130, 0));
+            yield return C("split-hsd", t, 8, 2, 64, 16, "decode.c16", (2, 13, 43, 32));
+            yield return C("split-hsd", t, 4, 4, 16, 0, "rows9", (9, 150, 141, 0));
+            yield return C("split-shd", t, 10, 2, 16, 8, "b3.c8", (1, 7, 102, 96), (3, 190, 187, 0), (2, 65, 63, 0));
+            yield return C("split-hsd", t, 6, 3, 64, 0, "b3", (1, 300, 299, 0), (1, 1, 0, 0), (4, 77, 73, 0));
+        }
+    }
+
+    public override IEnumerable<OpCase> PerfCases()
+    {
+        foreach (var t in new[] { "bf16", "f32" })
+        {
+            // Scout decode: one token against a chunk-local cache (mid-chunk) and against 32768 tokens of history.
+            yield return C("split-hsd", t, 40, 8, 128, 8192, "scout.decode.chunked", (1, 8192, 106495, 98304));
+            yield return C("split-hsd", t, 40, 8, 128, 0, "scout.decode.global", (1, 32768, 32767, 0));
+            yield return C("fwd-hsd", t, 40, 8, 128, 0, "scout.decode.global.nosplit", (1, 32768, 32767, 0));
+            // Scout prefill of 2048 tokens
+            yield return C("fwd-shd", t, 40, 8, 128, 8192, "scout.prefill.chunked", (2048, 2048, 0, 0));
+            yield return C("fwd-shd", t, 40, 8, 128, 0, "scout.prefill.global", (2048, 2048, 0, 0));
+        }
+    }
+
+    public override OpInstance Create(Device device, OpCase c, Random rng) => new Instance(device, c, rng);
+
+    sealed class Instance : OpInstance
+    {
+        readonly DType dt; readonly int h, hkv, d, chunk, totalQ, keysPerSplit; readonly bool split;
+        readonly AttentionSeq[] seqs; readonly float[] q, k, v; readonly long rowStride, headStride;
+        readonly Tensor tq, tk, tv, to; readonly K.Batch batch; readonly K.KvLayout layout;
+        readonly DevicePtr ws; readonly long wsBytes; readonly double visiblePairs;
+
+        public Instance(Device dev, OpCase c, Random rng) : base(dev, c)
+        {
+            dt = TypeSig.Parse(c.Types).Output;
+            (h, hkv, d, chunk) = ((int)c[0], (int)c[1], (int)c[2], (int)c[3]);
+            int nb = (c.Dims.Length - 4) / 4;
+            if (nb < 1 || c.Dims.Length != 4 + 4 * nb) throw new ArgumentException($"{c.Id}: dims must be H, Hkv, d, chunk, then (Tq, Tkv, q_pos0, kv_pos0) per sequence");
+            split = c.Variant.StartsWith("split", StringComparison.Ordinal);
+            bool hsd = c.Variant.EndsWith("hsd", StringComparison.Ordinal);
+            seqs = new AttentionSeq[nb];
+            int maxKv = 0, maxQ = 0; long sumKv = 0;
+            for (int b = 0; b < nb; b++) { maxKv = Math.Max(maxKv, (int)c[4 + 4 * b + 1]); maxQ = Math.Max(maxQ, (int)c[4 + 4 * b]); }
+            int cap = maxKv + 3;
+            long kvElems = 0;
+            for (int b = 0, qs = 0; b < nb; b++)
+            {
+                int tq_ = (int)c[4 + 4 * b], tkv = (int)c[4 + 4 * b + 1];
+                long off = hsd ? (long)b * hkv * cap * d : sumKv * hkv * d;
+                seqs[b] = new AttentionSeq(qs, tq_, tkv, (int)c[4 + 4 * b + 2], (int)c[4 + 4 * b + 3], off);
+                qs += tq_; sumKv += tkv; totalQ = qs;
+            }
+            (rowStride, headStride) = hsd ? ((long)d, (long)cap * d) : ((long)hkv * d, (long)d);
+            kvElems = hsd ? (long)nb * hkv * cap * d : sumKv * hkv * d;
+            q = DeviceData.Normal(rng, (long)totalQ * h * d, 1f, dt);
+            k = DeviceData.Normal(rng, kvElems, 1f, dt);
+            v = DeviceData.Normal(rng, kvElems, 1f, dt);
+            if (hsd) // the spare slots of every head: NaN
+                for (int b = 0; b < nb; b++)
+                    for (int g = 0; g < hkv; g++)
+                        for (int j = seqs[b].KvLen; j < cap; j++)
+                            for (int i = 0; i < d; i++)
+                            {
+                                long e = seqs[b].KvOff + g * headStride + j * rowStride + i;
+                                k[e] = float.NaN; v[e] = float.NaN;
+                            }
+            tq = new Tensor(Track(DeviceData.Upload(dev, q, dt)).Ptr, dt, new Shape(totalQ, h, d));
+            tk = new Tensor(Track(DeviceData.Upload(dev, k, dt)).Ptr, dt, new Shape(kvElems));
+            tv = new Tensor(Track(DeviceData.Upload(dev, v, dt)).Ptr, dt, new Shape(kvElems));
+            to = new Tensor(Track(DeviceData.Poisoned(dev, (long)totalQ * h * d, dt)).Ptr, dt, new Shape(totalQ, h, d));
+            var qStart = new int[nb + 1];
+            for (int b = 0; b < nb; b++) qStart[b + 1] = qStart[b] + seqs[b].QLen;
+            batch = new K.Batch(
+                Track(DeviceData.Upload<int>(dev, qStart)).Ptr,
+                Track(DeviceData.Upload<int>(dev, seqs.Select(s => s.KvLen).ToArray())).Ptr,
+                Track(DeviceData.Upload<int>(dev, seqs.Select(s => s.QPos0).ToArray())).Ptr,
+                Track(DeviceData.Upload<int>(dev, seqs.Select(s => s.KvPos0).ToArray())).Ptr,
+                Track(DeviceData.Upload<long>(dev, seqs.Select(s => s.KvOff).ToArray())).Ptr,
+                nb, maxQ, maxKv);
+            layout = new K.KvLayout(hkv, checked((int)rowStride), checked((int)headStride));
+            keysPerSplit = maxKv < 4096 ? 64 : 0;
+            if (split)
+            {
+                wsBytes = K.WorkspaceBytes(totalQ, h, d, maxKv, keysPerSplit);
+                ws = Track(dev.Allocate(wsBytes)).Ptr;
+            }
+            foreach (var s in seqs)
+                for (int r = 0; r < s.QLen; r++)
+                    for (int j = 0; j < s.KvLen; j++)
+                        if (R.Visible((long)s.QPos0 + r, (long)s.KvPos0 + j, chunk)) visiblePairs++;
+        }
+
+        public override double Bytes => tq.Bytes + to.Bytes + 2.0 * seqs.Sum(s => (double)s.KvLen) * hkv * d * dt.Size();
+        public override double Flops => 4.0 * visiblePairs * h * d;
+
+        public override void Launch(DeviceStream? stream = null) =>
+            K.Run(Device, tq, tk, tv, to, batch, layout, chunk, stream, split ? K.Variant.SplitKv : K.Variant.Fwd,
+                  workspace: ws, workspaceBytes: wsBytes, keysPerSplit: keysPerSplit);
+
+        public override OpCheck Check()
+        {
+            var got = DeviceData.Download(Device, to.Ptr, to.Elements, dt);
+            var want = new float[to.Elements];
+            R.Forward(q, k, v, want, seqs, h, hkv, d, rowStride, headStride, chunk, 1.0 / Math.Sqrt(d));
+            if (dt == DType.BF16) DeviceData.RoundToBf16(want);
+            return OpCheck.Compare("O", got, want, Tolerances.For("attention", dt));
+        }
+    }
+}
