@@ -40,13 +40,18 @@ public sealed class Llama4TextGraph : IDisposable
     public Value Ids { get; }
     public Value Positions { get; }
     public Value Logits { get; }
-    readonly AttentionBatch batch;
+    readonly AttentionBatch? batch;
+    readonly KvCache? cache;
     readonly Moe.Workspace? moe;
     readonly DeviceBuffer freqs;
     readonly Device dev;
 
-    /// <summary>Builds and plans the graph for one sequence of <paramref name="tokens"/> tokens at positions 0..T-1.</summary>
-    public Llama4TextGraph(ModelWeights w, int tokens, ComputeMode mode)
+    /// <summary>
+    /// Builds and plans the graph for pieces of <paramref name="tokens"/> tokens of one sequence. Without a
+    /// <paramref name="cache"/> a run is a whole prompt at positions 0..T-1 (attention over its own keys); with
+    /// one, each run continues the sequence at the cache's position, writing keys and values into it.
+    /// </summary>
+    public Llama4TextGraph(ModelWeights w, int tokens, ComputeMode mode, KvCache? cache = null)
     {
         var cfg = w.Config.Text;
         dev = w.Device;
@@ -60,7 +65,10 @@ public sealed class Llama4TextGraph : IDisposable
         // Inputs the caller fills: token ids and absolute positions.
         Ids = g.Input("ids", DType.I32, new Shape(t));
         Positions = g.Input("pos", DType.I32, new Shape(t));
-        batch = AttentionBatch.Single(dev, t);
+        this.cache = cache;
+        if (cache is null) batch = AttentionBatch.Single(dev, t);
+        else if (cache.DType != act || tokens > cache.MaxPiece)
+            throw new ArgumentException($"the kv cache holds {cache.DType} pieces of ≤ {cache.MaxPiece} tokens; this graph needs {act} and {tokens}");
         freqs = Ops.DeviceData.Upload(dev, cfg.RopeInvFreq, DType.F32);
         var invFreq = new Tensor(freqs.Ptr, DType.F32, new Shape(cfg.RopeInvFreq.Length));
         if (cfg.NumMoeLayers > 0)
@@ -99,9 +107,15 @@ public sealed class Llama4TextGraph : IDisposable
             }
             int chunk = rope ? cfg.AttentionChunkSize : 0;
             float scale = 1f / MathF.Sqrt(hd);
+            int layer = i;
             var att = g.Node(p + "attn", act, new Shape(t, (long)h * hd), [q, k, v], (in NodeContext c) =>
-                batch.Run(c.Device, c[0].Reshape(t, h, hd), c[1].Reshape(t, hkv, hd), c[2].Reshape(t, hkv, hd),
-                          c.Output.Reshape(t, h, hd), chunk, scale, c.Stream));
+            {
+                if (cache is not null)
+                    cache.StoreAndAttend(layer, c[0].Reshape(t, h, hd), c[1].Reshape(t, hkv, hd), c[2].Reshape(t, hkv, hd), c.Output.Reshape(t, h, hd), scale, c.Stream);
+                else
+                    batch!.Run(c.Device, c[0].Reshape(t, h, hd), c[1].Reshape(t, hkv, hd), c[2].Reshape(t, hkv, hd),
+                               c.Output.Reshape(t, h, hd), chunk, scale, c.Stream);
+            });
             var o = Linear(p + "attn_o", att, W(p + "attn_o"), d);
             x = g.Node(p + "attn_res", act, new Shape(t, d), [x, o],
                        (in NodeContext c) => Add.Run(c.Device, c[0], c[1], c.Output, c.Stream), inPlaceOf: x);
@@ -159,7 +173,10 @@ public sealed class Llama4TextGraph : IDisposable
     /// </summary>
     public Tensor RouterTopK => moe?.TopkIdx.Slice(0, Tokens) ?? throw new InvalidOperationException("this model has no MoE layers");
 
-    /// <summary>Runs the prompt <paramref name="ids"/> (positions 0..T-1). Dumps the nodes <paramref name="dumpWhere"/> selects.</summary>
+    /// <summary>
+    /// Runs <paramref name="ids"/>: the whole prompt at positions 0..T-1 without a cache, or the next piece of the
+    /// cache's sequence. Returns logits [T, V]. Dumps the nodes <paramref name="dumpWhere"/> selects.
+    /// </summary>
     public float[] Forward(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null)
     {
         if (ids.Length != Tokens) throw new ArgumentException($"this graph was built for {Tokens} tokens, got {ids.Length}");
@@ -167,11 +184,15 @@ public sealed class Llama4TextGraph : IDisposable
         for (int i = 0; i < ids.Length; i++)
             if ((uint)ids[i] >= (uint)vocab)
                 throw new ArgumentException($"token id {ids[i]} at position {i} is out of range [0, {vocab}) for this model");
+        int p0 = cache?.Position ?? 0;
+        cache?.BeginPiece(Tokens);
         var pos = new int[Tokens];
-        for (int i = 0; i < pos.Length; i++) pos[i] = i;
+        for (int i = 0; i < pos.Length; i++) pos[i] = p0 + i;
         dev.Upload(ids, Plan[Ids].Ptr);
         dev.Upload<int>(pos, Plan[Positions].Ptr);
-        Plan.Run(null, dumpWhere, dump);
+        try { Plan.Run(null, dumpWhere, dump); }
+        catch { cache?.AbortPiece(); throw; }
+        cache?.EndPiece();
         return Ops.DeviceData.Download(dev, Plan[Logits].Ptr, Plan[Logits].Elements, DType.F32);
     }
 
@@ -179,7 +200,7 @@ public sealed class Llama4TextGraph : IDisposable
     {
         Plan.Dispose();
         moe?.Dispose();
-        batch.Dispose();
+        batch?.Dispose();
         freqs.Dispose();
     }
 }
