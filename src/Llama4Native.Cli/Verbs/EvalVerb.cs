@@ -14,11 +14,13 @@ namespace Llama4Native.Cli.Verbs;
 /// </summary>
 public static class EvalVerb
 {
-    public const string Help = "one forward pass: --model DIR --inputs FILE.safetensors --out OUT.safetensors [--device] [--compute fp32|bf16] [--dump PATTERN]";
+    public const string Help = "one forward pass: --model DIR --inputs FILE.safetensors --out OUT.safetensors [--device] [--compute fp32|bf16] [--dump PATTERN] [--generate N]";
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new Args(argv, ["model", "inputs", "out", "device", "compute", "dump"]);
+        var a = new Args(argv, ["model", "inputs", "out", "device", "compute", "dump", "generate"]);
+        int generate = a.GetInt("generate", 0);
+        if (generate < 0) throw new UsageException("--generate must be ≥ 0");
         string model = a.Get("model") ?? throw new UsageException("--model DIR is required");
         string inputs = a.Get("inputs") ?? throw new UsageException("--inputs FILE.safetensors is required");
         string outPath = a.Get("out") ?? throw new UsageException("--out FILE.safetensors is required");
@@ -55,6 +57,21 @@ public static class EvalVerb
                     Keep("dump." + name, t, data);
             });
         outputs.Insert(0, ("logits", DType.F32, [ids.Length, logits.Length / ids.Length], MemoryMarshal.AsBytes(logits.AsSpan()).ToArray()));
+        if (generate > 0)
+        {
+            // Greedy through the KV cache, never stopping early: generated_ids [N] and the logits each came from.
+            using var gen = new Generation.TokenGenerator(weights, mode, ids.Length + generate, maxPiece: Math.Min(ids.Length, 512));
+            var tokens = new List<long>();
+            var stepLogits = new List<float>();
+            foreach (var tok in gen.Generate(ids, new Generation.GenerationOptions { MaxNewTokens = generate, StopAtModelStops = false }))
+            {
+                tokens.Add(tok);
+                stepLogits.AddRange(gen.LastLogits);
+            }
+            outputs.Add(("generated_ids", DType.I64, [tokens.Count], MemoryMarshal.AsBytes(tokens.ToArray().AsSpan()).ToArray()));
+            outputs.Add(("generated_step_logits", DType.F32, [tokens.Count, stepLogits.Count / Math.Max(1, tokens.Count)], MemoryMarshal.AsBytes(stepLogits.ToArray().AsSpan()).ToArray()));
+            stderr.WriteLine($"eval: generated {tokens.Count} tokens ({gen.LastStats})");
+        }
         SafetensorsWriter.Write(outPath, outputs);
         stderr.WriteLine($"eval: {ids.Length} tokens on {dev.Name} ({mode}) in {sw.Elapsed.TotalSeconds:0.00} s → {outPath} ({outputs.Count} tensors)");
         return 0;

@@ -28,6 +28,8 @@ public sealed class TokenGenerator : IDisposable
     public int MaxPiece { get; }
     public int Vocab { get; }
     public GenerationStats? LastStats { get; private set; }
+    /// <summary>The logits [V] the last yielded token was chosen from (valid until the next step).</summary>
+    public float[] LastLogits { get; private set; } = [];
     /// <summary>Every token of the sequence so far (prompt and generated), in order.</summary>
     public IReadOnlyList<int> History => history;
 
@@ -95,6 +97,7 @@ public sealed class TokenGenerator : IDisposable
         string? reason = null;
         while (produced < options.MaxNewTokens)
         {
+            LastLogits = logits;
             int next = Argmax(logits);
             produced++;
             if (produced == 1) first = sw.Elapsed;

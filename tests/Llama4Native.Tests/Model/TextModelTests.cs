@@ -103,7 +103,7 @@ public class TextModelTests
         try
         {
             var (rc, _, err) = Cli(["eval", "--model", CkptTestUtil.FixtureModel("tiny-maverick"), "--inputs", Path.Combine(fixture, "golden_text.safetensors"),
-                                    "--out", outPath, "--device", "emu", "--dump", "blk.1.attn"]);
+                                    "--out", outPath, "--device", "emu", "--dump", "blk.1.attn", "--generate", "16"]);
             Assert.That(rc, Is.EqualTo(0), err);
             using var got = SafetensorsFile.Open(outPath);
             using var gold = SafetensorsFile.Open(Path.Combine(fixture, "golden_text.safetensors"));
@@ -113,6 +113,10 @@ public class TextModelTests
                 Assert.That(r.Passed, r.ToString());
             }
             Assert.That(got.Contains("dump.blk.1.attn") && got.Contains("router_topk.1"));
+            Assert.That(got.Span<long>(got.Get("generated_ids")).ToArray(), Is.EqualTo(gold.Span<long>(gold.Get("generated_ids")).ToArray()));
+            var sr = OpCheck.Compare("generated_step_logits", got.Span<float>(got.Get("generated_step_logits")).ToArray(),
+                                     gold.Span<float>(gold.Get("generated_step_logits")).ToArray(), new Tolerance(1e-3, 1e-3));
+            Assert.That(sr.Passed, sr.ToString());
             var topk = got.Span<float>(got.Get("router_topk.3")).ToArray();
             Assert.That(topk, Is.EqualTo(gold.Span<long>(gold.Get("router_topk_indices.3")).ToArray().Select(v => (float)v).ToArray()));
 
