@@ -28,6 +28,7 @@ public sealed class KvCache : IDisposable
     readonly DeviceBuffer[] k, v;
     readonly int[] capacity;
     readonly DeviceBuffer meta;      // two descriptor sets: [0] RoPE layers, [1] NoPE layers
+    readonly DeviceBuffer splitWorkspace; // partials of the split-KV decode attention (long histories)
     readonly int rowBytes;           // bytes of one slot: Hkv·d elements
     int ropeBase;                    // absolute position of RoPE slot 0
     int pieceTokens = -1;
@@ -59,6 +60,9 @@ public sealed class KvCache : IDisposable
                 Bytes += 2L * capacity[i] * rowBytes;
             }
             meta = dev.Allocate(2 * DescriptorBytes);
+            // Decode steps over long histories split the keys across blocks (the prefill kernel would use one
+            // block per head): partials for up to SplitRows query rows at the longest capacity.
+            splitWorkspace = dev.Allocate(Attention.WorkspaceBytes(Math.Min(SplitRows, maxPiece), config.NumAttentionHeads, config.HeadDim, capacity.Max()));
         }
         catch
         {
@@ -69,6 +73,7 @@ public sealed class KvCache : IDisposable
 
     bool Chunked(int layer) => cfg.UsesRope[layer] && Chunk > 0;
 
+    const int SplitRows = 8;
     // q_start {0, T} | kv_len | q_pos0 | kv_pos0 | pad | kv_off (int64)
     const int DescriptorBytes = 32;
 
@@ -105,8 +110,10 @@ public sealed class KvCache : IDisposable
         var batch = new Attention.Batch(p, p + 8, p + 12, p + 16, p + 24, Count: 1, MaxQ: pieceTokens, MaxKv: kvLen);
         int hkv = cfg.NumKeyValueHeads, d = cfg.HeadDim;
         var shape = new Shape(capacity[layer], hkv, d);
+        bool split = pieceTokens <= SplitRows && kvLen >= 1024;
         Attention.Run(dev, q, new Tensor(k[layer].Ptr, DType, shape), new Tensor(v[layer].Ptr, DType, shape), o, batch,
-                      new Attention.KvLayout(hkv, hkv * d, d), chunked ? Chunk : 0, stream, Attention.Variant.Fwd, scale);
+                      new Attention.KvLayout(hkv, hkv * d, d), chunked ? Chunk : 0, stream,
+                      split ? Attention.Variant.SplitKv : Attention.Variant.Fwd, scale, splitWorkspace.Ptr, splitWorkspace.Bytes);
     }
 
     /// <summary>Ends the piece: advances the position and moves the RoPE layers to the chunk of the next token.</summary>
@@ -139,5 +146,6 @@ public sealed class KvCache : IDisposable
     {
         foreach (var b in k.Concat(v)) b.Dispose();
         meta.Dispose();
+        splitWorkspace.Dispose();
     }
 }

@@ -74,4 +74,30 @@ public class KvCacheTests
         Assert.That(cache.Position, Is.EqualTo(cache.MaxContext));
         Assert.That(e!.Message, Does.Contain("context"));
     }
+
+    /// <summary>
+    /// Past 1,024 cached keys a decode step takes the split-KV attention, and RoPE layers have re-based their
+    /// windows dozens of times: the step's logits must still equal the cache-less forward of the whole sequence.
+    /// </summary>
+    [Test]
+    public void LongHistoryDecodeEqualsTheFullForward()
+    {
+        using var dev = TestDevices.Emulated();
+        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel("tiny-maverick"), dev);
+        var rng = new Random(TestSeed.For(nameof(LongHistoryDecodeEqualsTheFullForward)));
+        int t = 1100 + rng.Next(20), v = w.Config.Text.VocabSize;
+        var ids = Enumerable.Range(0, t).Select(_ => rng.Next(v)).ToArray();
+        using var cache = new KvCache(dev, w.Config.Text, DType.F32, maxContext: t, maxPiece: 256);
+        foreach (var chunk in ids[..^1].Chunk(256))
+        {
+            using var g = new Llama4TextGraph(w, chunk.Length, ComputeMode.F32, cache);
+            g.Forward(chunk);
+        }
+        using var step = new Llama4TextGraph(w, 1, ComputeMode.F32, cache);
+        var got = step.Forward(ids[^1..]);
+        using var full = new Llama4TextGraph(w, t, ComputeMode.F32);
+        var want = full.Forward(ids).AsSpan(^v..).ToArray();
+        var r = OpCheck.Compare("last logits", got, want, new Tolerance(1e-3, 1e-3));
+        Assert.That(r.Passed, r.ToString());
+    }
 }
