@@ -39,7 +39,7 @@
 //   GEMM_STAGES 3 — depth of the cp.async ring (≥ 2)
 //   GEMM_SIMPLE_TILE 16 — block edge of the simple kernel (GEMM_SIMPLE_TILE² ≤ 1024)
 
-#include "common.cuh"
+#include "mma_tile.cuh"
 
 #ifndef GEMM_BM
 #define GEMM_BM 128
@@ -86,44 +86,6 @@ template <bool KN> struct BSmem {
     static constexpr int STAGE = KN ? BK * (BN + PAD) : BN * (BK + PAD);
 };
 
-// Stores C[r, c] and C[r, c+1] (r < M checked by the caller), as one pair store when the address is aligned
-// for it (the address, not the index: C itself may be offset).
-__device__ __forceinline__ void store_pair(float* C, long long off, bool both, float v0, float v1) {
-    if (both && ((unsigned long long)(C + off) & 7ull) == 0) vstore(C + off, make_float2(v0, v1));
-    else { C[off] = v0; if (both) C[off + 1] = v1; }
-}
-__device__ __forceinline__ void store_pair(bf16* C, long long off, bool both, float v0, float v1) {
-    if (both && ((unsigned long long)(C + off) & 3ull) == 0) vstore(C + off, pack_bf16x2(v0, v1));
-    else { C[off] = f32_to_bf16(v0); if (both) C[off + 1] = f32_to_bf16(v1); }
-}
-
-// Copies the TR×TC tile at (r0, c0) of the row-major matrix G [R, C] into shared S (leading dimension LD),
-// zero-filling outside the matrix. Whole 16-byte chunks go by cp.async; edge or unaligned chunks by
-// plain element loads (made visible by the __syncthreads that precedes their use).
-template <int TR, int TC, int LD>
-__device__ __forceinline__ void load_tile(bf16* S, const bf16* __restrict__ G, int R, int C, int r0, int c0,
-                                          int tid) {
-    constexpr int CPR = TC / 8;  // 16-byte chunks per tile row
-#pragma unroll
-    for (int ch = tid; ch < TR * CPR; ch += NT) {
-        const int r = ch / CPR, c = (ch % CPR) * 8;
-        const int gr = r0 + r, gc = c0 + c;
-        bf16* s = S + r * LD + c;
-        const bf16* g = G + (long long)gr * C + gc;
-        if (gr < R && gc + 8 <= C && aligned16(g)) {
-            cp_async_16(s, g);
-        } else {
-            uint32_t w[4] = {0u, 0u, 0u, 0u};
-            if (gr < R) {
-#pragma unroll
-                for (int e = 0; e < 8; ++e)
-                    if (gc + e < C) w[e >> 1] |= (uint32_t)g[e].bits << (16 * (e & 1));
-            }
-            vstore(s, make_uint4(w[0], w[1], w[2], w[3]));
-        }
-    }
-}
-
 template <bool KN, typename TC>
 __device__ __forceinline__ void gemm_mma(const bf16* __restrict__ A, const bf16* __restrict__ B, TC* __restrict__ C,
                                          int M, int N, int K) {
@@ -139,9 +101,9 @@ __device__ __forceinline__ void gemm_mma(const bf16* __restrict__ A, const bf16*
 
     auto load_stage = [&](int stage, int kt) {
         const int k0 = kt * BK;
-        load_tile<BM, BK, A_LD>(As + stage * A_STAGE, A, M, K, m0, k0, tid);
-        if constexpr (KN) load_tile<BK, BN, B_LD>(Bs + stage * B_STAGE, B, K, N, k0, n0, tid);
-        else load_tile<BN, BK, B_LD>(Bs + stage * B_STAGE, B, N, K, n0, k0, tid);
+        l4_load_tile<BM, BK, A_LD, NT>(As + stage * A_STAGE, A, M, K, K, m0, k0, tid);
+        if constexpr (KN) l4_load_tile<BK, BN, B_LD, NT>(Bs + stage * B_STAGE, B, K, N, N, k0, n0, tid);
+        else l4_load_tile<BN, BK, B_LD, NT>(Bs + stage * B_STAGE, B, N, K, K, n0, k0, tid);
     };
 
     float acc[MI][NI][4];
@@ -205,7 +167,7 @@ __device__ __forceinline__ void gemm_mma(const bf16* __restrict__ A, const bf16*
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int row = m0 + wm * WTM + i * 16 + (lane >> 2) + h * 8;
-                if (row < M) store_pair(C, (long long)row * N + col, both, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+                if (row < M) l4_store_pair(C, (long long)row * N + col, both, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
             }
         }
     }

@@ -57,7 +57,7 @@
 //   twice the blocks on the weight stream that decode is bound by.
 //   MOE_ROUTER_THREADS 256, MOE_ALIGN_THREADS 1024, MOE_COMBINE_THREADS 256
 
-#include "common.cuh"
+#include "mma_tile.cuh"
 
 #ifndef MOE_BM
 #define MOE_BM 64
@@ -234,31 +234,7 @@ L4_DEV void align(const int* __restrict__ topk_idx, int* __restrict__ sorted_slo
 }
 
 // ------------------------------------------------------------------------------------------ grouped GEMM (mma)
-// Copies the TR×TC tile at (r0, c0) of G (rows [0, R), columns [0, C), leading dimension ld) into shared S
-// (leading dimension LD), zero-filling outside. Whole aligned 16-byte chunks by cp.async, the rest by
-// element loads (visible after the __syncthreads that precedes their use).
-template <int TR, int TC, int LD>
-L4_DEV void load_tile(bf16* S, const bf16* __restrict__ G, int R, int C, long long ld, int r0, int c0, int tid) {
-    constexpr int CPR = TC / 8;
-#pragma unroll
-    for (int ch = tid; ch < TR * CPR; ch += NT) {
-        const int r = ch / CPR, c = (ch % CPR) * 8;
-        const int gr = r0 + r, gc = c0 + c;
-        bf16* s = S + r * LD + c;
-        const bf16* g = G + (long long)gr * ld + gc;
-        if (gr < R && gc + 8 <= C && aligned16(g)) {
-            cp_async_16(s, g);
-        } else {
-            uint32_t w[4] = {0u, 0u, 0u, 0u};
-            if (gr < R) {
-#pragma unroll
-                for (int e = 0; e < 8; ++e)
-                    if (gc + e < C) w[e >> 1] |= (uint32_t)g[e].bits << (16 * (e & 1));
-            }
-            vstore(s, make_uint4(w[0], w[1], w[2], w[3]));
-        }
-    }
-}
+// Tiles are staged with l4_load_tile and stored with l4_store_pair (mma_tile.cuh, shared with gemm.cu).
 
 // The gate_up A tile: rows are tokens s_tok[r] (-1: a padding row, zeros) of x [*, K], each scaled by
 // s_scale[r] in fp32 and rounded to bf16 — HF's `hidden_states * router_scores` in bf16, bit for bit.
@@ -285,10 +261,6 @@ L4_DEV void gather_scaled_tile(bf16* S, const bf16* __restrict__ x, const int* s
     }
 }
 
-L4_DEV void store_pair(bf16* C, long long off, bool both, float v0, float v1) {
-    if (both && ((unsigned long long)(C + off) & 3ull) == 0) vstore(C + off, pack_bf16x2(v0, v1));
-    else { C[off] = f32_to_bf16(v0); if (both) C[off + 1] = f32_to_bf16(v1); }
-}
 
 // GATED: A = x [T, K] gathered by slot and scaled, W = wgu [E, K, 2N], C = h [R, N] = silu(gate)·up.
 // !GATED: A = h [R, K] (already in padded row order), W = wd [E, K, N], C = out [R, N].
@@ -327,11 +299,11 @@ L4_DEV void grouped_mma(const bf16* __restrict__ A, const float* __restrict__ sc
         bf16* bs = Bs + stage * NB * B_STAGE;
         if constexpr (GATED) {
             gather_scaled_tile(As + stage * A_STAGE, A, s_tok, s_scale, K, k0, tid);
-            load_tile<BK, BN, B_LD>(bs, We, K, N, ldw, k0, n0, tid);
-            load_tile<BK, BN, B_LD>(bs + B_STAGE, We + N, K, N, ldw, k0, n0, tid);
+            l4_load_tile<BK, BN, B_LD, NT>(bs, We, K, N, ldw, k0, n0, tid);
+            l4_load_tile<BK, BN, B_LD, NT>(bs + B_STAGE, We + N, K, N, ldw, k0, n0, tid);
         } else {
-            load_tile<BM, BK, A_LD>(As + stage * A_STAGE, A, total, K, K, m0, k0, tid);
-            load_tile<BK, BN, B_LD>(bs, We, K, N, ldw, k0, n0, tid);
+            l4_load_tile<BM, BK, A_LD, NT>(As + stage * A_STAGE, A, total, K, K, m0, k0, tid);
+            l4_load_tile<BK, BN, B_LD, NT>(bs, We, K, N, ldw, k0, n0, tid);
         }
     };
 
@@ -401,7 +373,7 @@ L4_DEV void grouped_mma(const bf16* __restrict__ A, const float* __restrict__ sc
                     v0 = round_to<bf16>(silu(round_to<bf16>(v0))) * u0;
                     v1 = round_to<bf16>(silu(round_to<bf16>(v1))) * u1;
                 }
-                store_pair(C, (long long)row * N + col, both, v0, v1);
+                l4_store_pair(C, (long long)row * N + col, both, v0, v1);
             }
         }
     }

@@ -7,5 +7,6 @@ kernels=$(dirname "$here")
 src=$1; out=$(mkdir -p "$2" && cd "$2" && pwd)
 name=$(basename "$src" .cu)
 "$here/gen_module.sh" "$src" "$out/$name.emu.cpp"
-g++ -O2 -std=c++17 -fPIC -shared -fno-strict-aliasing -include "$here/emu.h" -DCUDA_EMU -I "$kernels" \
+g++ -O2 -std=c++17 -fPIC -shared -fno-strict-aliasing -fvisibility=hidden -fvisibility-inlines-hidden -fno-gnu-unique \
+    -include "$here/emu.h" -DCUDA_EMU -I "$kernels" \
     -o "$out/lib$name.so" "$out/$name.emu.cpp" -L "$out" -ll4emu -Wl,-rpath,'$ORIGIN'

@@ -57,7 +57,10 @@ public sealed class EmuCompiler : IKernelCompiler
         var tmp = $"{path}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         var rtDir = Path.GetDirectoryName(rt)!;
-        var args = new List<string>(CommonFlags) { "-include", Path.Combine(src, "emu", "emu.h"), "-DCUDA_EMU", "-I", src };
+        // Hidden visibility and no GNU-unique symbols: a function-local __shared__ (a thread_local) in an inline
+        // or template function must not be merged with the same symbol of a module built with other defines.
+        var args = new List<string>(CommonFlags) { "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-fno-gnu-unique",
+                                                   "-include", Path.Combine(src, "emu", "emu.h"), "-DCUDA_EMU", "-I", src };
         args.AddRange(defines.AsOptions());
         args.AddRange([unit, "-o", tmp, "-L", rtDir, "-l:libl4emu.so", $"-Wl,-rpath,{rtDir}"]);
         var log = RunChecked(Cxx, args, file);
