@@ -10,6 +10,11 @@
 //     is 4 partial dots + 2 xor-shuffles; K and V tiles (ATTN_BK keys) are staged in shared memory as f32.
 //     The key range is clipped to what the tile's rows can see (causal upper bound; for chunked layers the
 //     start of the first row's chunk), so prefill of a chunked layer costs O(T·C), not O(T²).
+//   * `attn_fwd_mma_bf16` (bf16 prefill on tensor cores): the same algorithm as FlashAttention-2 — 4 warps ×
+//     16 query rows, Q·Kᵀ and P·V both on mma.sync.m16n8k16 with fp32 accumulators, P re-packed to bf16 from
+//     the score registers without a trip through shared memory (so P·V sees P rounded to bf16, as FA2 does);
+//     fragments come from shared memory via ldmatrix (.trans for V), rows padded by 16 bytes. K/V tiles are
+//     copied with 16-byte loads where the address is aligned, else gathered; no cp.async pipeline yet.
 //   * `attn_decode_split_*` + `attn_decode_combine_*` (decode: 1..few query rows, long histories): one block
 //     per (key split, head × query tile, sequence) so a single sequence still fills the GPU; threads map to
 //     KEYS for the scores (K tile in shared, rows padded by one float: conflict-free) and to DIMS for P·V
@@ -44,6 +49,9 @@
 // |                                          |  const int* kv_pos0, const long long* kv_off, int H, int Hkv,       |
 // |                                          |  int kv_row_stride, int kv_head_stride, int chunk, float scale)     |
 // |                                          | grid = (ceil(max_q / ATTN_BQ), H, B), block = 4·ATTN_BQ, shared = 0 (static) |
+// | attn_fwd_mma_bf16                        | same parameters as attn_fwd_bf16 (Q and O 16-byte aligned)          |
+// |                                          | grid = (ceil(max_q / 64), H, B), block = 128, shared = 0 (static:   |
+// |                                          |  2·MBK·(d + 8)·2 bytes, MBK = 64 for d ≤ 128 else 32)               |
 // | attn_decode_split_f32, _bf16             | (Q, K, V, float* o_part [nsplit,total_q,H,d], float* ml_part [nsplit,total_q,H,2], |
 // |                                          |  q_start, kv_len, q_pos0, kv_pos0, kv_off, H, Hkv, kv_row_stride,   |
 // |                                          |  kv_head_stride, chunk, scale, int keys_per_split, int total_q)     |
@@ -348,6 +356,150 @@ L4_DEV void decode_combine(const float* o_part, const float* ml_part, T* O, int 
     }
 }
 
+
+// ------------------------------------------------------------------------------------------ fwd (tensor cores)
+// FlashAttention-2 on mma.sync.m16n8k16 (bf16 in, fp32 accumulate). 4 warps; warp w owns query rows
+// 16w..16w+15 of the block's MBQ = 64. Q is staged once through shared memory and kept as A fragments in
+// registers; per key tile: S = Q·Kᵀ (K rows via ldmatrix, non-transposed), mask + online softmax on the
+// C fragments (each row lives in the 4 lanes of a quad: 2 xor-shuffles), P repacked to bf16 A fragments
+// straight from the registers (the C layout of two n8 blocks IS the A layout of one k16 step), O += P·V
+// (V rows via ldmatrix.trans). Shared rows are padded by 8 bf16 (16 bytes): conflict-free ldmatrix.
+constexpr int MBQ = 64, MBK = (D <= 128 ? 64 : 32), MNT = 128, SP = D + 8;
+static_assert(MBQ <= 2 * MBK, "Q staging reuses the K and V tiles");
+
+L4_DEV uint4 ld16_or_gather(const bf16* p, int valid) {  // 8 bf16 at p; zeros when !valid
+    if (!valid) return make_uint4(0u, 0u, 0u, 0u);
+    if (((unsigned long long)p & 15ull) == 0) return *reinterpret_cast<const uint4*>(p);
+    const uint16_t* e = reinterpret_cast<const uint16_t*>(p);
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = (uint32_t)e[2 * i] | ((uint32_t)e[2 * i + 1] << 16);
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+L4_DEV void fwd_mma(const bf16* Q, const bf16* K, const bf16* V, bf16* O, const int* q_start, const int* kv_len,
+                    const int* q_pos0, const int* kv_pos0, const long long* kv_off, int H, int Hkv, int kv_row_stride,
+                    int kv_head_stride, int chunk, float scale) {
+    __shared__ __align__(16) uint16_t sm[2 * MBK * SP];
+    uint16_t* Ks = sm;
+    uint16_t* Vs = sm + MBK * SP;
+    const int b = blockIdx.z, h = blockIdx.y;
+    const int qs = q_start[b], nq = q_start[b + 1] - qs, r0 = blockIdx.x * MBQ;
+    if (r0 >= nq) return;
+    const int nkv = kv_len[b], qp0 = q_pos0[b], kp0 = kv_pos0[b];
+    const int kh = h / (H / Hkv);
+    const long long base = kv_off[b] + (long long)kh * kv_head_stride;
+    const bf16* Kh = K + base;
+    const bf16* Vh = V + base;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const float sl2 = scale * LOG2E;
+
+    for (int idx = tid; idx < MBQ * (D / 8); idx += MNT) {
+        const int i = idx / (D / 8), c = idx % (D / 8);
+        *reinterpret_cast<uint4*>(sm + i * SP + c * 8) =
+            ld16_or_gather(Q + ((long long)(qs + r0 + min(i, nq - r0 - 1)) * H + h) * D + c * 8, r0 + i < nq);
+    }
+    __syncthreads();
+    uint32_t qf[D / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks)
+        ldmatrix_x4(qf[ks], sm + (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * SP + ks * 16 + (lane >> 4) * 8);
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < D / 8; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
+    float mrow[2] = {neg_inf(), neg_inf()}, lrow[2] = {0.f, 0.f};
+    const int ra = r0 + warp * 16 + g;        // this lane's rows: ra and ra + 8
+    const int qpa = qp0 + ra, qpb = qpa + 8;
+
+    int lo, hi;
+    key_range(qp0 + r0, qp0 + min(r0 + MBQ, nq) - 1, kp0, nkv, chunk, &lo, &hi);
+    for (int j0 = lo; j0 < hi; j0 += MBK) {
+        const int n = min(MBK, hi - j0);
+        __syncthreads();  // Q fragments loaded / the previous tile consumed
+        for (int idx = tid; idx < MBK * (D / 8); idx += MNT) {
+            const int j = idx / (D / 8), c = idx % (D / 8);
+            const long long off = (long long)(j0 + min(j, n - 1)) * kv_row_stride + c * 8;
+            *reinterpret_cast<uint4*>(Ks + j * SP + c * 8) = ld16_or_gather(Kh + off, j < n);
+            *reinterpret_cast<uint4*>(Vs + j * SP + c * 8) = ld16_or_gather(Vh + off, j < n);  // zeros: 0·V, never NaN
+        }
+        __syncthreads();
+        float s[MBK / 8][4];
+#pragma unroll
+        for (int nb = 0; nb < MBK / 8; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks)
+#pragma unroll
+            for (int nb2 = 0; nb2 < MBK / 16; ++nb2) {
+                uint32_t kb[4];
+                ldmatrix_x4(kb, Ks + (nb2 * 16 + (lane >> 4) * 8 + (lane & 7)) * SP + ks * 16 + ((lane >> 3) & 1) * 8);
+                mma_m16n8k16_bf16_f32(s[2 * nb2], qf[ks], kb, s[2 * nb2]);
+                mma_m16n8k16_bf16_f32(s[2 * nb2 + 1], qf[ks], kb + 2, s[2 * nb2 + 1]);
+            }
+        float mx[2] = {mrow[0], mrow[1]};
+#pragma unroll
+        for (int nb = 0; nb < MBK / 8; ++nb)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int j = nb * 8 + 2 * t + (e & 1);
+                const float v = (j < n && visible(e < 2 ? qpa : qpb, kp0 + j0 + j, chunk)) ? s[nb][e] * sl2 : neg_inf();
+                s[nb][e] = v;
+                mx[e >> 1] = fmaxf(mx[e >> 1], v);
+            }
+        float alpha[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            alpha[r] = mx[r] == neg_inf() ? 1.f : exp2f(mrow[r] - mx[r]);
+            mrow[r] = mx[r];
+            lrow[r] *= alpha[r];
+        }
+#pragma unroll
+        for (int nd = 0; nd < D / 8; ++nd) {
+            o[nd][0] *= alpha[0]; o[nd][1] *= alpha[0];
+            o[nd][2] *= alpha[1]; o[nd][3] *= alpha[1];
+        }
+        uint32_t pa[MBK / 16][4];
+#pragma unroll
+        for (int nb = 0; nb < MBK / 8; ++nb) {
+            float p[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                p[e] = mx[e >> 1] == neg_inf() ? 0.f : exp2f(s[nb][e] - mx[e >> 1]);
+                lrow[e >> 1] += p[e];
+            }
+            pa[nb >> 1][(nb & 1) * 2] = pack_bf16x2(p[0], p[1]);      // rows g:   keys 2t, 2t+1 (+8 for odd nb)
+            pa[nb >> 1][(nb & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);  // rows g+8
+        }
+#pragma unroll
+        for (int kk = 0; kk < MBK / 16; ++kk)
+#pragma unroll
+            for (int nd2 = 0; nd2 < D / 16; ++nd2) {
+                uint32_t vb[4];
+                ldmatrix_x4_trans(vb, Vs + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * SP + nd2 * 16 + (lane >> 4) * 8);
+                mma_m16n8k16_bf16_f32(o[2 * nd2], pa[kk], vb, o[2 * nd2]);
+                mma_m16n8k16_bf16_f32(o[2 * nd2 + 1], pa[kk], vb + 2, o[2 * nd2 + 1]);
+            }
+    }
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float l = lrow[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        inv[r] = l > 0.f ? 1.f / l : 0.f;
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = ra + 8 * r;
+        if (row >= nq) continue;
+        uint32_t* orow = reinterpret_cast<uint32_t*>(O + ((long long)(qs + row) * H + h) * D);
+#pragma unroll
+        for (int nd = 0; nd < D / 8; ++nd) orow[nd * 4 + t] = pack_bf16x2(o[nd][2 * r] * inv[r], o[nd][2 * r + 1] * inv[r]);
+    }
+}
+
 }  // namespace
 }  // namespace l4_attn
 
@@ -362,6 +514,9 @@ extern "C" __global__ void __launch_bounds__(4 * ATTN_BQ) attn_fwd_f32(L4_ATTN_F
 }
 extern "C" __global__ void __launch_bounds__(4 * ATTN_BQ) attn_fwd_bf16(L4_ATTN_FWD_PARAMS(bf16)) {
     l4_attn::fwd<bf16>(L4_ATTN_FWD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma_bf16(L4_ATTN_FWD_PARAMS(bf16)) {
+    l4_attn::fwd_mma(L4_ATTN_FWD_ARGS);
 }
 
 #define L4_ATTN_SPLIT_PARAMS(T) \
