@@ -35,7 +35,8 @@ ensure_nvrtc() {
   echo "build.sh: fetching NVRTC $NVRTC_VERSION (Debian trixie non-free) into $NVRTC_DIR" >&2
   local apt="$CACHE/apt" mirror
   # Same mirror host as the system's own sources; a private sources list, never the system's.
-  mirror="$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | grep -v security | head -1 || true)"
+  mirror="$(grep -rhE '^[[:space:]]*(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+            | grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -1 || true)"
   mirror="${mirror:-http://deb.debian.org/debian}"
   mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/debs"
   echo "deb ${mirror%/} trixie non-free" > "$apt/sources.list"

@@ -3,7 +3,7 @@
 # network; minutes of device time). Two halves:
 #
 #   bench/gpu-check.sh pack [DIR]        here (no GPU): build, and bundle the .NET runtime, the framework-
-#                                        dependent CLI/test/bench executables and precompiled sm_90a CUBINs
+#                                        dependent CLI and test executables and precompiled sm_90a CUBINs
 #                                        into DIR (default .gpu-bundle, git-ignored), checked to stay < 60 MiB.
 #   bench/gpu-check.sh run [DIR] [OUT]   there: unpack, run every test (kernels on CUDA and the emulator),
 #                                        time every kernel's perf cases with CUDA events, time PyTorch on the
@@ -21,7 +21,7 @@ pack() {
   local cfg=Release
   cp -r "$ROOT/src/Llama4Native.Cli/bin/$cfg/net10.0" "$dir/app/cli"
   cp -r "$ROOT/tests/Llama4Native.Tests/bin/$cfg/net10.0" "$dir/app/tests"
-  cp -r "$ROOT/bench/Llama4Native.Bench/bin/$cfg/net10.0" "$dir/app/bench"
+  # Not the BenchmarkDotNet app (34 MB): GPU kernels are timed with CUDA events by `llama4 bench-kernels`.
   # The runtime: the host, hostfxr and the shared framework this build targets.
   local dn; dn="$(dirname "$(readlink -f "$(command -v dotnet)")")"
   local fw; fw="$(ls -d "$dn"/shared/Microsoft.NETCore.App/10.* | sort -V | tail -1)"

@@ -8,6 +8,11 @@
 //    has a portable twin that follows the PTX ISA semantics bit for bit (rounding, saturation, fragment
 //    layouts). The one documented difference: mma's fp32 accumulation order/rounding inside the
 //    instruction is unspecified by the ISA; the twin accumulates c + sum_k a*b in k order in fp32.
+//
+// Kernel entry points are written out one per line, literally
+//   extern "C" __global__ void __launch_bounds__(N) name(params) { ns::impl<...>(args); }
+// and never produced by a macro: kernels/emu/gen_module.sh and the C# KernelSources scanner find kernels
+// (and their __launch_bounds__) by this text.
 #pragma once
 
 // ---------------------------------------------------------------- fixed-width integers
@@ -132,6 +137,57 @@ L4_DEV float2 e4m3x2_to_f32x2(uint16_t v) {
 L4_DEV uint8_t f32_to_e4m3(float f) { return (uint8_t)(f32x2_to_e4m3x2(f, 0.0f) & 0xffu); }
 L4_DEV float e4m3_to_f32(uint8_t b) { return e4m3x2_to_f32x2((uint16_t)b).x; }
 
+// ---------------------------------------------------------------- element types, vector accesses
+// The shared vocabulary of the elementwise kernels: fp32 is the compute type, float and bf16 the storage
+// types (to_f32 / from_f32<T>), and 8 elements move as one 16-byte vector (load8 / store8).
+
+L4_DEV float to_f32(float v) { return v; }
+L4_DEV float to_f32(bf16 v) { return bf16_to_f32(v); }
+template <typename T> L4_DEV T from_f32(float v);
+template <> L4_DEV float from_f32<float>(float v) { return v; }
+template <> L4_DEV bf16 from_f32<bf16>(float v) { return f32_to_bf16(v); }
+
+template <typename T> struct l4_is_void { static constexpr bool value = false; };
+template <> struct l4_is_void<void> { static constexpr bool value = true; };
+
+L4_DEV bool aligned16(const void* p) { return ((unsigned long long)p & 15ull) == 0; }
+
+// Every vector access (8/16-byte float2/uint2/float4/uint4, also a 4-byte pair store) goes through
+// vload/vstore: on the GPU it is the plain access (ld/st.v2/.v4), which faults when the address is not a
+// multiple of sizeof(V); on the emulator (x86 does not care) the address is checked first and a violation
+// fails the launch with "kernel K: block (x,y,z): thread N (x,y,z): misaligned 16-byte load at 0x...".
+template <typename V> L4_DEV V vload(const void* p) {
+#ifdef CUDA_EMU
+    l4emu_check_aligned(p, alignof(V), "load");
+#endif
+    return *static_cast<const V*>(p);
+}
+template <typename V> L4_DEV void vstore(void* p, const V& v) {
+#ifdef CUDA_EMU
+    l4emu_check_aligned(p, alignof(V), "store");
+#endif
+    *static_cast<V*>(p) = v;
+}
+
+// 8 consecutive elements <-> 8 floats; p must be 16-byte aligned.
+L4_DEV void load8(const float* p, float v[8]) {
+    const float4 a = vload<float4>(p), b = vload<float4>(p + 4);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+L4_DEV void load8(const bf16* p, float v[8]) {
+    const uint4 u = vload<uint4>(p);
+    const float2 a = unpack_bf16x2(u.x), b = unpack_bf16x2(u.y), c = unpack_bf16x2(u.z), d = unpack_bf16x2(u.w);
+    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y; v[4] = c.x; v[5] = c.y; v[6] = d.x; v[7] = d.y;
+}
+L4_DEV void store8(float* p, const float v[8]) {
+    vstore(p, make_float4(v[0], v[1], v[2], v[3]));
+    vstore(p + 4, make_float4(v[4], v[5], v[6], v[7]));
+}
+L4_DEV void store8(bf16* p, const float v[8]) {
+    vstore(p, make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
+                         pack_bf16x2(v[6], v[7])));
+}
+
 // ---------------------------------------------------------------- warp / block reductions
 // Fixed xor-butterfly order, so GPU and emulator add in the same order (bit-identical results).
 L4_DEV float warp_sum(float v) {
@@ -159,10 +215,24 @@ template <bool MAX> L4_DEV float l4_block_reduce(float v) {
 L4_DEV float block_sum(float v) { return l4_block_reduce<false>(v); }
 L4_DEV float block_max(float v) { return l4_block_reduce<true>(v); }
 
+// Row-wise kernels (rmsnorm, softmax) give one row to a block (WARP = false) or to each warp of a 1-D
+// block of THREADS threads (WARP = true): the row this thread works on, its index among the row's
+// threads, and how many threads share the row. Use: const auto [row, lane, nthr] = l4_row_split<WARP, N>();
+template <bool WARP, int THREADS> struct l4_row_part { long long row; int lane, nthr; };
+template <bool WARP, int THREADS> L4_DEV l4_row_part<WARP, THREADS> l4_row_split() {
+    if (WARP) return {(long long)blockIdx.x * (THREADS / 32) + threadIdx.x / 32, (int)(threadIdx.x & 31), 32};
+    return {(long long)blockIdx.x, (int)threadIdx.x, THREADS};
+}
+
 // ---------------------------------------------------------------- small math
 // exp via ex2.approx: relative error ~2^-21 (a few ulp), far below bf16 resolution, ~4x cheaper than expf.
 L4_DEV float fast_exp(float x) { return __expf(x); }
-L4_DEV float silu(float x) { return x / (1.0f + __expf(-x)); }
+// silu(x) = x / (1 + exp(-x)) with __fdividef (x * rcp.approx): the IEEE '/' calls a slow-path subroutine
+// that made ptxas spill in silu_mul. Accuracy: within ~3 ulp of the exact value (2 from __expf, 2 from
+// __fdividef, not additive in practice) — far below bf16 resolution. Limits: x -> -inf gives x / inf = -0;
+// for x in about (-88.7, -87.3), 1 + exp(-x) lies in (2^126, 2^128) where __fdividef returns 0 instead of
+// ~x·2^-126 (absolute error < 1e-36). The emulator's __fdividef is the exact a / b.
+L4_DEV float silu(float x) { return __fdividef(x, 1.0f + __expf(-x)); }
 
 // ---------------------------------------------------------------- dynamic shared memory
 // One declared name for the whole program (CUDA requires all `extern __shared__` arrays to alias).
@@ -215,6 +285,7 @@ template <int NUM, bool TRANS> L4_DEV void ldmatrix(void* const* lanes, unsigned
     }
 }
 template <int NUM, bool TRANS> L4_DEV void ldmatrix_lane(uint32_t* r, const void* p, const char* what) {
+    l4emu_check_aligned(p, 16, "ldmatrix row");  // each lane's row address: 16 bytes, 16-byte aligned
     LdmLane d;
     d.row = static_cast<const uint16_t*>(p);
     l4emu_rt_warp_sync(0xffffffffu, what, &d, &ldmatrix<NUM, TRANS>);
@@ -263,11 +334,13 @@ L4_LDMATRIX(ldmatrix_x4_trans, 4, true, ".trans")
 L4_LDMATRIX(ldmatrix_x2_trans, 2, true, ".trans")
 #undef L4_LDMATRIX
 
-// cp.async.cg (16 bytes, bypasses L1). The emulator copies at issue time, so commit/wait are no-ops
-// there: a kernel that reads the destination before cp_async_wait is wrong on the GPU but "works" here.
+// cp.async.cg (16 bytes, bypasses L1); both addresses 16-byte aligned. On the emulator the copies go through
+// the runtime: by default (L4EMU_CP_ASYNC=deferred) the bytes land in shared memory only when a
+// cp_async_wait completes their group, so a kernel that reads the destination too early sees stale data
+// there as on the GPU; L4EMU_CP_ASYNC=immediate copies at issue time.
 L4_DEV void cp_async_16(void* smem, const void* gmem) {
 #ifdef CUDA_EMU
-    std::memcpy(smem, gmem, 16);
+    l4emu_rt_cp_async(smem, gmem, 16);
 #else
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(l4_smem_addr(smem)), "l"(gmem) : "memory");
 #endif
@@ -275,27 +348,32 @@ L4_DEV void cp_async_16(void* smem, const void* gmem) {
 // Copies src_bytes (0..16) and zero-fills the rest of the 16 bytes: loads at tile edges stay in bounds.
 L4_DEV void cp_async_16_zfill(void* smem, const void* gmem, int src_bytes) {
 #ifdef CUDA_EMU
-    const int n = src_bytes < 0 ? 0 : (src_bytes > 16 ? 16 : src_bytes);
-    std::memcpy(smem, gmem, (size_t)n);
-    std::memset(static_cast<char*>(smem) + n, 0, (size_t)(16 - n));
+    l4emu_rt_cp_async(smem, gmem, src_bytes);
 #else
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(l4_smem_addr(smem)), "l"(gmem), "r"(src_bytes)
                  : "memory");
 #endif
 }
 L4_DEV void cp_async_commit() {
-#ifndef CUDA_EMU
+#ifdef CUDA_EMU
+    l4emu_rt_cp_async_commit();
+#else
     asm volatile("cp.async.commit_group;" ::: "memory");
 #endif
 }
-// Waits until at most N committed groups are still in flight.
+// Waits until at most N committed groups are still in flight (copies not yet committed are not waited for).
 template <int N> L4_DEV void cp_async_wait() {
-#ifndef CUDA_EMU
+#ifdef CUDA_EMU
+    l4emu_rt_cp_async_wait(N);
+#else
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }
+// Commits the open group and waits for every copy.
 L4_DEV void cp_async_wait_all() {
-#ifndef CUDA_EMU
+#ifdef CUDA_EMU
+    l4emu_rt_cp_async_wait(-1);
+#else
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
 }

@@ -24,34 +24,6 @@
 
 namespace l4_embedding {
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(bf16 v) { return bf16_to_f32(v); }
-template <typename T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
-template <> __device__ __forceinline__ bf16 from_f32<bf16>(float v) { return f32_to_bf16(v); }
-
-// 8 consecutive elements <-> 8 floats; p must be 16-byte aligned.
-__device__ __forceinline__ void load8(const float* p, float v[8]) {
-    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-}
-__device__ __forceinline__ void load8(const bf16* p, float v[8]) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
-    const float2 a = unpack_bf16x2(u.x), b = unpack_bf16x2(u.y), c = unpack_bf16x2(u.z), d = unpack_bf16x2(u.w);
-    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y; v[4] = c.x; v[5] = c.y; v[6] = d.x; v[7] = d.y;
-}
-__device__ __forceinline__ void store8(float* p, const float v[8]) {
-    reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-    reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-}
-__device__ __forceinline__ void store8(bf16* p, const float v[8]) {
-    uint4 u;
-    u.x = pack_bf16x2(v[0], v[1]); u.y = pack_bf16x2(v[2], v[3]);
-    u.z = pack_bf16x2(v[4], v[5]); u.w = pack_bf16x2(v[6], v[7]);
-    *reinterpret_cast<uint4*>(p) = u;
-}
-__device__ __forceinline__ bool aligned16(const void* p) { return ((unsigned long long)p & 15ull) == 0; }
-
 template <typename TT, typename TO>
 __device__ __forceinline__ void embedding(const int* __restrict__ ids, const TT* __restrict__ table,
                                           TO* __restrict__ out, int T, int V, int D, int* __restrict__ error_flag) {
@@ -78,18 +50,6 @@ __device__ __forceinline__ void embedding(const int* __restrict__ ids, const TT*
 
 }  // namespace l4_embedding
 
-extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS)
-embedding_bf16_f32(const int* __restrict__ ids, const bf16* __restrict__ table, float* __restrict__ out, int T, int V, int D,
-     int* __restrict__ error_flag) {
-    l4_embedding::embedding<bf16, float>(ids, table, out, T, V, D, error_flag);
-}
-extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS)
-embedding_bf16_bf16(const int* __restrict__ ids, const bf16* __restrict__ table, bf16* __restrict__ out, int T, int V, int D,
-     int* __restrict__ error_flag) {
-    l4_embedding::embedding<bf16, bf16>(ids, table, out, T, V, D, error_flag);
-}
-extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS)
-embedding_f32_f32(const int* __restrict__ ids, const float* __restrict__ table, float* __restrict__ out, int T, int V, int D,
-     int* __restrict__ error_flag) {
-    l4_embedding::embedding<float, float>(ids, table, out, T, V, D, error_flag);
-}
+extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS) embedding_bf16_f32(const int* __restrict__ ids, const bf16* __restrict__ table, float* __restrict__ out, int T, int V, int D, int* __restrict__ error_flag) { l4_embedding::embedding<bf16, float>(ids, table, out, T, V, D, error_flag); }
+extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS) embedding_bf16_bf16(const int* __restrict__ ids, const bf16* __restrict__ table, bf16* __restrict__ out, int T, int V, int D, int* __restrict__ error_flag) { l4_embedding::embedding<bf16, bf16>(ids, table, out, T, V, D, error_flag); }
+extern "C" __global__ void __launch_bounds__(EMBEDDING_THREADS) embedding_f32_f32(const int* __restrict__ ids, const float* __restrict__ table, float* __restrict__ out, int T, int V, int D, int* __restrict__ error_flag) { l4_embedding::embedding<float, float>(ids, table, out, T, V, D, error_flag); }

@@ -86,20 +86,14 @@ template <bool KN> struct BSmem {
     static constexpr int STAGE = KN ? BK * (BN + PAD) : BN * (BK + PAD);
 };
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(bf16 v) { return bf16_to_f32(v); }
-template <typename T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
-template <> __device__ __forceinline__ bf16 from_f32<bf16>(float v) { return f32_to_bf16(v); }
-
 // Stores C[r, c] and C[r, c+1] (r < M checked by the caller), as one pair store when the address is aligned
 // for it (the address, not the index: C itself may be offset).
 __device__ __forceinline__ void store_pair(float* C, long long off, bool both, float v0, float v1) {
-    if (both && ((unsigned long long)(C + off) & 7ull) == 0) *reinterpret_cast<float2*>(C + off) = make_float2(v0, v1);
+    if (both && ((unsigned long long)(C + off) & 7ull) == 0) vstore(C + off, make_float2(v0, v1));
     else { C[off] = v0; if (both) C[off + 1] = v1; }
 }
 __device__ __forceinline__ void store_pair(bf16* C, long long off, bool both, float v0, float v1) {
-    if (both && ((unsigned long long)(C + off) & 3ull) == 0) *reinterpret_cast<uint32_t*>(C + off) = pack_bf16x2(v0, v1);
+    if (both && ((unsigned long long)(C + off) & 3ull) == 0) vstore(C + off, pack_bf16x2(v0, v1));
     else { C[off] = f32_to_bf16(v0); if (both) C[off + 1] = f32_to_bf16(v1); }
 }
 
@@ -116,7 +110,7 @@ __device__ __forceinline__ void load_tile(bf16* S, const bf16* __restrict__ G, i
         const int gr = r0 + r, gc = c0 + c;
         bf16* s = S + r * LD + c;
         const bf16* g = G + (long long)gr * C + gc;
-        if (gr < R && gc + 8 <= C && ((unsigned long long)g & 15ull) == 0) {
+        if (gr < R && gc + 8 <= C && aligned16(g)) {
             cp_async_16(s, g);
         } else {
             uint32_t w[4] = {0u, 0u, 0u, 0u};
@@ -125,7 +119,7 @@ __device__ __forceinline__ void load_tile(bf16* S, const bf16* __restrict__ G, i
                 for (int e = 0; e < 8; ++e)
                     if (gc + e < C) w[e >> 1] |= (uint32_t)g[e].bits << (16 * (e & 1));
             }
-            *reinterpret_cast<uint4*>(s) = make_uint4(w[0], w[1], w[2], w[3]);
+            vstore(s, make_uint4(w[0], w[1], w[2], w[3]));
         }
     }
 }
@@ -237,52 +231,16 @@ __device__ __forceinline__ void gemm_simple(const TA* __restrict__ A, const TB* 
 
 }  // namespace l4_gemm
 
-extern "C" __global__ void __launch_bounds__(l4_gemm::NT)
-gemm_mma_nk_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_mma<false, float>(A, B, C, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(l4_gemm::NT)
-gemm_mma_nk_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_mma<false, bf16>(A, B, C, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(l4_gemm::NT)
-gemm_mma_kn_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_mma<true, float>(A, B, C, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(l4_gemm::NT)
-gemm_mma_kn_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_mma<true, bf16>(A, B, C, M, N, K);
-}
+extern "C" __global__ void __launch_bounds__(l4_gemm::NT) gemm_mma_nk_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_mma<false, float>(A, B, C, M, N, K); }
+extern "C" __global__ void __launch_bounds__(l4_gemm::NT) gemm_mma_nk_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_mma<false, bf16>(A, B, C, M, N, K); }
+extern "C" __global__ void __launch_bounds__(l4_gemm::NT) gemm_mma_kn_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_mma<true, float>(A, B, C, M, N, K); }
+extern "C" __global__ void __launch_bounds__(l4_gemm::NT) gemm_mma_kn_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_mma<true, bf16>(A, B, C, M, N, K); }
 
-extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
-gemm_simple_nk_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_simple<false, bf16, bf16, float>(A, B, C, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
-gemm_simple_nk_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_simple<false, bf16, bf16, bf16>(A, B, C, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
-gemm_simple_nk_f32_f32_f32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_simple<false, float, float, float>(A, B, C, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
-gemm_simple_nk_f32_bf16_f32(const float* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_simple<false, float, bf16, float>(A, B, C, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
-gemm_simple_kn_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_simple<true, bf16, bf16, float>(A, B, C, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
-gemm_simple_kn_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_simple<true, bf16, bf16, bf16>(A, B, C, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
-gemm_simple_kn_f32_f32_f32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_simple<true, float, float, float>(A, B, C, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE)
-gemm_simple_kn_f32_bf16_f32(const float* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
-    l4_gemm::gemm_simple<true, float, bf16, float>(A, B, C, M, N, K);
-}
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE) gemm_simple_nk_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_simple<false, bf16, bf16, float>(A, B, C, M, N, K); }
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE) gemm_simple_nk_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_simple<false, bf16, bf16, bf16>(A, B, C, M, N, K); }
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE) gemm_simple_nk_f32_f32_f32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_simple<false, float, float, float>(A, B, C, M, N, K); }
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE) gemm_simple_nk_f32_bf16_f32(const float* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_simple<false, float, bf16, float>(A, B, C, M, N, K); }
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE) gemm_simple_kn_bf16_bf16_f32(const bf16* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_simple<true, bf16, bf16, float>(A, B, C, M, N, K); }
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE) gemm_simple_kn_bf16_bf16_bf16(const bf16* __restrict__ A, const bf16* __restrict__ B, bf16* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_simple<true, bf16, bf16, bf16>(A, B, C, M, N, K); }
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE) gemm_simple_kn_f32_f32_f32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_simple<true, float, float, float>(A, B, C, M, N, K); }
+extern "C" __global__ void __launch_bounds__(GEMM_SIMPLE_TILE * GEMM_SIMPLE_TILE) gemm_simple_kn_f32_bf16_f32(const float* __restrict__ A, const bf16* __restrict__ B, float* __restrict__ C, int M, int N, int K) { l4_gemm::gemm_simple<true, float, bf16, float>(A, B, C, M, N, K); }

@@ -35,46 +35,12 @@
 
 namespace l4_rmsnorm {
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(bf16 v) { return bf16_to_f32(v); }
-template <typename T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
-template <> __device__ __forceinline__ bf16 from_f32<bf16>(float v) { return f32_to_bf16(v); }
-
-// 8 consecutive elements <-> 8 floats; p must be 16-byte aligned.
-__device__ __forceinline__ void load8(const float* p, float v[8]) {
-    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-}
-__device__ __forceinline__ void load8(const bf16* p, float v[8]) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
-    const float2 a = unpack_bf16x2(u.x), b = unpack_bf16x2(u.y), c = unpack_bf16x2(u.z), d = unpack_bf16x2(u.w);
-    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y; v[4] = c.x; v[5] = c.y; v[6] = d.x; v[7] = d.y;
-}
-__device__ __forceinline__ void store8(float* p, const float v[8]) {
-    reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-    reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-}
-__device__ __forceinline__ void store8(bf16* p, const float v[8]) {
-    uint4 u;
-    u.x = pack_bf16x2(v[0], v[1]); u.y = pack_bf16x2(v[2], v[3]);
-    u.z = pack_bf16x2(v[4], v[5]); u.w = pack_bf16x2(v[6], v[7]);
-    *reinterpret_cast<uint4*>(p) = u;
-}
-template <typename T> struct is_void { static constexpr bool value = false; };
-template <> struct is_void<void> { static constexpr bool value = true; };
-
-__device__ __forceinline__ bool aligned16(const void* p) { return ((unsigned long long)p & 15ull) == 0; }
-
 // TW = void: no weight (QK norm). WARP: one warp per row, else one block per row.
 template <typename TX, typename TW, typename TY, bool WARP>
 __device__ __forceinline__ void rmsnorm(const TX* x, const TW* __restrict__ w, TY* y, int rows, int cols,
                                         float eps) {
-    constexpr bool HAS_W = !is_void<TW>::value;
-    const long long row = WARP ? (long long)blockIdx.x * (RMSNORM_THREADS / 32) + threadIdx.x / 32
-                               : (long long)blockIdx.x;
-    const int lane = WARP ? (int)(threadIdx.x & 31) : (int)threadIdx.x;
-    const int nthr = WARP ? 32 : RMSNORM_THREADS;
+    constexpr bool HAS_W = !l4_is_void<TW>::value;
+    const auto [row, lane, nthr] = l4_row_split<WARP, RMSNORM_THREADS>();
     if (row >= rows) return;  // uniform per warp (warp variant) or per block (block variant)
     const TX* xr = x + row * cols;
     TY* yr = y + row * cols;
@@ -124,43 +90,13 @@ __device__ __forceinline__ void rmsnorm(const TX* x, const TW* __restrict__ w, T
 
 }  // namespace l4_rmsnorm
 
-extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
-rmsnorm_f32_f32_f32(const float* x, const float* __restrict__ w, float* y, int rows, int cols, float eps) {
-    l4_rmsnorm::rmsnorm<float, float, float, false>(x, w, y, rows, cols, eps);
-}
-extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
-rmsnorm_f32_bf16_f32(const float* x, const bf16* __restrict__ w, float* y, int rows, int cols, float eps) {
-    l4_rmsnorm::rmsnorm<float, bf16, float, false>(x, w, y, rows, cols, eps);
-}
-extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
-rmsnorm_bf16_bf16_bf16(const bf16* x, const bf16* __restrict__ w, bf16* y, int rows, int cols, float eps) {
-    l4_rmsnorm::rmsnorm<bf16, bf16, bf16, false>(x, w, y, rows, cols, eps);
-}
-extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
-rmsnorm_noweight_f32(const float* x, float* y, int rows, int cols, float eps) {
-    l4_rmsnorm::rmsnorm<float, void, float, false>(x, nullptr, y, rows, cols, eps);
-}
-extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
-rmsnorm_noweight_bf16(const bf16* x, bf16* y, int rows, int cols, float eps) {
-    l4_rmsnorm::rmsnorm<bf16, void, bf16, false>(x, nullptr, y, rows, cols, eps);
-}
-extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
-rmsnorm_warp_f32_f32_f32(const float* x, const float* __restrict__ w, float* y, int rows, int cols, float eps) {
-    l4_rmsnorm::rmsnorm<float, float, float, true>(x, w, y, rows, cols, eps);
-}
-extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
-rmsnorm_warp_f32_bf16_f32(const float* x, const bf16* __restrict__ w, float* y, int rows, int cols, float eps) {
-    l4_rmsnorm::rmsnorm<float, bf16, float, true>(x, w, y, rows, cols, eps);
-}
-extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
-rmsnorm_warp_bf16_bf16_bf16(const bf16* x, const bf16* __restrict__ w, bf16* y, int rows, int cols, float eps) {
-    l4_rmsnorm::rmsnorm<bf16, bf16, bf16, true>(x, w, y, rows, cols, eps);
-}
-extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
-rmsnorm_warp_noweight_f32(const float* x, float* y, int rows, int cols, float eps) {
-    l4_rmsnorm::rmsnorm<float, void, float, true>(x, nullptr, y, rows, cols, eps);
-}
-extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS)
-rmsnorm_warp_noweight_bf16(const bf16* x, bf16* y, int rows, int cols, float eps) {
-    l4_rmsnorm::rmsnorm<bf16, void, bf16, true>(x, nullptr, y, rows, cols, eps);
-}
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm_f32_f32_f32(const float* x, const float* __restrict__ w, float* y, int rows, int cols, float eps) { l4_rmsnorm::rmsnorm<float, float, float, false>(x, w, y, rows, cols, eps); }
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm_f32_bf16_f32(const float* x, const bf16* __restrict__ w, float* y, int rows, int cols, float eps) { l4_rmsnorm::rmsnorm<float, bf16, float, false>(x, w, y, rows, cols, eps); }
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm_bf16_bf16_bf16(const bf16* x, const bf16* __restrict__ w, bf16* y, int rows, int cols, float eps) { l4_rmsnorm::rmsnorm<bf16, bf16, bf16, false>(x, w, y, rows, cols, eps); }
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm_noweight_f32(const float* x, float* y, int rows, int cols, float eps) { l4_rmsnorm::rmsnorm<float, void, float, false>(x, nullptr, y, rows, cols, eps); }
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm_noweight_bf16(const bf16* x, bf16* y, int rows, int cols, float eps) { l4_rmsnorm::rmsnorm<bf16, void, bf16, false>(x, nullptr, y, rows, cols, eps); }
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm_warp_f32_f32_f32(const float* x, const float* __restrict__ w, float* y, int rows, int cols, float eps) { l4_rmsnorm::rmsnorm<float, float, float, true>(x, w, y, rows, cols, eps); }
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm_warp_f32_bf16_f32(const float* x, const bf16* __restrict__ w, float* y, int rows, int cols, float eps) { l4_rmsnorm::rmsnorm<float, bf16, float, true>(x, w, y, rows, cols, eps); }
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm_warp_bf16_bf16_bf16(const bf16* x, const bf16* __restrict__ w, bf16* y, int rows, int cols, float eps) { l4_rmsnorm::rmsnorm<bf16, bf16, bf16, true>(x, w, y, rows, cols, eps); }
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm_warp_noweight_f32(const float* x, float* y, int rows, int cols, float eps) { l4_rmsnorm::rmsnorm<float, void, float, true>(x, nullptr, y, rows, cols, eps); }
+extern "C" __global__ void __launch_bounds__(RMSNORM_THREADS) rmsnorm_warp_noweight_bf16(const bf16* x, bf16* y, int rows, int cols, float eps) { l4_rmsnorm::rmsnorm<bf16, void, bf16, true>(x, nullptr, y, rows, cols, eps); }

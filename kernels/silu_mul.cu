@@ -7,7 +7,7 @@
 // which saves a launch and a round trip of the intermediate; the two-input form serves separate gate and
 // up projections (dense MLP, shared expert). The fused vector path needs I % 8 == 0 and 16-byte aligned
 // gu and out; otherwise (and for the n % 8 tail of the two-input form) a scalar path runs — any size ≥ 1.
-// silu(x) = x / (1 + exp(-x)) in fp32 (fast exp and division, ~2 ulp); a bf16 output is rounded once (torch in bf16 rounds silu(g) to bf16
+// silu(x) = x / (1 + exp(-x)) in fp32 (common.cuh `silu`: __expf and __fdividef, ~3 ulp); a bf16 output is rounded once (torch in bf16 rounds silu(g) to bf16
 // before the product: we differ from it by ≤ 1 bf16 ulp).
 //
 // | kernel                 | parameters                                                                  | launch |
@@ -27,37 +27,16 @@
 
 namespace l4_silu_mul {
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(bf16 v) { return bf16_to_f32(v); }
-template <typename T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
-template <> __device__ __forceinline__ bf16 from_f32<bf16>(float v) { return f32_to_bf16(v); }
-
-// 8 consecutive elements <-> 8 floats; p must be 16-byte aligned.
-__device__ __forceinline__ void load8(const float* p, float v[8]) {
-    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+// out[0..7] = silu(g[0..7]) * u[0..7]: all three 16-byte aligned.
+template <typename T> __device__ __forceinline__ void silu_mul8(const T* g, const T* u, T* out) {
+    float a[8], b[8];
+    load8(g, a);
+    load8(u, b);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) a[e] = silu(a[e]) * b[e];
+    store8(out, a);
 }
-__device__ __forceinline__ void load8(const bf16* p, float v[8]) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
-    const float2 a = unpack_bf16x2(u.x), b = unpack_bf16x2(u.y), c = unpack_bf16x2(u.z), d = unpack_bf16x2(u.w);
-    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y; v[4] = c.x; v[5] = c.y; v[6] = d.x; v[7] = d.y;
-}
-__device__ __forceinline__ void store8(float* p, const float v[8]) {
-    reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-    reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-}
-__device__ __forceinline__ void store8(bf16* p, const float v[8]) {
-    uint4 u;
-    u.x = pack_bf16x2(v[0], v[1]); u.y = pack_bf16x2(v[2], v[3]);
-    u.z = pack_bf16x2(v[4], v[5]); u.w = pack_bf16x2(v[6], v[7]);
-    *reinterpret_cast<uint4*>(p) = u;
-}
-__device__ __forceinline__ bool aligned16(const void* p) { return ((unsigned long long)p & 15ull) == 0; }
-
-// silu in fp32 without IEEE division: the precise '/' calls a slow-path subroutine that made ptxas spill;
-// __fdividef is within 2 ulp and gives x / inf = -0 for very negative x, the right limit.
-__device__ __forceinline__ float silu_fast(float x) { return __fdividef(x, 1.f + __expf(-x)); }
+template <typename T> __device__ __forceinline__ T silu_mul1(T g, T u) { return from_f32<T>(silu(to_f32(g)) * to_f32(u)); }
 
 // Rows are walked by blockIdx.y (grid-stride over T), the row's I elements by blockIdx.x: no 64-bit
 // division anywhere.
@@ -71,16 +50,9 @@ __device__ __forceinline__ void silu_mul_fused(const T* __restrict__ gu, T* __re
         const T* u = g + I;
         T* o = out + t * I;
         if (vec) {  // I % 8 == 0 keeps every row start 16-byte aligned
-            for (int k = tid; k < I / 8; k += stride) {
-                float a[8], b[8];
-                load8(g + k * 8, a);
-                load8(u + k * 8, b);
-#pragma unroll
-                for (int e = 0; e < 8; ++e) a[e] = silu_fast(a[e]) * b[e];
-                store8(o + k * 8, a);
-            }
+            for (int k = tid; k < I / 8; k += stride) silu_mul8(g + k * 8, u + k * 8, o + k * 8);
         } else {
-            for (int i = tid; i < I; i += stride) o[i] = from_f32<T>(silu_fast(to_f32(g[i])) * to_f32(u[i]));
+            for (int i = tid; i < I; i += stride) o[i] = silu_mul1(g[i], u[i]);
         }
     }
 }
@@ -92,34 +64,15 @@ __device__ __forceinline__ void silu_mul(const T* __restrict__ g, const T* __res
     const long long stride = (long long)gridDim.x * blockDim.x;
     long long done = 0;
     if (aligned16(g) && aligned16(u) && aligned16(out)) {
-        for (long long k = tid; k < n / 8; k += stride) {
-            float a[8], b[8];
-            load8(g + k * 8, a);
-            load8(u + k * 8, b);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) a[e] = silu_fast(a[e]) * b[e];
-            store8(out + k * 8, a);
-        }
+        for (long long k = tid; k < n / 8; k += stride) silu_mul8(g + k * 8, u + k * 8, out + k * 8);
         done = n / 8 * 8;
     }
-    for (long long e = done + tid; e < n; e += stride) out[e] = from_f32<T>(silu_fast(to_f32(g[e])) * to_f32(u[e]));
+    for (long long e = done + tid; e < n; e += stride) out[e] = silu_mul1(g[e], u[e]);
 }
 
 }  // namespace l4_silu_mul
 
-extern "C" __global__ void __launch_bounds__(SILU_MUL_THREADS)
-silu_mul_fused_f32(const float* __restrict__ gu, float* __restrict__ out, int T, int I) {
-    l4_silu_mul::silu_mul_fused(gu, out, T, I);
-}
-extern "C" __global__ void __launch_bounds__(SILU_MUL_THREADS)
-silu_mul_fused_bf16(const bf16* __restrict__ gu, bf16* __restrict__ out, int T, int I) {
-    l4_silu_mul::silu_mul_fused(gu, out, T, I);
-}
-extern "C" __global__ void __launch_bounds__(SILU_MUL_THREADS)
-silu_mul_f32(const float* __restrict__ g, const float* __restrict__ u, float* __restrict__ out, long long n) {
-    l4_silu_mul::silu_mul(g, u, out, n);
-}
-extern "C" __global__ void __launch_bounds__(SILU_MUL_THREADS)
-silu_mul_bf16(const bf16* __restrict__ g, const bf16* __restrict__ u, bf16* __restrict__ out, long long n) {
-    l4_silu_mul::silu_mul(g, u, out, n);
-}
+extern "C" __global__ void __launch_bounds__(SILU_MUL_THREADS) silu_mul_fused_f32(const float* __restrict__ gu, float* __restrict__ out, int T, int I) { l4_silu_mul::silu_mul_fused(gu, out, T, I); }
+extern "C" __global__ void __launch_bounds__(SILU_MUL_THREADS) silu_mul_fused_bf16(const bf16* __restrict__ gu, bf16* __restrict__ out, int T, int I) { l4_silu_mul::silu_mul_fused(gu, out, T, I); }
+extern "C" __global__ void __launch_bounds__(SILU_MUL_THREADS) silu_mul_f32(const float* __restrict__ g, const float* __restrict__ u, float* __restrict__ out, long long n) { l4_silu_mul::silu_mul(g, u, out, n); }
+extern "C" __global__ void __launch_bounds__(SILU_MUL_THREADS) silu_mul_bf16(const bf16* __restrict__ g, const bf16* __restrict__ u, bf16* __restrict__ out, long long n) { l4_silu_mul::silu_mul(g, u, out, n); }

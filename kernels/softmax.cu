@@ -30,10 +30,7 @@ namespace l4_softmax {
 
 template <bool WARP>
 __device__ __forceinline__ void softmax(const float* x, float* y, int rows, int cols) {
-    const long long row = WARP ? (long long)blockIdx.x * (SOFTMAX_THREADS / 32) + threadIdx.x / 32
-                               : (long long)blockIdx.x;
-    const int lane = WARP ? (int)(threadIdx.x & 31) : (int)threadIdx.x;
-    const int nthr = WARP ? 32 : SOFTMAX_THREADS;
+    const auto [row, lane, nthr] = l4_row_split<WARP, SOFTMAX_THREADS>();
     if (row >= rows) return;  // uniform per warp (warp variant) or per block (block variant)
     const float* xr = x + row * cols;
     float* yr = y + row * cols;
@@ -59,11 +56,5 @@ __device__ __forceinline__ void softmax(const float* x, float* y, int rows, int 
 
 }  // namespace l4_softmax
 
-extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
-softmax_f32(const float* x, float* y, int rows, int cols) {
-    l4_softmax::softmax<false>(x, y, rows, cols);
-}
-extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS)
-softmax_warp_f32(const float* x, float* y, int rows, int cols) {
-    l4_softmax::softmax<true>(x, y, rows, cols);
-}
+extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS) softmax_f32(const float* x, float* y, int rows, int cols) { l4_softmax::softmax<false>(x, y, rows, cols); }
+extern "C" __global__ void __launch_bounds__(SOFTMAX_THREADS) softmax_warp_f32(const float* x, float* y, int rows, int cols) { l4_softmax::softmax<true>(x, y, rows, cols); }

@@ -66,6 +66,14 @@ int l4emu_rt_syncthreads(int op, int pred);
 void l4emu_rt_warp_sync(unsigned mask, const char* what, void* mine, void (*compute)(void* const* lanes, unsigned mask));
 unsigned l4emu_rt_activemask(void);
 void l4emu_rt_trap(const char* why);
+// A vector access at p that is not a multiple of `align`: fails the launch (never returns).
+void l4emu_rt_misaligned(const void* p, unsigned align, const char* what);
+// cp.async: copy min(src_bytes,16) bytes, zero-fill the rest of 16. Immediate mode copies now; deferred
+// mode (the default; L4EMU_CP_ASYNC=immediate turns it off) snapshots the source now and writes the
+// destination only when a cp_async_wait completes the copy's group. wait: n < 0 is wait_all.
+void l4emu_rt_cp_async(void* dst, const void* src, int src_bytes);
+void l4emu_rt_cp_async_commit(void);
+void l4emu_rt_cp_async_wait(int n);
 }
 
 // Header of the region holding address p. Aligned regions would put every header (and the hot top of
@@ -256,6 +264,11 @@ static inline unsigned __brev(unsigned x) {
 template <class T> static inline T __ldg(const T* p) { return *p; }
 static inline size_t __cvta_generic_to_shared(const void* p) { return (size_t)p; }
 static inline void __trap() { l4emu_rt_trap("__trap() called"); }
+// The GPU faults on an 8/16-byte vector access whose address is not a multiple of its size; x86 does not.
+// vload/vstore (common.cuh) call this first, so the emulator fails such a launch with a message.
+static inline void l4emu_check_aligned(const void* p, unsigned align, const char* what) {
+    if (__builtin_expect((reinterpret_cast<uintptr_t>(p) & (align - 1)) != 0, 0)) l4emu_rt_misaligned(p, align, what);
+}
 // CUDA's device min/max overloads (same-type, plus the mixed int/unsigned ones nvcc accepts).
 #define L4EMU_MINMAX(R, A, B) \
     static inline R min(A a, B b) { return (R)a < (R)b ? (R)a : (R)b; } \

@@ -57,6 +57,22 @@ struct Fiber {
     State state = READY;
     int group = -1;         // AT_WARP: index of the pending collective in its warp
     void* deposit = nullptr;
+    // Deferred cp.async: this thread's copies not yet landed, in issue order (group ids ascending from
+    // cp_head); cp_open is the id of the group still open (not committed).
+    struct CpCopy { void* dst; unsigned group; unsigned char data[16]; };
+    std::vector<CpCopy> cp;
+    size_t cp_head = 0;
+    unsigned cp_open = 0;
+    void cp_reset() { cp.clear(); cp_head = 0; cp_open = 0; }
+    // Lands every pending copy of a committed group older than the `keep` most recent committed ones
+    // (keep < 0: every pending copy, committed or not).
+    void cp_land(int keep) {
+        while (cp_head < cp.size() && (keep < 0 || cp[cp_head].group + (unsigned)keep < cp_open)) {
+            std::memcpy(cp[cp_head].dst, cp[cp_head].data, 16);
+            ++cp_head;
+        }
+        if (cp_head == cp.size()) { cp.clear(); cp_head = 0; }
+    }
 };
 
 // A pending warp collective. Several can be pending in one warp at once (lanes 0..15 at a
@@ -74,6 +90,7 @@ struct Launch {
     const l4emu_kernel* k;
     dim3 grid, block;
     unsigned dyn;
+    bool cp_deferred;  // cp.async lands at cp_async_wait (L4EMU_CP_ASYNC, read at launch)
     void** args;
     uint64_t total;
     std::atomic<uint64_t> next{0};
@@ -294,6 +311,7 @@ void release_barrier(Worker& w, Fiber* f) {
     Fiber* f = self_fiber();
     Worker& w = *f->w;
     w.L->k->entry(w.L->args);
+    f->cp_land(-1);  // copies a thread never waited for still complete on the GPU
     f->state = EXITED;
     --w.alive;
     if (w.arrived && w.arrived == w.alive) release_barrier(w, f);  // fails: completes only with exited threads
@@ -320,6 +338,7 @@ bool run_block(Worker& w, const Launch& L, uint64_t linear_block) {
         f->hdr->threadIdx = uint3{i % b.x, i / b.x % b.y, i / (b.x * b.y)};
         f->hdr->lin = i;
         f->hdr->blk = &w.info;
+        f->cp_reset();
         init_fiber(w, f);
         w.push(f);
     }
@@ -382,6 +401,14 @@ unsigned pool_size() {
         if (n <= 0) n = (int)std::max(1u, std::thread::hardware_concurrency());
     }
     return (unsigned)n;
+}
+
+std::atomic<int> g_cp_deferred{-1};  // -1: L4EMU_CP_ASYNC, read at every launch
+bool cp_deferred() {
+    const int v = g_cp_deferred.load(std::memory_order_relaxed);
+    if (v >= 0) return v != 0;
+    const char* e = getenv("L4EMU_CP_ASYNC");
+    return !(e && strcmp(e, "immediate") == 0);  // default: deferred
 }
 
 std::mutex g_launch_mutex;  // launches are serialised (each one already uses every pool thread)
@@ -465,6 +492,38 @@ L4EMU_EXPORT void l4emu_rt_trap(const char* why) {
     fail(*f->w, f, fmt("thread %u: %s", f->lin, why));
 }
 
+L4EMU_EXPORT void l4emu_rt_misaligned(const void* p, unsigned align, const char* what) {
+    Fiber* f = self_fiber();
+    const uint3 t = f->hdr->threadIdx;
+    fail(*f->w, f, fmt("thread %u (%u,%u,%u): misaligned %u-byte %s at %p (address %% %u = %u; the GPU faults)",
+                       f->lin, t.x, t.y, t.z, align, what, p, align, (unsigned)((uintptr_t)p % align)));
+}
+
+L4EMU_EXPORT void l4emu_rt_cp_async(void* dst, const void* src, int src_bytes) {
+    Fiber* f = self_fiber();
+    if (((uintptr_t)dst | (uintptr_t)src) & 15u) {
+        const uint3 t = f->hdr->threadIdx;
+        fail(*f->w, f, fmt("thread %u (%u,%u,%u): misaligned 16-byte cp.async (shared %p, global %p; both must be 16-byte aligned)",
+                           f->lin, t.x, t.y, t.z, dst, src));
+    }
+    const size_t n = (size_t)(src_bytes < 0 ? 0 : src_bytes > 16 ? 16 : src_bytes);
+    unsigned char* to = static_cast<unsigned char*>(dst);
+    if (f->w->L->cp_deferred) {
+        f->cp.push_back(Fiber::CpCopy{dst, f->cp_open, {}});
+        to = f->cp.back().data;  // the source is read now, the destination written at the wait
+    }
+    std::memcpy(to, src, n);
+    std::memset(to + n, 0, 16 - n);
+}
+
+L4EMU_EXPORT void l4emu_rt_cp_async_commit(void) { ++self_fiber()->cp_open; }
+
+L4EMU_EXPORT void l4emu_rt_cp_async_wait(int n) {
+    Fiber* f = self_fiber();
+    if (n < 0) { ++f->cp_open; n = 0; }  // wait_all = commit_group + wait_group 0
+    f->cp_land(n);
+}
+
 // ---------------------------------------------------------------- C ABI
 L4EMU_EXPORT int l4emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                               unsigned dyn_shared_bytes, void** args) {
@@ -488,6 +547,7 @@ L4EMU_EXPORT int l4emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, u
     std::lock_guard<std::mutex> launch_lock(g_launch_mutex);
     Launch L;
     L.k = k; L.grid = dim3(gx, gy, gz); L.block = dim3(bx, by, bz); L.dyn = dyn_shared_bytes; L.args = args;
+    L.cp_deferred = cp_deferred();
     L.total = (uint64_t)gx * gy * gz;
     Pool& p = pool();
     const unsigned helpers = (unsigned)std::min<uint64_t>(pool_size() - 1, L.total - 1);
@@ -510,4 +570,6 @@ L4EMU_EXPORT const char* l4emu_last_error(void) { return tl_error.c_str(); }
 L4EMU_EXPORT void l4emu_set_threads(int n) { pool().threads.store(n); }
 // Not part of the C# contract: selects the ucontext switch (1) or the fast one (0) for later launches.
 L4EMU_EXPORT void l4emu_set_ucontext(int on) { g_use_uc.store(on || !L4EMU_HAVE_FAST_SWITCH ? 1 : 0); }
+// Not part of the C# contract: cp.async mode for later launches: 1 deferred, 0 immediate, -1 L4EMU_CP_ASYNC.
+L4EMU_EXPORT void l4emu_set_cp_async(int mode) { g_cp_deferred.store(mode < 0 ? -1 : mode ? 1 : 0); }
 L4EMU_EXPORT const char* l4emu_version(void) { return "l4emu 1.0 (fibers; fast x86-64 switch, ucontext fallback)"; }

@@ -52,6 +52,12 @@ public static class Commands
         Register("kernels", Verbs.KernelsVerb.Help, Verbs.KernelsVerb.Run);
         Register("selftest", Verbs.SelftestVerb.Help, Verbs.SelftestVerb.Run);
         Register("bench-kernels", Verbs.BenchKernelsVerb.Help, Verbs.BenchKernelsVerb.Run);
+        Register("bench-report", Verbs.BenchReportVerb.Help, Verbs.BenchReportVerb.Run);
+        Register("run", Verbs.RunVerb.Help, Verbs.RunVerb.Run);
+        Register("eval", Verbs.EvalVerb.Help, Verbs.EvalVerb.Run);
+        Register("synth", Verbs.SynthVerb.Help, Verbs.SynthVerb.Run);
+        Register("inspect", Verbs.InspectVerb.Help, Verbs.InspectVerb.Run);
+        Register("bench-load", Verbs.BenchLoadVerb.Help, Verbs.BenchLoadVerb.Run);
     }
 }
 

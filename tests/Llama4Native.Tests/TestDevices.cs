@@ -18,6 +18,8 @@ public static class TestDevices
 /// <summary>Per-test seeds: fresh each run, printed, and replayable with LLAMA4_TEST_SEED.</summary>
 public static class TestSeed
 {
+    /// <summary>The run's seed: set LLAMA4_TEST_SEED to this to replay every test's inputs.</summary>
+    public static int Run => runSeed;
     static readonly int runSeed = int.TryParse(Environment.GetEnvironmentVariable("LLAMA4_TEST_SEED"), out var s) ? s : Random.Shared.Next();
     public static int For(string name)
     {

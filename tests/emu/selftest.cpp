@@ -20,6 +20,7 @@ int l4emu_launch(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, u
 const char* l4emu_last_error(void);
 void l4emu_set_threads(int n);
 void l4emu_set_ucontext(int on);
+void l4emu_set_cp_async(int mode);
 const char* l4emu_version(void);
 }
 
@@ -275,6 +276,33 @@ static void test_cp_async() {
     check(ok, "cp.async 16 B and zero-fill (0..16 source bytes), commit/wait_group/wait_all");
 }
 
+// Deferred (default) cp.async lands at the wait that completes its group; immediate copies at issue.
+static void test_cp_async_order() {
+    const int n = 32;
+    std::vector<uint32_t> g(4 * 3 * n), out(4 * 5 * n);
+    for (size_t i = 0; i < g.size(); ++i) g[i] = 0x10000u + (uint32_t)i;
+    auto row = [&](int i, int step) { return &out[4 * (5 * i + step)]; };
+    auto is = [&](const uint32_t* v, int src) {  // src < 0: stale
+        for (int e = 0; e < 4; ++e) if (v[e] != (src < 0 ? 0xdeadbeefu : g[4 * src + e])) return false;
+        return true;
+    };
+    for (int mode : {1, 0}) {
+        l4emu_set_cp_async(mode);
+        std::fill(out.begin(), out.end(), 0u);
+        const int rc = launch("t_cp_async_order", G{1}, G{n}, 0, g.data(), out.data());
+        l4emu_set_cp_async(-1);
+        if (!launch_ok("t_cp_async_order", rc)) return;
+        bool ok = true;
+        for (int i = 0; i < n; ++i) {
+            ok &= is(row(i, 0), mode ? -1 : 3 * i) && is(row(i, 1), 3 * i) && is(row(i, 2), mode ? -1 : 3 * i + 1);
+            ok &= is(row(i, 3), mode ? -1 : 3 * i + 2) && is(row(i, 4), 3 * i + 2);
+        }
+        check(ok, mode ? "deferred cp.async: a read before the wait is stale; wait_group 1 lands all but the newest group; "
+                         "an uncommitted copy lands only at wait_all"
+                       : "L4EMU_CP_ASYNC=immediate: copies land at issue");
+    }
+}
+
 static void test_index() {
     const G g{3, 2, 2}, b{4, 3, 2};
     std::vector<uint32_t> out(12 * 24, 0xffffffffu);
@@ -313,6 +341,15 @@ static void test_misuse() {
     expect_error("gridDim.y 65536 is refused", launch("t_shfl", G{1, 65536}, G{32}, 0, iv.data()), {"grid (1,65536,1)"});
     expect_error("block above __launch_bounds__(64) is refused", launch("t_index", G{1}, G{65}, 0, iv.data()),
                  {"kernel t_index: block (65,1,1) = 65 threads exceeds its __launch_bounds__(64)"});
+    std::vector<float> vin(4 * 32 + 8), vout(4 * 32 + 8);
+    expect_error("misaligned float4 load is reported", launch("bad_misaligned", G{1}, G{32}, 0, vin.data(), vout.data(), 4, 0),
+                 {"kernel bad_misaligned: block (0,0,0): thread 3 (3,0,0): misaligned 16-byte load at 0x", "% 16 = 4"});
+    expect_error("misaligned float2 store is reported", launch("bad_misaligned", G{1}, G{32}, 0, vin.data(), vout.data(), 4, 1),
+                 {"kernel bad_misaligned: block (0,0,0): thread 3 (3,0,0): misaligned 8-byte store at 0x", "% 8 = 4"});
+    expect_error("misaligned cp.async is reported", launch("bad_misaligned", G{1}, G{32}, 0, vin.data(), vout.data(), 8, 2),
+                 {"kernel bad_misaligned: block (0,0,0): thread 3 (3,0,0): misaligned 16-byte cp.async"});
+    check(launch("bad_misaligned", G{1}, G{32}, 0, vin.data(), vout.data(), 0, 0) == 0 &&
+          launch("bad_misaligned", G{1}, G{32}, 0, vin.data(), vout.data(), 16, 0) == 0, "aligned vector accesses pass the check");
     expect_error("null kernel is refused", l4emu_launch(nullptr, 1, 1, 1, 1, 1, 1, 0, nullptr), {"null kernel"});
 }
 
@@ -327,6 +364,7 @@ static void run_functional() {
     test_fp8();
     test_mma();
     test_cp_async();
+    test_cp_async_order();
     test_index();
     test_misuse();
     test_shfl();  // the runtime still works after abandoned blocks

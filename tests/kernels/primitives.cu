@@ -159,6 +159,42 @@ extern "C" __global__ void t_cp_async(const uint4* g, uint4* out, const int* nby
     out[i] = s[i];
 }
 
+// cp.async ordering: what a thread sees in shared memory at each step, out[5 * i + step]:
+//   0: A read before any wait (stale on the GPU and under deferred cp.async), 1: A after wait_group 1,
+//   2: B after wait_group 1 (its group is the most recent one: may still be in flight), 3: C after
+//   wait_group 0 (never committed: not waited for), 4: C after wait_all. Stale reads see 0xdeadbeef.
+extern "C" __global__ void t_cp_async_order(const uint4* g, uint4* out) {
+    __shared__ __align__(16) uint4 a[32], b[32], c[32];
+    const int i = threadIdx.x;
+    const uint4 stale = make_uint4(0xdeadbeefu, 0xdeadbeefu, 0xdeadbeefu, 0xdeadbeefu);
+    a[i] = stale; b[i] = stale; c[i] = stale;
+    cp_async_16(&a[i], &g[3 * i]);
+    cp_async_commit();
+    out[5 * i + 0] = a[i];  // wrong on purpose: read before the wait
+    cp_async_16(&b[i], &g[3 * i + 1]);
+    cp_async_commit();
+    cp_async_wait<1>();
+    out[5 * i + 1] = a[i];
+    out[5 * i + 2] = b[i];
+    cp_async_16(&c[i], &g[3 * i + 2]);
+    cp_async_wait<0>();
+    out[5 * i + 3] = c[i];
+    cp_async_wait_all();
+    out[5 * i + 4] = c[i];
+}
+
+// Misaligned vector accesses (fault on the GPU): thread 3 is off by `off` bytes; mode 0 float4 load,
+// 1 float2 store, 2 cp.async.
+extern "C" __global__ void bad_misaligned(const float* in, float* out, int off, int mode) {
+    __shared__ __align__(16) float s[32 * 4];
+    const int i = threadIdx.x;
+    const int o = i == 3 ? off : 0;
+    const char* src = reinterpret_cast<const char*>(in + 4 * i) + o;
+    if (mode == 0) vstore(out + 4 * i, vload<float4>(src));
+    else if (mode == 1) vstore(reinterpret_cast<char*>(out + 4 * i) + o, make_float2(1.f, 2.f));
+    else { cp_async_16(reinterpret_cast<char*>(&s[4 * i]) + o, in + 4 * i); cp_async_wait_all(); }
+}
+
 // Thread/block indices in 3-D grids and blocks: out[global linear thread] = packed ids.
 extern "C" __global__ void __launch_bounds__(64) t_index(uint32_t* out) {
     const uint32_t bl = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);

@@ -29,6 +29,15 @@ public sealed class Args
     }
 
     public bool Flag(string name) => flags.Contains(name);
+    /// <summary>A flag that was given, or a value option that was given.</summary>
+    public bool Has(string name) => flags.Contains(name) || values.ContainsKey(name);
+    public string Require(string name, string what) => Get(name) ?? throw new UsageException($"--{name} {what} is required");
+    public long Long(string name, long fallback)
+    {
+        var s = Get(name);
+        if (s is null) return fallback;
+        return long.TryParse(s, System.Globalization.CultureInfo.InvariantCulture, out var v) ? v : throw new UsageException($"--{name} expects an integer, got '{s}'");
+    }
     public string? Get(string name) => values.TryGetValue(name, out var l) ? l[^1] : null;
     public IReadOnlyList<string> All(string name) => values.TryGetValue(name, out var l) ? l : [];
     public string Get(string name, string fallback) => Get(name) ?? fallback;

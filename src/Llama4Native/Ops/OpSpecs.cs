@@ -5,8 +5,8 @@ public static class OpSpecs
 {
     public static IReadOnlyList<OpSpec> All { get; } =
     [
-        new ConvertSpec(), new RmsNormSpec(), new SiluMulSpec(), new SoftmaxSpec(), new EmbeddingSpec(), new GemmSpec(),
-        new AttentionSpec(),
+        new AddSpec(), new ConvertSpec(), new RmsNormSpec(), new SiluMulSpec(), new SoftmaxSpec(), new EmbeddingSpec(),
+        new GemmSpec(), new RopeSpec(), new AttentionSpec(), new MoeSpec(),
     ];
 
     public static IEnumerable<OpCase> AllCases() => All.SelectMany(s => s.Cases());

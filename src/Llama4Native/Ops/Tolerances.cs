@@ -15,14 +15,23 @@ public static class Tolerances
 
     public static Tolerance For(string op, DType output, long k = 0) => (op, output) switch
     {
-        ("convert" or "embedding", _) => Exact,                        // conversions and copies are bit-exact
+        ("convert" or "embedding" or "add", _) => Exact,               // conversions, copies and one rounded add are bit-exact
         ("rmsnorm", DType.F32) => new(1e-6, 2e-5),                     // fp32 sum of squares vs double
         ("silu_mul", DType.F32) => new(1e-6, 2e-5),                    // fast exp / divide: a few ulp
         ("softmax", DType.F32) => new(1e-7, 2e-5),
+        // fp32 sincos of the same fp32 angle: a few ulp, and the rotated values are O(1).
+        ("rope", DType.F32) => new(2e-6, 2e-5),
         // Products of bf16 values are exact in fp32; the fp32 sum of K terms of size ~1/√K each errs by
         // about √K·2^-24 relative to the row's scale. Inputs: A ~ N(0,1), B ~ N(0,1/K), so |C| ~ 1.
         ("gemm", DType.F32) => new(2e-6 * Math.Sqrt(Math.Max(k, 1)), 1e-4),
         ("gemm", DType.BF16) => new(1e-5 + 2e-6 * Math.Sqrt(Math.Max(k, 1)), Bf16Ulp),
+        // MoE steps (router logits/scores, h, out, combine) against the reference fed the device's inputs to that
+        // step: fp32 sums as gemm; in bf16 each HF rounding point (gate, up, silu, product) can land one ulp apart.
+        ("moe", DType.F32) => new(2e-6 * Math.Sqrt(Math.Max(k, 1)), 1e-4),
+        ("moe", DType.BF16) => new(1e-5 + 2e-6 * Math.Sqrt(Math.Max(k, 1)), 3 * Bf16Ulp),
+        // The whole MoE layer from x alone: the steps' differences compound through the second GEMM.
+        ("moe.layer", DType.F32) => new(1e-5 * Math.Sqrt(Math.Max(k, 1)), 2e-4),
+        ("moe.layer", DType.BF16) => new(2e-3, 3 * Bf16Ulp),
         // attention: O is a convex combination of V rows (|O| ≲ 1 for V ~ N(0,1)); fp32 scores, exp2 of scores
         // scaled by log2 e, and fp32 sums over ≤ a few hundred keys err by ~1e-6 absolute.
         ("attention", DType.F32) => new(1e-5, 1e-4),

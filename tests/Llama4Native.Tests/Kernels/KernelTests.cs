@@ -27,7 +27,7 @@ public abstract class KernelTests
         using var inst = OpSpecs.For(c).Create(device!, c, new Random(seed));
         inst.Launch();
         var r = inst.Check();
-        Assert.That(r.Passed, Is.True, $"{c.Id} (seed {seed}): {r}");
+        Assert.That(r.Passed, Is.True, $"{c.Id} (replay with LLAMA4_TEST_SEED={TestSeed.Run}): {r}");
     }
 }
 

@@ -79,9 +79,8 @@ public sealed unsafe class CudaDevice : Device
             fn.SetMaxDynamicSharedMemory((int)sharedBytes);
             function.MaxDynamicSharedOptIn = sharedBytes;
         }
-        var s = S(stream);
-        fn.Launch(new LaunchDims(grid.X, grid.Y, grid.Z), new LaunchDims(block.X, block.Y, block.Z), sharedBytes, s, args);
-        if (CudaDebug.SyncAfterLaunch) CudaDebug.SynchronizeAfterLaunch(s, function.Name);
+        // CudaFunction.Launch checks the result and, with CudaDebug.SyncAfterLaunch, synchronises and names the kernel.
+        fn.Launch(new LaunchDims(grid.X, grid.Y, grid.Z), new LaunchDims(block.X, block.Y, block.Z), sharedBytes, S(stream), args);
     }
 
     public override void Synchronize() => ctx.Synchronize();

@@ -1,0 +1,48 @@
+using Llama4Native.Devices;
+using Llama4Native.Model;
+using Llama4Native.Tensors;
+
+namespace Llama4Native.Checkpoints;
+
+/// <summary>One uploaded weight: a view into the model's arena plus where it came from.</summary>
+/// <param name="Name">Our name (<see cref="TensorNames"/>), e.g. <c>blk.3.attn_q</c>.</param>
+/// <param name="Tensor">Pointer, dtype (after any load-time conversion) and shape, exactly as stored in the checkpoint.</param>
+/// <param name="Offset">Byte offset in the arena (a multiple of <see cref="WeightLoader.Alignment"/>).</param>
+/// <param name="SourceDType">The dtype in the checkpoint file.</param>
+/// <param name="HfName">The checkpoint name it was read from.</param>
+public sealed record DeviceWeight(string Name, Tensor Tensor, long Offset, DType SourceDType, string HfName)
+{
+    public DevicePtr Ptr => Tensor.Ptr;
+    public DType DType => Tensor.DType;
+    public Shape Shape => Tensor.Shape;
+    public long Bytes => Tensor.Bytes;
+}
+
+/// <summary>
+/// A loaded model's weights on one device: the config, ONE device allocation (the arena) and, for each of
+/// our tensor names, a view into it. Dispose frees the arena; the views die with it.
+/// </summary>
+public sealed class ModelWeights : IDisposable
+{
+    public Llama4Config Config { get; }
+    public Device Device { get; }
+    public DeviceBuffer Arena { get; }
+    public IReadOnlyDictionary<string, DeviceWeight> Tensors { get; }
+    /// <summary>Bytes read from the checkpoint, and bytes placed on the device (larger after an upcast).</summary>
+    public long SourceBytes { get; }
+    public TimeSpan LoadTime { get; }
+
+    internal ModelWeights(Llama4Config config, Device device, DeviceBuffer arena, Dictionary<string, DeviceWeight> tensors,
+                          long sourceBytes, TimeSpan loadTime)
+    {
+        Config = config; Device = device; Arena = arena; Tensors = tensors; SourceBytes = sourceBytes; LoadTime = loadTime;
+    }
+
+    public DeviceWeight this[string name] => Tensors.TryGetValue(name, out var w) ? w
+        : throw new KeyNotFoundException($"no weight named '{name}'; names follow TensorNames (e.g. 'blk.0.attn_q', 'tok_embd')");
+    public bool TryGet(string name, out DeviceWeight w) => Tensors.TryGetValue(name, out w!);
+    /// <summary>Layer-scoped lookup: <c>Layer(3, "attn_q")</c> is <c>blk.3.attn_q</c>.</summary>
+    public DeviceWeight Layer(int i, string suffix) => this[$"blk.{i}.{suffix}"];
+
+    public void Dispose() => Arena.Dispose();
+}

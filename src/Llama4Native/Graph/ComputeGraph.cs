@@ -1,0 +1,94 @@
+using Llama4Native.Devices;
+using Llama4Native.Tensors;
+
+namespace Llama4Native.Graph;
+
+/// <summary>A value in a graph: an input, a bound tensor (weights) or a node's output.</summary>
+public readonly record struct Value(int Id);
+
+/// <summary>What a node's kernel sees: its device and stream, its inputs and its output, all resolved to tensors.</summary>
+public readonly ref struct NodeContext(Device device, DeviceStream? stream, ReadOnlySpan<Tensor> inputs, Tensor output)
+{
+    public Device Device { get; } = device;
+    public DeviceStream? Stream { get; } = stream;
+    public ReadOnlySpan<Tensor> Inputs { get; } = inputs;
+    public Tensor Output { get; } = output;
+    public Tensor this[int i] => Inputs[i];
+}
+
+/// <summary>Launches a node's kernels. Must not synchronise the host or allocate device memory.</summary>
+public delegate void NodeKernel(in NodeContext ctx);
+
+/// <summary>
+/// A computation described once as named nodes (`blk.3.attn_q`), in execution order. Values are planned
+/// into one device arena by <see cref="Plan"/>, with storage reused once a value is dead; any node's output
+/// can be dumped by name pattern while running. A node may write in place into one of its inputs
+/// (<c>inPlaceOf</c>: residual adds, RoPE) — its output then shares that input's storage.
+/// </summary>
+public sealed class ComputeGraph
+{
+    internal enum Kind { Input, Bound, Node }
+
+    internal sealed record ValueInfo(string Name, DType DType, Shape Shape, Kind Kind, Tensor Bound, int Producer, int AliasOf)
+    {
+        public long Bytes => Shape.Elements * DType.Size();
+    }
+
+    internal sealed record NodeInfo(string Name, Value[] Inputs, Value Output, NodeKernel Run);
+
+    internal readonly List<ValueInfo> values = [];
+    internal readonly List<NodeInfo> nodes = [];
+    internal readonly HashSet<int> outputs = [];
+    readonly HashSet<string> names = new(StringComparer.Ordinal);
+
+    public int NodeCount => nodes.Count;
+    public IEnumerable<string> NodeNames => nodes.Select(n => n.Name);
+
+    Value Add(ValueInfo v)
+    {
+        if (!names.Add(v.Name)) throw new ArgumentException($"graph: the name '{v.Name}' is used twice");
+        values.Add(v);
+        return new Value(values.Count - 1);
+    }
+
+    /// <summary>A value the caller fills before each run (token ids, positions); it lives in the arena.</summary>
+    public Value Input(string name, DType dtype, Shape shape) => Add(new(name, dtype, shape, Kind.Input, default, -1, -1));
+
+    /// <summary>A tensor owned elsewhere (a weight in the model arena, a KV cache).</summary>
+    public Value Bind(string name, Tensor tensor) => Add(new(name, tensor.DType, tensor.Shape, Kind.Bound, tensor, -1, -1));
+
+    /// <summary>Adds a node computing a new value of <paramref name="dtype"/> and <paramref name="shape"/>.</summary>
+    public Value Node(string name, DType dtype, Shape shape, Value[] inputs, NodeKernel run, Value? inPlaceOf = null)
+    {
+        foreach (var i in inputs) Check(i, name);
+        int alias = -1;
+        if (inPlaceOf is { } ip)
+        {
+            Check(ip, name);
+            var src = values[ip.Id];
+            if (src.Kind == Kind.Bound) throw new ArgumentException($"graph: node '{name}' cannot write in place into the bound tensor '{src.Name}'");
+            if (src.Bytes < shape.Elements * dtype.Size())
+                throw new ArgumentException($"graph: node '{name}' ({dtype}{shape}) does not fit in place of '{src.Name}' ({src.DType}{src.Shape})");
+            alias = Root(ip.Id);
+        }
+        var v = Add(new(name, dtype, shape, Kind.Node, default, nodes.Count, alias));
+        nodes.Add(new NodeInfo(name, inputs, v, run));
+        return v;
+    }
+
+    /// <summary>Keeps a value alive to the end of the run (and never reuses its storage): a result to read.</summary>
+    public void Output(Value v) { Check(v, "output"); outputs.Add(v.Id); }
+
+    internal int Root(int id) { while (values[id].AliasOf >= 0) id = values[id].AliasOf; return id; }
+
+    void Check(Value v, string node)
+    {
+        if ((uint)v.Id >= (uint)values.Count) throw new ArgumentException($"graph: node '{node}' uses a value from another graph");
+    }
+
+    public Value this[string name] =>
+        values.FindIndex(v => v.Name == name) is var i and >= 0 ? new Value(i) : throw new KeyNotFoundException($"graph has no value named '{name}'");
+
+    /// <summary>Plans the arena for this graph on <paramref name="device"/> and allocates it.</summary>
+    public GraphPlan Plan(Device device) => new(this, device);
+}

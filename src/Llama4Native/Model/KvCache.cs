@@ -1,0 +1,143 @@
+using Llama4Native.Devices;
+using Llama4Native.Kernels;
+using Llama4Native.Tensors;
+
+namespace Llama4Native.Model;
+
+/// <summary>The prompt plus generated tokens would exceed the context the KV cache was sized for.</summary>
+public sealed class ContextLengthException(string message) : Exception(message);
+
+/// <summary>
+/// Keys and values of one sequence for every layer, preallocated, laid out [slot, Hkv, d] per layer.
+/// <para>
+/// NoPE (global) layers keep the full history: <c>maxContext</c> slots, slot = position; a piece that would
+/// pass the end is refused with <see cref="ContextLengthException"/> before anything is written.
+/// RoPE (chunked) layers only ever attend inside their chunk, so they keep the current chunk and the piece
+/// being prefilled: <c>C + maxPiece</c> slots from the chunk's start (the "base"), whatever the context
+/// length — their memory is bounded. After each piece the base moves to the chunk of the next position and
+/// the keys of that chunk already seen are moved to slot 0 (one copy; source and destination never overlap,
+/// since the base moves by whole chunks and fewer than C keys remain).
+/// </para>
+/// The per-piece descriptors (lengths, positions) are uploaded by <see cref="BeginPiece"/>. (Capturing the
+/// decode step in a CUDA graph will move that bookkeeping into a device kernel; the layout stays.)
+/// </summary>
+public sealed class KvCache : IDisposable
+{
+    readonly Device dev;
+    readonly TextConfig cfg;
+    readonly DeviceBuffer[] k, v;
+    readonly int[] capacity;
+    readonly DeviceBuffer meta;      // two descriptor sets: [0] RoPE layers, [1] NoPE layers
+    readonly int rowBytes;           // bytes of one slot: Hkv·d elements
+    int ropeBase;                    // absolute position of RoPE slot 0
+    int pieceTokens = -1;
+
+    public int MaxContext { get; }
+    public int MaxPiece { get; }
+    public int Chunk { get; }
+    /// <summary>Tokens consumed so far = the position of the next token.</summary>
+    public int Position { get; private set; }
+    public DType DType { get; }
+    public long Bytes { get; }
+
+    public KvCache(Device device, TextConfig config, DType dtype, int maxContext, int maxPiece)
+    {
+        if (maxPiece < 1 || maxContext < 1 || maxPiece > maxContext)
+            throw new ArgumentException($"kv cache: need 1 ≤ maxPiece ({maxPiece}) ≤ maxContext ({maxContext})");
+        dev = device; cfg = config; DType = dtype; MaxContext = maxContext; MaxPiece = maxPiece;
+        Chunk = config.AttentionChunkSize;
+        int layers = config.NumHiddenLayers;
+        k = new DeviceBuffer[layers]; v = new DeviceBuffer[layers]; capacity = new int[layers];
+        rowBytes = config.NumKeyValueHeads * config.HeadDim * dtype.Size();
+        try
+        {
+            for (int i = 0; i < layers; i++)
+            {
+                capacity[i] = Chunked(i) ? Math.Min(maxContext, Chunk + maxPiece) : maxContext;
+                k[i] = dev.Allocate((long)capacity[i] * rowBytes);
+                v[i] = dev.Allocate((long)capacity[i] * rowBytes);
+                Bytes += 2L * capacity[i] * rowBytes;
+            }
+            meta = dev.Allocate(2 * DescriptorBytes);
+        }
+        catch
+        {
+            foreach (var b in k.Concat(v)) b?.Dispose();
+            throw;
+        }
+    }
+
+    bool Chunked(int layer) => cfg.UsesRope[layer] && Chunk > 0;
+
+    // q_start {0, T} | kv_len | q_pos0 | kv_pos0 | pad | kv_off (int64)
+    const int DescriptorBytes = 32;
+
+    /// <summary>Starts a piece of <paramref name="tokens"/> tokens at <see cref="Position"/>: checks room, uploads descriptors.</summary>
+    public void BeginPiece(int tokens)
+    {
+        if (tokens < 1 || tokens > MaxPiece) throw new ArgumentException($"kv cache: a piece of {tokens} tokens (1..{MaxPiece} allowed)");
+        if (Position + tokens > MaxContext)
+            throw new ContextLengthException($"the sequence would reach {Position + tokens} tokens but the context is {MaxContext}: " +
+                                             "shorten the prompt or max new tokens, or load the model with a larger max context");
+        int p0 = Position;
+        int[] rope = [0, tokens, p0 + tokens - ropeBase, p0, ropeBase, 0];
+        int[] nope = [0, tokens, p0 + tokens, p0, 0, 0];
+        Span<byte> bytes = stackalloc byte[2 * DescriptorBytes];
+        bytes.Clear();
+        System.Runtime.InteropServices.MemoryMarshal.AsBytes(rope.AsSpan()).CopyTo(bytes);
+        System.Runtime.InteropServices.MemoryMarshal.AsBytes(nope.AsSpan()).CopyTo(bytes[DescriptorBytes..]);
+        dev.Upload<byte>(bytes, meta.Ptr);
+        pieceTokens = tokens;
+    }
+
+    /// <summary>Writes the piece's keys and values of <paramref name="layer"/> into the cache, then attends q over it.</summary>
+    /// <param name="q">[T, H, d]</param><param name="kNew">[T, Hkv, d]</param><param name="vNew">[T, Hkv, d]</param><param name="o">[T, H, d]</param>
+    public void StoreAndAttend(int layer, Tensor q, Tensor kNew, Tensor vNew, Tensor o, float scale, DeviceStream? stream)
+    {
+        if (pieceTokens < 0) throw new InvalidOperationException("kv cache: BeginPiece was not called");
+        bool chunked = Chunked(layer);
+        long slot = chunked ? Position - ropeBase : Position;
+        long at = slot * rowBytes, n = (long)pieceTokens * rowBytes;
+        dev.CopyDeviceToDevice(kNew.Ptr, k[layer].Ptr + at, n, stream);
+        dev.CopyDeviceToDevice(vNew.Ptr, v[layer].Ptr + at, n, stream);
+        var p = meta.Ptr + (chunked ? 0 : DescriptorBytes);
+        int kvLen = (int)(slot + pieceTokens);
+        var batch = new Attention.Batch(p, p + 8, p + 12, p + 16, p + 24, Count: 1, MaxQ: pieceTokens, MaxKv: kvLen);
+        int hkv = cfg.NumKeyValueHeads, d = cfg.HeadDim;
+        var shape = new Shape(capacity[layer], hkv, d);
+        Attention.Run(dev, q, new Tensor(k[layer].Ptr, DType, shape), new Tensor(v[layer].Ptr, DType, shape), o, batch,
+                      new Attention.KvLayout(hkv, hkv * d, d), chunked ? Chunk : 0, stream, Attention.Variant.Fwd, scale);
+    }
+
+    /// <summary>Ends the piece: advances the position and moves the RoPE layers to the chunk of the next token.</summary>
+    public void EndPiece(DeviceStream? stream = null)
+    {
+        if (pieceTokens < 0) throw new InvalidOperationException("kv cache: EndPiece without BeginPiece");
+        Position += pieceTokens;
+        pieceTokens = -1;
+        if (Chunk <= 0) return;
+        int newBase = Position / Chunk * Chunk;
+        if (newBase == ropeBase) return;
+        long keep = Position - newBase, from = newBase - ropeBase;
+        if (keep > 0)
+            for (int i = 0; i < cfg.NumHiddenLayers; i++)
+            {
+                if (!Chunked(i)) continue;
+                dev.CopyDeviceToDevice(k[i].Ptr + from * rowBytes, k[i].Ptr, keep * rowBytes, stream);
+                dev.CopyDeviceToDevice(v[i].Ptr + from * rowBytes, v[i].Ptr, keep * rowBytes, stream);
+            }
+        ropeBase = newBase;
+    }
+
+    /// <summary>Drops a piece that failed mid-way: the position does not move (slots past it are simply rewritten later).</summary>
+    public void AbortPiece() => pieceTokens = -1;
+
+    /// <summary>Forgets the sequence (a new conversation); memory is kept.</summary>
+    public void Reset() { Position = 0; ropeBase = 0; pieceTokens = -1; }
+
+    public void Dispose()
+    {
+        foreach (var b in k.Concat(v)) b.Dispose();
+        meta.Dispose();
+    }
+}

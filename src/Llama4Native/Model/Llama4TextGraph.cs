@@ -1,0 +1,206 @@
+using Llama4Native.Checkpoints;
+using Llama4Native.Devices;
+using Llama4Native.Graph;
+using Llama4Native.Kernels;
+using Llama4Native.Tensors;
+using GemmBLayout = Llama4Native.Reference.GemmBLayout;
+
+namespace Llama4Native.Model;
+
+/// <summary>How activations are stored. Accumulation is fp32 in both.</summary>
+public enum ComputeMode
+{
+    /// <summary>fp32 activations, bf16 weights read as they are (exactly representable): the exact-parity path.</summary>
+    F32,
+    /// <summary>bf16 activations and weights, fp32 accumulation: the production path.</summary>
+    BF16,
+}
+
+/// <summary>
+/// The Llama 4 text decoder described ONCE as a graph of named nodes, built from the config:
+/// <code>
+///   x = tok_embd[ids]                                     "embed"            [T, D]
+///   for each layer i:
+///     h  = x + Attn(RMSNorm_in(x))                        "blk.i.attn_*", "blk.i.attn_res"
+///     x  = h + FFN(RMSNorm_post(h))                        "blk.i.ffn_*" or "blk.i.moe.*", "blk.i.out"
+///   logits = lm_head(RMSNorm(x))                          "output_norm", "output"
+/// </code>
+/// Attn: q/k/v projections; RoPE layers rotate q, k (then the weightless QK norm when the config asks) and
+/// attend within their chunk; NoPE layers scale q by the temperature and attend causally over everything.
+/// FFN: dense layers gate/up/SiLU/down; MoE layers the shared expert plus the routed experts (router → top-k
+/// → sigmoid-scaled inputs → grouped expert GEMMs → combine). Nothing here knows about a fixture's shapes:
+/// every size comes from <see cref="TextConfig"/>.
+/// </summary>
+public sealed class Llama4TextGraph : IDisposable
+{
+    public ComputeGraph Graph { get; }
+    public GraphPlan Plan { get; }
+    public int Tokens { get; }
+    public ComputeMode Mode { get; }
+    public Value Ids { get; }
+    public Value Positions { get; }
+    public Value Logits { get; }
+    readonly AttentionBatch? batch;
+    readonly KvCache? cache;
+    readonly Moe.Workspace? moe;
+    readonly DeviceBuffer freqs;
+    readonly Device dev;
+
+    /// <summary>
+    /// Builds and plans the graph for pieces of <paramref name="tokens"/> tokens of one sequence. Without a
+    /// <paramref name="cache"/> a run is a whole prompt at positions 0..T-1 (attention over its own keys); with
+    /// one, each run continues the sequence at the cache's position, writing keys and values into it.
+    /// </summary>
+    public Llama4TextGraph(ModelWeights w, int tokens, ComputeMode mode, KvCache? cache = null)
+    {
+        var cfg = w.Config.Text;
+        dev = w.Device;
+        Tokens = tokens;
+        Mode = mode;
+        int t = tokens, d = cfg.HiddenSize, h = cfg.NumAttentionHeads, hkv = cfg.NumKeyValueHeads, hd = cfg.HeadDim;
+        var act = mode == ComputeMode.F32 ? DType.F32 : DType.BF16;
+        float eps = (float)cfg.RmsNormEps;
+        var g = Graph = new ComputeGraph();
+
+        // Inputs the caller fills: token ids and absolute positions.
+        Ids = g.Input("ids", DType.I32, new Shape(t));
+        Positions = g.Input("pos", DType.I32, new Shape(t));
+        this.cache = cache;
+        if (cache is null) batch = AttentionBatch.Single(dev, t);
+        else if (cache.DType != act || tokens > cache.MaxPiece)
+            throw new ArgumentException($"the kv cache holds {cache.DType} pieces of ≤ {cache.MaxPiece} tokens; this graph needs {act} and {tokens}");
+        freqs = Ops.DeviceData.Upload(dev, cfg.RopeInvFreq, DType.F32);
+        var invFreq = new Tensor(freqs.Ptr, DType.F32, new Shape(cfg.RopeInvFreq.Length));
+        if (cfg.NumMoeLayers > 0)
+            moe = new Moe.Workspace(dev, t, cfg.NumExpertsPerTok, cfg.NumLocalExperts, d, cfg.IntermediateSize, act);
+
+        Value W(string name) => g.Bind(name + ".weight", w[name].Tensor); // values are named; nodes keep the bare name
+        Value Linear(string name, Value input, Value weight, long outFeatures) =>
+            g.Node(name, act, new Shape(t, outFeatures), [input, weight],
+                   (in NodeContext c) => Gemm.Run(c.Device, c[0], c[1], c.Output, GemmBLayout.NK, c.Stream));
+
+        var x = g.Node("embed", act, new Shape(t, d), [Ids, W("tok_embd")],
+                       (in NodeContext c) => Embedding.Run(c.Device, c[0], c[1], c.Output, DevicePtr.Null, c.Stream));
+        for (int i = 0; i < cfg.NumHiddenLayers; i++)
+        {
+            string p = $"blk.{i}.";
+            bool rope = cfg.UsesRope[i];
+            // --- attention
+            var hn = g.Node(p + "attn_norm", act, new Shape(t, d), [x, W(p + "attn_norm")],
+                            (in NodeContext c) => RmsNorm.Run(c.Device, c[0], c[1], c.Output, eps, c.Stream));
+            var q = Linear(p + "attn_q", hn, W(p + "attn_q"), (long)h * hd);
+            var k = Linear(p + "attn_k", hn, W(p + "attn_k"), (long)hkv * hd);
+            var v = Linear(p + "attn_v", hn, W(p + "attn_v"), (long)hkv * hd);
+            if (rope)
+            {
+                bool qkNorm = cfg.UseQkNorm;
+                q = g.Node(p + "attn_q.rope", act, new Shape(t, (long)h * hd), [q, Positions], (in NodeContext c) =>
+                    Rope.Apply(c.Device, c.Output.Reshape(t, h, hd), c[1], invFreq, qkNorm, eps, c.Stream), inPlaceOf: q);
+                k = g.Node(p + "attn_k.rope", act, new Shape(t, (long)hkv * hd), [k, Positions], (in NodeContext c) =>
+                    Rope.Apply(c.Device, c.Output.Reshape(t, hkv, hd), c[1], invFreq, qkNorm, eps, c.Stream), inPlaceOf: k);
+            }
+            else if (cfg.AttnTemperatureTuning)
+            {
+                float attnScale = (float)cfg.AttnScale, floorScale = (float)cfg.FloorScale;
+                q = g.Node(p + "attn_q.temp", act, new Shape(t, (long)h * hd), [q, Positions], (in NodeContext c) =>
+                    Rope.Temperature(c.Device, c.Output.Reshape(t, h, hd), c[1], attnScale, floorScale, c.Stream), inPlaceOf: q);
+            }
+            int chunk = rope ? cfg.AttentionChunkSize : 0;
+            float scale = 1f / MathF.Sqrt(hd);
+            int layer = i;
+            var att = g.Node(p + "attn", act, new Shape(t, (long)h * hd), [q, k, v], (in NodeContext c) =>
+            {
+                if (cache is not null)
+                    cache.StoreAndAttend(layer, c[0].Reshape(t, h, hd), c[1].Reshape(t, hkv, hd), c[2].Reshape(t, hkv, hd), c.Output.Reshape(t, h, hd), scale, c.Stream);
+                else
+                    batch!.Run(c.Device, c[0].Reshape(t, h, hd), c[1].Reshape(t, hkv, hd), c[2].Reshape(t, hkv, hd),
+                               c.Output.Reshape(t, h, hd), chunk, scale, c.Stream);
+            });
+            var o = Linear(p + "attn_o", att, W(p + "attn_o"), d);
+            x = g.Node(p + "attn_res", act, new Shape(t, d), [x, o],
+                       (in NodeContext c) => Add.Run(c.Device, c[0], c[1], c.Output, c.Stream), inPlaceOf: x);
+
+            // --- feed-forward
+            var fn = g.Node(p + "ffn_norm", act, new Shape(t, d), [x, W(p + "ffn_norm")],
+                            (in NodeContext c) => RmsNorm.Run(c.Device, c[0], c[1], c.Output, eps, c.Stream));
+            Value ffn;
+            if (cfg.IsMoeLayer[i])
+            {
+                int inter = cfg.IntermediateSize;
+                var ws = moe!;
+                var logits = g.Node(p + "moe.router", act, new Shape(t, cfg.NumLocalExperts), [fn, W(p + "moe.router")], (in NodeContext c) =>
+                    Moe.Router(c.Device, c[0], c[1], c.Output, ws.TopkIdx.Slice(0, t), ws.TopkScore.Slice(0, t), c.Stream));
+                var sg = Linear(p + "moe.shexp_gate", fn, W(p + "moe.shexp_gate"), inter);
+                var su = Linear(p + "moe.shexp_up", fn, W(p + "moe.shexp_up"), inter);
+                var sa = g.Node(p + "moe.shexp_act", act, new Shape(t, inter), [sg, su],
+                                (in NodeContext c) => SiluMul.Run(c.Device, c[0], c[1], c.Output, c.Stream));
+                var shared = Linear(p + "moe.shexp_down", sa, W(p + "moe.shexp_down"), d);
+                Value wgu = W(p + "moe.gate_up_exps"), wdn = W(p + "moe.down_exps");
+                // The routed experts add onto the shared expert's output (HF: out = shared(x); out += Σ experts).
+                ffn = g.Node(p + "moe.experts", act, new Shape(t, d), [fn, shared, logits, wgu, wdn], (in NodeContext c) =>
+                {
+                    var idx = ws.TopkIdx.Slice(0, t); var score = ws.TopkScore.Slice(0, t); var slotRow = ws.SlotRow.Slice(0, t);
+                    Moe.Align(c.Device, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, c.Stream);
+                    Moe.GateUp(c.Device, c[0], score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, c[3], ws.H, c.Stream);
+                    Moe.Down(c.Device, ws.H, ws.TileExpert, ws.ExpertOffsets, c[4], ws.Out, t, idx.Shape[1], c.Stream);
+                    Moe.Combine(c.Device, ws.Out, slotRow, idx, c.Output, accumulate: true, c.Stream);
+                }, inPlaceOf: shared);
+            }
+            else
+            {
+                int inter = cfg.IntermediateSizeMlp;
+                var gt = Linear(p + "ffn_gate", fn, W(p + "ffn_gate"), inter);
+                var up = Linear(p + "ffn_up", fn, W(p + "ffn_up"), inter);
+                var a = g.Node(p + "ffn_act", act, new Shape(t, inter), [gt, up],
+                               (in NodeContext c) => SiluMul.Run(c.Device, c[0], c[1], c.Output, c.Stream));
+                ffn = Linear(p + "ffn_down", a, W(p + "ffn_down"), d);
+            }
+            x = g.Node(p + "out", act, new Shape(t, d), [x, ffn],
+                       (in NodeContext c) => Add.Run(c.Device, c[0], c[1], c.Output, c.Stream), inPlaceOf: x);
+        }
+        var xn = g.Node("output_norm", act, new Shape(t, d), [x, W("output_norm")],
+                        (in NodeContext c) => RmsNorm.Run(c.Device, c[0], c[1], c.Output, eps, c.Stream));
+        var head = w.TryGet("output", out var lm) ? lm.Tensor : w["tok_embd"].Tensor; // tied embeddings
+        Logits = g.Node("output", DType.F32, new Shape(t, cfg.VocabSize), [xn, g.Bind("lm_head", head)],
+                        (in NodeContext c) => Gemm.Run(c.Device, c[0], c[1], c.Output, GemmBLayout.NK, c.Stream));
+        g.Output(Logits);
+        Plan = g.Plan(dev);
+    }
+
+    /// <summary>
+    /// The router's top-k expert indices [T, k] of the MoE layer whose "blk.i.moe.router" node ran last (one
+    /// workspace serves every layer): read it from a dump callback of that node.
+    /// </summary>
+    public Tensor RouterTopK => moe?.TopkIdx.Slice(0, Tokens) ?? throw new InvalidOperationException("this model has no MoE layers");
+
+    /// <summary>
+    /// Runs <paramref name="ids"/>: the whole prompt at positions 0..T-1 without a cache, or the next piece of the
+    /// cache's sequence. Returns logits [T, V]. Dumps the nodes <paramref name="dumpWhere"/> selects.
+    /// </summary>
+    public float[] Forward(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null)
+    {
+        if (ids.Length != Tokens) throw new ArgumentException($"this graph was built for {Tokens} tokens, got {ids.Length}");
+        int vocab = (int)Plan[Logits].Shape[1];
+        for (int i = 0; i < ids.Length; i++)
+            if ((uint)ids[i] >= (uint)vocab)
+                throw new ArgumentException($"token id {ids[i]} at position {i} is out of range [0, {vocab}) for this model");
+        int p0 = cache?.Position ?? 0;
+        cache?.BeginPiece(Tokens);
+        var pos = new int[Tokens];
+        for (int i = 0; i < pos.Length; i++) pos[i] = p0 + i;
+        dev.Upload(ids, Plan[Ids].Ptr);
+        dev.Upload<int>(pos, Plan[Positions].Ptr);
+        try { Plan.Run(null, dumpWhere, dump); }
+        catch { cache?.AbortPiece(); throw; }
+        cache?.EndPiece();
+        return Ops.DeviceData.Download(dev, Plan[Logits].Ptr, Plan[Logits].Elements, DType.F32);
+    }
+
+    public void Dispose()
+    {
+        Plan.Dispose();
+        moe?.Dispose();
+        batch?.Dispose();
+        freqs.Dispose();
+    }
+}
