@@ -111,11 +111,6 @@ static_assert(ATTN_COMBINE_THREADS % 32 == 0, "ATTN_COMBINE_THREADS must be a mu
 
 L4_DEV float neg_inf() { return -__int_as_float(0x7f800000); }
 
-L4_DEV float ld(const float* p) { return *p; }
-L4_DEV float ld(const bf16* p) { return bf16_to_f32(*p); }
-L4_DEV void st(float* p, float v) { *p = v; }
-L4_DEV void st(bf16* p, float v) { *p = f32_to_bf16(v); }
-
 L4_DEV bool visible(int qpos, int kpos, int chunk) {
     return kpos <= qpos && (chunk == 0 || kpos / chunk == qpos / chunk);
 }
@@ -154,7 +149,7 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
 #pragma unroll
     for (int i = 0; i < D / 16; ++i)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) { q[4 * i + c] = ld(qrow + 16 * i + 4 * part + c); acc[4 * i + c] = 0.f; }
+        for (int c = 0; c < 4; ++c) { q[4 * i + c] = to_f32(*(qrow + 16 * i + 4 * part + c)); acc[4 * i + c] = 0.f; }
 
     int lo, hi;
     key_range(qp0 + r0, qp0 + min(r0 + BQ, nq) - 1, kp0, nkv, chunk, &lo, &hi);
@@ -167,8 +162,8 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
             float kv = 0.f, vv = 0.f;
             if (j < n) {
                 const long long o = (long long)(j0 + j) * kv_row_stride + i;
-                kv = ld(Kh + o);
-                vv = ld(Vh + o);
+                kv = to_f32(*(Kh + o));
+                vv = to_f32(*(Vh + o));
             }
             Ks[j][i] = kv;
             Vs[j][i] = vv;
@@ -210,7 +205,7 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
 #pragma unroll
     for (int i = 0; i < D / 16; ++i)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) st(orow + 16 * i + 4 * part + c, acc[4 * i + c] * inv);
+        for (int c = 0; c < 4; ++c) *(orow + 16 * i + 4 * part + c) = from_f32<T>(acc[4 * i + c] * inv);
 }
 
 // ------------------------------------------------------------------------------------------ split-KV decode
@@ -250,7 +245,7 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
 
     for (int idx = tid; idx < DQ * D; idx += DNT) {
         const int rr = idx / D, i = idx % D;
-        Qs[rr][i] = rr < nr ? ld(Q + ((long long)(qs + r0 + rr) * H + h) * D + i) : 0.f;
+        Qs[rr][i] = rr < nr ? to_f32(*(Q + ((long long)(qs + r0 + rr) * H + h) * D + i)) : 0.f;
     }
     if (tid < DQ) { Ms[tid] = neg_inf(); Ls[tid] = 0.f; }
     float acc[DQ][DPT];
@@ -264,7 +259,7 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
         __syncthreads();  // Qs/Ms ready (first tile); the previous tile's Ks, P, As are consumed
         for (int idx = tid; idx < DBK * D; idx += DNT) {
             const int j = idx / D, i = idx % D;
-            Ks[j][i] = j < n ? ld(Kh + (long long)(j0 + j) * kv_row_stride + i) : 0.f;
+            Ks[j][i] = j < n ? to_f32(*(Kh + (long long)(j0 + j) * kv_row_stride + i)) : 0.f;
         }
         __syncthreads();
         // scores: thread = key (consecutive threads, consecutive keys)
@@ -304,7 +299,7 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
             const int i = tid + k * DNT;
             if (i < D) {
                 for (int j = 0; j < n; ++j) {
-                    const float v = ld(Vh + (long long)(j0 + j) * kv_row_stride + i);
+                    const float v = to_f32(*(Vh + (long long)(j0 + j) * kv_row_stride + i));
 #pragma unroll
                     for (int rr = 0; rr < DQ; ++rr)
                         if (rr < nr) acc[rr][k] += P[rr][j] * v;
@@ -352,7 +347,7 @@ L4_DEV void decode_combine(const float* o_part, const float* ml_part, T* O, int 
             const float* ml = ml_part + (s * stride + rh) * 2;
             if (ml[1] > 0.f) o += o_part[(s * stride + rh) * D + i] * exp2f(ml[0] - M);
         }
-        st(O + rh * D + i, o * inv);
+        *(O + rh * D + i) = from_f32<T>(o * inv);
     }
 }
 
@@ -369,7 +364,7 @@ static_assert(MBQ <= 2 * MBK, "Q staging reuses the K and V tiles");
 
 L4_DEV uint4 ld16_or_gather(const bf16* p, int valid) {  // 8 bf16 at p; zeros when !valid
     if (!valid) return make_uint4(0u, 0u, 0u, 0u);
-    if (((unsigned long long)p & 15ull) == 0) return *reinterpret_cast<const uint4*>(p);
+    if (aligned16(p)) return vload<uint4>(p);
     const uint16_t* e = reinterpret_cast<const uint16_t*>(p);
     uint32_t w[4];
 #pragma unroll
@@ -396,8 +391,8 @@ L4_DEV void fwd_mma(const bf16* Q, const bf16* K, const bf16* V, bf16* O, const 
 
     for (int idx = tid; idx < MBQ * (D / 8); idx += MNT) {
         const int i = idx / (D / 8), c = idx % (D / 8);
-        *reinterpret_cast<uint4*>(sm + i * SP + c * 8) =
-            ld16_or_gather(Q + ((long long)(qs + r0 + min(i, nq - r0 - 1)) * H + h) * D + c * 8, r0 + i < nq);
+        vstore(sm + i * SP + c * 8,
+            ld16_or_gather(Q + ((long long)(qs + r0 + min(i, nq - r0 - 1)) * H + h) * D + c * 8, r0 + i < nq));
     }
     __syncthreads();
     uint32_t qf[D / 16][4];
@@ -420,8 +415,8 @@ L4_DEV void fwd_mma(const bf16* Q, const bf16* K, const bf16* V, bf16* O, const 
         for (int idx = tid; idx < MBK * (D / 8); idx += MNT) {
             const int j = idx / (D / 8), c = idx % (D / 8);
             const long long off = (long long)(j0 + min(j, n - 1)) * kv_row_stride + c * 8;
-            *reinterpret_cast<uint4*>(Ks + j * SP + c * 8) = ld16_or_gather(Kh + off, j < n);
-            *reinterpret_cast<uint4*>(Vs + j * SP + c * 8) = ld16_or_gather(Vh + off, j < n);  // zeros: 0·V, never NaN
+            vstore(Ks + j * SP + c * 8, ld16_or_gather(Kh + off, j < n));
+            vstore(Vs + j * SP + c * 8, ld16_or_gather(Vh + off, j < n));  // zeros: 0·V, never NaN
         }
         __syncthreads();
         float s[MBK / 8][4];
@@ -496,7 +491,7 @@ L4_DEV void fwd_mma(const bf16* Q, const bf16* K, const bf16* V, bf16* O, const 
         if (row >= nq) continue;
         uint32_t* orow = reinterpret_cast<uint32_t*>(O + ((long long)(qs + row) * H + h) * D);
 #pragma unroll
-        for (int nd = 0; nd < D / 8; ++nd) orow[nd * 4 + t] = pack_bf16x2(o[nd][2 * r] * inv[r], o[nd][2 * r + 1] * inv[r]);
+        for (int nd = 0; nd < D / 8; ++nd) vstore(orow + nd * 4 + t, pack_bf16x2(o[nd][2 * r] * inv[r], o[nd][2 * r + 1] * inv[r]));
     }
 }
 
