@@ -16,7 +16,9 @@
 //     fragments come from shared memory via ldmatrix (.trans for V), rows padded by 16 bytes. K/V tiles are
 //     copied with 16-byte loads where the address is aligned, else gathered; no cp.async pipeline yet.
 //   * `attn_decode_split_*` + `attn_decode_combine_*` (decode: 1..few query rows, long histories): one block
-//     per (key split, head × query tile, sequence) so a single sequence still fills the GPU; threads map to
+//     per (key split, kv head × tile of ATTN_DEC_Q (query row, head) combos, sequence) so a single sequence
+//     still fills the GPU and the G = H/Hkv query heads of a kv head share every K/V tile it reads (Scout:
+//     5 heads, one pass over the cache instead of five); threads map to
 //     KEYS for the scores (K tile in shared, rows padded by one float: conflict-free) and to DIMS for P·V
 //     (V rows read straight from global memory, coalesced). Each block writes a partial (m, l, unnormalised
 //     O) in fp32; the combine kernel merges the splits of each (row, head). The grid is sized from the host's
@@ -55,7 +57,7 @@
 // | attn_decode_split_f32, _bf16             | (Q, K, V, float* o_part [nsplit,total_q,H,d], float* ml_part [nsplit,total_q,H,2], |
 // |                                          |  q_start, kv_len, q_pos0, kv_pos0, kv_off, H, Hkv, kv_row_stride,   |
 // |                                          |  kv_head_stride, chunk, scale, int keys_per_split, int total_q)     |
-// |                                          | grid = (nsplit = ceil(max_kv / keys_per_split), H·ceil(max_q / ATTN_DEC_Q), B), |
+// |                                          | grid = (nsplit = ceil(max_kv / keys_per_split), Hkv·ceil(max_q·(H/Hkv) / ATTN_DEC_Q), B), |
 // |                                          | block = ATTN_DEC_THREADS, shared = 0 (static)                        |
 // | attn_decode_combine_f32, _bf16           | (const float* o_part, const float* ml_part, T* O [total_q,H,d], int H, int nsplit, int total_q) |
 // |                                          | grid = (total_q, H), block = ATTN_COMBINE_THREADS, shared = 0        |
@@ -67,7 +69,7 @@
 //       live in registers (a run-time d would force local memory or a fixed worst-case size); the op table
 //       builds 16, 64 and 128.
 //   ATTN_BQ 32 (query rows per fwd block; block = 4·ATTN_BQ), ATTN_BK (keys per fwd tile; 32, 16 for d > 128)
-//   ATTN_DEC_Q 8 (query rows per decode block), ATTN_DEC_BK (keys per decode tile; 64, 32 for d > 128),
+//   ATTN_DEC_Q 8 ((query row, head) combos per decode block), ATTN_DEC_BK (keys per decode tile; 64, 32 for d > 128),
 //   ATTN_DEC_THREADS 128, ATTN_COMBINE_THREADS 128 (multiples of 32).
 
 #include "common.cuh"
@@ -218,34 +220,40 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
     __shared__ float Ks[DBK][D + 1];  // +1: threads = keys read a column without bank conflicts
     __shared__ float P[DQ][DBK];
     __shared__ float Ms[DQ], Ls[DQ], As[DQ];
-    const int split = blockIdx.x, h = blockIdx.y % H, qt = blockIdx.y / H, b = blockIdx.z;
-    const int qs = q_start[b], nq = q_start[b + 1] - qs, r0 = qt * DQ;
-    if (r0 >= nq) return;  // no such query tile in this sequence
-    const int nr = min(DQ, nq - r0);
+    // A block's DQ "rows" are (query row, head) combos of ONE kv head: combo c = r·G + gi is query row r of
+    // head kh·G + gi. So the G query heads sharing a kv head read each K/V tile once (decode is memory-bound).
+    const int split = blockIdx.x, kh = blockIdx.y % Hkv, qt = blockIdx.y / Hkv, b = blockIdx.z;
+    const int G = H / Hkv;
+    const int qs = q_start[b], nq = q_start[b + 1] - qs, c0 = qt * DQ;
+    if (c0 >= nq * G) return;  // no such combo tile in this sequence
+    const int nr = min(DQ, nq * G - c0);
     const int nkv = kv_len[b], qp0 = q_pos0[b], kp0 = kv_pos0[b];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int lo, hi;
-    key_range(qp0 + r0, qp0 + r0 + nr - 1, kp0, nkv, chunk, &lo, &hi);
+    key_range(qp0 + c0 / G, qp0 + (c0 + nr - 1) / G, kp0, nkv, chunk, &lo, &hi);
     const long long s0 = (long long)split * keys_per_split;
     lo = (int)max((long long)lo, s0);
     hi = (int)min((long long)hi, s0 + keys_per_split);
-    const long long prow0 = (long long)split * total_q + qs + r0;  // partial row of (split, query row r0)
+    // (split, row, head) of combo rr, in (row, head) units of the partial arrays
+    auto prh = [&](int rr) {
+        const int c = c0 + rr;
+        return ((long long)split * total_q + qs + c / G) * H + kh * G + c % G;
+    };
     if (lo >= hi) {  // empty split: a neutral partial, skipped by the combine
         if (tid < nr) {
-            ml_part[((prow0 + tid) * H + h) * 2] = neg_inf();
-            ml_part[((prow0 + tid) * H + h) * 2 + 1] = 0.f;
+            ml_part[prh(tid) * 2] = neg_inf();
+            ml_part[prh(tid) * 2 + 1] = 0.f;
         }
         return;
     }
-    const int kh = h / (H / Hkv);
     const long long base = kv_off[b] + (long long)kh * kv_head_stride;
     const T* Kh = K + base;
     const T* Vh = V + base;
     const float sl2 = scale * LOG2E;
 
     for (int idx = tid; idx < DQ * D; idx += DNT) {
-        const int rr = idx / D, i = idx % D;
-        Qs[rr][i] = rr < nr ? to_f32(*(Q + ((long long)(qs + r0 + rr) * H + h) * D + i)) : 0.f;
+        const int rr = idx / D, i = idx % D, c = c0 + rr;
+        Qs[rr][i] = rr < nr ? to_f32(Q[((long long)(qs + c / G) * H + kh * G + c % G) * D + i]) : 0.f;
     }
     if (tid < DQ) { Ms[tid] = neg_inf(); Ls[tid] = 0.f; }
     float acc[DQ][DPT];
@@ -268,7 +276,7 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
             float d = 0.f;
 #pragma unroll 16
             for (int i = 0; i < D; ++i) d += Qs[rr][i] * Ks[j][i];
-            P[rr][j] = (j < n && visible(qp0 + r0 + rr, kp0 + j0 + j, chunk)) ? d * sl2 : neg_inf();
+            P[rr][j] = (j < n && visible(qp0 + (c0 + rr) / G, kp0 + j0 + j, chunk)) ? d * sl2 : neg_inf();
         }
         __syncthreads();
         // online softmax: a warp per row
@@ -311,7 +319,7 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
 #pragma unroll
     for (int rr = 0; rr < DQ; ++rr) {
         if (rr >= nr) break;
-        float* op = o_part + ((prow0 + rr) * H + h) * D;
+        float* op = o_part + prh(rr) * D;
 #pragma unroll
         for (int k = 0; k < DPT; ++k) {
             const int i = tid + k * DNT;
@@ -319,8 +327,8 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
         }
     }
     if (tid < nr) {
-        ml_part[((prow0 + tid) * H + h) * 2] = Ms[tid];
-        ml_part[((prow0 + tid) * H + h) * 2 + 1] = Ls[tid];
+        ml_part[prh(tid) * 2] = Ms[tid];
+        ml_part[prh(tid) * 2 + 1] = Ls[tid];
     }
 }
 

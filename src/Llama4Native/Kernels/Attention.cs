@@ -104,12 +104,13 @@ public static class Attention
         long need = WorkspaceBytes(totalQ, heads, d, batch.MaxKv, kps);
         if (workspace.IsNull || workspaceBytes < need)
             throw new ArgumentException($"{op}: the split-KV variant needs a workspace of {need} bytes, got {workspaceBytes}");
-        long qTiles = (batch.MaxQ + DecRows - 1) / DecRows;
-        if (qTiles * heads > 65535) throw new ArgumentException($"{op}: H·ceil(maxQ/{DecRows}) = {qTiles * heads} exceeds gridDim.y; use the fwd variant");
+        // a block per tile of DecRows (query row, head) combos of one kv head: the G heads of a kv head share its K/V reads
+        long qTiles = ((long)batch.MaxQ * (heads / kv.KvHeads) + DecRows - 1) / DecRows;
+        if (qTiles * kv.KvHeads > 65535) throw new ArgumentException($"{op}: Hkv·ceil(maxQ·G/{DecRows}) = {qTiles * kv.KvHeads} exceeds gridDim.y; use the fwd variant");
         ulong opart = workspace.Value, mlpart = workspace.Value + (ulong)((long)nsplit * totalQ * heads * d * sizeof(float));
         var fs = dev.Kernels.Get(File, $"attn_decode_split_{t}", defines);
         void** a1 = stackalloc void*[] { &qp, &kp, &vp, &opart, &mlpart, &qs, &kl, &qpos, &kpos, &koff, &heads, &hkv, &rs, &hs, &chunk, &sc, &kps, &totalQ };
-        dev.Launch(fs, new Dim3((uint)nsplit, (uint)(qTiles * heads), (uint)batch.Count), DecThreads, 0, a1, stream);
+        dev.Launch(fs, new Dim3((uint)nsplit, (uint)(qTiles * kv.KvHeads), (uint)batch.Count), DecThreads, 0, a1, stream);
         var fc = dev.Kernels.Get(File, $"attn_decode_combine_{t}", defines);
         void** a2 = stackalloc void*[] { &opart, &mlpart, &op_, &heads, &nsplit, &totalQ };
         dev.Launch(fc, new Dim3((uint)totalQ, (uint)heads), CombineThreads, 0, a2, stream);

@@ -52,6 +52,8 @@ public sealed class AttentionSpec : OpSpec
             yield return C("split-hsd", t, 4, 4, 16, 0, "rows9", (9, 150, 141, 0));
             yield return C("split-shd", t, 10, 2, 16, 8, "b3.c8", (1, 7, 102, 96), (3, 190, 187, 0), (2, 65, 63, 0));
             yield return C("split-hsd", t, 6, 3, 64, 0, "b3", (1, 300, 299, 0), (1, 1, 0, 0), (4, 77, 73, 0));
+            // G = 5: 15 (row, head) combos over 2 tiles, split mid-row; rows 46, 47 | 48 straddle a chunk boundary
+            yield return C("split-hsd", t, 10, 2, 16, 8, "g5.rows3.crosschunk", (3, 9, 46, 40));
         }
         // tensor-core prefill (bf16 only): several 64-row blocks and 64-key tiles, ragged edges, every head dim
         yield return C("mma-shd", "bf16", 4, 2, 16, 0, "prefill.g2", (45, 45, 0, 0));
