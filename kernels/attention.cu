@@ -14,7 +14,8 @@
 //     16 query rows, Q·Kᵀ and P·V both on mma.sync.m16n8k16 with fp32 accumulators, P re-packed to bf16 from
 //     the score registers without a trip through shared memory (so P·V sees P rounded to bf16, as FA2 does);
 //     fragments come from shared memory via ldmatrix (.trans for V), rows padded by 16 bytes. K/V tiles are
-//     copied with 16-byte loads where the address is aligned, else gathered; no cp.async pipeline yet.
+//     copied by 16-byte cp.async (gathered where a row is not 16-byte aligned), single-buffered but
+//     overlapped: V(j) loads during Q·K(j) and the softmax, K(j+1) during P·V(j).
 //   * `attn_decode_split_*` + `attn_decode_combine_*` (decode: 1..few query rows, long histories): one block
 //     per (key split, kv head × tile of ATTN_DEC_Q (query row, head) combos, sequence) so a single sequence
 //     still fills the GPU and the G = H/Hkv query heads of a kv head share every K/V tile it reads (Scout:
@@ -415,18 +416,28 @@ L4_DEV void fwd_mma(const bf16* Q, const bf16* K, const bf16* V, bf16* O, const 
     const int ra = r0 + warp * 16 + g;        // this lane's rows: ra and ra + 8
     const int qpa = qp0 + ra, qpb = qpa + 8;
 
-    int lo, hi;
-    key_range(qp0 + r0, qp0 + min(r0 + MBQ, nq) - 1, kp0, nkv, chunk, &lo, &hi);
-    for (int j0 = lo; j0 < hi; j0 += MBK) {
-        const int n = min(MBK, hi - j0);
-        __syncthreads();  // Q fragments loaded / the previous tile consumed
+    // K/V tile loader: 16-byte cp.async where the global address is aligned (zero-filled past the last key),
+    // else a synchronous gather; one commit group per call.
+    auto load_tile = [&](uint16_t* dst, const bf16* src, int jt0, int nt) {
         for (int idx = tid; idx < MBK * (D / 8); idx += MNT) {
             const int j = idx / (D / 8), c = idx % (D / 8);
-            const long long off = (long long)(j0 + min(j, n - 1)) * kv_row_stride + c * 8;
-            vstore(Ks + j * SP + c * 8, ld16_or_gather(Kh + off, j < n));
-            vstore(Vs + j * SP + c * 8, ld16_or_gather(Vh + off, j < n));  // zeros: 0·V, never NaN
+            const bf16* gp = src + (long long)(jt0 + min(j, nt - 1)) * kv_row_stride + c * 8;
+            uint16_t* sp = dst + j * SP + c * 8;
+            if (aligned16(gp)) cp_async_16_zfill(sp, gp, j < nt ? 16 : 0);
+            else vstore(sp, ld16_or_gather(gp, j < nt));  // zeros past the end: 0·V, never NaN
         }
-        __syncthreads();
+        cp_async_commit();
+    };
+    int lo, hi;
+    key_range(qp0 + r0, qp0 + min(r0 + MBQ, nq) - 1, kp0, nkv, chunk, &lo, &hi);
+    __syncthreads();  // every warp holds its Q fragments: the staging area becomes the K/V tiles
+    if (lo < hi) load_tile(Ks, Kh, lo, min(MBK, hi - lo));
+    // Pipeline (single buffers): V(j) streams in during S = Q·K(j) and the softmax; K(j+1) during O += P·V(j).
+    for (int j0 = lo; j0 < hi; j0 += MBK) {
+        const int n = min(MBK, hi - j0);
+        cp_async_wait_all();  // this thread's copies of K(j0) landed
+        __syncthreads();      // everyone's did; every warp finished P·V of the previous tile, so Vs is free
+        load_tile(Vs, Vh, j0, n);
         float s[MBK / 8][4];
 #pragma unroll
         for (int nb = 0; nb < MBK / 8; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
@@ -463,6 +474,9 @@ L4_DEV void fwd_mma(const bf16* Q, const bf16* K, const bf16* V, bf16* O, const 
             o[nd][0] *= alpha[0]; o[nd][1] *= alpha[0];
             o[nd][2] *= alpha[1]; o[nd][3] *= alpha[1];
         }
+        cp_async_wait_all();  // V(j0) landed
+        __syncthreads();      // for everyone; every warp finished reading K(j0), so Ks is free
+        if (j0 + MBK < hi) load_tile(Ks, Kh, j0 + MBK, min(MBK, hi - j0 - MBK));
         uint32_t pa[MBK / 16][4];
 #pragma unroll
         for (int nb = 0; nb < MBK / 8; ++nb) {

@@ -8,9 +8,9 @@ namespace Llama4Native.Ops;
 
 /// <summary>
 /// attention cases. Dims: H, Hkv, d, chunk, then per sequence (Tq, Tkv, q_pos0, kv_pos0). Variant
-/// "&lt;fwd|mma|split&gt;-&lt;hsd|shd&gt;": the kernel, and the K/V layout — hsd = a per-sequence cache [Hkv, S_cap, d]
+/// "&lt;fwd|mma|split&gt;-&lt;hsd|shd&gt;[1]": the kernel, and the K/V layout — hsd = a per-sequence cache [Hkv, S_cap, d]
 /// (S_cap = max Tkv + 3; the 3 spare slots hold NaN, so reading past kv_len poisons the output), shd = the
-/// sequences' keys packed [ΣTkv, Hkv, d]. The split variant runs with 64 keys per split (several splits even
+/// sequences' keys packed [ΣTkv, Hkv, d]; a trailing 1 shifts every K/V offset by one element (unaligned rows). The split variant runs with 64 keys per split (several splits even
 /// for short histories) below 4096 keys, the default above. Q, K, V ~ N(0, 1).
 /// </summary>
 public sealed class AttentionSpec : OpSpec
@@ -67,6 +67,10 @@ public sealed class AttentionSpec : OpSpec
         yield return C("mma-hsd", "bf16", 2, 2, 16, 0, "future.keys", (5, 30, 10, 0));
         yield return C("mma-shd", "bf16", 6, 2, 16, 0, "b3", (1, 50, 49, 0), (67, 67, 0, 0), (6, 23, 17, 0));
         yield return C("mma-hsd", "bf16", 5, 1, 64, 8, "b3.c8", (1, 3, 50, 48), (33, 33, 0, 0), (6, 14, 19, 16));
+        // K/V rows not 16-byte aligned: the gather path instead of cp.async
+        yield return C("mma-hsd1", "bf16", 4, 2, 64, 0, "unaligned.kv", (70, 70, 0, 0));
+        yield return C("fwd-shd1", "bf16", 4, 2, 16, 0, "unaligned.kv", (20, 20, 0, 0));
+        yield return C("split-hsd1", "bf16", 4, 2, 16, 0, "unaligned.kv", (2, 100, 98, 0));
     }
 
     public override IEnumerable<OpCase> PerfCases()
@@ -102,7 +106,8 @@ public sealed class AttentionSpec : OpSpec
             if (nb < 1 || c.Dims.Length != 4 + 4 * nb) throw new ArgumentException($"{c.Id}: dims must be H, Hkv, d, chunk, then (Tq, Tkv, q_pos0, kv_pos0) per sequence");
             split = c.Variant.StartsWith("split", StringComparison.Ordinal);
             variant = split ? K.Variant.SplitKv : c.Variant.StartsWith("mma", StringComparison.Ordinal) ? K.Variant.Mma : K.Variant.Fwd;
-            bool hsd = c.Variant.EndsWith("hsd", StringComparison.Ordinal);
+            bool hsd = c.Variant.Contains("hsd", StringComparison.Ordinal);
+            int shift = c.Variant.EndsWith('1') ? 1 : 0; // "…1": every sequence's K/V start one element late (unaligned rows)
             seqs = new AttentionSeq[nb];
             int maxKv = 0, maxQ = 0; long sumKv = 0;
             for (int b = 0; b < nb; b++) { maxKv = Math.Max(maxKv, (int)c[4 + 4 * b + 1]); maxQ = Math.Max(maxQ, (int)c[4 + 4 * b]); }
@@ -111,12 +116,12 @@ public sealed class AttentionSpec : OpSpec
             for (int b = 0, qs = 0; b < nb; b++)
             {
                 int tq_ = (int)c[4 + 4 * b], tkv = (int)c[4 + 4 * b + 1];
-                long off = hsd ? (long)b * hkv * cap * d : sumKv * hkv * d;
+                long off = shift + (hsd ? (long)b * hkv * cap * d : sumKv * hkv * d);
                 seqs[b] = new AttentionSeq(qs, tq_, tkv, (int)c[4 + 4 * b + 2], (int)c[4 + 4 * b + 3], off);
                 qs += tq_; sumKv += tkv; totalQ = qs;
             }
             (rowStride, headStride) = hsd ? ((long)d, (long)cap * d) : ((long)hkv * d, (long)d);
-            kvElems = hsd ? (long)nb * hkv * cap * d : sumKv * hkv * d;
+            kvElems = shift + (hsd ? (long)nb * hkv * cap * d : sumKv * hkv * d);
             q = DeviceData.Normal(rng, (long)totalQ * h * d, 1f, dt);
             k = DeviceData.Normal(rng, kvElems, 1f, dt);
             v = DeviceData.Normal(rng, kvElems, 1f, dt);
