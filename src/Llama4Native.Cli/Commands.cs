@@ -55,6 +55,7 @@ public static class Commands
         Register("bench-report", Verbs.BenchReportVerb.Help, Verbs.BenchReportVerb.Run);
         Register("run", Verbs.RunVerb.Help, Verbs.RunVerb.Run);
         Register("eval", Verbs.EvalVerb.Help, Verbs.EvalVerb.Run);
+        Register("bench-e2e", Verbs.BenchE2eVerb.Help, Verbs.BenchE2eVerb.Run);
         Register("synth", Verbs.SynthVerb.Help, Verbs.SynthVerb.Run);
         Register("inspect", Verbs.InspectVerb.Help, Verbs.InspectVerb.Run);
         Register("bench-load", Verbs.BenchLoadVerb.Help, Verbs.BenchLoadVerb.Run);

@@ -8,7 +8,7 @@ namespace Llama4Native.Checkpoints;
 /// </summary>
 public static class Presets
 {
-    public static readonly IReadOnlyList<string> Names = ["tiny-scout", "tiny-maverick", "tiny-maverick-fp8", "scout", "maverick", "maverick-fp8"];
+    public static readonly IReadOnlyList<string> Names = ["tiny-scout", "tiny-maverick", "tiny-maverick-fp8", "tiny-demo", "scout", "maverick", "maverick-fp8"];
 
     public static string ConfigJson(string name) => name switch
     {
@@ -30,6 +30,17 @@ public static class Presets
             "rope_theta": 500000.0, "use_qk_norm": false, "vocab_size": 512
             """, vision: Tiny, tokens: "\"image_token_index\": 492, \"boi_token_index\": 480, \"eoi_token_index\": 481",
             quant: name.EndsWith("-fp8", StringComparison.Ordinal) ? Fp8Quant(6, [1, 3, 5], dense: [0, 2, 4], vision: 2) : null),
+        // Scout's architecture at toy width with the REAL vocabulary and special-token ids, so the real tokenizer
+        // and chat format run end to end on a fresh clone (`./build.sh run`): random weights, gibberish output.
+        "tiny-demo" => Build(text: """
+            "attention_chunk_size": 32, "attn_scale": 0.1, "attn_temperature_tuning": true, "floor_scale": 64,
+            "head_dim": 16, "hidden_size": 64, "interleave_moe_layer_step": 1, "intermediate_size": 64,
+            "intermediate_size_mlp": 128, "max_position_embeddings": 8192, "no_rope_layer_interval": 4,
+            "num_attention_heads": 4, "num_experts_per_tok": 1, "num_hidden_layers": 4, "num_key_value_heads": 2,
+            "num_local_experts": 4, "rms_norm_eps": 1e-05,
+            "rope_scaling": {"factor": 16.0, "high_freq_factor": 1.0, "low_freq_factor": 1.0, "original_max_position_embeddings": 64, "rope_type": "llama3"},
+            "rope_theta": 500000.0, "use_qk_norm": true, "vocab_size": 202048, "eos_token_id": [200001, 200007, 200008], "bos_token_id": 200000
+            """, vision: Tiny, tokens: "\"image_token_index\": 200092, \"boi_token_index\": 200080, \"eoi_token_index\": 200081"),
         "scout" => Build(text: """
             "attention_chunk_size": 8192, "attn_scale": 0.1, "attn_temperature_tuning": true, "floor_scale": 8192,
             "head_dim": 128, "hidden_size": 5120, "interleave_moe_layer_step": 1, "intermediate_size": 8192,

@@ -30,8 +30,10 @@ public sealed class TokenGenerator : IDisposable
     public GenerationStats? LastStats { get; private set; }
     /// <summary>The logits [V] the last yielded token was chosen from (valid until the next step).</summary>
     public float[] LastLogits { get; private set; } = [];
-    /// <summary>Every token of the sequence so far (prompt and generated), in order.</summary>
+    /// <summary>Every token fed to the model so far (prompt and generated), in order.</summary>
     public IReadOnlyList<int> History => history;
+    /// <summary>The last generated token, not yet fed: it goes first into the next call.</summary>
+    public int? Pending => pending;
 
     public TokenGenerator(ModelWeights weights, ComputeMode mode, int maxContext, int maxPiece = 256)
     {

@@ -1,0 +1,80 @@
+using Llama4Native.Checkpoints;
+using Llama4Native.Devices;
+using Llama4Native.Generation;
+using Llama4Native.Model;
+
+namespace Llama4Native;
+
+/// <summary>How to load a model.</summary>
+/// <param name="Device">"auto" (the first GPU, else the emulator), "cuda", "cuda:N" or "emu".</param>
+/// <param name="Compute">fp32 (exact parity) or bf16 (production); null = bf16 on a GPU, fp32 on the emulator.</param>
+/// <param name="MaxContext">Tokens a session can hold (prompt + generated); sizes the KV cache of NoPE layers.</param>
+/// <param name="MaxPrefillPiece">The largest piece a prompt is fed in.</param>
+/// <param name="Codec">The text side (tokenizer + chat format); required until the Llama 4 tokenizer is wired in here.</param>
+public sealed record Llama4ModelOptions(string Device = "auto", ComputeMode? Compute = null, int MaxContext = 8192, int MaxPrefillPiece = 256,
+                                        Action<LoadProgress>? Progress = null, ITextCodec? Codec = null);
+
+/// <summary>
+/// A Llama 4 checkpoint loaded on a device: the entry point of the library.
+/// <code>
+/// using var model = Llama4Model.Load("/models/Llama-4-Scout-17B-16E-Instruct", new() { Codec = … });
+/// using var chat = model.CreateSession();
+/// await foreach (var piece in chat.GenerateAsync("Why is the sky blue?")) Console.Write(piece.Text);
+/// </code>
+/// For hosts on Microsoft.Extensions.AI, <see cref="AsChatClient"/> gives an <c>IChatClient</c>.
+/// </summary>
+public sealed class Llama4Model : IDisposable
+{
+    readonly bool ownsDevice;
+
+    public Device Device { get; }
+    public ModelWeights Weights { get; }
+    public Llama4Config Config => Weights.Config;
+    public ComputeMode Compute { get; }
+    public Llama4ModelOptions Options { get; }
+    public string Path { get; }
+
+    Llama4Model(string path, Device device, bool ownsDevice, ModelWeights weights, Llama4ModelOptions options)
+    {
+        Path = path; Device = device; this.ownsDevice = ownsDevice; Weights = weights; Options = options;
+        Compute = options.Compute ?? (device.Kind == DeviceKind.Cuda ? ComputeMode.BF16 : ComputeMode.F32);
+    }
+
+    /// <summary>Loads the checkpoint in <paramref name="path"/> onto a device (validated config, every tensor checked).</summary>
+    public static Llama4Model Load(string path, Llama4ModelOptions? options = null, Device? device = null)
+    {
+        options ??= new Llama4ModelOptions();
+        if (options.MaxContext < 1 || options.MaxPrefillPiece < 1)
+            throw new ArgumentException($"max context ({options.MaxContext}) and max prefill piece ({options.MaxPrefillPiece}) must be ≥ 1");
+        bool owns = device is null;
+        var dev = device ?? DeviceFactory.Create(options.Device);
+        try
+        {
+            var w = WeightLoader.Load(path, dev, new LoadOptions(Progress: options.Progress));
+            return new Llama4Model(path, dev, owns, w, options);
+        }
+        catch
+        {
+            if (owns) dev.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A new conversation with its own KV cache.</summary>
+    public ChatSession CreateSession(int? maxContext = null)
+    {
+        var codec = Options.Codec ?? throw new InvalidOperationException(
+            "no tokenizer: pass Llama4ModelOptions.Codec (the Llama 4 tokenizer is not yet loaded from the checkpoint automatically)");
+        int ctx = maxContext ?? Options.MaxContext;
+        return new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec);
+    }
+
+    /// <summary>This model as a Microsoft.Extensions.AI chat client (one conversation, reusing its cache across turns).</summary>
+    public Microsoft.Extensions.AI.IChatClient AsChatClient() => new Llama4ChatClient(this);
+
+    public void Dispose()
+    {
+        Weights.Dispose();
+        if (ownsDevice) Device.Dispose();
+    }
+}
