@@ -10,8 +10,16 @@
 //     is 4 partial dots + 2 xor-shuffles; K and V tiles (ATTN_BK keys) are staged in shared memory as f32.
 //     The key range is clipped to what the tile's rows can see (causal upper bound; for chunked layers the
 //     start of the first row's chunk), so prefill of a chunked layer costs O(T·C), not O(T²).
+//   * `attn_fwd_mma_bf16` (bf16 prefill on tensor cores): the same algorithm as FlashAttention-2 — 4 warps ×
+//     16 query rows, Q·Kᵀ and P·V both on mma.sync.m16n8k16 with fp32 accumulators, P re-packed to bf16 from
+//     the score registers without a trip through shared memory (so P·V sees P rounded to bf16, as FA2 does);
+//     fragments come from shared memory via ldmatrix (.trans for V), rows padded by 16 bytes. K/V tiles are
+//     copied by 16-byte cp.async (gathered where a row is not 16-byte aligned), single-buffered but
+//     overlapped: V(j) loads during Q·K(j) and the softmax, K(j+1) during P·V(j).
 //   * `attn_decode_split_*` + `attn_decode_combine_*` (decode: 1..few query rows, long histories): one block
-//     per (key split, head × query tile, sequence) so a single sequence still fills the GPU; threads map to
+//     per (key split, kv head × tile of ATTN_DEC_Q (query row, head) combos, sequence) so a single sequence
+//     still fills the GPU and the G = H/Hkv query heads of a kv head share every K/V tile it reads (Scout:
+//     5 heads, one pass over the cache instead of five); threads map to
 //     KEYS for the scores (K tile in shared, rows padded by one float: conflict-free) and to DIMS for P·V
 //     (V rows read straight from global memory, coalesced). Each block writes a partial (m, l, unnormalised
 //     O) in fp32; the combine kernel merges the splits of each (row, head). The grid is sized from the host's
@@ -44,10 +52,13 @@
 // |                                          |  const int* kv_pos0, const long long* kv_off, int H, int Hkv,       |
 // |                                          |  int kv_row_stride, int kv_head_stride, int chunk, float scale)     |
 // |                                          | grid = (ceil(max_q / ATTN_BQ), H, B), block = 4·ATTN_BQ, shared = 0 (static) |
+// | attn_fwd_mma_bf16                        | same parameters as attn_fwd_bf16 (Q and O 16-byte aligned)          |
+// |                                          | grid = (ceil(max_q / 64), H, B), block = 128, shared = 0 (static:   |
+// |                                          |  2·MBK·(d + 8)·2 bytes, MBK = 64 for d ≤ 128 else 32)               |
 // | attn_decode_split_f32, _bf16             | (Q, K, V, float* o_part [nsplit,total_q,H,d], float* ml_part [nsplit,total_q,H,2], |
 // |                                          |  q_start, kv_len, q_pos0, kv_pos0, kv_off, H, Hkv, kv_row_stride,   |
 // |                                          |  kv_head_stride, chunk, scale, int keys_per_split, int total_q)     |
-// |                                          | grid = (nsplit = ceil(max_kv / keys_per_split), H·ceil(max_q / ATTN_DEC_Q), B), |
+// |                                          | grid = (nsplit = ceil(max_kv / keys_per_split), Hkv·ceil(max_q·(H/Hkv) / ATTN_DEC_Q), B), |
 // |                                          | block = ATTN_DEC_THREADS, shared = 0 (static)                        |
 // | attn_decode_combine_f32, _bf16           | (const float* o_part, const float* ml_part, T* O [total_q,H,d], int H, int nsplit, int total_q) |
 // |                                          | grid = (total_q, H), block = ATTN_COMBINE_THREADS, shared = 0        |
@@ -59,7 +70,7 @@
 //       live in registers (a run-time d would force local memory or a fixed worst-case size); the op table
 //       builds 16, 64 and 128.
 //   ATTN_BQ 32 (query rows per fwd block; block = 4·ATTN_BQ), ATTN_BK (keys per fwd tile; 32, 16 for d > 128)
-//   ATTN_DEC_Q 8 (query rows per decode block), ATTN_DEC_BK (keys per decode tile; 64, 32 for d > 128),
+//   ATTN_DEC_Q 8 ((query row, head) combos per decode block), ATTN_DEC_BK (keys per decode tile; 64, 32 for d > 128),
 //   ATTN_DEC_THREADS 128, ATTN_COMBINE_THREADS 128 (multiples of 32).
 
 #include "common.cuh"
@@ -103,11 +114,6 @@ static_assert(ATTN_COMBINE_THREADS % 32 == 0, "ATTN_COMBINE_THREADS must be a mu
 
 L4_DEV float neg_inf() { return -__int_as_float(0x7f800000); }
 
-L4_DEV float ld(const float* p) { return *p; }
-L4_DEV float ld(const bf16* p) { return bf16_to_f32(*p); }
-L4_DEV void st(float* p, float v) { *p = v; }
-L4_DEV void st(bf16* p, float v) { *p = f32_to_bf16(v); }
-
 L4_DEV bool visible(int qpos, int kpos, int chunk) {
     return kpos <= qpos && (chunk == 0 || kpos / chunk == qpos / chunk);
 }
@@ -146,7 +152,7 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
 #pragma unroll
     for (int i = 0; i < D / 16; ++i)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) { q[4 * i + c] = ld(qrow + 16 * i + 4 * part + c); acc[4 * i + c] = 0.f; }
+        for (int c = 0; c < 4; ++c) { q[4 * i + c] = to_f32(*(qrow + 16 * i + 4 * part + c)); acc[4 * i + c] = 0.f; }
 
     int lo, hi;
     key_range(qp0 + r0, qp0 + min(r0 + BQ, nq) - 1, kp0, nkv, chunk, &lo, &hi);
@@ -159,8 +165,8 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
             float kv = 0.f, vv = 0.f;
             if (j < n) {
                 const long long o = (long long)(j0 + j) * kv_row_stride + i;
-                kv = ld(Kh + o);
-                vv = ld(Vh + o);
+                kv = to_f32(*(Kh + o));
+                vv = to_f32(*(Vh + o));
             }
             Ks[j][i] = kv;
             Vs[j][i] = vv;
@@ -202,7 +208,7 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
 #pragma unroll
     for (int i = 0; i < D / 16; ++i)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) st(orow + 16 * i + 4 * part + c, acc[4 * i + c] * inv);
+        for (int c = 0; c < 4; ++c) *(orow + 16 * i + 4 * part + c) = from_f32<T>(acc[4 * i + c] * inv);
 }
 
 // ------------------------------------------------------------------------------------------ split-KV decode
@@ -215,34 +221,40 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
     __shared__ float Ks[DBK][D + 1];  // +1: threads = keys read a column without bank conflicts
     __shared__ float P[DQ][DBK];
     __shared__ float Ms[DQ], Ls[DQ], As[DQ];
-    const int split = blockIdx.x, h = blockIdx.y % H, qt = blockIdx.y / H, b = blockIdx.z;
-    const int qs = q_start[b], nq = q_start[b + 1] - qs, r0 = qt * DQ;
-    if (r0 >= nq) return;  // no such query tile in this sequence
-    const int nr = min(DQ, nq - r0);
+    // A block's DQ "rows" are (query row, head) combos of ONE kv head: combo c = r·G + gi is query row r of
+    // head kh·G + gi. So the G query heads sharing a kv head read each K/V tile once (decode is memory-bound).
+    const int split = blockIdx.x, kh = blockIdx.y % Hkv, qt = blockIdx.y / Hkv, b = blockIdx.z;
+    const int G = H / Hkv;
+    const int qs = q_start[b], nq = q_start[b + 1] - qs, c0 = qt * DQ;
+    if (c0 >= nq * G) return;  // no such combo tile in this sequence
+    const int nr = min(DQ, nq * G - c0);
     const int nkv = kv_len[b], qp0 = q_pos0[b], kp0 = kv_pos0[b];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int lo, hi;
-    key_range(qp0 + r0, qp0 + r0 + nr - 1, kp0, nkv, chunk, &lo, &hi);
+    key_range(qp0 + c0 / G, qp0 + (c0 + nr - 1) / G, kp0, nkv, chunk, &lo, &hi);
     const long long s0 = (long long)split * keys_per_split;
     lo = (int)max((long long)lo, s0);
     hi = (int)min((long long)hi, s0 + keys_per_split);
-    const long long prow0 = (long long)split * total_q + qs + r0;  // partial row of (split, query row r0)
+    // (split, row, head) of combo rr, in (row, head) units of the partial arrays
+    auto prh = [&](int rr) {
+        const int c = c0 + rr;
+        return ((long long)split * total_q + qs + c / G) * H + kh * G + c % G;
+    };
     if (lo >= hi) {  // empty split: a neutral partial, skipped by the combine
         if (tid < nr) {
-            ml_part[((prow0 + tid) * H + h) * 2] = neg_inf();
-            ml_part[((prow0 + tid) * H + h) * 2 + 1] = 0.f;
+            ml_part[prh(tid) * 2] = neg_inf();
+            ml_part[prh(tid) * 2 + 1] = 0.f;
         }
         return;
     }
-    const int kh = h / (H / Hkv);
     const long long base = kv_off[b] + (long long)kh * kv_head_stride;
     const T* Kh = K + base;
     const T* Vh = V + base;
     const float sl2 = scale * LOG2E;
 
     for (int idx = tid; idx < DQ * D; idx += DNT) {
-        const int rr = idx / D, i = idx % D;
-        Qs[rr][i] = rr < nr ? ld(Q + ((long long)(qs + r0 + rr) * H + h) * D + i) : 0.f;
+        const int rr = idx / D, i = idx % D, c = c0 + rr;
+        Qs[rr][i] = rr < nr ? to_f32(Q[((long long)(qs + c / G) * H + kh * G + c % G) * D + i]) : 0.f;
     }
     if (tid < DQ) { Ms[tid] = neg_inf(); Ls[tid] = 0.f; }
     float acc[DQ][DPT];
@@ -256,7 +268,7 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
         __syncthreads();  // Qs/Ms ready (first tile); the previous tile's Ks, P, As are consumed
         for (int idx = tid; idx < DBK * D; idx += DNT) {
             const int j = idx / D, i = idx % D;
-            Ks[j][i] = j < n ? ld(Kh + (long long)(j0 + j) * kv_row_stride + i) : 0.f;
+            Ks[j][i] = j < n ? to_f32(*(Kh + (long long)(j0 + j) * kv_row_stride + i)) : 0.f;
         }
         __syncthreads();
         // scores: thread = key (consecutive threads, consecutive keys)
@@ -265,7 +277,7 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
             float d = 0.f;
 #pragma unroll 16
             for (int i = 0; i < D; ++i) d += Qs[rr][i] * Ks[j][i];
-            P[rr][j] = (j < n && visible(qp0 + r0 + rr, kp0 + j0 + j, chunk)) ? d * sl2 : neg_inf();
+            P[rr][j] = (j < n && visible(qp0 + (c0 + rr) / G, kp0 + j0 + j, chunk)) ? d * sl2 : neg_inf();
         }
         __syncthreads();
         // online softmax: a warp per row
@@ -296,7 +308,7 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
             const int i = tid + k * DNT;
             if (i < D) {
                 for (int j = 0; j < n; ++j) {
-                    const float v = ld(Vh + (long long)(j0 + j) * kv_row_stride + i);
+                    const float v = to_f32(*(Vh + (long long)(j0 + j) * kv_row_stride + i));
 #pragma unroll
                     for (int rr = 0; rr < DQ; ++rr)
                         if (rr < nr) acc[rr][k] += P[rr][j] * v;
@@ -308,7 +320,7 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
 #pragma unroll
     for (int rr = 0; rr < DQ; ++rr) {
         if (rr >= nr) break;
-        float* op = o_part + ((prow0 + rr) * H + h) * D;
+        float* op = o_part + prh(rr) * D;
 #pragma unroll
         for (int k = 0; k < DPT; ++k) {
             const int i = tid + k * DNT;
@@ -316,8 +328,8 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
         }
     }
     if (tid < nr) {
-        ml_part[((prow0 + tid) * H + h) * 2] = Ms[tid];
-        ml_part[((prow0 + tid) * H + h) * 2 + 1] = Ls[tid];
+        ml_part[prh(tid) * 2] = Ms[tid];
+        ml_part[prh(tid) * 2 + 1] = Ls[tid];
     }
 }
 
@@ -344,7 +356,164 @@ L4_DEV void decode_combine(const float* o_part, const float* ml_part, T* O, int 
             const float* ml = ml_part + (s * stride + rh) * 2;
             if (ml[1] > 0.f) o += o_part[(s * stride + rh) * D + i] * exp2f(ml[0] - M);
         }
-        st(O + rh * D + i, o * inv);
+        *(O + rh * D + i) = from_f32<T>(o * inv);
+    }
+}
+
+
+// ------------------------------------------------------------------------------------------ fwd (tensor cores)
+// FlashAttention-2 on mma.sync.m16n8k16 (bf16 in, fp32 accumulate). 4 warps; warp w owns query rows
+// 16w..16w+15 of the block's MBQ = 64. Q is staged once through shared memory and kept as A fragments in
+// registers; per key tile: S = Q·Kᵀ (K rows via ldmatrix, non-transposed), mask + online softmax on the
+// C fragments (each row lives in the 4 lanes of a quad: 2 xor-shuffles), P repacked to bf16 A fragments
+// straight from the registers (the C layout of two n8 blocks IS the A layout of one k16 step), O += P·V
+// (V rows via ldmatrix.trans). Shared rows are padded by 8 bf16 (16 bytes): conflict-free ldmatrix.
+constexpr int MBQ = 64, MBK = (D <= 128 ? 64 : 32), MNT = 128, SP = D + 8;
+static_assert(MBQ <= 2 * MBK, "Q staging reuses the K and V tiles");
+
+L4_DEV uint4 ld16_or_gather(const bf16* p, int valid) {  // 8 bf16 at p; zeros when !valid
+    if (!valid) return make_uint4(0u, 0u, 0u, 0u);
+    if (aligned16(p)) return vload<uint4>(p);
+    const uint16_t* e = reinterpret_cast<const uint16_t*>(p);
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = (uint32_t)e[2 * i] | ((uint32_t)e[2 * i + 1] << 16);
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+L4_DEV void fwd_mma(const bf16* Q, const bf16* K, const bf16* V, bf16* O, const int* q_start, const int* kv_len,
+                    const int* q_pos0, const int* kv_pos0, const long long* kv_off, int H, int Hkv, int kv_row_stride,
+                    int kv_head_stride, int chunk, float scale) {
+    __shared__ __align__(16) uint16_t sm[2 * MBK * SP];
+    uint16_t* Ks = sm;
+    uint16_t* Vs = sm + MBK * SP;
+    const int b = blockIdx.z, h = blockIdx.y;
+    const int qs = q_start[b], nq = q_start[b + 1] - qs, r0 = blockIdx.x * MBQ;
+    if (r0 >= nq) return;
+    const int nkv = kv_len[b], qp0 = q_pos0[b], kp0 = kv_pos0[b];
+    const int kh = h / (H / Hkv);
+    const long long base = kv_off[b] + (long long)kh * kv_head_stride;
+    const bf16* Kh = K + base;
+    const bf16* Vh = V + base;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const float sl2 = scale * LOG2E;
+
+    for (int idx = tid; idx < MBQ * (D / 8); idx += MNT) {
+        const int i = idx / (D / 8), c = idx % (D / 8);
+        vstore(sm + i * SP + c * 8,
+            ld16_or_gather(Q + ((long long)(qs + r0 + min(i, nq - r0 - 1)) * H + h) * D + c * 8, r0 + i < nq));
+    }
+    __syncthreads();
+    uint32_t qf[D / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks)
+        ldmatrix_x4(qf[ks], sm + (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * SP + ks * 16 + (lane >> 4) * 8);
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < D / 8; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
+    float mrow[2] = {neg_inf(), neg_inf()}, lrow[2] = {0.f, 0.f};
+    const int ra = r0 + warp * 16 + g;        // this lane's rows: ra and ra + 8
+    const int qpa = qp0 + ra, qpb = qpa + 8;
+
+    // K/V tile loader: 16-byte cp.async where the global address is aligned (zero-filled past the last key),
+    // else a synchronous gather; one commit group per call.
+    auto load_tile = [&](uint16_t* dst, const bf16* src, int jt0, int nt) {
+        for (int idx = tid; idx < MBK * (D / 8); idx += MNT) {
+            const int j = idx / (D / 8), c = idx % (D / 8);
+            const bf16* gp = src + (long long)(jt0 + min(j, nt - 1)) * kv_row_stride + c * 8;
+            uint16_t* sp = dst + j * SP + c * 8;
+            if (aligned16(gp)) cp_async_16_zfill(sp, gp, j < nt ? 16 : 0);
+            else vstore(sp, ld16_or_gather(gp, j < nt));  // zeros past the end: 0·V, never NaN
+        }
+        cp_async_commit();
+    };
+    int lo, hi;
+    key_range(qp0 + r0, qp0 + min(r0 + MBQ, nq) - 1, kp0, nkv, chunk, &lo, &hi);
+    __syncthreads();  // every warp holds its Q fragments: the staging area becomes the K/V tiles
+    if (lo < hi) load_tile(Ks, Kh, lo, min(MBK, hi - lo));
+    // Pipeline (single buffers): V(j) streams in during S = Q·K(j) and the softmax; K(j+1) during O += P·V(j).
+    for (int j0 = lo; j0 < hi; j0 += MBK) {
+        const int n = min(MBK, hi - j0);
+        cp_async_wait_all();  // this thread's copies of K(j0) landed
+        __syncthreads();      // everyone's did; every warp finished P·V of the previous tile, so Vs is free
+        load_tile(Vs, Vh, j0, n);
+        float s[MBK / 8][4];
+#pragma unroll
+        for (int nb = 0; nb < MBK / 8; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks)
+#pragma unroll
+            for (int nb2 = 0; nb2 < MBK / 16; ++nb2) {
+                uint32_t kb[4];
+                ldmatrix_x4(kb, Ks + (nb2 * 16 + (lane >> 4) * 8 + (lane & 7)) * SP + ks * 16 + ((lane >> 3) & 1) * 8);
+                mma_m16n8k16_bf16_f32(s[2 * nb2], qf[ks], kb, s[2 * nb2]);
+                mma_m16n8k16_bf16_f32(s[2 * nb2 + 1], qf[ks], kb + 2, s[2 * nb2 + 1]);
+            }
+        float mx[2] = {mrow[0], mrow[1]};
+#pragma unroll
+        for (int nb = 0; nb < MBK / 8; ++nb)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int j = nb * 8 + 2 * t + (e & 1);
+                const float v = (j < n && visible(e < 2 ? qpa : qpb, kp0 + j0 + j, chunk)) ? s[nb][e] * sl2 : neg_inf();
+                s[nb][e] = v;
+                mx[e >> 1] = fmaxf(mx[e >> 1], v);
+            }
+        float alpha[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            alpha[r] = mx[r] == neg_inf() ? 1.f : exp2f(mrow[r] - mx[r]);
+            mrow[r] = mx[r];
+            lrow[r] *= alpha[r];
+        }
+#pragma unroll
+        for (int nd = 0; nd < D / 8; ++nd) {
+            o[nd][0] *= alpha[0]; o[nd][1] *= alpha[0];
+            o[nd][2] *= alpha[1]; o[nd][3] *= alpha[1];
+        }
+        cp_async_wait_all();  // V(j0) landed
+        __syncthreads();      // for everyone; every warp finished reading K(j0), so Ks is free
+        if (j0 + MBK < hi) load_tile(Ks, Kh, j0 + MBK, min(MBK, hi - j0 - MBK));
+        uint32_t pa[MBK / 16][4];
+#pragma unroll
+        for (int nb = 0; nb < MBK / 8; ++nb) {
+            float p[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                p[e] = mx[e >> 1] == neg_inf() ? 0.f : exp2f(s[nb][e] - mx[e >> 1]);
+                lrow[e >> 1] += p[e];
+            }
+            pa[nb >> 1][(nb & 1) * 2] = pack_bf16x2(p[0], p[1]);      // rows g:   keys 2t, 2t+1 (+8 for odd nb)
+            pa[nb >> 1][(nb & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);  // rows g+8
+        }
+#pragma unroll
+        for (int kk = 0; kk < MBK / 16; ++kk)
+#pragma unroll
+            for (int nd2 = 0; nd2 < D / 16; ++nd2) {
+                uint32_t vb[4];
+                ldmatrix_x4_trans(vb, Vs + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * SP + nd2 * 16 + (lane >> 4) * 8);
+                mma_m16n8k16_bf16_f32(o[2 * nd2], pa[kk], vb, o[2 * nd2]);
+                mma_m16n8k16_bf16_f32(o[2 * nd2 + 1], pa[kk], vb + 2, o[2 * nd2 + 1]);
+            }
+    }
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float l = lrow[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        inv[r] = l > 0.f ? 1.f / l : 0.f;
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = ra + 8 * r;
+        if (row >= nq) continue;
+        uint32_t* orow = reinterpret_cast<uint32_t*>(O + ((long long)(qs + row) * H + h) * D);
+#pragma unroll
+        for (int nd = 0; nd < D / 8; ++nd) vstore(orow + nd * 4 + t, pack_bf16x2(o[nd][2 * r] * inv[r], o[nd][2 * r + 1] * inv[r]));
     }
 }
 
@@ -362,6 +531,9 @@ extern "C" __global__ void __launch_bounds__(4 * ATTN_BQ) attn_fwd_f32(L4_ATTN_F
 }
 extern "C" __global__ void __launch_bounds__(4 * ATTN_BQ) attn_fwd_bf16(L4_ATTN_FWD_PARAMS(bf16)) {
     l4_attn::fwd<bf16>(L4_ATTN_FWD_ARGS);
+}
+extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma_bf16(L4_ATTN_FWD_PARAMS(bf16)) {
+    l4_attn::fwd_mma(L4_ATTN_FWD_ARGS);
 }
 
 #define L4_ATTN_SPLIT_PARAMS(T) \

@@ -6,16 +6,18 @@ namespace Llama4Native.Kernels;
 /// <summary>
 /// `kernels/attention.cu`: flash-style attention (fp32 online softmax, GQA) with the causal (<c>chunk = 0</c>) or
 /// chunked (<c>chunk = C</c>) mask by absolute positions, over a varlen batch of B ≥ 1 sequences whose
-/// descriptors live on the device (see <see cref="Batch"/>). Variants: <see cref="Variant.Fwd"/> (a block per
-/// 32 query rows × head × sequence; prefill) and <see cref="Variant.SplitKv"/> (keys split across blocks, then a
+/// descriptors live on the device (see <see cref="Batch"/>). Variants: <see cref="Variant.Fwd"/> (CUDA cores, a
+/// block per 32 query rows × head × sequence; f32 and bf16), <see cref="Variant.Mma"/> (bf16 only, tensor cores,
+/// a block per 64 query rows; the Auto choice for bf16 prefill) and <see cref="Variant.SplitKv"/> (keys split across blocks, then a
 /// combine kernel; decode with long histories, needs a workspace of <see cref="WorkspaceBytes"/>).
 /// </summary>
 public static class Attention
 {
     public const string File = "attention.cu";
-    public enum Variant { Auto, Fwd, SplitKv }
+    public enum Variant { Auto, Fwd, Mma, SplitKv }
 
     const int FwdRows = 32, FwdThreads = 128;   // ATTN_BQ, 4·ATTN_BQ
+    const int MmaRows = 64, MmaThreads = 128;   // MBQ, MNT (fixed in the kernel)
     const int DecRows = 8, DecThreads = 128, DecTile = 64, CombineThreads = 128; // ATTN_DEC_Q, ATTN_DEC_THREADS, ATTN_DEC_BK, ATTN_COMBINE_THREADS
     /// <summary>Head dims the op table (and so every test and benchmark) compiles; any positive multiple of 16 works.</summary>
     public static readonly int[] TableHeadDims = [16, 64, 128];
@@ -80,6 +82,16 @@ public static class Attention
         ulong qp = q.Ptr.Value, kp = k.Ptr.Value, vp = v.Ptr.Value, op_ = o.Ptr.Value;
         ulong qs = batch.QStart.Value, kl = batch.KvLen.Value, qpos = batch.QPos0.Value, kpos = batch.KvPos0.Value, koff = batch.KvOff.Value;
         int hkv = kv.KvHeads, rs = kv.RowStride, hs = kv.HeadStride;
+        if (variant == Variant.Mma && q.DType != DType.BF16) throw KernelCheck.Unsupported(op + " (mma)", t);
+        bool mma = !split && (variant == Variant.Mma || (variant == Variant.Auto && q.DType == DType.BF16));
+        if (mma)
+        {
+            if (q.Ptr.Value % 16 != 0 || o.Ptr.Value % 16 != 0) throw new ArgumentException($"{op} (mma): Q and O must be 16-byte aligned");
+            var fn = dev.Kernels.Get(File, "attn_fwd_mma_bf16", defines);
+            void** args = stackalloc void*[] { &qp, &kp, &vp, &op_, &qs, &kl, &qpos, &kpos, &koff, &heads, &hkv, &rs, &hs, &chunk, &sc };
+            dev.Launch(fn, new Dim3(KernelCheck.Blocks(batch.MaxQ, MmaRows), (uint)heads, (uint)batch.Count), MmaThreads, 0, args, stream);
+            return;
+        }
         if (!split)
         {
             var fn = dev.Kernels.Get(File, $"attn_fwd_{t}", defines);
@@ -92,12 +104,13 @@ public static class Attention
         long need = WorkspaceBytes(totalQ, heads, d, batch.MaxKv, kps);
         if (workspace.IsNull || workspaceBytes < need)
             throw new ArgumentException($"{op}: the split-KV variant needs a workspace of {need} bytes, got {workspaceBytes}");
-        long qTiles = (batch.MaxQ + DecRows - 1) / DecRows;
-        if (qTiles * heads > 65535) throw new ArgumentException($"{op}: H·ceil(maxQ/{DecRows}) = {qTiles * heads} exceeds gridDim.y; use the fwd variant");
+        // a block per tile of DecRows (query row, head) combos of one kv head: the G heads of a kv head share its K/V reads
+        long qTiles = ((long)batch.MaxQ * (heads / kv.KvHeads) + DecRows - 1) / DecRows;
+        if (qTiles * kv.KvHeads > 65535) throw new ArgumentException($"{op}: Hkv·ceil(maxQ·G/{DecRows}) = {qTiles * kv.KvHeads} exceeds gridDim.y; use the fwd variant");
         ulong opart = workspace.Value, mlpart = workspace.Value + (ulong)((long)nsplit * totalQ * heads * d * sizeof(float));
         var fs = dev.Kernels.Get(File, $"attn_decode_split_{t}", defines);
         void** a1 = stackalloc void*[] { &qp, &kp, &vp, &opart, &mlpart, &qs, &kl, &qpos, &kpos, &koff, &heads, &hkv, &rs, &hs, &chunk, &sc, &kps, &totalQ };
-        dev.Launch(fs, new Dim3((uint)nsplit, (uint)(qTiles * heads), (uint)batch.Count), DecThreads, 0, a1, stream);
+        dev.Launch(fs, new Dim3((uint)nsplit, (uint)(qTiles * kv.KvHeads), (uint)batch.Count), DecThreads, 0, a1, stream);
         var fc = dev.Kernels.Get(File, $"attn_decode_combine_{t}", defines);
         void** a2 = stackalloc void*[] { &opart, &mlpart, &op_, &heads, &nsplit, &totalQ };
         dev.Launch(fc, new Dim3((uint)totalQ, (uint)heads), CombineThreads, 0, a2, stream);

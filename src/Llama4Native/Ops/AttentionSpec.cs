@@ -8,9 +8,9 @@ namespace Llama4Native.Ops;
 
 /// <summary>
 /// attention cases. Dims: H, Hkv, d, chunk, then per sequence (Tq, Tkv, q_pos0, kv_pos0). Variant
-/// "&lt;fwd|split&gt;-&lt;hsd|shd&gt;": the kernel, and the K/V layout — hsd = a per-sequence cache [Hkv, S_cap, d]
+/// "&lt;fwd|mma|split&gt;-&lt;hsd|shd&gt;[1]": the kernel, and the K/V layout — hsd = a per-sequence cache [Hkv, S_cap, d]
 /// (S_cap = max Tkv + 3; the 3 spare slots hold NaN, so reading past kv_len poisons the output), shd = the
-/// sequences' keys packed [ΣTkv, Hkv, d]. The split variant runs with 64 keys per split (several splits even
+/// sequences' keys packed [ΣTkv, Hkv, d]; a trailing 1 shifts every K/V offset by one element (unaligned rows). The split variant runs with 64 keys per split (several splits even
 /// for short histories) below 4096 keys, the default above. Q, K, V ~ N(0, 1).
 /// </summary>
 public sealed class AttentionSpec : OpSpec
@@ -52,7 +52,25 @@ public sealed class AttentionSpec : OpSpec
             yield return C("split-hsd", t, 4, 4, 16, 0, "rows9", (9, 150, 141, 0));
             yield return C("split-shd", t, 10, 2, 16, 8, "b3.c8", (1, 7, 102, 96), (3, 190, 187, 0), (2, 65, 63, 0));
             yield return C("split-hsd", t, 6, 3, 64, 0, "b3", (1, 300, 299, 0), (1, 1, 0, 0), (4, 77, 73, 0));
+            // G = 5: 15 (row, head) combos over 2 tiles, split mid-row; rows 46, 47 | 48 straddle a chunk boundary
+            yield return C("split-hsd", t, 10, 2, 16, 8, "g5.rows3.crosschunk", (3, 9, 46, 40));
         }
+        // tensor-core prefill (bf16 only): several 64-row blocks and 64-key tiles, ragged edges, every head dim
+        yield return C("mma-shd", "bf16", 4, 2, 16, 0, "prefill.g2", (45, 45, 0, 0));
+        yield return C("mma-hsd", "bf16", 8, 2, 64, 8, "prefill.g4.c8", (70, 70, 0, 0));
+        yield return C("mma-hsd", "bf16", 40, 8, 16, 16, "prefill.g5.c16", (9, 9, 0, 0));
+        yield return C("mma-hsd", "bf16", 2, 1, 128, 16, "prefill.d128.c16", (130, 130, 0, 0));
+        yield return C("mma-hsd", "bf16", 2, 1, 128, 0, "prefill.d128", (77, 77, 0, 0));
+        yield return C("mma-hsd", "bf16", 4, 2, 16, 8, "decode.midchunk.c8", (1, 5, 44, 40));
+        yield return C("mma-hsd", "bf16", 4, 1, 16, 16, "piece.c16", (20, 25, 37, 32));
+        yield return C("mma-shd", "bf16", 4, 1, 64, 0, "piece.causal", (20, 57, 37, 0));
+        yield return C("mma-hsd", "bf16", 2, 2, 16, 0, "future.keys", (5, 30, 10, 0));
+        yield return C("mma-shd", "bf16", 6, 2, 16, 0, "b3", (1, 50, 49, 0), (67, 67, 0, 0), (6, 23, 17, 0));
+        yield return C("mma-hsd", "bf16", 5, 1, 64, 8, "b3.c8", (1, 3, 50, 48), (33, 33, 0, 0), (6, 14, 19, 16));
+        // K/V rows not 16-byte aligned: the gather path instead of cp.async
+        yield return C("mma-hsd1", "bf16", 4, 2, 64, 0, "unaligned.kv", (70, 70, 0, 0));
+        yield return C("fwd-shd1", "bf16", 4, 2, 16, 0, "unaligned.kv", (20, 20, 0, 0));
+        yield return C("split-hsd1", "bf16", 4, 2, 16, 0, "unaligned.kv", (2, 100, 98, 0));
     }
 
     public override IEnumerable<OpCase> PerfCases()
@@ -67,13 +85,15 @@ public sealed class AttentionSpec : OpSpec
             yield return C("fwd-shd", t, 40, 8, 128, 8192, "scout.prefill.chunked", (2048, 2048, 0, 0));
             yield return C("fwd-shd", t, 40, 8, 128, 0, "scout.prefill.global", (2048, 2048, 0, 0));
         }
+        yield return C("mma-shd", "bf16", 40, 8, 128, 8192, "scout.prefill.chunked", (2048, 2048, 0, 0));
+        yield return C("mma-shd", "bf16", 40, 8, 128, 0, "scout.prefill.global", (2048, 2048, 0, 0));
     }
 
     public override OpInstance Create(Device device, OpCase c, Random rng) => new Instance(device, c, rng);
 
     sealed class Instance : OpInstance
     {
-        readonly DType dt; readonly int h, hkv, d, chunk, totalQ, keysPerSplit; readonly bool split;
+        readonly DType dt; readonly K.Variant variant; readonly int h, hkv, d, chunk, totalQ, keysPerSplit; readonly bool split;
         readonly AttentionSeq[] seqs; readonly float[] q, k, v; readonly long rowStride, headStride;
         readonly Tensor tq, tk, tv, to; readonly K.Batch batch; readonly K.KvLayout layout;
         readonly DevicePtr ws; readonly long wsBytes; readonly double visiblePairs;
@@ -85,7 +105,9 @@ public sealed class AttentionSpec : OpSpec
             int nb = (c.Dims.Length - 4) / 4;
             if (nb < 1 || c.Dims.Length != 4 + 4 * nb) throw new ArgumentException($"{c.Id}: dims must be H, Hkv, d, chunk, then (Tq, Tkv, q_pos0, kv_pos0) per sequence");
             split = c.Variant.StartsWith("split", StringComparison.Ordinal);
-            bool hsd = c.Variant.EndsWith("hsd", StringComparison.Ordinal);
+            variant = split ? K.Variant.SplitKv : c.Variant.StartsWith("mma", StringComparison.Ordinal) ? K.Variant.Mma : K.Variant.Fwd;
+            bool hsd = c.Variant.Contains("hsd", StringComparison.Ordinal);
+            int shift = c.Variant.EndsWith('1') ? 1 : 0; // "…1": every sequence's K/V start one element late (unaligned rows)
             seqs = new AttentionSeq[nb];
             int maxKv = 0, maxQ = 0; long sumKv = 0;
             for (int b = 0; b < nb; b++) { maxKv = Math.Max(maxKv, (int)c[4 + 4 * b + 1]); maxQ = Math.Max(maxQ, (int)c[4 + 4 * b]); }
@@ -94,12 +116,12 @@ public sealed class AttentionSpec : OpSpec
             for (int b = 0, qs = 0; b < nb; b++)
             {
                 int tq_ = (int)c[4 + 4 * b], tkv = (int)c[4 + 4 * b + 1];
-                long off = hsd ? (long)b * hkv * cap * d : sumKv * hkv * d;
+                long off = shift + (hsd ? (long)b * hkv * cap * d : sumKv * hkv * d);
                 seqs[b] = new AttentionSeq(qs, tq_, tkv, (int)c[4 + 4 * b + 2], (int)c[4 + 4 * b + 3], off);
                 qs += tq_; sumKv += tkv; totalQ = qs;
             }
             (rowStride, headStride) = hsd ? ((long)d, (long)cap * d) : ((long)hkv * d, (long)d);
-            kvElems = hsd ? (long)nb * hkv * cap * d : sumKv * hkv * d;
+            kvElems = shift + (hsd ? (long)nb * hkv * cap * d : sumKv * hkv * d);
             q = DeviceData.Normal(rng, (long)totalQ * h * d, 1f, dt);
             k = DeviceData.Normal(rng, kvElems, 1f, dt);
             v = DeviceData.Normal(rng, kvElems, 1f, dt);
@@ -142,7 +164,7 @@ public sealed class AttentionSpec : OpSpec
         public override double Flops => 4.0 * visiblePairs * h * d;
 
         public override void Launch(DeviceStream? stream = null) =>
-            K.Run(Device, tq, tk, tv, to, batch, layout, chunk, stream, split ? K.Variant.SplitKv : K.Variant.Fwd,
+            K.Run(Device, tq, tk, tv, to, batch, layout, chunk, stream, variant,
                   workspace: ws, workspaceBytes: wsBytes, keysPerSplit: keysPerSplit);
 
         public override OpCheck Check()
@@ -151,7 +173,7 @@ public sealed class AttentionSpec : OpSpec
             var want = new float[to.Elements];
             R.Forward(q, k, v, want, seqs, h, hkv, d, rowStride, headStride, chunk, 1.0 / Math.Sqrt(d));
             if (dt == DType.BF16) DeviceData.RoundToBf16(want);
-            return OpCheck.Compare("O", got, want, Tolerances.For("attention", dt));
+            return OpCheck.Compare("O", got, want, Tolerances.For(variant == K.Variant.Mma ? "attention.mma" : "attention", dt));
         }
     }
 }

@@ -9,7 +9,7 @@ namespace Llama4Native.Tests.Kernels;
 /// Properties of the attention masks the op table can't state: with chunked attention (a RoPE layer) a change to
 /// a key/value in an earlier chunk leaves every later chunk's outputs bit-for-bit unchanged, while the causal
 /// mask (a NoPE layer) lets it through; and no query ever sees a later key. Prefill of 3 chunks (T = 24, C = 8),
-/// GQA 2, both kernel variants, on the emulated device.
+/// GQA 2, every kernel variant, on the emulated device.
 /// </summary>
 [TestFixture, Category("Emulator")]
 public sealed class AttentionMaskTests
@@ -24,6 +24,7 @@ public sealed class AttentionMaskTests
     {
         yield return new TestCaseData(K.Variant.Fwd, DType.F32).SetName("Fwd_f32");
         yield return new TestCaseData(K.Variant.Fwd, DType.BF16).SetName("Fwd_bf16");
+        yield return new TestCaseData(K.Variant.Mma, DType.BF16).SetName("Mma_bf16");
         yield return new TestCaseData(K.Variant.SplitKv, DType.F32).SetName("SplitKv_f32");
         yield return new TestCaseData(K.Variant.SplitKv, DType.BF16).SetName("SplitKv_bf16");
     }
