@@ -31,7 +31,7 @@ internal sealed class AttentionBatch : IDisposable
     public void Run(Device dev, Tensor q, Tensor k, Tensor v, Tensor o, int chunk, float scale, DeviceStream? stream)
     {
         int hkv = (int)k.Shape[1], d = (int)k.Shape[2];
-        Attention.Run(dev, q, k, v, o, batch, new Attention.KvLayout(hkv, hkv * d, d), chunk, stream, Attention.Variant.Fwd, scale);
+        Attention.Run(dev, q, k, v, o, batch, new Attention.KvLayout(hkv, hkv * d, d), chunk, stream, Attention.Variant.Auto, scale);
     }
 
     public void Dispose() => meta.Dispose();

@@ -110,10 +110,10 @@ public sealed class KvCache : IDisposable
         var batch = new Attention.Batch(p, p + 8, p + 12, p + 16, p + 24, Count: 1, MaxQ: pieceTokens, MaxKv: kvLen);
         int hkv = cfg.NumKeyValueHeads, d = cfg.HeadDim;
         var shape = new Shape(capacity[layer], hkv, d);
-        bool split = pieceTokens <= SplitRows && kvLen >= 1024;
+        // Auto: split-KV for decode over long histories, tensor cores for bf16 prefill, CUDA cores for fp32.
         Attention.Run(dev, q, new Tensor(k[layer].Ptr, DType, shape), new Tensor(v[layer].Ptr, DType, shape), o, batch,
                       new Attention.KvLayout(hkv, hkv * d, d), chunked ? Chunk : 0, stream,
-                      split ? Attention.Variant.SplitKv : Attention.Variant.Fwd, scale, splitWorkspace.Ptr, splitWorkspace.Bytes);
+                      Attention.Variant.Auto, scale, splitWorkspace.Ptr, splitWorkspace.Bytes);
     }
 
     /// <summary>Ends the piece: advances the position and moves the RoPE layers to the chunk of the next token.</summary>
