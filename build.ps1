@@ -33,7 +33,7 @@ switch ($Verb) {
   ""      { Find-Nvrtc; Build }
   "test"  { Find-Nvrtc; Build
             $dll = Join-Path $Root "tests/Llama4Native.Tests/bin/$Config/net10.0/Llama4Native.Tests.dll"
-            $out = dotnet $dll --no-progress --output detailed @Rest 2>&1 | Tee-Object -Variable lines
+            $out = dotnet $dll --no-progress --no-ansi --output detailed @Rest 2>&1 | Tee-Object -Variable lines
             $rc = $LASTEXITCODE
             $n = @{}; foreach ($k in "total","failed","succeeded","skipped") { $m = $lines | Select-String "^\s*${k}:\s*(\d+)" | Select-Object -Last 1; $n[$k] = if ($m) { $m.Matches[0].Groups[1].Value } else { 0 } }
             Write-Output "tests: $($n.succeeded) passed, $($n.failed) failed, $($n.skipped) skipped"

@@ -50,7 +50,7 @@ run() {
   local t0=$SECONDS
   echo "== tests" | tee -a "$log"
   set +e
-  bash -c "cd '$dir/app/tests' && dotnet Llama4Native.Tests.dll --no-progress --output detailed" > "$out/tests.txt" 2>&1
+  bash -c "cd '$dir/app/tests' && dotnet Llama4Native.Tests.dll --no-progress --no-ansi --output detailed" > "$out/tests.txt" 2>&1
   local trc=$?
   set -e
   grep -E "^\s*(total|failed|succeeded|skipped):" "$out/tests.txt" | tee -a "$log" || true

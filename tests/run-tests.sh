@@ -19,9 +19,10 @@ if [[ -x "$here/emu/run.sh" && $# -eq 0 ]]; then
   [[ $rc_emu -ne 0 && $emu_failed -eq 0 ]] && emu_failed=1
 fi
 echo "== NUnit suite"
-dotnet "$dll" --no-progress --output detailed "$@" 2>&1 | tee "$log"
+# --no-ansi, and escapes stripped anyway: a CI that forces colour must not hide the summary from the parser.
+dotnet "$dll" --no-progress --no-ansi --output detailed "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-num() { grep -E "^\s*$1:\s*[0-9]+" "$log" | tail -1 | grep -oE '[0-9]+' || echo 0; }
+num() { sed -E 's/\x1b\[[0-9;]*[A-Za-z]//g' "$log" | grep -E "^\s*$1:\s*[0-9]+" | tail -1 | grep -oE '[0-9]+' || echo 0; }
 total=$(num total); failed=$(num failed); passed=$(num succeeded); skipped=$(num skipped)
 rm -f "$log" "$emu_log"
 echo
