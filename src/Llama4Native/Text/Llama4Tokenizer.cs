@@ -219,8 +219,7 @@ public sealed class Llama4Tokenizer
     public bool TryGetSpecial(string name, out int id) => specials.TryGetValue(name, out id);
 
     public string Decode(int[] ids) => Decode(ids.AsSpan());
-    public string Decode(List<int> ids) => Decode(CollectionsMarshal.AsSpan(ids));
-    public string Decode(IEnumerable<int> ids) => Decode(ids.ToArray().AsSpan());
+    public string Decode(IEnumerable<int> ids) => ids is List<int> l ? Decode(CollectionsMarshal.AsSpan(l)) : Decode(ids.ToArray().AsSpan());
 
     /// <summary>Concatenated token bytes decoded as UTF-8, invalid sequences replaced by U+FFFD.</summary>
     public string Decode(ReadOnlySpan<int> ids)
