@@ -123,9 +123,18 @@ public sealed class Llama4Tokenizer
         var name = asm.GetManifestResourceNames().First(n => n.EndsWith("o200k_base.tiktoken.deflate", StringComparison.Ordinal));
         using var s = asm.GetManifestResourceStream(name)!;
         using var d = new DeflateStream(s, CompressionMode.Decompress);
-        using var ms = new MemoryStream();
-        d.CopyTo(ms);
-        return new Llama4Tokenizer(ms.ToArray(), demo: true);
+        // The package stores "Capacity: N" then one base64 token per line, rank = line index (or "b64 rank").
+        using var reader = new StreamReader(d, Encoding.ASCII);
+        var sb = new StringBuilder(4 << 20);
+        int rank = 0;
+        for (string? line; (line = reader.ReadLine()) is not null;)
+        {
+            if (line.Length == 0 || line.StartsWith("Capacity:", StringComparison.Ordinal)) continue;
+            int sp = line.IndexOf(' ');
+            if (sp > 0) { sb.Append(line).Append('\n'); rank = int.Parse(line.AsSpan(sp + 1), System.Globalization.CultureInfo.InvariantCulture) + 1; }
+            else sb.Append(line).Append(' ').Append(rank++).Append('\n');
+        }
+        return new Llama4Tokenizer(Encoding.ASCII.GetBytes(sb.ToString()), demo: true);
     }
 
     // ---- encode ----

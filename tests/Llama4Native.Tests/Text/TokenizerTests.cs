@@ -141,7 +141,9 @@ public class TokenizerTests
         var b = new List<(int, int)>();
         for (int k = 0; k < 3000; k++)
         {
-            var s = RandomText.Make(rng, rng.Next(0, 120), bmpOnly: true);
+            // U+017F (long s): the reference's case-insensitive (?i:'s) matches "'ſ" (Unicode simple case folding,
+            // as Rust's regex and Python's regex do); .NET's Regex does not, so the comparison leaves it out.
+            var s = RandomText.Make(rng, rng.Next(0, 120), bmpOnly: true).Replace('\u017F', 's');
             a.Clear(); b.Clear();
             O200kPreTokenizer.Split(s, a);
             O200kPreTokenizer.RegexSplit(s, b);
@@ -156,7 +158,7 @@ public class TokenizerTests
         var s = "x𝐇𝐞𝐥𝐥𝐨 𠀀𠀁 𝟏𝟐𝟑𝟒";
         O200kPreTokenizer.Split(s, pieces);
         var words = pieces.Select(p => s.Substring(p.Offset, p.Length)).ToArray();
-        Assert.That(words, Is.EqualTo(new[] { "x𝐇𝐞𝐥𝐥𝐨", " 𠀀𠀁", " ", "𝟏𝟐𝟑", "𝟒" }));
+        Assert.That(words, Is.EqualTo(new[] { "x", "𝐇𝐞𝐥𝐥𝐨", " 𠀀𠀁", " ", "𝟏𝟐𝟑", "𝟒" }));
     }
 
     [Test]
