@@ -13,6 +13,9 @@ namespace Llama4Native.Bench;
 /// with the plain .NET Regex pre-tokenizer (wrong on astral letters; the baseline). The pre-tokenizers alone are
 /// measured too. Tokens/s = Tokens / Mean. Uses ../shared/fixtures/tokenizer/tokenizer.model when present,
 /// else the o200k demo stand-in (LLAMA4_BENCH_TOKENIZER overrides).
+/// Measured 2026-11-28 (dev container, 2 shared cores, .NET 10.0.12, Llama 4 tokenizer.model; 1,111,937 bytes →
+/// 328,317 tokens): Encode 36.0 ms = 9.1 M tokens/s; EncodePlainRegex 45.9 ms (±13) = 7.2 M tokens/s;
+/// PreTokenizeRunes 2.78 ms, allocation-free; PreTokenizeRegex 18.9 ms, 50 MB allocated.
 /// </summary>
 [SimpleJob(RunStrategy.Throughput, launchCount: 1, warmupCount: 3, iterationCount: 10)]
 [MemoryDiagnoser]
