@@ -59,6 +59,7 @@ public static class Commands
         Register("synth", Verbs.SynthVerb.Help, Verbs.SynthVerb.Run);
         Register("inspect", Verbs.InspectVerb.Help, Verbs.InspectVerb.Run);
         Register("bench-load", Verbs.BenchLoadVerb.Help, Verbs.BenchLoadVerb.Run);
+        Register("tokenize", Verbs.TokenizeVerb.Help, Verbs.TokenizeVerb.Run);
     }
 }
 
