@@ -1,0 +1,44 @@
+using System.Runtime.InteropServices;
+using Llama4Native.Devices;
+using Llama4Native.Tensors;
+
+namespace Llama4Native.Kernels;
+
+/// <summary>Per-row sampling settings; the exact layout of `l4_sample_params` in kernels/sample.cu (32 bytes).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public record struct SampleParams(float Temperature, int TopK, float TopP, float MinP, float Repetition, float Frequency, float Presence, uint Seed)
+{
+    public static SampleParams Greedy => new(0, 0, 1, 0, 1, 0, 0, 0);
+}
+
+/// <summary>`kernels/sample.cu`: next token ids from logits on the device (penalties, temperature, top-k, top-p, min-p, Philox race).</summary>
+public static class Sample
+{
+    public const string File = "sample.cu";
+    const int Threads = 512; // SAMPLE_THREADS default
+
+    /// <param name="logits">[B, V] f32</param>
+    /// <param name="parameters">[B] × <see cref="SampleParams"/> (32 bytes each) on the device</param>
+    /// <param name="counts">[B, V] int32 token-history counts, or 0 (no penalties)</param>
+    /// <param name="step">[B] int32 per-row step (RNG counter)</param>
+    /// <param name="ids">[B] int32 output</param>
+    /// <param name="prob">[B] f32 output (chosen token's probability), or 0</param>
+    /// <param name="update">after choosing: counts[row, id] += 1 and step[row] += 1</param>
+    public static unsafe void Run(Device dev, Tensor logits, DevicePtr parameters, DevicePtr counts, DevicePtr step, Tensor ids,
+                                  DevicePtr prob, bool update, DeviceStream? stream = null)
+    {
+        const string op = "sample";
+        if (logits.DType != DType.F32) throw KernelCheck.Unsupported(op, KernelCheck.Name(logits.DType));
+        if (ids.DType != DType.I32) throw KernelCheck.Unsupported(op, "ids " + KernelCheck.Name(ids.DType));
+        int v = KernelCheck.Int(op, "V", logits.Shape.Inner), b = KernelCheck.Int(op, "B", logits.Shape.Rows);
+        KernelCheck.Dims(op, "ids", ids, b);
+        if (b == 0) return;
+        if (v == 0) throw new ArgumentException("sample: V must be >= 1");
+        if (parameters.Value == 0 || step.Value == 0) throw new ArgumentException("sample: params and step are required");
+        var fn = dev.Kernels.Get(File, "sample_f32");
+        ulong lp = logits.Ptr.Value, pp = parameters.Value, cp = counts.Value, sp = step.Value, ip = ids.Ptr.Value, pr = prob.Value;
+        int upd = update ? 1 : 0;
+        void** args = stackalloc void*[] { &lp, &pp, &cp, &sp, &ip, &pr, &b, &v, &upd };
+        dev.Launch(fn, (uint)b, Threads, 0, args, stream);
+    }
+}

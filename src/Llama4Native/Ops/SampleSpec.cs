@@ -1,0 +1,109 @@
+using Llama4Native.Devices;
+using Llama4Native.Kernels;
+using Llama4Native.Tensors;
+using K = Llama4Native.Kernels.Sample;
+using R = Llama4Native.Reference.Sample;
+
+namespace Llama4Native.Ops;
+
+/// <summary>
+/// sample cases. Dims: B, V. Types "f32>i32". Variants pick the per-row settings: greedy, sample (temperature
+/// only), topk, topp, minp, penalty, all (everything at once, mixed with greedy rows). ids must equal the
+/// reference's exactly, except on a row where the two candidates' race scores tie within float rounding
+/// (|Δscore| &lt; 1e-4); the chosen token's probability within atol 1e-6 + rtol 1e-4.
+/// </summary>
+public sealed class SampleSpec : OpSpec
+{
+    public override string Name => "sample";
+    static readonly string[] Variants = ["greedy", "sample", "topk", "topp", "minp", "penalty", "all"];
+
+    public override IEnumerable<OpCase> Cases()
+    {
+        long[][] shapes = [[1, 1], [3, 7], [4, 100], [2, 1000], [5, 4099], [1, 32000]];
+        foreach (var v in Variants) foreach (var s in shapes) yield return new OpCase(Name, v, "f32>i32", s);
+    }
+
+    public override IEnumerable<OpCase> PerfCases()
+    {
+        foreach (var v in new[] { "greedy", "all" })
+        {
+            yield return new OpCase(Name, v, "f32>i32", [1, 202048], "decode.sample");
+            yield return new OpCase(Name, v, "f32>i32", [8, 202048], "decode.sample_b8");
+        }
+    }
+
+    public override OpInstance Create(Device device, OpCase c, Random rng) => new Instance(device, c, rng);
+
+    /// <summary>Settings of row r for a variant (deterministic in rng).</summary>
+    public static SampleParams Params(string variant, int r, Random rng)
+    {
+        uint seed = (uint)rng.Next();
+        float t = r % 2 == 0 ? 1f : 0.7f;
+        return variant switch
+        {
+            "greedy" => new(0, 0, 1, 0, r % 2 == 0 ? 1f : 1.3f, r % 2 == 0 ? 0 : 0.2f, r % 2 == 0 ? 0 : 0.5f, seed),
+            "sample" => new(t, 0, 1, 0, 1, 0, 0, seed),
+            "topk" => new(t, new[] { 1, 5, 50 }[r % 3], 1, 0, 1, 0, 0, seed),
+            "topp" => new(t, 0, new[] { 0.9f, 0.5f, 0f }[r % 3], 0, 1, 0, 0, seed),
+            "minp" => new(t, 0, 1, new[] { 0.05f, 0.2f }[r % 2], 1, 0, 0, seed),
+            "penalty" => new(0.8f, 0, 1, 0, 1.3f, 0.2f, 0.5f, seed),
+            "all" => r % 4 == 3 ? new(0, 0, 1, 0, 1.2f, 0.1f, 0.3f, seed) : new(t, 40, 0.9f, 0.02f, 1.2f, 0.1f, 0.3f, seed),
+            _ => throw new ArgumentException($"sample: unknown variant '{variant}'"),
+        };
+    }
+
+    sealed class Instance : OpInstance
+    {
+        readonly int b, v; readonly float[] logits; readonly SampleParams[] ps; readonly int[] counts, steps;
+        readonly Tensor tl, tids; readonly DevicePtr pp, cp, sp, probp;
+
+        public Instance(Device dev, OpCase c, Random rng) : base(dev, c)
+        {
+            b = (int)c[0]; v = (int)c[1];
+            logits = DeviceData.Normal(rng, (long)b * v, 3f);
+            ps = Enumerable.Range(0, b).Select(r => Params(c.Variant, r, rng)).ToArray();
+            bool pen = c.Variant is "greedy" or "penalty" or "all";
+            counts = pen ? Enumerable.Range(0, b * v).Select(_ => rng.NextDouble() < 0.05 ? rng.Next(1, 4) : 0).ToArray() : [];
+            steps = Enumerable.Range(0, b).Select(_ => rng.Next(0, 1000)).ToArray();
+            tl = new Tensor(Track(DeviceData.Upload(dev, logits, DType.F32)).Ptr, DType.F32, new Shape(b, v));
+            pp = Track(DeviceData.Upload<SampleParams>(dev, ps)).Ptr;
+            cp = pen ? Track(DeviceData.Upload<int>(dev, counts)).Ptr : new DevicePtr(0);
+            sp = Track(DeviceData.Upload<int>(dev, steps)).Ptr;
+            tids = new Tensor(Track(DeviceData.Poisoned(dev, b, DType.I32)).Ptr, DType.I32, new Shape(b));
+            probp = Track(DeviceData.Poisoned(dev, b, DType.F32)).Ptr;
+        }
+
+        public override double Bytes => tl.Bytes + (counts.Length > 0 ? 4.0 * b * v : 0);
+        public override void Launch(DeviceStream? stream = null) => K.Run(Device, tl, pp, cp, sp, tids, probp, false, stream);
+
+        public override OpCheck Check()
+        {
+            var got = new int[b]; Device.Download(tids.Ptr, got.AsSpan());
+            var gotP = DeviceData.Download(Device, probp, b, DType.F32);
+            var want = new int[b]; var wantP = new float[b];
+            R.Forward(logits, ps, counts, steps, want, wantP, b, v);
+            var g = new float[b]; var w = new float[b];
+            for (int r = 0; r < b; r++)
+            {
+                g[r] = got[r]; w[r] = want[r];
+                if (got[r] != want[r] && NearTie(r, got[r], want[r])) { w[r] = got[r]; wantP[r] = gotP[r]; }
+            }
+            var ids = OpCheck.Compare("ids", g, w, Tolerances.For("sample", DType.I32));
+            if (!ids.Passed) return ids;
+            var pr = OpCheck.Compare("prob", gotP, wantP, Tolerances.For("sample", DType.F32));
+            return pr.Passed ? ids : pr;
+        }
+
+        // Both tokens are kept by the reference and their race scores agree within float rounding.
+        bool NearTie(int r, int gi, int wi)
+        {
+            if (gi < 0 || gi >= v || !(ps[r].Temperature > 0f)) return false;
+            var row = logits.AsSpan(r * v, v);
+            var z = R.Adjusted(row, ps[r], counts.Length > 0 ? counts.AsSpan(r * v, v) : default);
+            var kept = R.Kept(z, ps[r], out float m);
+            if (!kept[gi]) return false;
+            double S(int i) => (double)z[i] - m - Math.Log(-Math.Log(R.Uniform(ps[r].Seed, r, steps[r], i)));
+            return Math.Abs(S(gi) - S(wi)) < 1e-4;
+        }
+    }
+}
