@@ -56,12 +56,17 @@ public static partial class Cu
     {
         string name = Enum.IsDefined(r) ? r.ToString() : $"CUresult({(int)r})";
         string text = "";
-        if (CudaDriver.IsLibraryLoaded)
+        if (!CudaDriver.IsLibraryLoaded) return (name, text);
+        try
         {
             if (cuGetErrorName(r, out var pn) == CUresult.CUDA_SUCCESS && pn != 0)
                 name = Marshal.PtrToStringUTF8(pn) ?? name;
             if (cuGetErrorString(r, out var ps) == CUresult.CUDA_SUCCESS && ps != 0)
                 text = Marshal.PtrToStringUTF8(ps) ?? "";
+        }
+        catch (EntryPointNotFoundException)
+        {
+            // A driver too old to have the name functions (pre-CUDA 6): keep our enum's name.
         }
         return (name, text);
     }

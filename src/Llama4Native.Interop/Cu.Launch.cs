@@ -39,5 +39,7 @@ public readonly record struct LaunchDims(uint X, uint Y = 1, uint Z = 1)
 {
     public ulong Count => (ulong)X * Y * Z;
     public static implicit operator LaunchDims(uint x) => new(x);
+    /// <summary>From an int count; throws <see cref="OverflowException"/> when negative.</summary>
+    public static implicit operator LaunchDims(int x) => new(checked((uint)x));
     public override string ToString() => $"({X},{Y},{Z})";
 }

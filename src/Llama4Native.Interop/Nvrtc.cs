@@ -60,6 +60,29 @@ public static partial class Nvrtc
         }
     }
 
+    /// <summary>
+    /// The real architectures this NVRTC can target, as numbers (75, 80, 86, 89, 90, ...; "a" variants
+    /// are not listed separately). Use it to pick a CUBIN target or fall back to PTX for a newer GPU.
+    /// </summary>
+    public static unsafe IReadOnlyList<int> SupportedArchs
+    {
+        get
+        {
+            NvrtcLocator.Load();
+            Check(nvrtcGetNumSupportedArchs(out int n));
+            var archs = new int[n];
+            fixed (int* p = archs) Check(nvrtcGetSupportedArchs(p));
+            return archs;
+        }
+    }
+
+    [LibraryImport(NativeLibraryNames.Nvrtc)]
+    public static partial nvrtcResult nvrtcGetNumSupportedArchs(out int numArchs);
+
+    /// <summary>Fills a buffer of nvrtcGetNumSupportedArchs ints, ascending.</summary>
+    [LibraryImport(NativeLibraryNames.Nvrtc)]
+    public static unsafe partial nvrtcResult nvrtcGetSupportedArchs(int* supportedArchs);
+
     /// <summary>Static string for a code ("NVRTC_ERROR_COMPILATION"); never fails.</summary>
     [LibraryImport(NativeLibraryNames.Nvrtc)]
     public static partial nint nvrtcGetErrorString(nvrtcResult result);

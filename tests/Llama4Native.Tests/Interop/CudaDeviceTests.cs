@@ -263,6 +263,28 @@ public class CudaDeviceTests
     }
 
     [Test]
+    public void Any_thread_may_use_the_context_without_setting_it_first()
+    {
+        // Each operation binds its context itself: a fresh thread with nothing current works.
+        Exception? error = null;
+        var worker = new Thread(() =>
+        {
+            try
+            {
+                Cu.Check(Cu.cuCtxSetCurrent(default));
+                using var s = _ctx.CreateStream();
+                using var m = _ctx.Allocate(4096);
+                _ctx.MemsetAsync(m.Ptr, 1, m.Bytes, s.Handle);
+                s.Synchronize();
+            }
+            catch (Exception e) { error = e; }
+        });
+        worker.Start();
+        worker.Join();
+        Assert.That(error, Is.Null);
+    }
+
+    [Test]
     public void Stream_capture_mode_blocks_sync_inside_capture()
     {
         using var s = _ctx.CreateStream();

@@ -43,6 +43,15 @@ public class NvrtcTests
             Assert.That((major, minor), Is.EqualTo((12, 4)));
     }
 
+    [Test]
+    public void Supported_archs_include_ampere_and_hopper()
+    {
+        var archs = Nvrtc.SupportedArchs;
+        TestContext.Out.WriteLine(string.Join(", ", archs));
+        Assert.That(archs, Does.Contain(80).And.Contain(90));
+        Assert.That(archs, Is.Ordered);
+    }
+
     [TestCase("--gpu-architecture=compute_90a")]
     [TestCase("--gpu-architecture=compute_80")]
     public void Compiles_to_ptx_with_entries_and_a_trailing_nul(string arch)
