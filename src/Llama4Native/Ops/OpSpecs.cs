@@ -6,7 +6,7 @@ public static class OpSpecs
     public static IReadOnlyList<OpSpec> All { get; } =
     [
         new AddSpec(), new ConvertSpec(), new RmsNormSpec(), new SiluMulSpec(), new SoftmaxSpec(), new EmbeddingSpec(),
-        new GemmSpec(), new RopeSpec(), new AttentionSpec(), new MoeSpec(),
+        new GemmSpec(), new GemvSpec(), new RopeSpec(), new AttentionSpec(), new MoeSpec(),
     ];
 
     public static IEnumerable<OpCase> AllCases() => All.SelectMany(s => s.Cases());
