@@ -7,7 +7,7 @@ using R = Llama4Native.Reference.Gemv;
 namespace Llama4Native.Ops;
 
 /// <summary>
-/// gemv cases (decode projections). Variant "warp" (a warp per GEMV_ROWS_PER_WARP outputs). Dims: m, N, K. Types "x,w>y" (w always bf16).
+/// gemv cases (decode projections). Variant "warp" (a warp per GEMV_ROWS_PER_WARP outputs), "warp-misaligned" (x not 16-byte aligned). Dims: m, N, K. Types "x,w>y" (w always bf16).
 /// x ~ N(0, 1), W ~ N(0, 1/K) like real weights, so |y| ~ 1 at every K.
 /// </summary>
 public sealed class GemvSpec : OpSpec
@@ -28,6 +28,10 @@ public sealed class GemvSpec : OpSpec
         foreach (var t in Types)
             foreach (var s in shapes)
                 yield return new OpCase(Name, "warp", t, s);
+        // x one element past a 16-byte boundary with K % 8 == 0: must take the scalar path, not fault.
+        foreach (var t in Types)
+            foreach (var s in new long[][] { [3, 65, 64], [1, 7, 1000] })
+                yield return new OpCase(Name, "warp-misaligned", t, s);
     }
 
     public override IEnumerable<OpCase> PerfCases()
@@ -52,7 +56,12 @@ public sealed class GemvSpec : OpSpec
             (m, n, k) = ((int)c[0], (int)c[1], (int)c[2]);
             x = DeviceData.Normal(rng, (long)m * k, 1f, sig.In(0));
             w = DeviceData.Normal(rng, (long)n * k, (float)(1 / Math.Sqrt(k)), sig.In(1));
-            tx = new Tensor(Track(DeviceData.Upload(dev, x, sig.In(0))).Ptr, sig.In(0), new Shape(m, k));
+            // "misaligned": x starts one element into its buffer (not 16-byte aligned).
+            int skew = c.Variant.EndsWith("misaligned", StringComparison.Ordinal) ? 1 : 0;
+            var xs = new float[x.Length + skew];
+            x.CopyTo(xs, skew);
+            long esz = sig.In(0) == DType.BF16 ? 2 : 4;
+            tx = new Tensor(Track(DeviceData.Upload(dev, xs, sig.In(0))).Ptr + skew * esz, sig.In(0), new Shape(m, k));
             tw = new Tensor(Track(DeviceData.Upload(dev, w, sig.In(1))).Ptr, sig.In(1), new Shape(n, k));
             ty = new Tensor(Track(DeviceData.Poisoned(dev, (long)m * n, sig.Output)).Ptr, sig.Output, new Shape(m, n));
         }
