@@ -6,7 +6,7 @@ public static class OpSpecs
     public static IReadOnlyList<OpSpec> All { get; } =
     [
         new AddSpec(), new ConvertSpec(), new RmsNormSpec(), new SiluMulSpec(), new SoftmaxSpec(), new EmbeddingSpec(),
-        new GemmSpec(), new RopeSpec(), new AttentionSpec(), new MoeSpec(), new SampleSpec(),
+        new GemmSpec(), new GemvSpec(), new RopeSpec(), new AttentionSpec(), new MoeSpec(), new SampleSpec(),
     ];
 
     public static IEnumerable<OpCase> AllCases() => All.SelectMany(s => s.Cases());

@@ -27,6 +27,9 @@ public static class Tolerances
         // about √K·2^-24 relative to the row's scale. Inputs: A ~ N(0,1), B ~ N(0,1/K), so |C| ~ 1.
         ("gemm", DType.F32) => new(2e-6 * Math.Sqrt(Math.Max(k, 1)), 1e-4),
         ("gemm", DType.BF16) => new(1e-5 + 2e-6 * Math.Sqrt(Math.Max(k, 1)), Bf16Ulp),
+        // gemv: the same fp32 dot products as gemm (lane-strided partial sums + a shuffle tree), same bound.
+        ("gemv", DType.F32) => new(2e-6 * Math.Sqrt(Math.Max(k, 1)), 1e-4),
+        ("gemv", DType.BF16) => new(1e-5 + 2e-6 * Math.Sqrt(Math.Max(k, 1)), Bf16Ulp),
         // MoE steps (router logits/scores, h, out, combine) against the reference fed the device's inputs to that
         // step: fp32 sums as gemm; in bf16 each HF rounding point (gate, up, silu, product) can land one ulp apart.
         ("moe", DType.F32) => new(2e-6 * Math.Sqrt(Math.Max(k, 1)), 1e-4),
