@@ -53,6 +53,7 @@ public static class Commands
         Register("selftest", Verbs.SelftestVerb.Help, Verbs.SelftestVerb.Run);
         Register("bench-kernels", Verbs.BenchKernelsVerb.Help, Verbs.BenchKernelsVerb.Run);
         Register("bench-report", Verbs.BenchReportVerb.Help, Verbs.BenchReportVerb.Run);
+        Register("chat", Verbs.ChatVerb.Help, Verbs.ChatVerb.Run);
         Register("run", Verbs.RunVerb.Help, Verbs.RunVerb.Run);
         Register("eval", Verbs.EvalVerb.Help, Verbs.EvalVerb.Run);
         Register("bench-e2e", Verbs.BenchE2eVerb.Help, Verbs.BenchE2eVerb.Run);

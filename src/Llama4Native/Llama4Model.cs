@@ -10,14 +10,15 @@ namespace Llama4Native;
 /// <param name="Compute">fp32 (exact parity) or bf16 (production); null = bf16 on a GPU, fp32 on the emulator.</param>
 /// <param name="MaxContext">Tokens a session can hold (prompt + generated); sizes the KV cache of NoPE layers.</param>
 /// <param name="MaxPrefillPiece">The largest piece a prompt is fed in.</param>
-/// <param name="Codec">The text side (tokenizer + chat format); required until the Llama 4 tokenizer is wired in here.</param>
+/// <param name="Codec">The text side (tokenizer + chat format); null = the checkpoint's own Llama 4 tokenizer
+/// (`original/tokenizer.model`, `tokenizer.model` or `tokenizer.json`), loaded when the first session starts.</param>
 public sealed record Llama4ModelOptions(string Device = "auto", ComputeMode? Compute = null, int MaxContext = 8192, int MaxPrefillPiece = 256,
                                         Action<LoadProgress>? Progress = null, ITextCodec? Codec = null);
 
 /// <summary>
 /// A Llama 4 checkpoint loaded on a device: the entry point of the library.
 /// <code>
-/// using var model = Llama4Model.Load("/models/Llama-4-Scout-17B-16E-Instruct", new() { Codec = … });
+/// using var model = Llama4Model.Load("/models/Llama-4-Scout-17B-16E-Instruct");
 /// using var chat = model.CreateSession();
 /// await foreach (var piece in chat.GenerateAsync("Why is the sky blue?")) Console.Write(piece.Text);
 /// </code>
@@ -60,11 +61,29 @@ public sealed class Llama4Model : IDisposable
         }
     }
 
+    ITextCodec? codec;
+
+    /// <summary>The text side: <see cref="Llama4ModelOptions.Codec"/>, else the checkpoint's tokenizer.</summary>
+    public ITextCodec Codec
+    {
+        get
+        {
+            if (codec is not null) return codec;
+            if (Options.Codec is { } given) return codec = given;
+            try { return codec = Text.Llama4TextCodec.Load(Path, Config); }
+            catch (FileNotFoundException e)
+            {
+                throw new InvalidOperationException(
+                    $"{e.Message}: this checkpoint has no tokenizer. Copy the release's original/tokenizer.model next to config.json, " +
+                    "or pass Llama4ModelOptions.Codec (e.g. Llama4TextCodec.Create(Llama4Tokenizer.FromFile(path), model.Config))", e);
+            }
+        }
+    }
+
     /// <summary>A new conversation with its own KV cache.</summary>
     public ChatSession CreateSession(int? maxContext = null)
     {
-        var codec = Options.Codec ?? throw new InvalidOperationException(
-            "no tokenizer: pass Llama4ModelOptions.Codec (the Llama 4 tokenizer is not yet loaded from the checkpoint automatically)");
+        var codec = Codec;
         int ctx = maxContext ?? Options.MaxContext;
         return new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec);
     }

@@ -11,8 +11,14 @@ public sealed record GenerationOptions
     public float TopP { get; init; } = 1;
     /// <summary>Drop tokens less likely than min_p × the most likely one (0 = none).</summary>
     public float MinP { get; init; }
+    // The three penalties look at the tokens generated so far in this call (as vLLM/OpenAI do for frequency and
+    // presence; HF's repetition penalty also counts the prompt — ours does not, so a long system prompt cannot
+    // push the model off its own vocabulary).
+    /// <summary>CTRL-style: a generated token's logit is divided by this when positive, multiplied when negative (1 = off).</summary>
     public float RepetitionPenalty { get; init; } = 1;
+    /// <summary>Subtracted from a logit once per earlier occurrence of the token in the output (0 = off).</summary>
     public float FrequencyPenalty { get; init; }
+    /// <summary>Subtracted from a logit when the token occurred in the output at all (0 = off).</summary>
     public float PresencePenalty { get; init; }
     /// <summary>Seed of the sampler's counter-based RNG: the same seed gives the same tokens.</summary>
     public ulong Seed { get; init; }

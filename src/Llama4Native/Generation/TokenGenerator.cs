@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using Llama4Native.Checkpoints;
+using Llama4Native.Devices;
+using Llama4Native.Kernels;
 using Llama4Native.Model;
 using Llama4Native.Tensors;
 
@@ -10,7 +12,9 @@ namespace Llama4Native.Generation;
 /// <see cref="MaxPiece"/> tokens, then one token per step, through a <see cref="KvCache"/>. Calls continue
 /// the same sequence (a conversation): the last token produced by one call is fed at the start of the next,
 /// so the history in the cache is exactly what was generated. Cancellation is honoured between tokens and
-/// leaves the sequence usable.
+/// leaves the sequence usable. Tokens are chosen on the device (kernels/sample.cu: greedy, or penalties,
+/// temperature, top-k/top-p/min-p and a seeded draw) from the logits row left there by the forward, so a step
+/// brings back one int, not V floats; <see cref="LastLogits"/> downloads the row only when asked.
 /// </summary>
 public sealed class TokenGenerator : IDisposable
 {
@@ -23,13 +27,19 @@ public sealed class TokenGenerator : IDisposable
     readonly HashSet<int> modelStops;
     readonly List<int> history = [];
     int? pending;
+    // Sampler state on the device, one buffer: params (32 B) | step (int) | chosen id (int) | counts [V] int32.
+    // counts = how often each token was generated in the current call (frequency/presence/repetition penalties).
+    readonly DeviceBuffer sampler;
+    Tensor lastRow;
+    const int ParamsBytes = 32, StepAt = 32, IdAt = 36, CountsAt = 64;
 
     public KvCache Cache { get; }
     public int MaxPiece { get; }
     public int Vocab { get; }
     public GenerationStats? LastStats { get; private set; }
-    /// <summary>The logits [V] the last yielded token was chosen from (valid until the next step).</summary>
-    public float[] LastLogits { get; private set; } = [];
+    /// <summary>The raw logits [V] the last yielded token was chosen from (before penalties/temperature;
+    /// downloaded on each access, valid until the next step).</summary>
+    public float[] LastLogits => lastRow.Elements == 0 ? [] : Ops.DeviceData.Download(weights.Device, lastRow.Ptr, lastRow.Elements, DType.F32);
     /// <summary>Every token fed to the model so far (prompt and generated), in order.</summary>
     public IReadOnlyList<int> History => history;
     /// <summary>The last generated token, not yet fed: it goes first into the next call.</summary>
@@ -44,6 +54,7 @@ public sealed class TokenGenerator : IDisposable
         Vocab = c.VocabSize;
         Cache = new KvCache(weights.Device, c, mode == ComputeMode.F32 ? DType.F32 : DType.BF16, maxContext, MaxPiece);
         modelStops = [.. c.EosTokenIds, .. Llama4StopTokens.Where(t => t < Vocab)];
+        sampler = weights.Device.Allocate(CountsAt + 4L * Vocab);
     }
 
     Llama4TextGraph Graph(int tokens)
@@ -56,19 +67,47 @@ public sealed class TokenGenerator : IDisposable
     /// Feeds <paramref name="ids"/> in pieces — MaxPiece tokens, then powers of two for the tail, so at most
     /// log2(MaxPiece) + 1 graphs exist whatever the prompt lengths — and returns the logits [V] after the last.
     /// </summary>
-    float[] Feed(ReadOnlySpan<int> ids, CancellationToken ct)
+    /// <returns>the logits row [1, V] of the last token, on the device</returns>
+    Tensor Feed(ReadOnlySpan<int> ids, CancellationToken ct)
     {
-        float[] last = [];
+        Tensor last = default;
         for (int at = 0; at < ids.Length;)
         {
             ct.ThrowIfCancellationRequested();
             int left = ids.Length - at;
             int n = left >= MaxPiece ? MaxPiece : 1 << (31 - System.Numerics.BitOperations.LeadingZeroCount((uint)left));
-            last = Graph(n).Forward(ids.Slice(at, n));
+            last = Graph(n).Run(ids.Slice(at, n));
             history.AddRange(ids.Slice(at, n).ToArray());
             at += n;
         }
-        return last.AsSpan(last.Length - Vocab).ToArray();
+        return last.Slice(last.Shape[0] - 1, 1);
+    }
+
+    /// <summary>The seed folded to the kernel's 32-bit Philox key.</summary>
+    static uint Seed32(ulong seed) => (uint)(seed ^ (seed >> 32));
+
+    /// <summary>Resets the sampler for a call: its settings, step 0 (so a seed reproduces), no counts.</summary>
+    void BeginSampling(GenerationOptions o)
+    {
+        var dev = weights.Device;
+        var p = new SampleParams(o.Temperature, o.TopK, o.TopP, o.MinP, o.RepetitionPenalty, o.FrequencyPenalty, o.PresencePenalty, Seed32(o.Seed));
+        dev.Upload<SampleParams>([p], sampler.Ptr);
+        dev.Memset(sampler.Ptr + StepAt, 0, 4);
+        dev.Memset(sampler.Ptr + CountsAt, 0, 4L * Vocab);
+    }
+
+    static bool Penalised(GenerationOptions o) => o.RepetitionPenalty != 1 || o.FrequencyPenalty != 0 || o.PresencePenalty != 0;
+
+    /// <summary>Chooses the next token from the logits row on the device and brings back its id.</summary>
+    int Choose(Tensor row, GenerationOptions o)
+    {
+        var dev = weights.Device;
+        var id = new Tensor(sampler.Ptr + IdAt, DType.I32, new Shape(1));
+        Sample.Run(dev, row, sampler.Ptr, Penalised(o) ? sampler.Ptr + CountsAt : DevicePtr.Null, sampler.Ptr + StepAt, id,
+                   DevicePtr.Null, update: true);
+        Span<int> next = stackalloc int[1];
+        dev.Download<int>(id.Ptr, next);
+        return next[0];
     }
 
     /// <summary>
@@ -78,8 +117,6 @@ public sealed class TokenGenerator : IDisposable
     public IEnumerable<int> Generate(IReadOnlyList<int> prompt, GenerationOptions options, CancellationToken ct = default)
     {
         options.Validate();
-        if (options.Temperature > 0)
-            throw new NotSupportedException("sampling with temperature > 0 needs the device sampler, which is not wired in yet; use temperature 0 (greedy)");
         foreach (var id in prompt)
             if ((uint)id >= (uint)Vocab) throw new ArgumentException($"prompt token id {id} is out of range [0, {Vocab})");
         var input = new List<int>(prompt.Count + 1);
@@ -92,6 +129,7 @@ public sealed class TokenGenerator : IDisposable
         stops.UnionWith(options.StopTokens);
 
         var sw = Stopwatch.StartNew();
+        BeginSampling(options);
         var logits = Feed(input.ToArray(), ct);
         pending = null;
         TimeSpan first = default;
@@ -99,8 +137,8 @@ public sealed class TokenGenerator : IDisposable
         string? reason = null;
         while (produced < options.MaxNewTokens)
         {
-            LastLogits = logits;
-            int next = Argmax(logits);
+            lastRow = logits;
+            int next = Choose(logits, options);
             produced++;
             if (produced == 1) first = sw.Elapsed;
             pending = next;
@@ -116,20 +154,13 @@ public sealed class TokenGenerator : IDisposable
         LastStats = new GenerationStats(input.Count, produced, first, sw.Elapsed, reason);
     }
 
-    /// <summary>Greedy choice: the largest logit, ties to the lowest id.</summary>
-    static int Argmax(ReadOnlySpan<float> logits)
-    {
-        int best = 0;
-        for (int j = 1; j < logits.Length; j++) if (logits[j] > logits[best]) best = j;
-        return best;
-    }
-
     /// <summary>Starts a new sequence (keeps the memory).</summary>
-    public void Reset() { Cache.Reset(); history.Clear(); pending = null; }
+    public void Reset() { Cache.Reset(); history.Clear(); pending = null; lastRow = default; }
 
     public void Dispose()
     {
         foreach (var g in graphs.Values) g.Dispose();
         Cache.Dispose();
+        sampler.Dispose();
     }
 }

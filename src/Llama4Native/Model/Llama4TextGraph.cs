@@ -76,8 +76,7 @@ public sealed class Llama4TextGraph : IDisposable
 
         Value W(string name) => g.Bind(name + ".weight", w[name].Tensor); // values are named; nodes keep the bare name
         Value Linear(string name, Value input, Value weight, long outFeatures) =>
-            g.Node(name, act, new Shape(t, outFeatures), [input, weight],
-                   (in NodeContext c) => Gemm.Run(c.Device, c[0], c[1], c.Output, GemmBLayout.NK, c.Stream));
+            g.Node(name, act, new Shape(t, outFeatures), [input, weight], (in NodeContext c) => Project(c));
 
         var x = g.Node("embed", act, new Shape(t, d), [Ids, W("tok_embd")],
                        (in NodeContext c) => Embedding.Run(c.Device, c[0], c[1], c.Output, DevicePtr.Null, c.Stream));
@@ -162,9 +161,20 @@ public sealed class Llama4TextGraph : IDisposable
                         (in NodeContext c) => RmsNorm.Run(c.Device, c[0], c[1], c.Output, eps, c.Stream));
         var head = w.TryGet("output", out var lm) ? lm.Tensor : w["tok_embd"].Tensor; // tied embeddings
         Logits = g.Node("output", DType.F32, new Shape(t, cfg.VocabSize), [xn, g.Bind("lm_head", head)],
-                        (in NodeContext c) => Gemm.Run(c.Device, c[0], c[1], c.Output, GemmBLayout.NK, c.Stream));
+                        (in NodeContext c) => Project(c));
         g.Output(Logits);
         Plan = g.Plan(dev);
+    }
+
+    /// <summary>y = x·Wᵀ for a linear node. A decode step (≤ Gemv.MaxRows tokens) is memory-bound: the GEMV streams
+    /// the bf16 weight once with 16-byte loads instead of padding a tensor-core tile to 16+ rows. The fp32 parity
+    /// mode keeps upcast f32 weights, which only the GEMM takes.</summary>
+    static void Project(in NodeContext c)
+    {
+        if (c[1].DType == DType.BF16 && c[0].Shape[0] <= Gemv.MaxRows)
+            Gemv.Run(c.Device, c[0], c[1], c.Output, c.Stream);
+        else
+            Gemm.Run(c.Device, c[0], c[1], c.Output, GemmBLayout.NK, c.Stream);
     }
 
     /// <summary>
@@ -178,6 +188,16 @@ public sealed class Llama4TextGraph : IDisposable
     /// cache's sequence. Returns logits [T, V]. Dumps the nodes <paramref name="dumpWhere"/> selects.
     /// </summary>
     public float[] Forward(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null)
+    {
+        var logits = Run(ids, dumpWhere, dump);
+        return Ops.DeviceData.Download(dev, logits.Ptr, logits.Elements, DType.F32);
+    }
+
+    /// <summary>
+    /// Like <see cref="Forward"/> but leaves the logits [T, V] f32 on the device (the plan's buffer: valid until
+    /// the next run of this graph), so a decode step can sample there and bring back one id instead of V floats.
+    /// </summary>
+    public Tensor Run(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null)
     {
         if (ids.Length != Tokens) throw new ArgumentException($"this graph was built for {Tokens} tokens, got {ids.Length}");
         int vocab = (int)Plan[Logits].Shape[1];
@@ -193,7 +213,7 @@ public sealed class Llama4TextGraph : IDisposable
         try { Plan.Run(null, dumpWhere, dump); }
         catch { cache?.AbortPiece(); throw; }
         cache?.EndPiece();
-        return Ops.DeviceData.Download(dev, Plan[Logits].Ptr, Plan[Logits].Elements, DType.F32);
+        return Plan[Logits];
     }
 
     public void Dispose()

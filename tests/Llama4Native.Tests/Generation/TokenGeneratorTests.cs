@@ -66,4 +66,84 @@ public class TokenGeneratorTests
         Assert.That(gen.LastStats!.StopReason, Is.EqualTo("context full"));
         Assert.Throws<ArgumentException>(() => gen.Generate([w.Config.Text.VocabSize], new GenerationOptions()).ToList());
     }
+
+    // ---- sampling through the generator (the kernel's distributions are tested in Kernels/SampleTests) ----
+
+    [Test]
+    public void SeededSamplingIsReproducibleAndTheSeedMatters()
+    {
+        var (prompt, _) = Golden("tiny-maverick");
+        using var dev = TestDevices.Emulated();
+        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel("tiny-maverick"), dev);
+        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext: 128, maxPiece: 32);
+        ulong seed = (ulong)TestContext.CurrentContext.Random.NextInt64();
+        var o = new GenerationOptions { MaxNewTokens = 12, StopAtModelStops = false, Temperature = 1.5f, Seed = seed };
+        var a = gen.Generate(prompt, o).ToList();
+        gen.Reset();
+        var b = gen.Generate(prompt, o).ToList();
+        gen.Reset();
+        var c = gen.Generate(prompt, o with { Seed = seed + 1 }).ToList();
+        Assert.That(b, Is.EqualTo(a), $"seed {seed} must reproduce its tokens");
+        Assert.That(c, Is.Not.EqualTo(a), $"seeds {seed} and {seed + 1} gave the same 12 tokens");
+    }
+
+    [Test]
+    public void TopKOfOneIsGreedyAtAnyTemperature()
+    {
+        var (prompt, want) = Golden("tiny-scout");
+        using var dev = TestDevices.Emulated();
+        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel("tiny-scout"), dev);
+        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext: 128, maxPiece: 64);
+        var o = new GenerationOptions { MaxNewTokens = want.Length, StopAtModelStops = false, Temperature = 2f, TopK = 1,
+                                        Seed = (ulong)TestContext.CurrentContext.Random.NextInt64() };
+        Assert.That(gen.Generate(prompt, o).ToList(), Is.EqualTo(want));
+    }
+
+    [Test]
+    public void EveryDrawIsInsideTheNucleusOfItsStep()
+    {
+        var (prompt, _) = Golden("tiny-maverick");
+        using var dev = TestDevices.Emulated();
+        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel("tiny-maverick"), dev);
+        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext: 128, maxPiece: 32);
+        const float temperature = 1.3f, topP = 0.6f;
+        var o = new GenerationOptions { MaxNewTokens = 20, StopAtModelStops = false, Temperature = temperature, TopP = topP,
+                                        Seed = (ulong)TestContext.CurrentContext.Random.NextInt64() };
+        int steps = 0;
+        foreach (var id in gen.Generate(prompt, o))
+        {
+            // The nucleus on the host: most likely first, while the mass before a token is < p.
+            var z = gen.LastLogits.Select(x => (double)x / temperature).ToArray();
+            double m = z.Max(), sum = z.Sum(x => Math.Exp(x - m));
+            var order = Enumerable.Range(0, z.Length).OrderByDescending(j => z[j]).ToArray();
+            var nucleus = new HashSet<int>();
+            double before = 0;
+            foreach (var j in order)
+            {
+                if (before >= topP * (1 - 1e-5)) break;
+                nucleus.Add(j);
+                before += Math.Exp(z[j] - m) / sum;
+            }
+            Assert.That(nucleus, Does.Contain(id), $"step {steps}: token {id} is outside the top-p {topP} nucleus of {nucleus.Count} tokens");
+            steps++;
+        }
+        Assert.That(steps, Is.EqualTo(20));
+    }
+
+    [Test]
+    public void PresencePenaltyKeepsGreedyOffTokensItAlreadyProduced()
+    {
+        var (prompt, want) = Golden("tiny-scout");
+        Assert.That(want.Distinct().Count(), Is.LessThan(want.Length), "precondition: the plain greedy output repeats a token");
+        using var dev = TestDevices.Emulated();
+        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel("tiny-scout"), dev);
+        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext: 128, maxPiece: 64);
+        var o = new GenerationOptions { MaxNewTokens = want.Length, StopAtModelStops = false, PresencePenalty = 1000 };
+        var got = gen.Generate(prompt, o).ToList();
+        Assert.That(got.Distinct().Count(), Is.EqualTo(got.Count), string.Join(",", got));
+        Assert.That(got[0], Is.EqualTo(want[0]), "nothing is penalised before the first token");
+        // Penalties count this call's output only: a new call starts clean, so its first token is greedy again.
+        gen.Reset();
+        Assert.That(gen.Generate(prompt, o with { MaxNewTokens = 1 }).Single(), Is.EqualTo(want[0]));
+    }
 }
