@@ -59,7 +59,7 @@ public sealed class TokenGenerator : IDisposable
 
     Llama4TextGraph Graph(int tokens)
     {
-        if (!graphs.TryGetValue(tokens, out var g)) graphs[tokens] = g = new Llama4TextGraph(weights, tokens, mode, Cache);
+        if (!graphs.TryGetValue(tokens, out var g)) graphs[tokens] = g = new Llama4TextGraph(weights, tokens, mode, Cache, lastLogitsOnly: true);
         return g;
     }
 

@@ -50,8 +50,10 @@ public sealed class Llama4TextGraph : IDisposable
     /// Builds and plans the graph for pieces of <paramref name="tokens"/> tokens of one sequence. Without a
     /// <paramref name="cache"/> a run is a whole prompt at positions 0..T-1 (attention over its own keys); with
     /// one, each run continues the sequence at the cache's position, writing keys and values into it.
+    /// With <paramref name="lastLogitsOnly"/> the lm_head runs on the last position only (logits [1, V]): all a
+    /// generation step needs, and at V = 202,048 the largest GEMM of a prefill piece otherwise.
     /// </summary>
-    public Llama4TextGraph(ModelWeights w, int tokens, ComputeMode mode, KvCache? cache = null)
+    public Llama4TextGraph(ModelWeights w, int tokens, ComputeMode mode, KvCache? cache = null, bool lastLogitsOnly = false)
     {
         var cfg = w.Config.Text;
         dev = w.Device;
@@ -160,8 +162,10 @@ public sealed class Llama4TextGraph : IDisposable
         var xn = g.Node("output_norm", act, new Shape(t, d), [x, W("output_norm")],
                         (in NodeContext c) => RmsNorm.Run(c.Device, c[0], c[1], c.Output, eps, c.Stream));
         var head = w.TryGet("output", out var lm) ? lm.Tensor : w["tok_embd"].Tensor; // tied embeddings
-        Logits = g.Node("output", DType.F32, new Shape(t, cfg.VocabSize), [xn, g.Bind("lm_head", head)],
-                        (in NodeContext c) => Project(c));
+        Logits = lastLogitsOnly
+            ? g.Node("output", DType.F32, new Shape(1, cfg.VocabSize), [xn, g.Bind("lm_head", head)], (in NodeContext c) =>
+                  Project(new NodeContext(c.Device, c.Stream, [c[0].Slice(c[0].Shape[0] - 1, 1), c[1]], c.Output)))
+            : g.Node("output", DType.F32, new Shape(t, cfg.VocabSize), [xn, g.Bind("lm_head", head)], (in NodeContext c) => Project(c));
         g.Output(Logits);
         Plan = g.Plan(dev);
     }
