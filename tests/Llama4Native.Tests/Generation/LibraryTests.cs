@@ -1,0 +1,43 @@
+using Llama4Native.Checkpoints;
+using Llama4Native.Generation;
+using Llama4Native.Tests.Checkpoints;
+using Llama4Native.Tests.Text;
+using Llama4Native.Text;
+
+namespace Llama4Native.Tests.Generation;
+
+/// <summary>The library entry point with a checkpoint laid out like a release: the tokenizer comes from
+/// `original/tokenizer.model` without the host passing one.</summary>
+[Category("Emulator")]
+public class LibraryTests
+{
+    [Test]
+    public async Task LoadFindsTheCheckpointsTokenizerAndAnswers()
+    {
+        var tokenizerFile = Path.Combine(TokenizerFixture.Dir, "tokenizer.model"); // skips, saying why, when absent
+        string dir = CkptTestUtil.NewTempDir("lib");
+        try
+        {
+            Synth.Write(Presets.ConfigJson("tiny-demo"), dir, new SynthOptions(Seed: CkptTestUtil.Seed("library")));
+            Directory.CreateDirectory(Path.Combine(dir, "original"));
+            File.Copy(tokenizerFile, Path.Combine(dir, "original", "tokenizer.model"));
+            using var model = Llama4Model.Load(dir, new Llama4ModelOptions(Device: "emu", MaxContext: 256));
+            var codec = (Llama4TextCodec)model.Codec;
+            Assert.That(codec.Tokenizer.IsDemo, Is.False, "the checkpoint's tokenizer.model, not the demo vocabulary");
+
+            var messages = new[] { new Message(MessageRole.System, "Be brief."), new Message(MessageRole.User, "Où est la gare ? 🚉") };
+            var want = new ChatFormat(TokenizerFixture.Tokenizer).EncodeDialog([ChatMessage.System("Be brief."), ChatMessage.User("Où est la gare ? 🚉")]);
+            Assert.That(codec.EncodeDialog(messages), Is.EqualTo(want));
+
+            using var chat = model.CreateSession();
+            var pieces = new List<GeneratedPiece>();
+            await foreach (var p in chat.GenerateAsync(messages, new GenerationOptions { MaxNewTokens = 3, Temperature = 1, Seed = 5 }))
+                pieces.Add(p);
+            Assert.That(pieces, Has.Count.InRange(1, 3));
+            Assert.That(chat.LastStats!.PromptTokens, Is.EqualTo(want.Length));
+            Assert.That(string.Concat(pieces.Select(p => p.Text)),
+                        Is.EqualTo(codec.Tokenizer.Decode(pieces.Select(p => p.TokenId).Where(t => !codec.Tokenizer.IsSpecial(t)).ToArray())));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
