@@ -15,14 +15,27 @@ public class TokenGeneratorTests
                 f.Span<long>(f.Get("generated_ids")).ToArray().Select(v => (int)v).ToArray());
     }
 
+    /// <summary>A fixture model on the emulator with a generator over it (fp32, the parity mode).</summary>
+    sealed class Rig : IDisposable
+    {
+        readonly Devices.Device dev = TestDevices.Emulated();
+        public ModelWeights Weights { get; }
+        public TokenGenerator Gen { get; }
+        public Rig(string fixture, int maxContext, int maxPiece)
+        {
+            Weights = WeightLoader.Load(CkptTestUtil.FixtureModel(fixture), dev);
+            Gen = new TokenGenerator(Weights, ComputeMode.F32, maxContext, maxPiece);
+        }
+        public void Dispose() { Gen.Dispose(); Weights.Dispose(); dev.Dispose(); }
+    }
+
     [TestCase("tiny-scout", 16)]
     [TestCase("tiny-maverick", 7)]
     public void GreedyGenerationInPiecesReproducesTheGolden(string fixture, int maxPiece)
     {
         var (prompt, want) = Golden(fixture);
-        using var dev = TestDevices.Emulated();
-        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel(fixture), dev);
-        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext: 128, maxPiece: maxPiece);
+        using var rig = new Rig(fixture, 128, maxPiece);
+        var gen = rig.Gen;
         var got = gen.Generate(prompt, new GenerationOptions { MaxNewTokens = want.Length, StopAtModelStops = false }).ToList();
         Assert.That(got, Is.EqualTo(want));
         Assert.That(gen.LastStats!.PromptTokens, Is.EqualTo(prompt.Length));
@@ -33,9 +46,8 @@ public class TokenGeneratorTests
     public void ContinuingAConversationOrCancellingLeavesTheSameSequence()
     {
         var (prompt, want) = Golden("tiny-maverick");
-        using var dev = TestDevices.Emulated();
-        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel("tiny-maverick"), dev);
-        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext: 128, maxPiece: 32);
+        using var rig = new Rig("tiny-maverick", 128, 32);
+        var gen = rig.Gen;
         var o = new GenerationOptions { MaxNewTokens = 5, StopAtModelStops = false };
         var first = gen.Generate(prompt, o).ToList();
         var second = gen.Generate([], o).ToList();                  // continues: the 5th token is fed first
@@ -56,15 +68,14 @@ public class TokenGeneratorTests
     public void TheContextLimitIsAClearErrorOrAStop()
     {
         var (prompt, _) = Golden("tiny-maverick");
-        using var dev = TestDevices.Emulated();
-        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel("tiny-maverick"), dev);
-        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext: prompt.Length + 3, maxPiece: 16);
+        using var rig = new Rig("tiny-maverick", prompt.Length + 3, 16);
+        var gen = rig.Gen;
         var e = Assert.Throws<ContextLengthException>(() => gen.Generate([.. prompt, .. prompt], new GenerationOptions()).ToList());
         Assert.That(e!.Message, Does.Contain("context"));
         var got = gen.Generate(prompt, new GenerationOptions { MaxNewTokens = 50, StopAtModelStops = false }).ToList();
         Assert.That(got, Has.Count.EqualTo(4));
         Assert.That(gen.LastStats!.StopReason, Is.EqualTo("context full"));
-        Assert.Throws<ArgumentException>(() => gen.Generate([w.Config.Text.VocabSize], new GenerationOptions()).ToList());
+        Assert.Throws<ArgumentException>(() => gen.Generate([rig.Weights.Config.Text.VocabSize], new GenerationOptions()).ToList());
     }
 
     // ---- sampling through the generator (the kernel's distributions are tested in Kernels/SampleTests) ----
@@ -73,9 +84,8 @@ public class TokenGeneratorTests
     public void SeededSamplingIsReproducibleAndTheSeedMatters()
     {
         var (prompt, _) = Golden("tiny-maverick");
-        using var dev = TestDevices.Emulated();
-        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel("tiny-maverick"), dev);
-        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext: 128, maxPiece: 32);
+        using var rig = new Rig("tiny-maverick", 128, 32);
+        var gen = rig.Gen;
         ulong seed = (ulong)TestContext.CurrentContext.Random.NextInt64();
         var o = new GenerationOptions { MaxNewTokens = 12, StopAtModelStops = false, Temperature = 1.5f, Seed = seed };
         var a = gen.Generate(prompt, o).ToList();
@@ -91,9 +101,8 @@ public class TokenGeneratorTests
     public void TopKOfOneIsGreedyAtAnyTemperature()
     {
         var (prompt, want) = Golden("tiny-scout");
-        using var dev = TestDevices.Emulated();
-        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel("tiny-scout"), dev);
-        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext: 128, maxPiece: 64);
+        using var rig = new Rig("tiny-scout", 128, 64);
+        var gen = rig.Gen;
         var o = new GenerationOptions { MaxNewTokens = want.Length, StopAtModelStops = false, Temperature = 2f, TopK = 1,
                                         Seed = (ulong)TestContext.CurrentContext.Random.NextInt64() };
         Assert.That(gen.Generate(prompt, o).ToList(), Is.EqualTo(want));
@@ -103,9 +112,8 @@ public class TokenGeneratorTests
     public void EveryDrawIsInsideTheNucleusOfItsStep()
     {
         var (prompt, _) = Golden("tiny-maverick");
-        using var dev = TestDevices.Emulated();
-        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel("tiny-maverick"), dev);
-        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext: 128, maxPiece: 32);
+        using var rig = new Rig("tiny-maverick", 128, 32);
+        var gen = rig.Gen;
         const float temperature = 1.3f, topP = 0.6f;
         var o = new GenerationOptions { MaxNewTokens = 20, StopAtModelStops = false, Temperature = temperature, TopP = topP,
                                         Seed = (ulong)TestContext.CurrentContext.Random.NextInt64() };
@@ -135,9 +143,8 @@ public class TokenGeneratorTests
     {
         var (prompt, want) = Golden("tiny-scout");
         Assert.That(want.Distinct().Count(), Is.LessThan(want.Length), "precondition: the plain greedy output repeats a token");
-        using var dev = TestDevices.Emulated();
-        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel("tiny-scout"), dev);
-        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext: 128, maxPiece: 64);
+        using var rig = new Rig("tiny-scout", 128, 64);
+        var gen = rig.Gen;
         var o = new GenerationOptions { MaxNewTokens = want.Length, StopAtModelStops = false, PresencePenalty = 1000 };
         var got = gen.Generate(prompt, o).ToList();
         Assert.That(got.Distinct().Count(), Is.EqualTo(got.Count), string.Join(",", got));
