@@ -18,7 +18,7 @@ public class TokenGeneratorTests
     /// <summary>A fixture model on the emulator with a generator over it (fp32, the parity mode).</summary>
     sealed class Rig : IDisposable
     {
-        readonly Devices.Device dev = TestDevices.Emulated();
+        readonly Llama4Native.Devices.Device dev = TestDevices.Emulated();
         public ModelWeights Weights { get; }
         public TokenGenerator Gen { get; }
         public Rig(string fixture, int maxContext, int maxPiece)
