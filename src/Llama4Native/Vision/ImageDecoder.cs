@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using StbImageSharp;
 
 namespace Llama4Native.Vision;
@@ -88,10 +89,10 @@ public static class ImageDecoder
             throw new ImageException(source, $"unknown image format ({Describe(data)}); supported: {SupportedFormats} — convert the image to PNG or JPEG");
 
         var (w, h) = DeclaredSize(data, format, source);
-        if (w <= 0 || h <= 0)
-            throw new ImageException(source, $"{format} declares a size of {w}x{h}; an image needs both sides ≥ 1 — the file is damaged");
-        if ((long)w * h > options.MaxPixels)
-            throw new ImageException(source, $"{format} declares {w}x{h} = {(long)w * h} pixels, above the limit of {options.MaxPixels} (a decompression bomb, or a huge image); downscale it first, or raise ImageDecodeOptions.MaxPixels if it is trusted");
+        long limit = Math.Min(options.MaxPixels, Array.MaxLength / 4);   // stb decodes to RGBA internally for some formats
+        if (w * h > limit)
+            throw new ImageException(source, $"{format} declares {w}x{h} = {w * h} pixels, above the limit of {limit} (a decompression bomb, or a huge image); downscale it first, or raise ImageDecodeOptions.MaxPixels if it is trusted");
+        CheckStbAgrees(data, format, source, w, h);
 
         ImageResult img;
         try
@@ -104,7 +105,7 @@ public static class ImageDecoder
         }
         if (img is null || img.Data is null || img.Width != w || img.Height != h || img.Data.LongLength != (long)w * h * 3)
             throw new ImageException(source, $"corrupt {format} data: declared {w}x{h}, decoded {img?.Width}x{img?.Height}; re-export the image");
-        return new RgbImage(w, h, img.Data);
+        return new RgbImage((int)w, (int)h, img.Data);
     }
 
     public static ImageFormat DetectFormat(ReadOnlySpan<byte> d)
@@ -116,7 +117,61 @@ public static class ImageDecoder
         return ImageFormat.Unknown;
     }
 
-    static (int W, int H) DeclaredSize(byte[] data, ImageFormat format, string source)
+    /// <summary>
+    /// The size the header declares, read by us (not stb) so that a zero or huge size gets its own message and is
+    /// refused before stb allocates anything; stb's own header parse must then agree.
+    /// </summary>
+    static (long W, long H) DeclaredSize(byte[] data, ImageFormat format, string source)
+    {
+        var (w, h) = ReadHeaderSize(data, format)
+            ?? throw new ImageException(source, $"truncated or corrupt {format} header: the image size cannot be read ({data.Length} bytes); re-export or re-download the image");
+        if (w <= 0 || h <= 0)
+            throw new ImageException(source, $"{format} declares a size of {w}x{h}; an image needs both sides ≥ 1 — the file is damaged");
+        return (w, h);
+    }
+
+    /// <summary>Width and height from the header bytes, or null when the header is cut short or malformed.</summary>
+    internal static (long W, long H)? ReadHeaderSize(ReadOnlySpan<byte> d, ImageFormat format)
+    {
+        switch (format)
+        {
+            case ImageFormat.Png:   // signature, then the IHDR chunk: length 13, "IHDR", width, height (big-endian u32)
+                if (d.Length < 24 || !d[12..16].SequenceEqual("IHDR"u8)) return null;
+                return (BinaryPrimitives.ReadUInt32BigEndian(d[16..]), BinaryPrimitives.ReadUInt32BigEndian(d[20..]));
+            case ImageFormat.Gif:   // logical screen width, height (little-endian u16)
+                if (d.Length < 10) return null;
+                return (BinaryPrimitives.ReadUInt16LittleEndian(d[6..]), BinaryPrimitives.ReadUInt16LittleEndian(d[8..]));
+            case ImageFormat.Bmp:   // DIB header size at 14; OS/2 core header has u16 sizes, the others i32 (height < 0: top-down)
+                if (d.Length < 26) return null;
+                uint dib = BinaryPrimitives.ReadUInt32LittleEndian(d[14..]);
+                if (dib == 12) return (BinaryPrimitives.ReadUInt16LittleEndian(d[18..]), BinaryPrimitives.ReadUInt16LittleEndian(d[20..]));
+                return (BinaryPrimitives.ReadInt32LittleEndian(d[18..]), Math.Abs((long)BinaryPrimitives.ReadInt32LittleEndian(d[22..])));
+            case ImageFormat.Jpeg:  // walk the markers to the first SOFn: precision, height, width (big-endian u16)
+                int i = 2;
+                while (i + 4 <= d.Length)
+                {
+                    if (d[i] != 0xFF) return null;
+                    byte m = d[i + 1];
+                    if (m == 0xFF) { i++; continue; }                                   // fill byte
+                    if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) { i += 2; continue; }    // TEM, RSTn, SOI: no length
+                    if (m == 0xD9 || m == 0xDA) return null;                            // EOI or scan data before any frame
+                    int len = BinaryPrimitives.ReadUInt16BigEndian(d[(i + 2)..]);
+                    if (len < 2) return null;
+                    bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+                    if (sof)
+                    {
+                        if (i + 9 > d.Length) return null;
+                        return (BinaryPrimitives.ReadUInt16BigEndian(d[(i + 7)..]), BinaryPrimitives.ReadUInt16BigEndian(d[(i + 5)..]));
+                    }
+                    i += 2 + len;
+                }
+                return null;
+            default:
+                return null;
+        }
+    }
+
+    static void CheckStbAgrees(byte[] data, ImageFormat format, string source, long w, long h)
     {
         ImageInfo? info;
         try
@@ -129,8 +184,9 @@ public static class ImageDecoder
             throw new ImageException(source, $"corrupt or truncated {format} header ({Reason(e)}); re-export or re-download the image", e);
         }
         if (info is not { } i)
-            throw new ImageException(source, $"corrupt or truncated {format} header ({Reason(null)}); the size cannot be read — re-export or re-download the image");
-        return (i.Width, i.Height);
+            throw new ImageException(source, $"corrupt or truncated {format} header ({Reason(null)}); re-export or re-download the image");
+        if (i.Width != w || i.Height != h)
+            throw new ImageException(source, $"corrupt {format} header: it declares {w}x{h} but the decoder reads {i.Width}x{i.Height}; re-export the image");
     }
 
     static string Reason(Exception? e)
