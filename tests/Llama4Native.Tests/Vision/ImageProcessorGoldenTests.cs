@@ -8,8 +8,8 @@ using Llama4Native.Vision;
 namespace Llama4Native.Tests.Vision;
 
 /// <summary>
-/// shared/fixtures/llama4-image-processor/ (outside the repo), found by walking up from the test binary:
-/// 3 images, HF's decoded RGB, HF's bf16 pixel values, grids and layout strings.
+/// The llama4-image-processor fixture (tests/fixtures/ in the repo, or shared/fixtures/), found by walking up from
+/// the test binary: 3 images, HF's decoded RGB, HF's bf16 pixel values, grids and layout strings.
 /// </summary>
 static class ImageFixture
 {
@@ -17,8 +17,8 @@ static class ImageFixture
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
         {
-            var p = Path.Combine(d.FullName, "shared", "fixtures", "llama4-image-processor");
-            if (File.Exists(Path.Combine(p, "image_processor_golden.json"))) return p;
+            foreach (var p in new[] { Path.Combine(d.FullName, "tests", "fixtures", "llama4-image-processor"), Path.Combine(d.FullName, "shared", "fixtures", "llama4-image-processor") })
+                if (File.Exists(Path.Combine(p, "image_processor_golden.json"))) return p;
         }
         return null;
     });
@@ -27,7 +27,7 @@ static class ImageFixture
     {
         get
         {
-            if (dir.Value is null) Assert.Ignore("image-processor fixture absent: expected shared/fixtures/llama4-image-processor/ in a parent folder of the test binary");
+            if (dir.Value is null) Assert.Ignore("image-processor fixture absent: expected tests/fixtures/llama4-image-processor/ or shared/fixtures/llama4-image-processor/ in a parent folder of the test binary");
             return dir.Value!;
         }
     }
