@@ -93,6 +93,7 @@ public static class ImageDecoder
         if (w * h > limit)
             throw new ImageException(source, $"{format} declares {w}x{h} = {w * h} pixels, above the limit of {limit} (a decompression bomb, or a huge image); downscale it first, or raise ImageDecodeOptions.MaxPixels if it is trusted");
         CheckStbAgrees(data, format, source, w, h);
+        if (format == ImageFormat.Png) CheckPngInflation(data, w, h, source);
 
         ImageResult img;
         try
@@ -169,6 +170,37 @@ public static class ImageDecoder
             default:
                 return null;
         }
+    }
+
+    /// <summary>
+    /// A small declared size does not bound a PNG: its IDAT stream may inflate to gigabytes (a zlib bomb), and stb
+    /// inflates all of it before looking. So inflate the IDAT data here first, into a counter, stopping at the most
+    /// the declared size can need (16-bit RGBA, interlaced, filter bytes: h·(1 + 8w) + 7·(h + 1) bytes, doubled).
+    /// </summary>
+    static void CheckPngInflation(byte[] data, long w, long h, string source)
+    {
+        long need = 2 * (h * (1 + 8 * w) + 7 * (h + 1)) + 4096;
+        var idat = new MemoryStream();
+        for (long at = 8; at + 12 <= data.Length;)
+        {
+            long len = BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan((int)at));
+            if (len > data.Length - at - 12) break;   // cut short: stb reports it
+            if (data.AsSpan((int)at + 4, 4).SequenceEqual("IDAT"u8)) idat.Write(data, (int)at + 8, (int)len);
+            else if (data.AsSpan((int)at + 4, 4).SequenceEqual("IEND"u8)) break;
+            at += 12 + len;
+        }
+        idat.Position = 0;
+        long total = 0;
+        try
+        {
+            using var z = new System.IO.Compression.ZLibStream(idat, System.IO.Compression.CompressionMode.Decompress);
+            var buf = new byte[65536];
+            int n;
+            while ((n = z.Read(buf, 0, buf.Length)) > 0)
+                if ((total += n) > need)
+                    throw new ImageException(source, $"PNG image data inflates to more than {need} bytes, far beyond what its declared {w}x{h} needs (a decompression bomb); refusing it");
+        }
+        catch (InvalidDataException) { }   // malformed deflate data: stb reports it with its own message
     }
 
     static void CheckStbAgrees(byte[] data, ImageFormat format, string source, long w, long h)

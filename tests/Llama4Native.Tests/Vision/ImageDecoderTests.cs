@@ -27,8 +27,9 @@ public class ImageDecoderTests
 
     static byte[] RandomBytes(Random rng, int n) { var b = new byte[n]; rng.NextBytes(b); return b; }
 
-    /// <summary>A PNG whose IHDR declares <paramref name="w"/>×<paramref name="h"/>, followed by one tiny IDAT and IEND.</summary>
-    static byte[] PngHeaderOnly(uint w, uint h)
+    /// <summary>A PNG whose IHDR declares <paramref name="w"/>×<paramref name="h"/>, followed by one IDAT of
+    /// <paramref name="rawBytes"/> zero bytes deflated, and IEND.</summary>
+    static byte[] PngHeaderOnly(uint w, uint h, int rawBytes = 64)
     {
         var ms = new MemoryStream();
         ms.Write([0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A]);
@@ -48,7 +49,7 @@ public class ImageDecoderTests
         ihdr[8] = 8; ihdr[9] = 2;   // 8-bit RGB
         Chunk("IHDR", ihdr);
         var z = new MemoryStream();
-        using (var zs = new ZLibStream(z, CompressionLevel.Fastest, leaveOpen: true)) zs.Write(new byte[64]);
+        using (var zs = new ZLibStream(z, CompressionLevel.SmallestSize, leaveOpen: true)) zs.Write(new byte[rawBytes]);
         Chunk("IDAT", z.ToArray());
         Chunk("IEND", []);
         return ms.ToArray();
@@ -120,6 +121,11 @@ public class ImageDecoderTests
         Assert.That(sw.ElapsedMilliseconds, Is.LessThan(1000));
         e = Throws(() => ImageDecoder.Decode(PngHeaderOnly(uint.MaxValue, 1), "wide.png"));
         Assert.That(e.Message, Does.Contain("4294967295x1"));
+        // a 4x4 PNG whose image data inflates to 64 MiB: refused before stb inflates it
+        var zbomb = PngHeaderOnly(4, 4, 64 << 20);
+        TestContext.Out.WriteLine($"zlib bomb: {zbomb.Length} bytes");
+        e = Throws(() => ImageDecoder.Decode(zbomb, "zbomb.png"));
+        Assert.That(e.Message, Does.Contain("decompression bomb").And.Contain("4x4"));
         // configurable: a real 500x300 image over a 100k-pixel limit
         e = Throws(() => ImageDecoder.Decode(Fixture("wide_500x300.png"), "w.png", new ImageDecodeOptions(MaxPixels: 100_000)));
         Assert.That(e.Message, Does.Contain("500x300 = 150000 pixels").And.Contain("100000"));
