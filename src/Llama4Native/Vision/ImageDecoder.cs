@@ -46,7 +46,7 @@ public static class ImageDecoder
                 throw new ImageException(source, $"file is {info.Length} bytes, above the limit of {options.MaxBytes}; raise ImageDecodeOptions.MaxBytes if this image is trusted");
             bytes = File.ReadAllBytes(path);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException && e is not ImageException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ImageException(source, $"cannot read {path}: {e.Message}", e);
         }
