@@ -1,3 +1,5 @@
+using Llama4Native.Vision;
+
 namespace Llama4Native.Text;
 
 public enum ChatRole { System, User, Assistant, Tool }
@@ -11,7 +13,7 @@ public sealed record ImageContent(int Rows, int Cols) : ChatContent
     /// <summary>The tile grid the Llama 4 image processor picks for an image of this size (FORMAT.md section 5).</summary>
     public static ImageContent FromSize(int width, int height, VisionTokenSettings settings)
     {
-        var (r, c) = ChatFormat.ChooseTileGrid(width, height, settings.TileSize, settings.MaxTiles);
+        var (r, c) = TileGrid.Choose(width, height, settings.TileSize, settings.MaxTiles);
         return new ImageContent(r, c);
     }
 }
@@ -144,23 +146,7 @@ public sealed class ChatFormat(Llama4Tokenizer tokenizer, VisionTokenSettings? v
     public int ImageTokenCount(int rows, int cols) =>
         rows * cols > 1 ? Vision.PatchesPerTile * (rows * cols + 1) + rows * cols + 3 : Vision.PatchesPerTile + 3;
 
-    /// <summary>
-    /// The tile grid (rows, cols), rows·cols ≤ maxTiles: smallest scale ≥ 1 if any canvas reaches it, else the
-    /// largest scale; ties by smallest canvas area. Scales in 32-bit floats, compared exactly, as the reference.
-    /// </summary>
-    public static (int Rows, int Cols) ChooseTileGrid(int width, int height, int tileSize = 336, int maxTiles = 16)
-    {
-        if (width <= 0 || height <= 0) throw new ArgumentOutOfRangeException(nameof(width), $"image {width}x{height}");
-        var cands = new List<(int R, int C, float Scale)>();
-        for (int r = 1; r <= maxTiles; r++)
-            for (int c = 1; r * c <= maxTiles; c++)
-            {
-                float sw = (float)(c * tileSize) / width, sh = (float)(r * tileSize) / height;
-                cands.Add((r, c, Math.Min(sw, sh)));
-            }
-        bool anyUp = cands.Any(x => x.Scale >= 1f);
-        float best = anyUp ? cands.Where(x => x.Scale >= 1f).Min(x => x.Scale) : cands.Max(x => x.Scale);
-        var pick = cands.Where(x => x.Scale == best).OrderBy(x => x.R * x.C).ThenBy(x => x.R).First();
-        return (pick.R, pick.C);
-    }
+    /// <summary>The tile grid (rows, cols); the rule lives in <see cref="TileGrid.Choose"/>.</summary>
+    public static (int Rows, int Cols) ChooseTileGrid(int width, int height, int tileSize = 336, int maxTiles = 16) =>
+        TileGrid.Choose(width, height, tileSize, maxTiles);
 }
