@@ -48,6 +48,8 @@ public static class Tolerances
         // the "offset" cases' mean of 64), which survives where z·w + b cancels to ~0: hence an absolute 1e-5.
         ("layernorm", DType.F32) => new(1e-5, 2e-5),
         ("layernorm", DType.BF16) => new(1e-5, Bf16Ulp),
+        // fp32 x + b, then erff (a few ulp): where GELU's 1 + erf(v/√2) → 0 the absolute error is ~|v|·2^-24.
+        ("bias_act", DType.F32) => new(1e-6, 2e-5),
         (_, DType.BF16) => new(1e-6, Bf16Ulp),
         _ => throw new ArgumentException($"no tolerance for op '{op}' with {output} output"),
     };
