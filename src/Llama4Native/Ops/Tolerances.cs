@@ -17,7 +17,7 @@ public static class Tolerances
     {
         ("sample", DType.I32) => Exact,                                // token ids: equal (near-ties forgiven by SampleSpec)
         ("sample", DType.F32) => new(1e-6, 1e-4),                      // chosen probability: f32 sums vs double
-        ("convert" or "embedding" or "add" or "patch_unfold" or "vision_embed" or "pixel_shuffle", _) => Exact,               // conversions, copies and one rounded add are bit-exact
+        ("convert" or "embedding" or "add" or "patch_unfold" or "vision_embed" or "pixel_shuffle" or "scatter_rows", _) => Exact,               // conversions, copies and one rounded add are bit-exact
         ("rmsnorm", DType.F32) => new(1e-6, 2e-5),                     // fp32 sum of squares vs double
         ("silu_mul", DType.F32) => new(1e-6, 2e-5),                    // fast exp / divide: a few ulp
         ("softmax", DType.F32) => new(1e-7, 2e-5),
