@@ -62,11 +62,9 @@ public sealed class Llama4VisionGraph : IDisposable
         Mode = mode;
         MaxTiles = maxTiles;
         Tiles = maxTiles;
-        int C = vc.NumChannels, S = vc.ImageSize, P = vc.PatchSize, side = vc.PatchesPerSide, N = vc.NumPatches, dv = vc.HiddenSize;
-        int heads = vc.NumAttentionHeads, hd = vc.HeadDim, inter = vc.IntermediateSize, rows = N + 1, n = vc.TokensPerTile;
-        TokensPerTile = n;
+        int dv = vc.HiddenSize, rows = vc.NumPatches + 1;
+        TokensPerTile = vc.TokensPerTile;
         int shufDim = (int)Math.Round(dv / (vc.PixelShuffleRatio * vc.PixelShuffleRatio));
-        long T = maxTiles, R = T * rows;
         var act = mode == ComputeMode.F32 ? DType.F32 : DType.BF16;
         float eps = (float)vc.NormEps, theta = (float)vc.RopeTheta;
         double ratio = vc.PixelShuffleRatio;
@@ -89,8 +87,25 @@ public sealed class Llama4VisionGraph : IDisposable
         batch = new Attention.Batch(mp, mp + 4L * (maxTiles + 1), mp + 4L * (2 * maxTiles + 1), mp + 4L * (3 * maxTiles + 1), mp + offBytes,
                                     Count: maxTiles, MaxQ: rows, MaxKv: rows);
 
-        var g = Graph = new ComputeGraph();
-        Pixels = g.Input("v.pixels", act, new Shape(T, C, S, S));
+        try
+        {
+            (Graph, Pixels, Features, Projected, Plan) = Build(w, act, eps, theta, ratio, hidden, shufDim);
+        }
+        catch
+        {
+            meta.Dispose();
+            throw;
+        }
+    }
+
+    (ComputeGraph, Value, Value, Value, GraphPlan) Build(ModelWeights w, DType act, float eps, float theta, double ratio, int hidden, int shufDim)
+    {
+        var vc = cfg;
+        int C = vc.NumChannels, S = vc.ImageSize, P = vc.PatchSize, side = vc.PatchesPerSide, N = vc.NumPatches, dv = vc.HiddenSize;
+        int heads = vc.NumAttentionHeads, hd = vc.HeadDim, inter = vc.IntermediateSize, rows = N + 1, n = vc.TokensPerTile;
+        long T = MaxTiles, R = T * rows;
+        var g = new ComputeGraph();
+        var pixels = g.Input("v.pixels", act, new Shape(T, C, S, S));
         Value W(string name) => g.Bind(name + ".weight", w[name].Tensor);
         Value B(string name) => g.Bind(name + ".bias.weight", w[name + ".bias"].Tensor);
         // Node `name`: y = x·Wᵀ with the weight `weight` (default: the node's name), then (bias, activation) in place when asked.
@@ -110,7 +125,7 @@ public sealed class Llama4VisionGraph : IDisposable
             g.Node(name, act, new Shape(R, dv), [input, W(weight), B(weight)], (in NodeContext c) =>
                 LayerNorm.Run(c.Device, Cut(c[0]), c[1], c[2], Cut(c.Output), eps, c.Stream), inPlaceOf: inPlace);
 
-        var cols = g.Node("v.patch_unfold", act, new Shape(T * N, (long)C * P * P), [Pixels], (in NodeContext c) =>
+        var cols = g.Node("v.patch_unfold", act, new Shape(T * N, (long)C * P * P), [pixels], (in NodeContext c) =>
             PatchUnfold.Run(c.Device, Cut(c[0]), Cut(c.Output), P, c.Stream));
         var patches = Linear("v.patch_embd", cols, T * N, dv, bias: false);
         var x = g.Node("v.embed", act, new Shape(R, dv), [patches, W("v.cls_embd"), W("v.pos_embd")], (in NodeContext c) =>
@@ -148,11 +163,11 @@ public sealed class Llama4VisionGraph : IDisposable
         var shuffled = g.Node("v.shuffle", act, new Shape(T * n, shufDim), [x], (in NodeContext c) =>
             PixelShuffle.Run(c.Device, Cut(c[0]).Reshape(Tiles, rows, dv), Cut(c.Output).Reshape(Tiles, n, shufDim), ratio, c.Stream, dropClassToken: true));
         var a1 = Linear("v.adapter_fc1", shuffled, T * n, vc.ProjectorInputDim, bias: false, BiasAct.Activation.GeluErf);
-        Features = Linear("v.adapter", a1, T * n, vc.ProjectorOutputDim, bias: false, BiasAct.Activation.GeluErf, weight: "v.adapter_fc2");
-        Projected = Linear("mm.proj", Features, T * n, hidden, bias: vc.MultiModalProjectorBias);
-        g.Output(Features);
-        g.Output(Projected);
-        Plan = g.Plan(dev);
+        var features = Linear("v.adapter", a1, T * n, vc.ProjectorOutputDim, bias: false, BiasAct.Activation.GeluErf, weight: "v.adapter_fc2");
+        var projected = Linear("mm.proj", features, T * n, hidden, bias: vc.MultiModalProjectorBias);
+        g.Output(features);
+        g.Output(projected);
+        return (g, pixels, features, projected, g.Plan(dev));
     }
 
     /// <summary>The first <see cref="Tiles"/> tiles' rows of a value planned for <see cref="MaxTiles"/> (every value's leading dimension scales with the tiles).</summary>
