@@ -66,7 +66,8 @@
 // scale is d^-0.5 for Llama 4 (a parameter so a caller can fold other factors in).
 //
 // Compile-time parameters (part of the JIT cache key):
-//   ATTN_HEAD_DIM 128 — d; a multiple of 16. Compile-time because the per-thread q/accumulator arrays must
+//   ATTN_HEAD_DIM 128 — d; a multiple of 8 (attn_fwd_mma_bf16: of 16; fwd pads to 16 internally, e.g. the
+//       vision encoder's 88). Compile-time because the per-thread q/accumulator arrays must
 //       live in registers (a run-time d would force local memory or a fixed worst-case size); the op table
 //       builds 16, 64 and 128.
 //   ATTN_BQ 32 (query rows per fwd block; block = 4·ATTN_BQ), ATTN_BK (keys per fwd tile; 32, 16 for d > 128)
@@ -107,7 +108,12 @@ constexpr int D = ATTN_HEAD_DIM, BQ = ATTN_BQ, BK = ATTN_BK, NT = 4 * ATTN_BQ;
 constexpr int DQ = ATTN_DEC_Q, DBK = ATTN_DEC_BK, DNT = ATTN_DEC_THREADS;
 constexpr int DPT = (D + DNT - 1) / DNT;  // dims per thread in the decode P·V step
 constexpr float LOG2E = 1.4426950408889634f;
-static_assert(D % 16 == 0 && D > 0, "ATTN_HEAD_DIM must be a positive multiple of 16");
+static_assert(D % 8 == 0 && D > 0, "ATTN_HEAD_DIM must be a positive multiple of 8 (of 16 for attn_fwd_mma_bf16)");
+// The fwd kernel's per-thread dims come in groups of 16 (4 threads × 4 dims): a head dim that is not a multiple
+// of 16 (the vision encoder's 88) is padded to DP with zero dims — zero q and K entries add nothing to a score,
+// and the padded accumulator dims are never stored. For D % 16 == 0, DP == D and every guard folds away.
+constexpr int DP = (D + 15) / 16 * 16;
+L4_DEV bool dim_ok(int i) { return D % 16 == 0 || i < D; }
 static_assert(NT <= 1024 && NT % 32 == 0, "ATTN_BQ must be a multiple of 8, at most 256");
 static_assert(DNT % 32 == 0 && DNT <= 1024, "ATTN_DEC_THREADS must be a multiple of 32");
 static_assert(ATTN_COMBINE_THREADS % 32 == 0, "ATTN_COMBINE_THREADS must be a multiple of 32");
@@ -129,8 +135,8 @@ template <class T>
 L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, const int* kv_len, const int* q_pos0,
                 const int* kv_pos0, const long long* kv_off, int H, int Hkv, int kv_row_stride, int kv_head_stride,
                 int chunk, float scale) {
-    __shared__ float Ks[BK][D];
-    __shared__ float Vs[BK][D];
+    __shared__ float Ks[BK][DP];
+    __shared__ float Vs[BK][DP];
     const int b = blockIdx.z, h = blockIdx.y;
     const int qs = q_start[b], nq = q_start[b + 1] - qs, r0 = blockIdx.x * BQ;
     if (r0 >= nq) return;  // uniform per block
@@ -147,12 +153,16 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
 
     // Thread `part` owns dims 16i + 4·part + c (i < D/16, c < 4): the 4 threads of a row read 64 contiguous
     // bytes of a shared K/V row (no bank conflicts), and every row group of the warp reads the same row (broadcast).
-    float q[D / 4], acc[D / 4];
+    float q[DP / 4], acc[DP / 4];
     const T* qrow = Q + ((long long)(qs + r) * H + h) * D;
 #pragma unroll
-    for (int i = 0; i < D / 16; ++i)
+    for (int i = 0; i < DP / 16; ++i)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) { q[4 * i + c] = to_f32(*(qrow + 16 * i + 4 * part + c)); acc[4 * i + c] = 0.f; }
+        for (int c = 0; c < 4; ++c) {
+            const int dim = 16 * i + 4 * part + c;
+            q[4 * i + c] = dim_ok(dim) ? to_f32(*(qrow + dim)) : 0.f;
+            acc[4 * i + c] = 0.f;
+        }
 
     int lo, hi;
     key_range(qp0 + r0, qp0 + min(r0 + BQ, nq) - 1, kp0, nkv, chunk, &lo, &hi);
@@ -160,10 +170,10 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
     for (int j0 = lo; j0 < hi; j0 += BK) {
         const int n = min(BK, hi - j0);
         __syncthreads();  // the previous tile is consumed
-        for (int idx = tid; idx < BK * D; idx += NT) {
-            const int j = idx / D, i = idx % D;
+        for (int idx = tid; idx < BK * DP; idx += NT) {
+            const int j = idx / DP, i = idx % DP;
             float kv = 0.f, vv = 0.f;
-            if (j < n) {
+            if (j < n && dim_ok(i)) {
                 const long long o = (long long)(j0 + j) * kv_row_stride + i;
                 kv = to_f32(*(Kh + o));
                 vv = to_f32(*(Vh + o));
@@ -178,7 +188,7 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
         for (int j = 0; j < BK; ++j) {
             float d = 0.f;
 #pragma unroll
-            for (int i = 0; i < D / 16; ++i)
+            for (int i = 0; i < DP / 16; ++i)
 #pragma unroll
                 for (int c = 0; c < 4; ++c) d += q[4 * i + c] * Ks[j][16 * i + 4 * part + c];
             d += __shfl_xor_sync(0xffffffffu, d, 1);
@@ -190,13 +200,13 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
         const float alpha = exp2f(m - mt);  // 0 when m = -inf
         l *= alpha;
 #pragma unroll
-        for (int k = 0; k < D / 4; ++k) acc[k] *= alpha;
+        for (int k = 0; k < DP / 4; ++k) acc[k] *= alpha;
 #pragma unroll
         for (int j = 0; j < BK; ++j) {
             const float p = exp2f(s[j] - mt);  // 0 for masked keys
             l += p;
 #pragma unroll
-            for (int i = 0; i < D / 16; ++i)
+            for (int i = 0; i < DP / 16; ++i)
 #pragma unroll
                 for (int c = 0; c < 4; ++c) acc[4 * i + c] += p * Vs[j][16 * i + 4 * part + c];
         }
@@ -206,9 +216,10 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
     const float inv = l > 0.f ? 1.f / l : 0.f;
     T* orow = O + ((long long)(qs + r) * H + h) * D;
 #pragma unroll
-    for (int i = 0; i < D / 16; ++i)
+    for (int i = 0; i < DP / 16; ++i)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) *(orow + 16 * i + 4 * part + c) = from_f32<T>(acc[4 * i + c] * inv);
+        for (int c = 0; c < 4; ++c)
+            if (dim_ok(16 * i + 4 * part + c)) *(orow + 16 * i + 4 * part + c) = from_f32<T>(acc[4 * i + c] * inv);
 }
 
 // ------------------------------------------------------------------------------------------ split-KV decode
@@ -533,7 +544,8 @@ extern "C" __global__ void __launch_bounds__(4 * ATTN_BQ) attn_fwd_bf16(L4_ATTN_
     l4_attn::fwd<bf16>(L4_ATTN_FWD_ARGS);
 }
 extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma_bf16(L4_ATTN_FWD_PARAMS(bf16)) {
-    l4_attn::fwd_mma(L4_ATTN_FWD_ARGS);
+    // The tensor-core tiles need d % 16 == 0; the wrapper never launches this kernel otherwise.
+    if constexpr (l4_attn::D % 16 == 0) l4_attn::fwd_mma(L4_ATTN_FWD_ARGS); else __trap();
 }
 
 #define L4_ATTN_SPLIT_PARAMS(T) \

@@ -19,8 +19,9 @@ public static class Attention
     const int FwdRows = 32, FwdThreads = 128;   // ATTN_BQ, 4·ATTN_BQ
     const int MmaRows = 64, MmaThreads = 128;   // MBQ, MNT (fixed in the kernel)
     const int DecRows = 8, DecThreads = 128, DecTile = 64, CombineThreads = 128; // ATTN_DEC_Q, ATTN_DEC_THREADS, ATTN_DEC_BK, ATTN_COMBINE_THREADS
-    /// <summary>Head dims the op table (and so every test and benchmark) compiles; any positive multiple of 16 works.</summary>
-    public static readonly int[] TableHeadDims = [16, 64, 128];
+    /// <summary>Head dims the op table (and so every test and benchmark) compiles; any positive multiple of 8 works
+    /// (the tensor-core variant needs a multiple of 16; 88 is the vision encoder's).</summary>
+    public static readonly int[] TableHeadDims = [16, 64, 88, 128];
 
     /// <summary>
     /// The per-sequence device arrays (int32 unless noted), and the host's UPPER BOUNDS that size the grid (no
@@ -67,7 +68,7 @@ public static class Attention
             throw KernelCheck.Unsupported(op, $"Q {q.DType}, K {k.DType}, V {v.DType}, O {o.DType} (all must match)");
         if (q.DType is not (DType.F32 or DType.BF16)) throw KernelCheck.Unsupported(op, KernelCheck.Name(q.DType));
         int totalQ = KernelCheck.Int(op, "totalQ", q.Shape[0]), heads = KernelCheck.Int(op, "H", q.Shape[1]), d = KernelCheck.Int(op, "d", q.Shape[2]);
-        if (heads < 1 || d < 1 || d % 16 != 0) throw new ArgumentException($"{op}: Q {q.Shape}: H must be ≥ 1 and d a positive multiple of 16");
+        if (heads < 1 || d < 1 || d % 8 != 0) throw new ArgumentException($"{op}: Q {q.Shape}: H must be ≥ 1 and d a positive multiple of 8");
         if (kv.KvHeads < 1 || heads % kv.KvHeads != 0) throw new ArgumentException($"{op}: H = {heads} is not a multiple of Hkv = {kv.KvHeads}");
         if (kv.RowStride < 0 || kv.HeadStride < 0) throw new ArgumentException($"{op}: negative K/V strides {kv}");
         if (chunk < 0) throw new ArgumentException($"{op}: chunk = {chunk} must be ≥ 0");
@@ -83,7 +84,8 @@ public static class Attention
         ulong qs = batch.QStart.Value, kl = batch.KvLen.Value, qpos = batch.QPos0.Value, kpos = batch.KvPos0.Value, koff = batch.KvOff.Value;
         int hkv = kv.KvHeads, rs = kv.RowStride, hs = kv.HeadStride;
         if (variant == Variant.Mma && q.DType != DType.BF16) throw KernelCheck.Unsupported(op + " (mma)", t);
-        bool mma = !split && (variant == Variant.Mma || (variant == Variant.Auto && q.DType == DType.BF16));
+        if (variant == Variant.Mma && d % 16 != 0) throw new ArgumentException($"{op} (mma): d = {d} must be a multiple of 16; use the fwd variant");
+        bool mma = !split && (variant == Variant.Mma || (variant == Variant.Auto && q.DType == DType.BF16 && d % 16 == 0));
         if (mma)
         {
             if (q.Ptr.Value % 16 != 0 || o.Ptr.Value % 16 != 0) throw new ArgumentException($"{op} (mma): Q and O must be 16-byte aligned");

@@ -54,7 +54,17 @@ public sealed class AttentionSpec : OpSpec
             yield return C("split-hsd", t, 6, 3, 64, 0, "b3", (1, 300, 299, 0), (1, 1, 0, 0), (4, 77, 73, 0));
             // G = 5: 15 (row, head) combos over 2 tiles, split mid-row; rows 46, 47 | 48 straddle a chunk boundary
             yield return C("split-hsd", t, 10, 2, 16, 8, "g5.rows3.crosschunk", (3, 9, 46, 40));
+
+            // the vision encoder: bidirectional (q_pos0 = kv_len puts every query after every key), one sequence per
+            // tile, no GQA; head dim 88 (Scout/Maverick: 1408 / 16) is not a multiple of 16 (fwd pads it), 16 = the tiny fixture's
+            yield return C("fwd-shd", t, 3, 3, 88, 0, "vision.bidir.d88", (37, 37, 37, 0), (20, 20, 20, 0));
+            yield return C("fwd-hsd", t, 2, 2, 88, 0, "vision.bidir.d88", (40, 40, 40, 0));
+            yield return C("fwd-shd", t, 2, 2, 16, 0, "vision.bidir.tiny", (65, 65, 65, 0), (65, 65, 65, 0), (65, 65, 65, 0));
+            yield return C("fwd-shd", t, 2, 1, 88, 8, "d88.causal.c8", (30, 30, 0, 0));
+            yield return C("split-hsd", t, 2, 1, 88, 0, "d88", (1, 150, 149, 0), (2, 70, 68, 0));
         }
+        yield return C("fwd-shd1", "bf16", 2, 2, 88, 0, "vision.bidir.d88.unaligned.kv", (33, 33, 33, 0));
+        yield return C("mma-shd", "bf16", 2, 2, 16, 0, "vision.bidir.tiny", (65, 65, 65, 0), (65, 65, 65, 0), (65, 65, 65, 0));
         // tensor-core prefill (bf16 only): several 64-row blocks and 64-key tiles, ragged edges, every head dim
         yield return C("mma-shd", "bf16", 4, 2, 16, 0, "prefill.g2", (45, 45, 0, 0));
         yield return C("mma-hsd", "bf16", 8, 2, 64, 8, "prefill.g4.c8", (70, 70, 0, 0));
@@ -87,6 +97,10 @@ public sealed class AttentionSpec : OpSpec
         }
         yield return C("mma-shd", "bf16", 40, 8, 128, 8192, "scout.prefill.chunked", (2048, 2048, 0, 0));
         yield return C("mma-shd", "bf16", 40, 8, 128, 0, "scout.prefill.global", (2048, 2048, 0, 0));
+        // the vision encoder: 17 tiles (16 + global) of 577 tokens, 16 heads of 88, bidirectional
+        var tiles = Enumerable.Repeat((577, 577, 577, 0), 17).ToArray();
+        yield return C("fwd-shd", "bf16", 16, 16, 88, 0, "vision.17tiles", tiles);
+        yield return C("fwd-shd", "f32", 16, 16, 88, 0, "vision.17tiles", tiles);
     }
 
     public override OpInstance Create(Device device, OpCase c, Random rng) => new Instance(device, c, rng);
