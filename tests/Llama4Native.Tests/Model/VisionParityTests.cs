@@ -392,6 +392,12 @@ public class VisionParityTests
             var pr = OpCheck.Compare("image_features_projected", vision.DownloadProjected(), wantProj, tol);
             TestContext.Out.WriteLine(pr);
             Assert.That(pr.Passed, pr.ToString());
+            // bf16 mode on the same tiles (at d = 88 the attention runs its padded CUDA-core variant).
+            using var v16 = new Llama4VisionGraph(w, 7, ComputeMode.BF16);
+            v16.Forward(pixels, tiles);
+            double m16 = MaxAbs(v16.DownloadFeatures(), wantFeats), scale = wantFeats.Max(Math.Abs);
+            TestContext.Out.WriteLine($"bf16 image_features max abs {m16:0.0000} (|max| {scale:0.00})");
+            Assert.That(m16, Is.LessThanOrEqualTo(0.05 * Math.Max(1, scale / 3)), "bf16 image features");
 
             // A prompt whose 45 <|patch|> tokens come in runs of 9 between text tokens.
             int patch = w.Config.ImageTokenIndex;
