@@ -10,11 +10,14 @@ namespace Llama4Native.Cli.Verbs;
 /// `llama4 eval`: one teacher-forced forward pass of any checkpoint on any device, for tests and for diffing
 /// against a reference. Reads `input_ids` (int64 [T]) from a safetensors file (the fixtures' golden files are
 /// valid inputs) and writes `logits` [T, V] and `layer_out.{i}` [T, D] (float32), plus `router_topk.{i}` for
-/// MoE layers and any node matched by --dump (as `dump.{node}`).
+/// MoE layers and any node matched by --dump (as `dump.{node}`; vision nodes `v.*`, `mm.proj` too). When the
+/// inputs hold `pixel_values` [tiles, C, S, S] (f32 or bf16), the vision graph encodes them, the projected rows
+/// replace the &lt;|patch|&gt; embeddings, and the output also gets `image_features` [tiles, n, Vo] and
+/// `image_features_projected` [tiles·n, D].
 /// </summary>
 public static class EvalVerb
 {
-    public const string Help = "one forward pass: --model DIR --inputs FILE.safetensors --out OUT.safetensors [--device] [--compute fp32|bf16] [--dump PATTERN] [--generate N]";
+    public const string Help = "one forward pass (input_ids, and pixel_values when present): --model DIR --inputs FILE.safetensors --out OUT.safetensors [--device] [--compute fp32|bf16] [--dump PATTERN] [--generate N]";
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
@@ -30,7 +33,10 @@ public static class EvalVerb
             "bf16" => ComputeMode.BF16,
             var m => throw new UsageException($"--compute must be fp32 or bf16, not '{m}'"),
         };
-        int[] ids = ReadInputIds(inputs, Llama4Config.Load(model));
+        var config = Llama4Config.Load(model);
+        int[] ids = ReadInputIds(inputs, config);
+        var images = ReadPixelValues(inputs, config);
+        EarlyFusion.CheckPrompt(ids, config, images?.Count);
 
         using var dev = DeviceFactory.Create(a.Get("device", "auto"));
         using var weights = WeightLoader.Load(model, dev);
@@ -39,11 +45,24 @@ public static class EvalVerb
         var outputs = new List<(string, DType, long[], ReadOnlyMemory<byte>)>();
         void Keep(string name, Tensor t, float[] data) =>
             outputs.Add((name, DType.F32, Dims(t.Shape), MemoryMarshal.AsBytes(data.AsSpan()).ToArray()));
+        bool Dumped(string node) => dumpPattern is not null && System.IO.Enumeration.FileSystemName.MatchesSimpleExpression(dumpPattern, node);
 
         var sw = System.Diagnostics.Stopwatch.StartNew();
+        // Early fusion: every tile of every image at once; the projected rows stay on the device for the text graph.
+        using var vision = images is null ? null : new Llama4VisionGraph(weights, images.Count, mode);
+        Tensor? imageRows = null;
+        if (images is not null && vision is not null)
+        {
+            imageRows = vision.Forward(images.Pixels, images.Count, Dumped, (name, t, data) => Keep("dump." + name, t, data));
+            var vc = config.Vision!;
+            var feats = vision.DownloadFeatures();
+            var proj = vision.DownloadProjected();
+            outputs.Add(("image_features", DType.F32, [images.Count, vc.TokensPerTile, vc.VisionOutputDim], MemoryMarshal.AsBytes(feats.AsSpan()).ToArray()));
+            outputs.Add(("image_features_projected", DType.F32, [(long)images.Count * vc.TokensPerTile, config.Text.HiddenSize], MemoryMarshal.AsBytes(proj.AsSpan()).ToArray()));
+            stderr.WriteLine($"eval: {images.Count} image tiles encoded in {sw.Elapsed.TotalSeconds:0.00} s");
+        }
         var logits = graph.Forward(ids,
-            n => IsLayerOut(n) || n.EndsWith(".moe.router", StringComparison.Ordinal) ||
-                 (dumpPattern is not null && System.IO.Enumeration.FileSystemName.MatchesSimpleExpression(dumpPattern, n)),
+            n => IsLayerOut(n) || n.EndsWith(".moe.router", StringComparison.Ordinal) || Dumped(n),
             (name, t, data) =>
             {
                 if (IsLayerOut(name)) Keep("layer_out." + name.Split('.')[1], t, data);
@@ -53,9 +72,8 @@ public static class EvalVerb
                     Keep("router_topk." + name.Split('.')[1], graph.RouterTopK, topk);
                     Keep("router_logits." + name.Split('.')[1], t, data);
                 }
-                if (dumpPattern is not null && System.IO.Enumeration.FileSystemName.MatchesSimpleExpression(dumpPattern, name))
-                    Keep("dump." + name, t, data);
-            });
+                if (Dumped(name)) Keep("dump." + name, t, data);
+            }, imageRows);
         outputs.Insert(0, ("logits", DType.F32, [ids.Length, logits.Length / ids.Length], MemoryMarshal.AsBytes(logits.AsSpan()).ToArray()));
         if (generate > 0)
         {
@@ -63,7 +81,7 @@ public static class EvalVerb
             using var gen = new Generation.TokenGenerator(weights, mode, ids.Length + generate, maxPiece: Math.Min(ids.Length, 512));
             var tokens = new List<long>();
             var stepLogits = new List<float>();
-            foreach (var tok in gen.Generate(ids, new Generation.GenerationOptions { MaxNewTokens = generate, StopAtModelStops = false }))
+            foreach (var tok in gen.Generate(ids, new Generation.GenerationOptions { MaxNewTokens = generate, StopAtModelStops = false }, images))
             {
                 tokens.Add(tok);
                 stepLogits.AddRange(gen.LastLogits);
@@ -80,7 +98,7 @@ public static class EvalVerb
     static bool IsLayerOut(string node) => node.StartsWith("blk.", StringComparison.Ordinal) && node.EndsWith(".out", StringComparison.Ordinal);
     static long[] Dims(Shape s) { var d = new long[s.Rank]; for (int i = 0; i < d.Length; i++) d[i] = s[i]; return d; }
 
-    /// <summary>input_ids from a safetensors file, checked: int64 [T], T ≥ 1, no image tokens until the vision path lands.</summary>
+    /// <summary>input_ids from a safetensors file, checked: int64 [T], T ≥ 1.</summary>
     public static int[] ReadInputIds(string path, Llama4Config config)
     {
         using var f = SafetensorsFile.Open(path);
@@ -88,9 +106,21 @@ public static class EvalVerb
         var e = f.Get("input_ids");
         if (e.DType != DType.I64 || e.Shape.Length != 1 || e.Shape[0] < 1)
             throw new CheckpointException(path, "input_ids", $"input_ids is {e.DType}[{string.Join(", ", e.Shape)}], expected I64 [T] with T ≥ 1");
-        var ids = f.Span<long>(e).ToArray().Select(v => v is < int.MinValue or > int.MaxValue ? -1 : (int)v).ToArray();
-        if (config.ImageTokenIndex > 0 && ids.Contains(config.ImageTokenIndex))
-            throw new NotSupportedException($"{path}: the prompt has image tokens (<|patch|> = {config.ImageTokenIndex}); images need the vision encoder, which is not implemented yet. Use a text-only prompt.");
-        return ids;
+        return f.Span<long>(e).ToArray().Select(v => v is < int.MinValue or > int.MaxValue ? -1 : (int)v).ToArray();
+    }
+
+    /// <summary>pixel_values [tiles, C, S, S] (f32 or bf16) from a safetensors file, checked against the vision config; null when absent.</summary>
+    public static ImageTiles? ReadPixelValues(string path, Llama4Config config)
+    {
+        using var f = SafetensorsFile.Open(path);
+        if (!f.Contains("pixel_values")) return null;
+        var e = f.Get("pixel_values");
+        var vc = config.Vision ?? throw new CheckpointException(path, "pixel_values", $"the inputs have pixel_values but the model ({config.Architecture}) has no vision tower");
+        if (e.DType is not (DType.F32 or DType.BF16) || e.Shape.Length != 4 || e.Shape[0] < 1 ||
+            e.Shape[1] != vc.NumChannels || e.Shape[2] != vc.ImageSize || e.Shape[3] != vc.ImageSize)
+            throw new CheckpointException(path, "pixel_values",
+                $"pixel_values is {e.DType}[{string.Join(", ", e.Shape)}], expected F32 or BF16 [tiles, {vc.NumChannels}, {vc.ImageSize}, {vc.ImageSize}]");
+        int tiles = checked((int)e.Shape[0]);
+        return e.DType == DType.F32 ? new ImageTiles(f.Span<float>(e).ToArray(), tiles) : ImageTiles.FromBf16(f.Span<ushort>(e), tiles);
     }
 }

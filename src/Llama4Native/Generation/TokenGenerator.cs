@@ -24,6 +24,7 @@ public sealed class TokenGenerator : IDisposable
     readonly ModelWeights weights;
     readonly ComputeMode mode;
     readonly Dictionary<int, Llama4TextGraph> graphs = [];
+    Llama4VisionGraph? vision;
     readonly HashSet<int> modelStops;
     readonly List<int> history = [];
     int? pending;
@@ -66,17 +67,27 @@ public sealed class TokenGenerator : IDisposable
     /// <summary>
     /// Feeds <paramref name="ids"/> in pieces — MaxPiece tokens, then powers of two for the tail, so at most
     /// log2(MaxPiece) + 1 graphs exist whatever the prompt lengths — and returns the logits [V] after the last.
+    /// With <paramref name="imageRows"/> (the projected rows of every &lt;|patch|&gt; token in <paramref name="ids"/>,
+    /// in order), each piece gets the rows of its own &lt;|patch|&gt; tokens, wherever the piece boundaries fall.
     /// </summary>
     /// <returns>the logits row [1, V] of the last token, on the device</returns>
-    Tensor Feed(ReadOnlySpan<int> ids, CancellationToken ct)
+    Tensor Feed(ReadOnlySpan<int> ids, CancellationToken ct, Tensor? imageRows = null)
     {
         Tensor last = default;
+        int used = 0, imageToken = weights.Config.ImageTokenIndex;
         for (int at = 0; at < ids.Length;)
         {
             ct.ThrowIfCancellationRequested();
             int left = ids.Length - at;
             int n = left >= MaxPiece ? MaxPiece : 1 << (31 - System.Numerics.BitOperations.LeadingZeroCount((uint)left));
-            last = Graph(n).Run(ids.Slice(at, n));
+            var piece = ids.Slice(at, n);
+            Tensor? rows = null;
+            if (imageRows is { } all && EarlyFusion.CountPatches(piece, imageToken) is var k and > 0)
+            {
+                rows = all.Slice(used, k);
+                used += k;
+            }
+            last = Graph(n).Run(piece, imageRows: rows);
             history.AddRange(ids.Slice(at, n).ToArray());
             at += n;
         }
@@ -114,7 +125,16 @@ public sealed class TokenGenerator : IDisposable
     /// Appends <paramref name="prompt"/> to the sequence and yields new tokens until a stop token (yielded
     /// last), <see cref="GenerationOptions.MaxNewTokens"/>, or the end of the context.
     /// </summary>
-    public IEnumerable<int> Generate(IReadOnlyList<int> prompt, GenerationOptions options, CancellationToken ct = default)
+    public IEnumerable<int> Generate(IReadOnlyList<int> prompt, GenerationOptions options, CancellationToken ct = default) =>
+        Generate(prompt, options, null, ct);
+
+    /// <summary>
+    /// As above, with the prompt's images: <paramref name="images"/> holds the processed tiles of every image in
+    /// prompt order; the vision graph encodes them all at once and their projected rows replace the prompt's
+    /// &lt;|patch|&gt; embeddings in order (the count must be tiles × tokens per tile, else
+    /// <see cref="ImageTokenMismatchException"/>). A prompt with &lt;|patch|&gt; tokens needs images.
+    /// </summary>
+    public IEnumerable<int> Generate(IReadOnlyList<int> prompt, GenerationOptions options, ImageTiles? images, CancellationToken ct = default)
     {
         options.Validate();
         foreach (var id in prompt)
@@ -128,9 +148,23 @@ public sealed class TokenGenerator : IDisposable
         var stops = options.StopAtModelStops ? new HashSet<int>(modelStops) : [];
         stops.UnionWith(options.StopTokens);
 
+        EarlyFusion.CheckPrompt(prompt.ToArray(), weights.Config, images?.Count);
         var sw = Stopwatch.StartNew();
         BeginSampling(options);
-        var logits = Feed(input.ToArray(), ct);
+        Tensor? imageRows = null;
+        if (images is not null)
+        {
+            images.Check(weights.Config.Vision!);
+            imageRows = Vision(images.Count).Forward(images.Pixels, images.Count);
+            // A previously generated token fed first is never an image slot, even if it happens to be <|patch|>.
+            if (pending is { } pp && pp == weights.Config.ImageTokenIndex && input.Count > 1)
+            {
+                Feed([pp], ct);
+                pending = null;
+                input.RemoveAt(0);
+            }
+        }
+        var logits = Feed(input.ToArray(), ct, imageRows);
         pending = null;
         TimeSpan first = default;
         int produced = 0;
@@ -154,12 +188,25 @@ public sealed class TokenGenerator : IDisposable
         LastStats = new GenerationStats(input.Count, produced, first, sw.Elapsed, reason);
     }
 
+    /// <summary>The vision graph, planned for at least <paramref name="tiles"/> tiles (re-planned when a prompt needs more).</summary>
+    Llama4VisionGraph Vision(int tiles)
+    {
+        if (vision is null || vision.MaxTiles < tiles)
+        {
+            vision?.Dispose();
+            vision = null;
+            vision = new Llama4VisionGraph(weights, tiles, mode);
+        }
+        return vision;
+    }
+
     /// <summary>Starts a new sequence (keeps the memory).</summary>
     public void Reset() { Cache.Reset(); history.Clear(); pending = null; lastRow = default; }
 
     public void Dispose()
     {
         foreach (var g in graphs.Values) g.Dispose();
+        vision?.Dispose();
         Cache.Dispose();
         sampler.Dispose();
     }

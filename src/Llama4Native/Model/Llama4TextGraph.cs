@@ -20,6 +20,7 @@ public enum ComputeMode
 /// The Llama 4 text decoder described ONCE as a graph of named nodes, built from the config:
 /// <code>
 ///   x = tok_embd[ids]                                     "embed"            [T, D]
+///   x[img_idx[j]] = img_rows[j]  (multimodal models)      "embed.image"      early fusion: &lt;|patch|&gt; rows
 ///   for each layer i:
 ///     h  = x + Attn(RMSNorm_in(x))                        "blk.i.attn_*", "blk.i.attn_res"
 ///     x  = h + FFN(RMSNorm_post(h))                        "blk.i.ffn_*" or "blk.i.moe.*", "blk.i.out"
@@ -40,6 +41,12 @@ public sealed class Llama4TextGraph : IDisposable
     public Value Ids { get; }
     public Value Positions { get; }
     public Value Logits { get; }
+    /// <summary>Early fusion inputs (multimodal checkpoints only): projected image rows [T, D] and their positions [T] int32.</summary>
+    public Value? ImageRows { get; }
+    public Value? ImageIndex { get; }
+    /// <summary>Image rows scattered by the current run (0: the "embed.image" node does nothing).</summary>
+    int imageCount;
+    readonly int imageToken;
     readonly AttentionBatch? batch;
     readonly KvCache? cache;
     readonly Moe.Workspace? moe;
@@ -82,6 +89,17 @@ public sealed class Llama4TextGraph : IDisposable
 
         var x = g.Node("embed", act, new Shape(t, d), [Ids, W("tok_embd")],
                        (in NodeContext c) => Embedding.Run(c.Device, c[0], c[1], c.Output, DevicePtr.Null, c.Stream));
+        imageToken = w.Config.ImageTokenIndex;
+        if (w.Config.IsMultimodal)
+        {
+            // Early fusion: the projected image rows replace the <|patch|> embeddings (the host computes where they are).
+            ImageRows = g.Input("img_rows", act, new Shape(t, d));
+            ImageIndex = g.Input("img_idx", DType.I32, new Shape(t));
+            x = g.Node("embed.image", act, new Shape(t, d), [x, ImageRows.Value, ImageIndex.Value], (in NodeContext c) =>
+            {
+                if (imageCount > 0) ScatterRows.Run(c.Device, c[1].Slice(0, imageCount), c[2].Slice(0, imageCount), c.Output, c.Stream);
+            }, inPlaceOf: x);
+        }
         for (int i = 0; i < cfg.NumHiddenLayers; i++)
         {
             string p = $"blk.{i}.";
@@ -190,10 +208,17 @@ public sealed class Llama4TextGraph : IDisposable
     /// <summary>
     /// Runs <paramref name="ids"/>: the whole prompt at positions 0..T-1 without a cache, or the next piece of the
     /// cache's sequence. Returns logits [T, V]. Dumps the nodes <paramref name="dumpWhere"/> selects.
+    /// <para>
+    /// Early fusion: <paramref name="imageRows"/> [n, D] (device, the activation dtype; e.g. a slice of
+    /// <see cref="Llama4VisionGraph.ProjectedRows"/>) are the rows for exactly the n &lt;|patch|&gt; tokens of THIS
+    /// piece, in order; they are copied into the graph and scattered over those tokens' embeddings. Without
+    /// them, &lt;|patch|&gt; tokens keep their ordinary embedding.
+    /// </para>
     /// </summary>
-    public float[] Forward(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null)
+    public float[] Forward(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null,
+                           Tensor? imageRows = null)
     {
-        var logits = Run(ids, dumpWhere, dump);
+        var logits = Run(ids, dumpWhere, dump, imageRows);
         return Ops.DeviceData.Download(dev, logits.Ptr, logits.Elements, DType.F32);
     }
 
@@ -201,13 +226,31 @@ public sealed class Llama4TextGraph : IDisposable
     /// Like <see cref="Forward"/> but leaves the logits [T, V] f32 on the device (the plan's buffer: valid until
     /// the next run of this graph), so a decode step can sample there and bring back one id instead of V floats.
     /// </summary>
-    public Tensor Run(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null)
+    public Tensor Run(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null,
+                      Tensor? imageRows = null)
     {
         if (ids.Length != Tokens) throw new ArgumentException($"this graph was built for {Tokens} tokens, got {ids.Length}");
         int vocab = (int)Plan[Logits].Shape[1];
         for (int i = 0; i < ids.Length; i++)
             if ((uint)ids[i] >= (uint)vocab)
                 throw new ArgumentException($"token id {ids[i]} at position {i} is out of range [0, {vocab}) for this model");
+        imageCount = 0;
+        if (imageRows is { } rows)
+        {
+            if (ImageRows is not { } slot) throw new InvalidOperationException("image rows were given but this model has no vision tower");
+            var dst = Plan[slot];
+            if (rows.DType != dst.DType || rows.Shape.Rank != 2 || rows.Shape[1] != dst.Shape[1])
+                throw new ArgumentException($"image rows are {rows.DType}{rows.Shape}; this graph takes {dst.DType}[n, {dst.Shape[1]}]");
+            var at = Llama4Native.Model.EarlyFusion.PatchPositions(ids, imageToken);
+            if (at.Length != rows.Shape[0])
+                throw new ImageTokenMismatchException($"this piece has {at.Length} <|patch|> tokens but {rows.Shape[0]} image rows were given for it", at.Length, (int)rows.Shape[0]);
+            if (at.Length > 0)
+            {
+                dev.CopyDeviceToDevice(rows.Ptr, dst.Ptr, rows.Bytes);
+                dev.Upload<int>(at, Plan[ImageIndex!.Value].Ptr);
+            }
+            imageCount = at.Length;
+        }
         int p0 = cache?.Position ?? 0;
         cache?.BeginPiece(Tokens);
         var pos = new int[Tokens];

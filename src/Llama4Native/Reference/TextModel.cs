@@ -10,13 +10,27 @@ namespace Llama4Native.Reference;
 /// </summary>
 public static class TextModel
 {
-    /// <summary>Logits [T, V] for <paramref name="ids"/> at positions 0..T-1; <paramref name="layerOut"/>[i] receives layer i's output [T, D].</summary>
-    public static float[] Forward(TextConfig c, Func<string, float[]> w, ReadOnlySpan<int> ids, List<float[]>? layerOut = null)
+    /// <summary>
+    /// Logits [T, V] for <paramref name="ids"/> at positions 0..T-1; <paramref name="layerOut"/>[i] receives layer i's output [T, D].
+    /// Early fusion: with <paramref name="imageRows"/> [n, D] (the projected image features), the embeddings of the n
+    /// tokens equal to <paramref name="imageToken"/> (&lt;|patch|&gt;) are replaced by those rows, in order.
+    /// </summary>
+    public static float[] Forward(TextConfig c, Func<string, float[]> w, ReadOnlySpan<int> ids, List<float[]>? layerOut = null,
+                                  float[]? imageRows = null, int imageToken = -1)
     {
         int t = ids.Length, d = c.HiddenSize, h = c.NumAttentionHeads, hkv = c.NumKeyValueHeads, hd = c.HeadDim;
         float eps = (float)c.RmsNormEps;
         var x = new float[t * d];
         Embedding.Forward(ids, w("tok_embd"), x, c.VocabSize, d);
+        if (imageRows is not null)
+        {
+            int slots = 0;
+            foreach (int id in ids) if (id == imageToken) slots++;
+            if (imageRows.Length != (long)slots * d)
+                throw new ArgumentException($"the prompt has {slots} image tokens ({imageToken}) but {imageRows.Length / (double)d} image rows of {d} were given");
+            for (int p = 0, k = 0; p < t; p++)
+                if (ids[p] == imageToken) imageRows.AsSpan(k++ * d, d).CopyTo(x.AsSpan(p * d, d));
+        }
         var pos = new int[t];
         for (int i = 0; i < t; i++) pos[i] = i;
         AttentionSeq[] seq = [new(0, t, t, 0, 0, 0)];

@@ -96,7 +96,7 @@ public class TextModelTests
     }
 
     [Test]
-    public void EvalVerbWritesLogitsAndLayerOutputs_AndRefusesImagePrompts()
+    public void EvalVerbWritesLogitsAndLayerOutputs()
     {
         var fixture = CkptTestUtil.Fixture("tiny-maverick");
         var outPath = Path.Combine(Path.GetTempPath(), $"l4-eval-{Guid.NewGuid():N}.safetensors");
@@ -120,15 +120,11 @@ public class TextModelTests
             var topk = got.Span<float>(got.Get("router_topk.3")).ToArray();
             Assert.That(topk, Is.EqualTo(gold.Span<long>(gold.Get("router_topk_indices.3")).ToArray().Select(v => (float)v).ToArray()));
 
-            var (rc2, _, err2) = Cli(["eval", "--model", CkptTestUtil.FixtureModel("tiny-maverick"), "--inputs", Path.Combine(fixture, "golden_image.safetensors"),
-                                      "--out", outPath, "--device", "emu"]);
-            Assert.That(rc2, Is.Not.EqualTo(0));
-            Assert.That(err2, Does.Contain("image tokens").And.Contain("vision"));
         }
         finally { File.Delete(outPath); }
     }
 
-    static (int Rc, string Out, string Err) Cli(string[] args)
+    internal static (int Rc, string Out, string Err) Cli(string[] args)
     {
         var o = new StringWriter(); var e = new StringWriter();
         int rc = Commands.Run(args, o, e);
