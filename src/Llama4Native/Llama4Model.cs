@@ -85,7 +85,8 @@ public sealed class Llama4Model : IDisposable
     {
         var codec = Codec;
         int ctx = maxContext ?? Options.MaxContext;
-        return new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec);
+        var images = Config.Vision is { } v ? Vision.Llama4ImageProcessor.FromConfig(v) : null;
+        return new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec, images);
     }
 
     /// <summary>This model as a Microsoft.Extensions.AI chat client (one conversation, reusing its cache across turns).</summary>

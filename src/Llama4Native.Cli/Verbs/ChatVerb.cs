@@ -19,22 +19,31 @@ public static class ChatVerb
         using var chat = model.CreateSession();
         var options = RunVerb.Options(a);
         var history = new List<Message>();
+        var attached = new List<ImageInput>();   // /image PATH: attached to the next message
         if (a.Get("system") is { } sys) history.Add(new Message(MessageRole.System, sys));
         CancellationTokenSource? reply = null;
         ConsoleCancelEventHandler onCancel = (_, e) => { if (reply is { } r) { e.Cancel = true; r.Cancel(); } };
         Console.CancelKeyPress += onCancel;
         try
         {
-            stderr.WriteLine("chat: type a message; /reset starts over, /exit quits. Ctrl-C stops a reply.");
+            stderr.WriteLine("chat: type a message; /image PATH attaches an image to the next one, /reset starts over, /exit quits. Ctrl-C stops a reply.");
             while (true)
             {
                 stdout.Write("> ");
                 stdout.Flush();
                 var line = stdin.ReadLine();
                 if (line is null || line.Trim() == "/exit") return 0;
-                if (line.Trim() == "/reset") { history.RemoveAll(m => m.Role != MessageRole.System); chat.Reset(); continue; }
+                if (line.Trim() == "/reset") { history.RemoveAll(m => m.Role != MessageRole.System); chat.Reset(); attached.Clear(); continue; }
+                if (line.TrimStart().StartsWith("/image ", StringComparison.Ordinal))
+                {
+                    var path = line.TrimStart()["/image ".Length..].Trim();
+                    try { attached.Add(RunVerb.ReadImage(path)); stderr.WriteLine($"[{path} goes with the next message]"); }
+                    catch (Exception e) when (e is UsageException or Vision.ImageException) { stderr.WriteLine($"chat: {e.Message}"); }
+                    continue;
+                }
                 if (line.Trim().Length == 0) continue;
-                history.Add(new Message(MessageRole.User, line));
+                history.Add(new Message(MessageRole.User, line, [.. attached]));
+                attached.Clear();
                 reply = new CancellationTokenSource();
                 var text = new System.Text.StringBuilder();
                 try
@@ -50,6 +59,15 @@ public static class ChatVerb
                 catch (OperationCanceledException)
                 {
                     stderr.WriteLine("\n[stopped]");
+                }
+                catch (Exception e) when (e is Vision.ImageException or NotSupportedException)
+                {
+                    // A broken image or a text-only model: nothing was fed; drop the message and carry on.
+                    stderr.WriteLine($"\nchat: {e.Message}");
+                    history.RemoveAt(history.Count - 1);
+                    reply.Dispose();
+                    reply = null;
+                    continue;
                 }
                 catch (Model.ContextLengthException e)
                 {

@@ -12,7 +12,7 @@ namespace Llama4Native.Cli.Verbs;
 /// </summary>
 public static class RunVerb
 {
-    public const string Help = "generate from a prompt: [--model DIR] --prompt TEXT [--system TEXT] [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--frequency-penalty F] [--presence-penalty P] [--seed S] [--stop TEXT]… [--device auto|cuda|emu] [--compute fp32|bf16] [--tokenizer PATH] [--max-context N]";
+    public const string Help = "generate from a prompt: [--model DIR] --prompt TEXT [--system TEXT] [--image PATH|-]… [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--frequency-penalty F] [--presence-penalty P] [--seed S] [--stop TEXT]… [--device auto|cuda|emu] [--compute fp32|bf16] [--tokenizer PATH] [--max-context N]";
 
     internal static readonly string[] ModelOptions = ["model", "device", "compute", "tokenizer", "max-context"];
     internal static readonly string[] SamplingOptions = ["max-new-tokens", "temperature", "top-p", "top-k", "min-p", "repetition-penalty",
@@ -21,13 +21,15 @@ public static class RunVerb
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
         var a = new Args(argv, [.. ModelOptions, .. SamplingOptions, "prompt", "system", "image"]);
-        if (a.All("image").Count > 0)
-            throw new UsageException("--image: images need the vision encoder, which is not implemented yet; run with a text prompt");
+        // Images are read before the model loads: a missing file costs nothing.
+        var images = a.All("image").Select(ReadImage).ToArray();
         using var model = LoadModel(a, stderr);
         using var chat = model.CreateSession();
         var messages = new List<Message>();
         if (a.Get("system") is { } sys) messages.Add(new Message(MessageRole.System, sys));
-        messages.Add(new Message(MessageRole.User, a.Get("prompt") ?? (a.Get("model") is null ? "Hello, Llama 4!" : throw new UsageException("--prompt TEXT is required"))));
+        var prompt = a.Get("prompt") ?? (a.Get("model") is null ? (images.Length > 0 ? "Describe the images." : "Hello, Llama 4!")
+                                                                : throw new UsageException("--prompt TEXT is required"));
+        messages.Add(new Message(MessageRole.User, prompt, images));
         var options = Options(a);
         foreach (var piece in Sync(chat.GenerateAsync(messages, options)))
         {
@@ -37,6 +39,22 @@ public static class RunVerb
         stdout.WriteLine();
         stderr.WriteLine($"[{chat.LastStats}]");
         return 0;
+    }
+
+    /// <summary>An --image argument: a path, or "-" for the bytes on stdin.</summary>
+    internal static ImageInput ReadImage(string arg)
+    {
+        if (arg == "-")
+        {
+            using var stdin = Console.OpenStandardInput();
+            var piped = ImageInput.FromStream(stdin, "stdin");
+            Vision.ImageDecoder.Decode(piped.Data.ToArray(), "stdin");
+            return piped;
+        }
+        if (!File.Exists(arg)) throw new UsageException($"--image {arg}: no such file");
+        var input = ImageInput.FromFile(arg);
+        Vision.ImageDecoder.Decode(input.Data.ToArray(), arg);   // a broken image fails here, before the model loads
+        return input;
     }
 
     /// <summary>The model from --model, or the demo model (synthesised once into the cache) when there is none.</summary>

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Llama4Native.Model;
+using Llama4Native.Vision;
 
 namespace Llama4Native.Generation;
 
@@ -13,13 +14,17 @@ public sealed class ChatSession : IDisposable
 {
     readonly TokenGenerator gen;
     readonly ITextCodec codec;
+    readonly Llama4ImageProcessor? images;
     readonly SemaphoreSlim busy = new(1, 1);
     // What the model has seen, as messages (its own replies included), and whether a longer dialog that
     // starts with it can be continued in place (not after a reply was cut by a stop string).
     List<Message> transcript = [];
     bool canContinue;
 
-    internal ChatSession(TokenGenerator generator, ITextCodec codec) { gen = generator; this.codec = codec; }
+    internal ChatSession(TokenGenerator generator, ITextCodec codec, Llama4ImageProcessor? images = null)
+    {
+        gen = generator; this.codec = codec; this.images = images;
+    }
 
     public GenerationStats? LastStats => gen.LastStats;
     public int ContextUsed => gen.Cache.Position;
@@ -35,14 +40,14 @@ public sealed class ChatSession : IDisposable
         if (!busy.Wait(0)) throw new InvalidOperationException("this session is already generating; use one session per concurrent conversation");
         try
         {
-            var newIds = Continuation(messages);
+            var (newIds, tiles) = Continuation(messages);
             canContinue = false;   // until this reply completes
             var decoder = codec.CreateStreamDecoder();
             var stops = options.StopStrings.Where(x => x.Length > 0).ToArray();
             var text = new System.Text.StringBuilder();
             int emitted = 0;   // text[..emitted] has been yielded; the rest may still turn out to start a stop string
             var reply = new System.Text.StringBuilder();
-            using var tokens = gen.Generate(newIds, options, ct).GetEnumerator();
+            using var tokens = gen.Generate(newIds, options, tiles, ct).GetEnumerator();
             // Each token is computed off the caller's thread: a UI or server thread stays responsive.
             while (await Task.Run(tokens.MoveNext, ct).ConfigureAwait(false))
             {
@@ -63,19 +68,36 @@ public sealed class ChatSession : IDisposable
     }
 
     /// <summary>
-    /// The ids to feed for <paramref name="messages"/>: only the new turns when the dialog extends what this
-    /// session has seen (its last reply included, closed with the end-of-turn token if the reply did not end
-    /// with one), else the whole dialog after a reset.
+    /// The ids to feed for <paramref name="messages"/>, and the tiles of their images: only the new turns when the
+    /// dialog extends what this session has seen (its last reply included, closed with the end-of-turn token if the
+    /// reply did not end with one), else the whole dialog after a reset. Images are decoded and processed here,
+    /// before anything is fed, so a broken image costs nothing and leaves the session as it was.
     /// </summary>
-    IReadOnlyList<int> Continuation(IReadOnlyList<Message> messages)
+    (IReadOnlyList<int> Ids, ImageTiles? Tiles) Continuation(IReadOnlyList<Message> messages)
     {
         if (canContinue && messages.Count > transcript.Count && messages.Take(transcript.Count).SequenceEqual(transcript))
         {
-            var ids = codec.EncodeDialog(messages.Skip(transcript.Count).ToList(), continuation: true);
-            return gen.Pending == codec.EndOfTurn ? ids : [codec.EndOfTurn, .. ids];
+            var turn = messages.Skip(transcript.Count).ToList();
+            var (grids, t) = Process(turn);
+            var ids = codec.EncodeDialog(turn, continuation: true, grids);
+            return (gen.Pending == codec.EndOfTurn ? ids : [codec.EndOfTurn, .. ids], t);
         }
+        var (allGrids, tiles) = Process(messages);
+        var all = codec.EncodeDialog(messages, imageGrids: allGrids);
         gen.Reset();
-        return codec.EncodeDialog(messages);
+        return (all, tiles);
+    }
+
+    /// <summary>Every image of <paramref name="messages"/>, in order: its tile grid, and all tiles as one batch.</summary>
+    (IReadOnlyList<(int Rows, int Cols)>? Grids, ImageTiles? Tiles) Process(IReadOnlyList<Message> messages)
+    {
+        var inputs = messages.SelectMany(m => m.Images ?? []).ToList();
+        if (inputs.Count == 0) return (null, null);
+        if (images is null)
+            throw new NotSupportedException($"the messages hold {inputs.Count} image(s) but this model has no vision tower (a text-only checkpoint)");
+        var decoded = inputs.Select((x, i) => ImageDecoder.Decode(x.Data.ToArray(), $"{x.Name} (image #{i + 1})")).ToList();
+        var batch = images.ProcessBatch(decoded);
+        return (batch.Images.Select(p => (p.Rows, p.Cols)).ToList(), ImageTiles.FromBf16(batch.PixelValues, batch.TotalTiles));
     }
 
     /// <summary>

@@ -2,8 +2,54 @@ namespace Llama4Native.Generation;
 
 public enum MessageRole { System, User, Assistant, Tool }
 
-/// <summary>One turn of a conversation.</summary>
-public sealed record Message(MessageRole Role, string Text);
+/// <summary>One turn of a conversation. <paramref name="Images"/> come before the text in the prompt (as in
+/// HF's chat template for `[image, …, text]` content). Messages are equal when role, text and images (by their
+/// bytes) are: that is how a session recognises the history it has already fed.</summary>
+public sealed record Message(MessageRole Role, string Text, IReadOnlyList<ImageInput>? Images = null)
+{
+    public Message(MessageRole role, string text, params ImageInput[] images) : this(role, text, (IReadOnlyList<ImageInput>)images) { }
+
+    public bool Equals(Message? other) =>
+        other is not null && Role == other.Role && Text == other.Text &&
+        (Images ?? []).SequenceEqual(other.Images ?? []);
+
+    public override int GetHashCode() => HashCode.Combine(Role, Text, Images?.Count ?? 0);
+}
+
+/// <summary>
+/// An image attached to a message: the encoded file's bytes (JPEG, PNG, BMP, GIF), read once when the input is
+/// made, so a stream may be closed afterwards and a transcript can be encoded again. <see cref="Name"/> names the
+/// image in errors.
+/// </summary>
+public sealed class ImageInput : IEquatable<ImageInput>
+{
+    public ReadOnlyMemory<byte> Data { get; }
+    public string Name { get; }
+
+    ImageInput(ReadOnlyMemory<byte> data, string name) { Data = data; Name = name; }
+
+    public static ImageInput FromFile(string path)
+    {
+        try { return new ImageInput(File.ReadAllBytes(path), Path.GetFileName(path)); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new Vision.ImageException(path, $"cannot read the file ({e.Message})", e);
+        }
+    }
+
+    public static ImageInput FromBytes(ReadOnlyMemory<byte> data, string name = "image") => new(data, name);
+
+    public bool Equals(ImageInput? other) => other is not null && (ReferenceEquals(this, other) || Data.Span.SequenceEqual(other.Data.Span));
+    public override bool Equals(object? obj) => Equals(obj as ImageInput);
+    public override int GetHashCode() => Data.Length;
+
+    public static ImageInput FromStream(Stream stream, string name = "image")
+    {
+        var ms = new MemoryStream();
+        stream.CopyTo(ms);
+        return new ImageInput(ms.GetBuffer().AsMemory(0, (int)ms.Length), name);
+    }
+}
 
 /// <summary>
 /// The text side of a model: how a dialog becomes token ids (chat format, special tokens) and how generated
@@ -14,8 +60,11 @@ public interface ITextCodec
     /// <summary>
     /// Ids of the dialog, ending with the assistant header so that the model answers next. With
     /// <paramref name="continuation"/> the messages follow a closed assistant turn: no begin-of-text.
+    /// <paramref name="imageGrids"/> holds the tile grid of every image of the messages, in order, from which
+    /// the image placeholders are expanded (a codec without image support throws when one is given).
     /// </summary>
-    IReadOnlyList<int> EncodeDialog(IReadOnlyList<Message> messages, bool continuation = false);
+    IReadOnlyList<int> EncodeDialog(IReadOnlyList<Message> messages, bool continuation = false,
+                                    IReadOnlyList<(int Rows, int Cols)>? imageGrids = null);
     /// <summary>The token that closes a turn (&lt;|eot|&gt;).</summary>
     int EndOfTurn { get; }
     /// <summary>A decoder for one stream of generated ids.</summary>

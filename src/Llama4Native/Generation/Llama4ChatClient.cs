@@ -47,7 +47,13 @@ public sealed class Llama4ChatClient : IChatClient
     {
         var dialog = new List<Message>();
         if (options?.Instructions is { Length: > 0 } instructions) dialog.Add(new Message(MessageRole.System, instructions));
-        foreach (var m in messages) dialog.Add(new Message(Role(m.Role), m.Text));
+        foreach (var m in messages)
+        {
+            // Images arrive as DataContent (bytes with an image/* media type); other contents are not ours to read.
+            var pics = m.Contents.OfType<DataContent>().Where(d => d.HasTopLevelMediaType("image"))
+                        .Select((d, i) => ImageInput.FromBytes(d.Data, d.Name ?? $"{d.MediaType} #{i + 1}")).ToList();
+            dialog.Add(new Message(Role(m.Role), m.Text, pics.Count > 0 ? pics : null));
+        }
         var o = Options(options);
         await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try

@@ -2,19 +2,19 @@ using Llama4Native.Vision;
 
 namespace Llama4Native.Text;
 
-public enum ChatRole { System, User, Assistant, Tool }
+public enum PromptRole { System, User, Assistant, Tool }
 
 /// <summary>One item of a message's content: text, or an image given by its tile grid.</summary>
-public abstract record ChatContent;
-public sealed record TextContent(string Text) : ChatContent;
+public abstract record PromptContent;
+public sealed record PromptText(string Text) : PromptContent;
 /// <summary>An image split into <paramref name="Rows"/>×<paramref name="Cols"/> tiles (plus a global tile when more than one).</summary>
-public sealed record ImageContent(int Rows, int Cols) : ChatContent
+public sealed record PromptImage(int Rows, int Cols) : PromptContent
 {
     /// <summary>The tile grid the Llama 4 image processor picks for an image of this size (FORMAT.md section 5).</summary>
-    public static ImageContent FromSize(int width, int height, VisionTokenSettings settings)
+    public static PromptImage FromSize(int width, int height, VisionTokenSettings settings)
     {
         var (r, c) = TileGrid.Choose(width, height, settings.TileSize, settings.MaxTiles);
-        return new ImageContent(r, c);
+        return new PromptImage(r, c);
     }
 }
 
@@ -22,13 +22,13 @@ public sealed record ImageContent(int Rows, int Cols) : ChatContent
 /// A chat message. <paramref name="EndOfMessage"/>: an assistant message that stopped with &lt;|eom|&gt; (tool call
 /// pending); <paramref name="PythonCall"/>: a code-interpreter call appended as &lt;|python_start|&gt;code&lt;|python_end|&gt;.
 /// </summary>
-public sealed record ChatMessage(ChatRole Role, IReadOnlyList<ChatContent> Content, bool EndOfMessage = false, string? PythonCall = null)
+public sealed record PromptMessage(PromptRole Role, IReadOnlyList<PromptContent> Content, bool EndOfMessage = false, string? PythonCall = null)
 {
-    public ChatMessage(ChatRole role, string text) : this(role, [new TextContent(text)]) { }
-    public static ChatMessage System(string text) => new(ChatRole.System, text);
-    public static ChatMessage User(string text) => new(ChatRole.User, text);
-    public static ChatMessage Assistant(string text) => new(ChatRole.Assistant, text);
-    public static ChatMessage Tool(string text) => new(ChatRole.Tool, text);
+    public PromptMessage(PromptRole role, string text) : this(role, [new PromptText(text)]) { }
+    public static PromptMessage System(string text) => new(PromptRole.System, text);
+    public static PromptMessage User(string text) => new(PromptRole.User, text);
+    public static PromptMessage Assistant(string text) => new(PromptRole.Assistant, text);
+    public static PromptMessage Tool(string text) => new(PromptRole.Tool, text);
 }
 
 /// <summary>
@@ -63,25 +63,25 @@ public sealed class ChatFormat(Llama4Tokenizer tokenizer, VisionTokenSettings? v
     /// <summary>End tool results with &lt;|eot|&gt; like the HF template instead of the reference's &lt;|eom|&gt;.</summary>
     public bool ToolResultEndsWithEot { get; init; }
 
-    public static string RoleName(ChatRole role) => role switch
+    public static string RoleName(PromptRole role) => role switch
     {
-        ChatRole.System => "system",
-        ChatRole.User => "user",
-        ChatRole.Assistant => "assistant",
-        ChatRole.Tool => "ipython",
+        PromptRole.System => "system",
+        PromptRole.User => "user",
+        PromptRole.Assistant => "assistant",
+        PromptRole.Tool => "ipython",
         _ => throw new ArgumentOutOfRangeException(nameof(role)),
     };
 
     /// <summary>BOS, every message, and (by default) the open assistant header for generation.</summary>
-    public int[] EncodeDialog(IEnumerable<ChatMessage> messages, bool addGenerationPrompt = true)
+    public int[] EncodeDialog(IEnumerable<PromptMessage> messages, bool addGenerationPrompt = true)
     {
         var ids = new List<int>(256) { Llama4Tokenizer.BeginOfText };
         foreach (var m in messages) EncodeMessage(m, ids);
-        if (addGenerationPrompt) EncodeHeader(ChatRole.Assistant, ids);
+        if (addGenerationPrompt) EncodeHeader(PromptRole.Assistant, ids);
         return ids.ToArray();
     }
 
-    public void EncodeHeader(ChatRole role, List<int> ids)
+    public void EncodeHeader(PromptRole role, List<int> ids)
     {
         ids.Add(Llama4Tokenizer.HeaderStart);
         Tokenizer.EncodeTo(RoleName(role), allowSpecial: false, ids);
@@ -89,15 +89,15 @@ public sealed class ChatFormat(Llama4Tokenizer tokenizer, VisionTokenSettings? v
         Tokenizer.EncodeTo("\n\n", allowSpecial: false, ids);
     }
 
-    public void EncodeMessage(ChatMessage message, List<int> ids)
+    public void EncodeMessage(PromptMessage message, List<int> ids)
     {
         EncodeHeader(message.Role, ids);
         foreach (var item in message.Content)
         {
             switch (item)
             {
-                case TextContent t: Tokenizer.EncodeTo(t.Text, allowSpecial: false, ids); break;
-                case ImageContent img: AppendImage(img.Rows, img.Cols, ids); break;
+                case PromptText t: Tokenizer.EncodeTo(t.Text, allowSpecial: false, ids); break;
+                case PromptImage img: AppendImage(img.Rows, img.Cols, ids); break;
                 default: throw new ArgumentException($"unknown content item {item.GetType().Name}");
             }
         }
@@ -109,8 +109,8 @@ public sealed class ChatFormat(Llama4Tokenizer tokenizer, VisionTokenSettings? v
         }
         bool eom = message.Role switch
         {
-            ChatRole.Assistant => message.EndOfMessage || message.PythonCall is not null,
-            ChatRole.Tool => !ToolResultEndsWithEot,
+            PromptRole.Assistant => message.EndOfMessage || message.PythonCall is not null,
+            PromptRole.Tool => !ToolResultEndsWithEot,
             _ => false,
         };
         ids.Add(eom ? Llama4Tokenizer.EndOfMessage : Llama4Tokenizer.EndOfTurn);

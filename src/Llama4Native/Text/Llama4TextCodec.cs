@@ -37,23 +37,37 @@ public sealed class Llama4TextCodec(ChatFormat format) : ITextCodec
         ? new VisionTokenSettings(v.ImageSize, v.PatchSize, v.PixelShuffleRatio)
         : new VisionTokenSettings();
 
-    public IReadOnlyList<int> EncodeDialog(IReadOnlyList<Message> messages, bool continuation = false)
+    public IReadOnlyList<int> EncodeDialog(IReadOnlyList<Message> messages, bool continuation = false,
+                                           IReadOnlyList<(int Rows, int Cols)>? imageGrids = null)
     {
         var ids = new List<int>(256);
         if (!continuation) ids.Add(Llama4Tokenizer.BeginOfText);
-        foreach (var m in messages) Format.EncodeMessage(ToChat(m), ids);
-        Format.EncodeHeader(ChatRole.Assistant, ids);
+        int image = 0, images = messages.Sum(m => m.Images?.Count ?? 0);
+        if (images != (imageGrids?.Count ?? 0))
+            throw new ArgumentException($"the messages hold {images} images but {imageGrids?.Count ?? 0} tile grids were given");
+        foreach (var m in messages)
+        {
+            var content = new List<PromptContent>();
+            foreach (var _ in m.Images ?? [])
+            {
+                var (rows, cols) = imageGrids![image++];
+                content.Add(new PromptImage(rows, cols));
+            }
+            if (m.Text.Length > 0 || content.Count == 0) content.Add(new PromptText(m.Text));
+            Format.EncodeMessage(new PromptMessage(Role(m.Role), content), ids);
+        }
+        Format.EncodeHeader(PromptRole.Assistant, ids);
         return ids;
     }
 
-    static ChatMessage ToChat(Message m) => new(m.Role switch
+    static PromptRole Role(MessageRole r) => r switch
     {
-        MessageRole.System => ChatRole.System,
-        MessageRole.User => ChatRole.User,
-        MessageRole.Assistant => ChatRole.Assistant,
-        MessageRole.Tool => ChatRole.Tool,
-        _ => throw new ArgumentOutOfRangeException(nameof(m), m.Role, "unknown role"),
-    }, m.Text);
+        MessageRole.System => PromptRole.System,
+        MessageRole.User => PromptRole.User,
+        MessageRole.Assistant => PromptRole.Assistant,
+        MessageRole.Tool => PromptRole.Tool,
+        _ => throw new ArgumentOutOfRangeException(nameof(r), r, "unknown role"),
+    };
 
     public ITokenStreamDecoder CreateStreamDecoder() => new Decoder(Tokenizer);
 

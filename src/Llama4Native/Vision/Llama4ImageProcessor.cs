@@ -14,7 +14,7 @@ public sealed record ProcessedImage(int Rows, int Cols, int TileSize, ushort[] P
     public bool HasGlobalTile => Rows * Cols > 1;
     public int TileCount => HasGlobalTile ? Rows * Cols + 1 : 1;
     /// <summary>The prompt item for this image; ChatFormat expands it into the placeholder tokens.</summary>
-    public ImageContent ToContent() => new(Rows, Cols);
+    public PromptImage ToContent() => new(Rows, Cols);
     /// <summary>[TileCount, 3, S, S] as fp32 (exact widening).</summary>
     public float[] ToFloat() => BF16.ToFloatArray(PixelValues);
 }

@@ -3,7 +3,7 @@ namespace Llama4Native.Vision;
 /// <summary>
 /// The Llama 4 tile-grid rule (HF <c>Llama4ImageProcessorFast</c>: <c>find_supported_resolutions</c>,
 /// <c>get_best_fit</c>, <c>get_max_res_without_distortion</c>), the one place it lives: the processor and
-/// <see cref="Text.ImageContent.FromSize"/> both ask here, so the pixels and the prompt layout cannot disagree.
+/// <see cref="Text.PromptImage.FromSize"/> both ask here, so the pixels and the prompt layout cannot disagree.
 /// </summary>
 public static class TileGrid
 {

@@ -18,8 +18,10 @@ public class ChatApiTests
     {
         public const int Bos = 448, HeaderStart = 453, HeaderEnd = 454, Eot = 456;
         public int EndOfTurn => Eot;
-        public IReadOnlyList<int> EncodeDialog(IReadOnlyList<Message> messages, bool continuation = false)
+        public IReadOnlyList<int> EncodeDialog(IReadOnlyList<Message> messages, bool continuation = false,
+                                               IReadOnlyList<(int Rows, int Cols)>? imageGrids = null)
         {
+            if (imageGrids is { Count: > 0 }) throw new NotSupportedException("the byte codec has no image tokens");
             var ids = continuation ? new List<int>() : new List<int> { Bos };
             void Header(string role) { ids.Add(HeaderStart); ids.AddRange(Encoding.UTF8.GetBytes(role).Select(b => (int)b)); ids.Add(HeaderEnd); ids.AddRange("\n\n"u8.ToArray().Select(b => (int)b)); }
             foreach (var m in messages)

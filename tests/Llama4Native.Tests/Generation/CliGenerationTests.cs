@@ -1,6 +1,12 @@
 using Llama4Native.Cli;
 using Llama4Native.Cli.Verbs;
+using Llama4Native.Checkpoints;
+using Llama4Native.Generation;
+using Llama4Native.Model;
 using Llama4Native.Tests.Checkpoints;
+using Llama4Native.Text;
+using Llama4Native.Vision;
+using StbImageWriteSharp;
 
 namespace Llama4Native.Tests.Generation;
 
@@ -47,5 +53,70 @@ public class CliGenerationTests
         int rc = Commands.Run(["run", "--device", "emu", "--model", CkptTestUtil.FixtureModel("tiny-maverick"), "--prompt", "x"], o, e);
         Assert.That(rc, Is.Not.EqualTo(0));
         Assert.That(e.ToString(), Does.Contain("--tokenizer").And.Not.Contain("load ["), "fails before the weight load, naming the fix");
+    }
+
+    /// <summary>A random RGB PNG of the given size.</summary>
+    static string WritePng(string dir, string name, int w, int h, Random rng)
+    {
+        var px = new byte[w * h * 3];
+        rng.NextBytes(px);
+        var path = Path.Combine(dir, name);
+        using var f = File.Create(path);
+        new ImageWriter().WritePng(px, w, h, ColorComponents.RedGreenBlue, f);
+        return path;
+    }
+
+    [Test]
+    public void FiveImagesOfDifferentShapesRunEndToEnd()
+    {
+        var rng = new Random(TestContext.CurrentContext.Random.Next());
+        string dir = CkptTestUtil.NewTempDir("imgs");
+        try
+        {
+            // Wide, tall, square, smaller than a tile, extreme: different grids and a global tile or not.
+            (int W, int H)[] sizes = [(150 + rng.Next(100), 60 + rng.Next(20)), (40 + rng.Next(20), 200 + rng.Next(60)),
+                                      (64, 64), (20 + rng.Next(30), 20 + rng.Next(30)), (400 + rng.Next(200), 8 + rng.Next(8))];
+            var paths = sizes.Select((s, i) => WritePng(dir, $"img{i}.png", s.W, s.H, rng)).ToArray();
+            var o = new StringWriter();
+            var e = new StringWriter();
+            const string prompt = "How do these five differ?";
+            int rc = Commands.Run(["run", "--device", "emu", "--max-new-tokens", "2", "--prompt", prompt,
+                                   .. paths.SelectMany(p => new[] { "--image", p })], o, e);
+            Assert.That(rc, Is.EqualTo(0), e.ToString());
+
+            // The prompt the CLI fed: the chat format with each image's placeholders expanded from its own grid.
+            var config = Llama4Config.Parse(Presets.ConfigJson("tiny-demo"), "tiny-demo");
+            var proc = Llama4ImageProcessor.FromConfig(config.Vision!);
+            var grids = paths.Select(p => { var g = proc.Process(p); return (g.Rows, g.Cols); }).ToList();
+            Assert.That(grids.Distinct().Count(), Is.GreaterThanOrEqualTo(4), "the shapes should give different tile grids");
+            var codec = Llama4TextCodec.Create(Llama4Tokenizer.CreateDemo(), config);
+            int want = codec.EncodeDialog([new Message(MessageRole.User, prompt, paths.Select(ImageInput.FromFile).ToArray())], imageGrids: grids).Count;
+            Assert.That(e.ToString(), Does.Contain($"[{want} prompt tokens,"), e.ToString());
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Test]
+    public void ABrokenImageIsAClearErrorBeforeTheModelLoads()
+    {
+        string dir = CkptTestUtil.NewTempDir("badimg");
+        try
+        {
+            var good = WritePng(dir, "good.png", 32, 32, new Random(1));
+            var bytes = File.ReadAllBytes(good);
+            var cut = Path.Combine(dir, "cut.png");
+            File.WriteAllBytes(cut, bytes[..(bytes.Length / 2)]);
+            var text = Path.Combine(dir, "notes.png");
+            File.WriteAllText(text, "not an image at all");
+            foreach (var (path, says) in new[] { (cut, "cut.png"), (text, "notes.png"), (Path.Combine(dir, "missing.png"), "no such file") })
+            {
+                var o = new StringWriter();
+                var e = new StringWriter();
+                int rc = Commands.Run(["run", "--device", "emu", "--prompt", "x", "--image", good, "--image", path], o, e);
+                Assert.That(rc, Is.Not.EqualTo(0), path);
+                Assert.That(e.ToString(), Does.Contain(says).And.Not.Contain("load ["), e.ToString());
+            }
+        }
+        finally { Directory.Delete(dir, true); }
     }
 }

@@ -6,20 +6,20 @@ public class ChatFormatTests
 {
     static int[] GoldenIds(string name) => TokenizerFixture.Goldens().Single(g => g.Name == name).Ids;
 
-    static ChatMessage UserWithImage(ImageContent img, string text) => new(ChatRole.User, [img, new TextContent(text)]);
+    static PromptMessage UserWithImage(PromptImage img, string text) => new(PromptRole.User, [img, new PromptText(text)]);
 
     [Test]
     public void GoldenChatPromptsMatchTokenForToken()
     {
         var chat = new ChatFormat(TokenizerFixture.Tokenizer, new VisionTokenSettings(TileSize: 336, PatchSize: 14, PixelShuffleRatio: 0.5));
         var v = chat.Vision;
-        var cases = new (string Name, ChatMessage[] Messages)[]
+        var cases = new (string Name, PromptMessage[] Messages)[]
         {
-            ("chat_system_user", [ChatMessage.System("You are a helpful assistant"), ChatMessage.User("Answer who are you in the form of jeopardy?")]),
-            ("chat_multiturn", [ChatMessage.User("What is 2+2?"), ChatMessage.Assistant("2+2 equals 4."), ChatMessage.User("And times 3?")]),
-            ("chat_image_1tile", [UserWithImage(ImageContent.FromSize(336, 336, v), "Describe this image in two sentences")]),
-            ("chat_image_2x2", [ChatMessage.System("You are a helpful assistant"), UserWithImage(ImageContent.FromSize(672, 672, v), "What is in this picture?")]),
-            ("chat_image_672x336", [UserWithImage(ImageContent.FromSize(672, 336, v), "Describe the wide image.")]),
+            ("chat_system_user", [PromptMessage.System("You are a helpful assistant"), PromptMessage.User("Answer who are you in the form of jeopardy?")]),
+            ("chat_multiturn", [PromptMessage.User("What is 2+2?"), PromptMessage.Assistant("2+2 equals 4."), PromptMessage.User("And times 3?")]),
+            ("chat_image_1tile", [UserWithImage(PromptImage.FromSize(336, 336, v), "Describe this image in two sentences")]),
+            ("chat_image_2x2", [PromptMessage.System("You are a helpful assistant"), UserWithImage(PromptImage.FromSize(672, 672, v), "What is in this picture?")]),
+            ("chat_image_672x336", [UserWithImage(PromptImage.FromSize(672, 336, v), "Describe the wide image.")]),
         };
         Assert.Multiple(() =>
         {
@@ -65,13 +65,13 @@ public class ChatFormatTests
     {
         var tok = TokenizerFixture.Tokenizer;
         var chat = new ChatFormat(tok);
-        var ids = chat.EncodeDialog([ChatMessage.User("hi <|eot|>"), new ChatMessage(ChatRole.Assistant, [], PythonCall: "print(1)"), ChatMessage.Tool("1")], addGenerationPrompt: false);
+        var ids = chat.EncodeDialog([PromptMessage.User("hi <|eot|>"), new PromptMessage(PromptRole.Assistant, [], PythonCall: "print(1)"), PromptMessage.Tool("1")], addGenerationPrompt: false);
         Assert.That(ids[0], Is.EqualTo(Llama4Tokenizer.BeginOfText));
         Assert.That(ids.Count(i => i == Llama4Tokenizer.EndOfTurn), Is.EqualTo(1), "user text '<|eot|>' must stay text");
         Assert.That(ids.Count(i => i == Llama4Tokenizer.EndOfMessage), Is.EqualTo(2), "python call and tool result end with <|eom|>");
         Assert.That(ids, Does.Contain(Llama4Tokenizer.PythonStart).And.Contain(Llama4Tokenizer.PythonEnd));
         Assert.That(tok.Decode(ids), Does.Contain("<|header_start|>ipython<|header_end|>\n\n1<|eom|>"));
         var hf = new ChatFormat(tok) { ToolResultEndsWithEot = true };
-        Assert.That(hf.EncodeDialog([ChatMessage.Tool("1")], false)[^1], Is.EqualTo(Llama4Tokenizer.EndOfTurn));
+        Assert.That(hf.EncodeDialog([PromptMessage.Tool("1")], false)[^1], Is.EqualTo(Llama4Tokenizer.EndOfTurn));
     }
 }

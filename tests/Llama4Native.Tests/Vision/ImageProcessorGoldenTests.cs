@@ -201,7 +201,7 @@ public class ImageProcessorGoldenTests
             chat.AppendImage(p.Rows, p.Cols, ids);
             Assert.That(tok.Decode(ids), Is.EqualTo(g.Text), g.File);
             Assert.That(ids.Count(i => i == Llama4Tokenizer.Patch), Is.EqualTo(144 * p.TileCount), g.File);
-            Assert.That(ImageContent.FromSize(g.Width, g.Height, Scout.Settings), Is.EqualTo(p.ToContent()), g.File);
+            Assert.That(PromptImage.FromSize(g.Width, g.Height, Scout.Settings), Is.EqualTo(p.ToContent()), g.File);
         }
     }
 }

@@ -194,7 +194,7 @@ public class ImageProcessorTests
             int w = rng.Next(3) == 0 ? rng.Next(1, 60) : rng.Next(1, 6000), h = rng.Next(3) == 0 ? rng.Next(1, 60) : rng.Next(1, 6000);
             var (r, c) = TileGrid.Choose(w, h, 336, 16);
             Assert.That(r * c, Is.InRange(1, 16));
-            Assert.That(ImageContent.FromSize(w, h, settings), Is.EqualTo(new ImageContent(r, c)), $"{w}x{h}");
+            Assert.That(PromptImage.FromSize(w, h, settings), Is.EqualTo(new PromptImage(r, c)), $"{w}x{h}");
             var (rh, rw) = TileGrid.ResizedSize(w, h, r, c, 336);
             Assert.That(rh, Is.InRange(1, Math.Min(r * 336, Math.Max(h, 336))), $"{w}x{h}: height never beyond max(side, S) nor the canvas");
             Assert.That(rw, Is.InRange(1, Math.Min(c * 336, Math.Max(w, 336))), $"{w}x{h}");
