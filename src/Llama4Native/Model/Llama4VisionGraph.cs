@@ -27,8 +27,9 @@ namespace Llama4Native.Model;
 ///   f    = GELU(x·W_fc2ᵀ)                          "v.adapter"        [tiles·n, Vo]   = image_features
 ///   out  = f·W_projᵀ (+ b)                         "mm.proj"          [tiles·n, D]    replaces the &lt;|patch|&gt; embeddings
 /// </code>
-/// A node that needs a bias or an activation after its GEMM runs both launches (Gemm, then BiasAct in place), so
-/// a dumped node is always the tensor HF has at that point. Same executor, arena planning and dumps as the text
+/// A node that needs a bias or an activation after its GEMM runs both launches (Gemm, then BiasAct: in place in
+/// fp32; in bf16 from an f32 "name.mm" node, so the result is rounded once as torch's bf16 linear does), so a
+/// dumped node is always the tensor HF has at that point. Same executor, arena planning and dumps as the text
 /// graph; no host synchronisation between nodes (the tile count is a host scalar fixed before the run).
 /// </summary>
 public sealed class Llama4VisionGraph : IDisposable
@@ -112,8 +113,18 @@ public sealed class Llama4VisionGraph : IDisposable
         Value Linear(string name, Value input, long rowsMax, long outF, bool bias, BiasAct.Activation a = BiasAct.Activation.None, string? weight = null)
         {
             weight ??= name;
-            Value[] ins = bias ? [input, W(weight), B(weight)] : [input, W(weight)];
             bool post = bias || a != BiasAct.Activation.None;
+            if (post && act == DType.BF16)
+            {
+                // torch's bf16 linear rounds once, after the bias: keep the GEMM's sums in f32 ("name.mm"), and let
+                // BiasAct add the bias, apply the activation and round to bf16 in one step.
+                var mm = g.Node(name + ".mm", DType.F32, new Shape(rowsMax, outF), [input, W(weight)], (in NodeContext c) =>
+                    Gemm.Run(c.Device, Cut(c[0]), c[1], Cut(c.Output), GemmBLayout.NK, c.Stream));
+                Value[] post2 = bias ? [mm, B(weight)] : [mm];
+                return g.Node(name, act, new Shape(rowsMax, outF), post2, (in NodeContext c) =>
+                    BiasAct.Run(c.Device, Cut(c[0]), c.Inputs.Length > 1 ? c[1] : null, Cut(c.Output), a, c.Stream));
+            }
+            Value[] ins = bias ? [input, W(weight), B(weight)] : [input, W(weight)];
             return g.Node(name, act, new Shape(rowsMax, outF), ins, (in NodeContext c) =>
             {
                 var y = Cut(c.Output);
