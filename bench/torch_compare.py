@@ -27,6 +27,21 @@ def build(case):
             return lambda: torch.matmul(a, b).to(out)
         b = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
         return lambda: F.linear(a, b).to(out)
+    if op == "gemv":                      # dims: m, N, K (decode: y = x·Wᵀ, W [N, K] bf16)
+        m, n, k = d
+        x = torch.randn(m, k, device=dev, dtype=ins[0]); w = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
+        return lambda: F.linear(x.to(torch.bfloat16), w).to(out)
+    if op == "layernorm":                 # dims: rows, cols
+        r, c = d
+        x = torch.randn(r, c, device=dev, dtype=ins[0])
+        w = torch.randn(c, device=dev, dtype=ins[-1]); b = torch.randn(c, device=dev, dtype=ins[-1])
+        return lambda: F.layer_norm(x, (c,), w.to(x.dtype), b.to(x.dtype), 1e-5).to(out)
+    if op == "bias_act":                  # dims: rows, n; GELU when the variant says so
+        r, n = d
+        x = torch.randn(r, n, device=dev, dtype=ins[0]); b = torch.randn(n, device=dev, dtype=ins[-1])
+        gelu = case["variant"].startswith("gelu")
+        nob = "nobias" in case["variant"]
+        return lambda: (F.gelu(x if nob else x + b.to(x.dtype)) if gelu else x + b.to(x.dtype)).to(out)
     if op == "rmsnorm":                   # dims: rows, cols
         r, c = d
         x = torch.randn(r, c, device=dev, dtype=ins[0]); w = torch.randn(c, device=dev, dtype=ins[-1])
