@@ -95,6 +95,13 @@ public static class ImageDecoder
         CheckStbAgrees(data, format, source, w, h);
         if (format == ImageFormat.Png) CheckPngInflation(data, w, h, source);
 
+        if (format == ImageFormat.Jpeg && JpegDecoder.TryDecode(data, source) is { } jpeg)
+        {
+            if (jpeg.Width != w || jpeg.Height != h)
+                throw new ImageException(source, $"corrupt JPEG data: declared {w}x{h}, decoded {jpeg.Width}x{jpeg.Height}; re-export the image");
+            return jpeg;
+        }
+
         ImageResult img;
         try
         {
