@@ -67,6 +67,25 @@ public class JpegDecoderTests
         Assert.That(Idct(Coef(0, 8 * 1000)), Is.All.EqualTo((byte)104));
     }
 
+    /// <summary>
+    /// DESCALE's round-half-up on an exact half: DC 2 and horizontal frequency 4 of 2 (quantiser 1) make the true
+    /// IDCT ½ at columns 0, 3, 4, 7 (0.25 + 0.354·cos((2x+1)π/4)) and 0 elsewhere. Pass 1 gives 8 and 8, pass 2
+    /// (8 + 8)·2¹³ = 2¹⁷, + 2¹⁷ rounding, >> 18 = 1 → 129; the negated block (−½ at those columns)
+    /// gives −2¹⁷ + 2¹⁷ = 0 → 128 everywhere (not 127).
+    /// </summary>
+    [Test]
+    public void IdctRoundsExactHalvesUp()
+    {
+        byte[] row = [129, 128, 128, 129, 129, 128, 128, 129];
+        var up = Idct(Coef((0, 2), (4, 2)));
+        var down = Idct(Coef((0, -2), (4, -2)));
+        for (int r = 0; r < 8; r++)
+        {
+            Assert.That(up.AsSpan(r * 8, 8).ToArray(), Is.EqualTo(row), $"row {r}");
+            Assert.That(down.AsSpan(r * 8, 8).ToArray(), Is.All.EqualTo((byte)128), $"row {r}");   // −½ rounds up to 0
+        }
+    }
+
     static short[] Coef(params (int At, short V)[] values) { var c = new short[64]; foreach (var (a, v) in values) c[a] = v; return c; }
     static short[] Coef(int at, short v) => Coef((at, v));
     static short[] Coef(int at, int v) => Coef((at, (short)v));
