@@ -28,7 +28,8 @@ namespace Llama4Native.Vision;
 /// early (truncated file, or a marker where data should be) is padded with zero bits for the MCU in progress and
 /// the rest of the restart interval is left as zero coefficients (mid-grey), as libjpeg does after its "premature
 /// end of data" warning; a bad Huffman code decodes as symbol 0 (libjpeg's "corrupt JPEG data" warning). A wrong
-/// restart number is accepted (libjpeg resynchronises by its own rules). Every loop is bounded by the input length
+/// restart number is accepted (libjpeg resynchronises by its own rules). A scan that repeats an already decoded
+/// component ends the decoding there (sequential files carry each component once). Every loop is bounded by the input length
 /// or by the declared size, which <see cref="ImageDecoder"/> limits before calling.</para>
 /// </summary>
 internal static class JpegDecoder
@@ -259,7 +260,7 @@ internal static class JpegDecoder
                     case 0xDA:
                         if (!frame) throw Corrupt("scan data (SOS) before the frame header");
                         pos += len;
-                        ReadScan(seg);
+                        if (!ReadScan(seg)) return Output();
                         continue;
                 }
                 pos += len;
@@ -359,7 +360,10 @@ internal static class JpegDecoder
             }
         }
 
-        void ReadScan(ReadOnlySpan<byte> s)
+        /// <summary>Decodes one scan; false (and nothing decoded) when it names a component an earlier scan
+        /// already carried — a sequential file never does, and stopping there bounds the work at one pass per
+        /// component whatever the file repeats.</summary>
+        bool ReadScan(ReadOnlySpan<byte> s)
         {
             if (s.Length < 1) throw Corrupt("SOS segment too short");
             int ns = s[0];
@@ -371,6 +375,7 @@ internal static class JpegDecoder
                 int id = s[1 + 2 * i];
                 var c = Array.Find(comps, x => x.Id == id) ?? throw Corrupt($"scan names component id {id}, absent from the frame");
                 if (Array.IndexOf(sc, c) >= 0) throw Corrupt($"scan names component id {id} twice");
+                if (c.Scanned) return false;
                 c.Td = s[2 + 2 * i] >> 4; c.Ta = s[2 + 2 * i] & 15;
                 if (c.Td > 3 || c.Ta > 3 || dc[c.Td] is null || ac[c.Ta] is null)
                     throw Corrupt($"scan uses Huffman tables DC {c.Td} / AC {c.Ta}, which were not defined");
@@ -382,11 +387,11 @@ internal static class JpegDecoder
                 }
                 c.Quant ??= (quant[c.Tq] ?? throw Corrupt($"quantisation table {c.Tq} is used but not defined")).ToArray();
                 c.Pred = 0;
-                c.Scanned = true;
                 sc[i] = c;
                 blocks += c.H * c.V;
             }
             if (ns > 1 && blocks > 10) throw Corrupt($"an MCU of {blocks} blocks (at most 10)");
+            foreach (var c in sc) c.Scanned = true;
             anyScan = true;
 
             buf = 0; bits = 0; padBits = 0; markerHit = false; insufficient = false;
@@ -429,6 +434,7 @@ internal static class JpegDecoder
             }
             // leave pos at the marker that ends the scan (or the end of the data)
             if (!markerHit) SkipToMarker();
+            return true;
         }
 
         /// <summary>Moves pos to the next 0xFF that starts a marker (not stuffing, not fill), or the end.</summary>

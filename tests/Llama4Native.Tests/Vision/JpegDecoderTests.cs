@@ -356,6 +356,23 @@ public class JpegDecoderTests
         Assert.That(() => JpegDecoder.TryDecode(badTable, "t.jpg"), Throws.TypeOf<ImageException>().With.Message.Contains("Huffman table"));
     }
 
+    /// <summary>A file repeating its scan thousands of times decodes once (the work is bounded by one pass per component).</summary>
+    [Test]
+    public void RepeatedScansDecodeOnce()
+    {
+        var file = DcOnlyJpeg(64, 64, [(1, 1, 1)], (c, bx, by) => 16 * bx + by);
+        int sos = IndexOfMarker(file, 0xDA);
+        var scan = file[sos..^2];
+        var ms = new MemoryStream();
+        ms.Write(file.AsSpan(0, sos));
+        for (int i = 0; i < 5000; i++) ms.Write(scan);
+        ms.Write([0xFF, 0xD9]);
+        var sw = Stopwatch.StartNew();
+        var img = ImageDecoder.Decode(ms.ToArray(), "repeat.jpg");
+        Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(5)));
+        Assert.That(img.Pixels, Is.EqualTo(ImageDecoder.Decode(file, "once.jpg").Pixels));
+    }
+
     [Test]
     public void NonBaselineJpegsAreLeftToStb()
     {
