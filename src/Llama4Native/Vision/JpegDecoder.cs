@@ -14,7 +14,7 @@ namespace Llama4Native.Vision;
 /// CENTERJSAMPLE offset and the <c>&amp; RANGE_MASK</c> (1023) wrap. (libjpeg-turbo's SIMD islow is bit-exact to this C.)</item>
 /// <item>Upsampling as jdsample.c with <c>do_fancy_upsampling</c> TRUE (PIL's default, so jdmerge.c's merged
 /// upsampler is never chosen): h2v1 and h2v2 triangle filters with their alternating bias (when the downsampled
-/// width is above 2, else replication), h1v2 fancy (libjpeg-turbo ≥ 2.1), any other integral ratio by
+/// width is above 2, else replication), h1v2 fancy (libjpeg-turbo ≥ 1.5.1, so every Pillow wheel), any other integral ratio by
 /// replication (int_upsample). Context rows above the first and below the last real row repeat that row (jdmainct.c).</item>
 /// <item>Colour as jdcolor.c <c>ycc_rgb_convert</c> (SCALEBITS 16, Cr_r/Cb_b/Cr_g/Cb_g tables from FIX() and
 /// ONE_HALF, range limiting). The colour space is decided as jdapimin.c does: 1 component grey (→ g,g,g); 3

@@ -312,6 +312,9 @@ public class JpegDecoderTests
         // 4:2:2 (h2v1) gives the same row with its own rounding: (3·100 + 180 + 2) >> 2 = 120, (3·180 + 100 + 1) >> 2 = 160
         var h2v1 = ImageDecoder.Decode(DcOnlyJpeg(32, 8, [(1, 2, 1), (2, 1, 1), (3, 1, 1)], (c, bx, by) => c == 0 ? 128 : c == 1 ? (bx == 0 ? 100 : 180) : 128), "h2v1.jpg");
         Assert.That(Enumerable.Range(13, 6).Select(x => h2v1.Pixels[(3 * 32 + x) * 3 + 2]).ToArray(), Is.EqualTo(new byte[] { 78, 78, 114, 185, 220, 220 }));
+        // 4:4:0 (h1v2, fancy since libjpeg-turbo 1.5.1), the same edge turned vertical: bias 1 above, 2 below
+        var h1v2 = ImageDecoder.Decode(DcOnlyJpeg(8, 32, [(1, 1, 2), (2, 1, 1), (3, 1, 1)], (c, bx, by) => c == 0 ? 128 : c == 1 ? (by == 0 ? 100 : 180) : 128), "h1v2.jpg");
+        Assert.That(Enumerable.Range(13, 6).Select(y => h1v2.Pixels[(y * 8 + 5) * 3 + 2]).ToArray(), Is.EqualTo(new byte[] { 78, 78, 114, 185, 220, 220 }));
     }
 
     [Test]
