@@ -376,6 +376,43 @@ public class JpegDecoderTests
         Assert.That(img.Pixels, Is.EqualTo(ImageDecoder.Decode(file, "once.jpg").Pixels));
     }
 
+    /// <summary>
+    /// Against the system's libjpeg(-turbo): pairs written by tools/libjpeg-check/jpegpairs.c (every sampling
+    /// 4:4:4/4:2:2/4:2:0/4:4:0/4:1:1/4:1:0, grey, RGB, odd sizes from 1×1, restart intervals, optimised tables,
+    /// 16-bit quantisers/SOF1; progressive files must be left to stb). Every baseline file must decode to
+    /// libjpeg's RGB bit for bit. Runs when LLAMA4_LIBJPEG_PAIRS names the folder (gcc + libjpeg-dev needed to
+    /// make it); ignored otherwise.
+    /// </summary>
+    [Test]
+    public void MatchesSystemLibjpeg()
+    {
+        var dir = Environment.GetEnvironmentVariable("LLAMA4_LIBJPEG_PAIRS");
+        if (string.IsNullOrEmpty(dir) || !Directory.Exists(dir))
+            Assert.Ignore("set LLAMA4_LIBJPEG_PAIRS to a folder made by tools/libjpeg-check/jpegpairs.c");
+        int exact = 0, fallback = 0;
+        var bad = new List<string>();
+        foreach (var jpg in Directory.GetFiles(dir!, "*.jpg").Order())
+        {
+            var file = File.ReadAllBytes(jpg);
+            var raw = File.ReadAllBytes(Path.ChangeExtension(jpg, ".rgb"));
+            int w = BitConverter.ToInt32(raw, 0), h = BitConverter.ToInt32(raw, 4);
+            var img = JpegDecoder.TryDecode(file, Path.GetFileName(jpg));
+            if (img is null) { fallback++; Assert.That(jpg, Does.Contain("progressive")); continue; }
+            int n = 0, max = 0;
+            for (int i = 0; i < w * h * 3; i++)
+            {
+                int d = Math.Abs(img.Pixels[i] - raw[8 + i]);
+                if (d != 0) { n++; max = Math.Max(max, d); }
+            }
+            if (img.Width != w || img.Height != h || n != 0) bad.Add($"{Path.GetFileName(jpg)}: {n} values differ, max {max}");
+            else exact++;
+        }
+        TestContext.Out.WriteLine($"{exact} files bit-exact to libjpeg, {fallback} left to stb, {bad.Count} differ");
+        foreach (var b in bad) TestContext.Out.WriteLine(b);
+        Assert.That(bad, Is.Empty);
+        Assert.That(exact, Is.GreaterThan(0));
+    }
+
     [Test]
     public void NonBaselineJpegsAreLeftToStb()
     {
