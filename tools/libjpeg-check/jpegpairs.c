@@ -26,8 +26,23 @@ static unsigned char *picture(int w, int h, int seed) {
   return p;
 }
 
+/* Damage applied after encoding: 0 none; 1 cut at 55%; 2 delete the 3rd RST marker; 3, 4, 5: renumber it by +3, +1, -1
+ * (libjpeg's resync actions 1, 3, 2); 6 cut at 55% with restarts; 7 overwrite 16 bytes mid-scan with random data. */
+static void damage(unsigned char *b, unsigned long *len, int mutate) {
+  if (mutate == 1 || mutate == 6) { *len = *len * 55 / 100; return; }
+  if (mutate == 7) { srand(99); for (unsigned long i = *len / 2; i < *len / 2 + 16; i++) b[i] = rand() & 0xFF; return; }
+  int seen = 0;
+  for (unsigned long i = 0; i + 1 < *len; i++)
+    if (b[i] == 0xFF && b[i + 1] >= 0xD0 && b[i + 1] <= 0xD7 && ++seen == 3) {
+      int n = b[i + 1] - 0xD0;
+      if (mutate == 2) { memmove(b + i, b + i + 2, *len - i - 2); *len -= 2; }
+      else b[i + 1] = 0xD0 + ((n + (mutate == 3 ? 3 : mutate == 4 ? 1 : -1)) & 7);
+      return;
+    }
+}
+
 static void pair(const char *dir, const char *name, int w, int h, int grey, int rgb, int hs, int vs, int chs, int cvs,
-                 int quality, int baseline, int restart, int optimize, int progressive) {
+                 int quality, int baseline, int restart, int optimize, int progressive, int mutate) {
   char path[4096];
   unsigned char *src = picture(w, h, w * 31 + h);
   struct jpeg_compress_struct c; struct jpeg_error_mgr e1;
@@ -46,6 +61,7 @@ static void pair(const char *dir, const char *name, int w, int h, int grey, int 
   jpeg_start_compress(&c, TRUE);
   while (c.next_scanline < c.image_height) { JSAMPROW row = src + (size_t)c.next_scanline * w * 3; jpeg_write_scanlines(&c, &row, 1); }
   jpeg_finish_compress(&c); jpeg_destroy_compress(&c);
+  damage(jbuf, &jlen, mutate);
   snprintf(path, sizeof path, "%s/%s.jpg", dir, name);
   FILE *f = fopen(path, "wb"); fwrite(jbuf, 1, jlen, f); fclose(f);
 
@@ -77,21 +93,28 @@ int main(int argc, char **argv) {
     for (size_t k = 0; k < sizeof samp / sizeof *samp; k++) {
       int q = (s + k) % 3 == 0 ? 50 : (s + k) % 3 == 1 ? 75 : 95;
       snprintf(name, sizeof name, "%s_%dx%d_q%d", samp[k].n, sizes[s][0], sizes[s][1], q);
-      pair(dir, name, sizes[s][0], sizes[s][1], samp[k].grey, samp[k].rgb, samp[k].hs, samp[k].vs, samp[k].chs, samp[k].cvs, q, 1, 0, 0, 0); n++;
+      pair(dir, name, sizes[s][0], sizes[s][1], samp[k].grey, samp[k].rgb, samp[k].hs, samp[k].vs, samp[k].chs, samp[k].cvs, q, 1, 0, 0, 0, 0); n++;
     }
   /* entropy and quantisation variants on a mid size */
   int restarts[] = { 1, 2, 7 };
   for (int r = 0; r < 3; r++) {
     snprintf(name, sizeof name, "420_201x149_rst%d", restarts[r]);
-    pair(dir, name, 201, 149, 0, 0, 2, 2, 1, 1, 80, 1, restarts[r], 0, 0); n++;
+    pair(dir, name, 201, 149, 0, 0, 2, 2, 1, 1, 80, 1, restarts[r], 0, 0, 0); n++;
     snprintf(name, sizeof name, "grey_99x37_rst%d", restarts[r]);
-    pair(dir, name, 99, 37, 1, 0, 1, 1, 1, 1, 80, 1, restarts[r], 0, 0); n++;
+    pair(dir, name, 99, 37, 1, 0, 1, 1, 1, 1, 80, 1, restarts[r], 0, 0, 0); n++;
   }
-  pair(dir, "420_201x149_optimized", 201, 149, 0, 0, 2, 2, 1, 1, 85, 1, 0, 1, 0); n++;
-  pair(dir, "444_120x90_q100", 120, 90, 0, 0, 1, 1, 1, 1, 100, 1, 0, 0, 0); n++;
-  pair(dir, "420_120x90_q3_16bit", 120, 90, 0, 0, 2, 2, 1, 1, 3, 0, 0, 0, 0); n++;   /* quantisers > 255: 16-bit DQT, SOF1 */
-  pair(dir, "420_120x90_q1_16bit", 120, 90, 0, 0, 2, 2, 1, 1, 1, 0, 0, 1, 0); n++;
-  pair(dir, "420_120x90_progressive", 120, 90, 0, 0, 2, 2, 1, 1, 75, 1, 0, 0, 1); n++;   /* not ours: stb */
+  pair(dir, "420_201x149_optimized", 201, 149, 0, 0, 2, 2, 1, 1, 85, 1, 0, 1, 0, 0); n++;
+  pair(dir, "444_120x90_q100", 120, 90, 0, 0, 1, 1, 1, 1, 100, 1, 0, 0, 0, 0); n++;
+  pair(dir, "420_120x90_q3_16bit", 120, 90, 0, 0, 2, 2, 1, 1, 3, 0, 0, 0, 0, 0); n++;   /* quantisers > 255: 16-bit DQT, SOF1 */
+  pair(dir, "420_120x90_q1_16bit", 120, 90, 0, 0, 2, 2, 1, 1, 1, 0, 0, 1, 0, 0); n++;
+  pair(dir, "420_120x90_progressive", 120, 90, 0, 0, 2, 2, 1, 1, 75, 1, 0, 0, 1, 0); n++;   /* not ours: stb */
+  /* damaged files: libjpeg warns, pads with zeros, resynchronises; its output is the reference */
+  for (int m = 1; m <= 7; m++) {
+    snprintf(name, sizeof name, "damaged%d_420_201x149", m);
+    pair(dir, name, 201, 149, 0, 0, 2, 2, 1, 1, 80, 1, m == 1 ? 0 : 2, 0, 0, m); n++;
+    snprintf(name, sizeof name, "damaged%d_grey_99x37", m);
+    pair(dir, name, 99, 37, 1, 0, 1, 1, 1, 1, 80, 1, m == 1 ? 0 : 1, 0, 0, m); n++;
+  }
   printf("%d pairs in %s (libjpeg %d)\n", n, dir, JPEG_LIB_VERSION);
   return 0;
 }

@@ -27,8 +27,8 @@ namespace Llama4Native.Vision;
 /// <para>Damaged data: malformed headers and tables throw <see cref="ImageException"/>. Entropy-coded data that ends
 /// early (truncated file, or a marker where data should be) is padded with zero bits for the MCU in progress and
 /// the rest of the restart interval is left as zero coefficients (mid-grey), as libjpeg does after its "premature
-/// end of data" warning; a bad Huffman code decodes as symbol 0 (libjpeg's "corrupt JPEG data" warning). A wrong
-/// restart number is accepted (libjpeg resynchronises by its own rules). A scan that repeats an already decoded
+/// end of data" warning; a bad Huffman code decodes as symbol 0 (libjpeg's "corrupt JPEG data" warning); a missing
+/// or misnumbered restart marker is handled by libjpeg's resynchronisation rules (jpeg_resync_to_restart). A scan that repeats an already decoded
 /// component ends the decoding there (sequential files carry each component once). Every loop is bounded by the input length
 /// or by the declared size, which <see cref="ImageDecoder"/> limits before calling.</para>
 /// </summary>
@@ -214,7 +214,7 @@ internal static class JpegDecoder
         int pos;
 
         // bit reader
-        ulong buf; int bits, padBits; bool markerHit, insufficient;
+        ulong buf; int bits, padBits, nextRestart; bool markerHit, insufficient;
 
         ImageException Corrupt(string what) => new(source, $"corrupt JPEG data: {what}; re-export or re-download the image");
 
@@ -394,7 +394,7 @@ internal static class JpegDecoder
             foreach (var c in sc) c.Scanned = true;
             anyScan = true;
 
-            buf = 0; bits = 0; padBits = 0; markerHit = false; insufficient = false;
+            buf = 0; bits = 0; padBits = 0; markerHit = false; insufficient = false; nextRestart = 0;
             var coef = new short[64];
             var ws = new int[64];
             int restartsLeft = restartInterval;
@@ -454,15 +454,38 @@ internal static class JpegDecoder
             }
         }
 
+        /// <summary>
+        /// jdhuff.c process_restart with jdmarker.c read_restart_marker and jpeg_resync_to_restart: drop the
+        /// buffered bits, find the next marker; the expected RSTn is swallowed; otherwise libjpeg's resync rules
+        /// (a marker below SOF0, or an RST one or two behind: discard it and look further; a non-RST marker, or an
+        /// RST one or two ahead: leave it for later; any other RST: discard it). The out-of-data flag is cleared
+        /// only when a marker was swallowed.
+        /// </summary>
         void Restart(Component[] sc)
         {
             buf = 0; bits = 0; padBits = 0;
             if (!markerHit) SkipToMarker();
             markerHit = false;
-            // pos is at an 0xFF (or the end); take an RSTn, leave any other marker for the bit reader to stop at
-            if (pos + 1 < d.Length && d[pos + 1] is >= 0xD0 and <= 0xD7) pos += 2;
+            int expected = 0xD0 + nextRestart;
+            bool swallowed = false;
+            while (true)
+            {
+                int m = pos + 1 < d.Length ? d[pos + 1] : 0xD9;   // the end of the data reads as EOI (libjpeg inserts one)
+                if (m == expected) { pos += 2; swallowed = true; break; }
+                int action;
+                if (m < 0xC0) action = 2;
+                else if (m is < 0xD0 or > 0xD7) action = 3;
+                else if (m == 0xD0 + ((nextRestart + 1) & 7) || m == 0xD0 + ((nextRestart + 2) & 7)) action = 3;
+                else if (m == 0xD0 + ((nextRestart - 1) & 7) || m == 0xD0 + ((nextRestart - 2) & 7)) action = 2;
+                else action = 1;
+                if (action == 1) { pos += 2; swallowed = true; break; }
+                if (action == 3) break;
+                pos += 2;
+                SkipToMarker();
+            }
+            nextRestart = (nextRestart + 1) & 7;
             foreach (var c in sc) c.Pred = 0;
-            insufficient = false;
+            if (swallowed) insufficient = false;
         }
 
         void Fill()
