@@ -27,10 +27,12 @@ static unsigned char *picture(int w, int h, int seed) {
 }
 
 /* Damage applied after encoding: 0 none; 1 cut at 55%; 2 delete the 3rd RST marker; 3, 4, 5: renumber it by +3, +1, -1
- * (libjpeg's resync actions 1, 3, 2); 6 cut at 55% with restarts; 7 overwrite 16 bytes mid-scan with random data. */
+ * (libjpeg's resync actions 1, 3, 2); 6 cut at 55% with restarts; 7 overwrite 16 bytes mid-scan with random data; 8 a run of stuffed 0xFF bytes
+ * (all-ones bits, which no Huffman code is: libjpeg's bad-code path). */
 static void damage(unsigned char *b, unsigned long *len, int mutate) {
   if (mutate == 1 || mutate == 6) { *len = *len * 55 / 100; return; }
   if (mutate == 7) { srand(99); for (unsigned long i = *len / 2; i < *len / 2 + 16; i++) b[i] = rand() & 0xFF; return; }
+  if (mutate == 8) { for (unsigned long i = *len / 2; i < *len / 2 + 64; i += 2) { b[i] = 0xFF; b[i + 1] = 0; } return; }   /* all-ones: bad Huffman codes */
   int seen = 0;
   for (unsigned long i = 0; i + 1 < *len; i++)
     if (b[i] == 0xFF && b[i + 1] >= 0xD0 && b[i + 1] <= 0xD7 && ++seen == 3) {
@@ -109,7 +111,7 @@ int main(int argc, char **argv) {
   pair(dir, "420_120x90_q1_16bit", 120, 90, 0, 0, 2, 2, 1, 1, 1, 0, 0, 1, 0, 0); n++;
   pair(dir, "420_120x90_progressive", 120, 90, 0, 0, 2, 2, 1, 1, 75, 1, 0, 0, 1, 0); n++;   /* not ours: stb */
   /* damaged files: libjpeg warns, pads with zeros, resynchronises; its output is the reference */
-  for (int m = 1; m <= 7; m++) {
+  for (int m = 1; m <= 8; m++) {
     snprintf(name, sizeof name, "damaged%d_420_201x149", m);
     pair(dir, name, 201, 149, 0, 0, 2, 2, 1, 1, 80, 1, m == 1 ? 0 : 2, 0, 0, m); n++;
     snprintf(name, sizeof name, "damaged%d_grey_99x37", m);

@@ -538,8 +538,9 @@ internal static class JpegDecoder
                     return h.Values[(code + h.ValOffset[l]) & 0xFF];
                 }
             }
-            // no code of 16 bits or fewer matches: libjpeg warns "bad Huffman code", consumes 16 bits and returns 0
-            buf <<= 16; bits -= 16;
+            // no code of 16 bits or fewer matches: libjpeg reads on to its length-17 sentinel, warns "bad Huffman
+            // code" and returns 0, having consumed 17 bits
+            buf <<= 17; bits -= 17;
             return 0;
         }
 
