@@ -14,8 +14,9 @@ namespace Llama4Native.Vision;
 /// CENTERJSAMPLE offset and the <c>&amp; RANGE_MASK</c> (1023) wrap. (libjpeg-turbo's SIMD islow is bit-exact to this C.)</item>
 /// <item>Upsampling as jdsample.c with <c>do_fancy_upsampling</c> TRUE (PIL's default, so jdmerge.c's merged
 /// upsampler is never chosen): h2v1 and h2v2 triangle filters with their alternating bias (when the downsampled
-/// width is above 2, else replication), h1v2 fancy (libjpeg-turbo ≥ 1.5.1, so every Pillow wheel), any other integral ratio by
-/// replication (int_upsample). Context rows above the first and below the last real row repeat that row (jdmainct.c).</item>
+/// width is above 2, else replication), h1v2 fancy (libjpeg-turbo ≥ 1.5.1, so every Pillow wheel), any other
+/// integral ratio by replication (int_upsample). Context rows above the first and below the last real row repeat
+/// that row (jdmainct.c).</item>
 /// <item>Colour as jdcolor.c <c>ycc_rgb_convert</c> (SCALEBITS 16, Cr_r/Cb_b/Cr_g/Cb_g tables from FIX() and
 /// ONE_HALF, range limiting). The colour space is decided as jdapimin.c does: 1 component grey (→ g,g,g); 3
 /// components YCbCr when a JFIF APP0 is present, else by the Adobe APP14 transform flag (0 = RGB), else by the
@@ -27,10 +28,14 @@ namespace Llama4Native.Vision;
 /// <para>Damaged data: malformed headers and tables throw <see cref="ImageException"/>. Entropy-coded data that ends
 /// early (truncated file, or a marker where data should be) is padded with zero bits for the MCU in progress and
 /// the rest of the restart interval is left as zero coefficients (mid-grey), as libjpeg does after its "premature
-/// end of data" warning; a bad Huffman code decodes as symbol 0 (libjpeg's "corrupt JPEG data" warning); a missing
-/// or misnumbered restart marker is handled by libjpeg's resynchronisation rules (jpeg_resync_to_restart). A scan that repeats an already decoded
-/// component ends the decoding there (sequential files carry each component once). Every loop is bounded by the input length
-/// or by the declared size, which <see cref="ImageDecoder"/> limits before calling.</para>
+/// end of data" warning; a bad Huffman code decodes as symbol 0 (libjpeg's "corrupt JPEG data" warning); a
+/// missing or misnumbered restart marker is handled by libjpeg's resynchronisation rules (jpeg_resync_to_restart).
+/// A scan that repeats an already decoded component ends the decoding there (sequential files carry each component
+/// once). Every loop is bounded by the input length or by the declared size, which <see cref="ImageDecoder"/>
+/// limits before calling.</para>
+/// <para>Checked bit for bit against PIL on the fixture JPEG and against libjpeg-turbo 2.1.5 on 147 files of every
+/// sampling, grey and RGB, 1×1 to 640×480, restart intervals, 16-bit quantisers, and damaged variants
+/// (tools/libjpeg-check/jpegpairs.c, JpegDecoderTests.MatchesSystemLibjpeg).</para>
 /// </summary>
 internal static class JpegDecoder
 {
