@@ -16,13 +16,16 @@ public sealed record ImageDecodeOptions(long MaxPixels = ImageDecodeOptions.Defa
 public enum ImageFormat { Unknown, Jpeg, Png, Bmp, Gif }
 
 /// <summary>
-/// Decodes JPEG, PNG, BMP and GIF (first frame) to <see cref="RgbImage"/> with StbImageSharp.
+/// Decodes JPEG, PNG, BMP and GIF (first frame) to <see cref="RgbImage"/>: baseline sequential JPEGs (SOF0/SOF1,
+/// 8-bit, grey or 3-component) with <see cref="JpegDecoder"/>, bit-exact to libjpeg-turbo with PIL's defaults
+/// (ISLOW IDCT, fancy upsampling), measured identical to PIL on the fixture JPEG; everything else (progressive,
+/// arithmetic-coded, 12-bit and CMYK/YCCK JPEGs, PNG, BMP, GIF) with StbImageSharp.
 /// <para>Colour: HF's fast processor converts with <c>image_transforms.convert_to_rgb</c> =
 /// PIL <c>image.convert("RGB")</c> (the base <c>BaseImageProcessorFast.convert_to_rgb</c>; only some other models,
 /// e.g. idefics2/mllama, composite over white). So alpha is DROPPED, not composited: grey → (g,g,g), grey+alpha →
 /// (g,g,g), RGBA → RGB, palette → palette colour. stb's conversion to 3 components does exactly that.</para>
-/// <para>Known differences from PIL (documented, untested against PIL): JPEG pixels come from stb's IDCT and colour
-/// conversion, not libjpeg's (measured on the fixture: see the Vision tests); 16-bit PNG keeps the high byte (PIL
+/// <para>Known differences from PIL (documented, untested against PIL): progressive and other non-baseline JPEG
+/// pixels come from stb's IDCT and colour conversion, not libjpeg's (1–2 levels apart on some values); 16-bit PNG keeps the high byte (PIL
 /// does the same for RGB but clips 16-bit grey to 255); transparent GIF pixels become black (PIL: the palette colour
 /// of the transparent index); 16-bit 5-6-5 BMPs round channels slightly differently; CMYK JPEGs use stb's
 /// conversion; EXIF orientation is not applied (nor does the processor apply it to an opened PIL image).</para>
@@ -94,6 +97,13 @@ public static class ImageDecoder
             throw new ImageException(source, $"{format} declares {w}x{h} = {w * h} pixels, above the limit of {limit} (a decompression bomb, or a huge image); downscale it first, or raise ImageDecodeOptions.MaxPixels if it is trusted");
         CheckStbAgrees(data, format, source, w, h);
         if (format == ImageFormat.Png) CheckPngInflation(data, w, h, source);
+
+        if (format == ImageFormat.Jpeg && JpegDecoder.TryDecode(data, source) is { } jpeg)
+        {
+            if (jpeg.Width != w || jpeg.Height != h)
+                throw new ImageException(source, $"corrupt JPEG data: declared {w}x{h}, decoded {jpeg.Width}x{jpeg.Height}; re-export the image");
+            return jpeg;
+        }
 
         ImageResult img;
         try
