@@ -224,6 +224,25 @@ template <bool WARP, int THREADS> L4_DEV l4_row_part<WARP, THREADS> l4_row_split
     return {(long long)blockIdx.x, (int)threadIdx.x, THREADS};
 }
 
+// This thread's share of sum(f(x[c])) over a row of `cols` (not yet reduced across the row's threads):
+// 16-byte loads of 8 elements when `vec` (cols % 8 == 0 and aligned), else strided scalars. The summation
+// order is fixed per thread, so every row kernel that uses it is bit-reproducible.
+template <typename T, typename F>
+L4_DEV float row_partial_sum(const T* xr, int cols, int lane, int nthr, bool vec, F f) {
+    float s = 0.f;
+    if (vec) {
+        for (int c = lane * 8; c < cols; c += nthr * 8) {
+            float v[8];
+            load8(xr + c, v);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) s += f(v[e]);
+        }
+    } else {
+        for (int c = lane; c < cols; c += nthr) s += f(to_f32(xr[c]));
+    }
+    return s;
+}
+
 // ---------------------------------------------------------------- small math
 // exp via ex2.approx: relative error ~2^-21 (a few ulp), far below bf16 resolution, ~4x cheaper than expf.
 L4_DEV float fast_exp(float x) { return __expf(x); }

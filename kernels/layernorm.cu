@@ -42,37 +42,11 @@ __device__ __forceinline__ void layernorm(const TX* x, const TW* __restrict__ w,
     const float inv_cols = 1.0f / (float)cols;
 
     // pass 1: mean
-    float s = 0.f;
-    if (vec) {
-        for (int c = lane * 8; c < cols; c += nthr * 8) {
-            float v[8];
-            load8(xr + c, v);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) s += v[e];
-        }
-    } else {
-        for (int c = lane; c < cols; c += nthr) s += to_f32(xr[c]);
-    }
+    const float s = row_partial_sum(xr, cols, lane, nthr, vec, [](float v) { return v; });
     const float mean = (WARP ? warp_sum(s) : block_sum(s)) * inv_cols;
 
     // pass 2: biased variance of the centred values
-    float ss = 0.f;
-    if (vec) {
-        for (int c = lane * 8; c < cols; c += nthr * 8) {
-            float v[8];
-            load8(xr + c, v);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                const float dv = v[e] - mean;
-                ss += dv * dv;
-            }
-        }
-    } else {
-        for (int c = lane; c < cols; c += nthr) {
-            const float dv = to_f32(xr[c]) - mean;
-            ss += dv * dv;
-        }
-    }
+    const float ss = row_partial_sum(xr, cols, lane, nthr, vec, [mean](float v) { const float dv = v - mean; return dv * dv; });
     const float inv = rsqrtf((WARP ? warp_sum(ss) : block_sum(ss)) * inv_cols + eps);
 
     // pass 3: normalise, scale, shift

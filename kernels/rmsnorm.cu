@@ -47,20 +47,7 @@ __device__ __forceinline__ void rmsnorm(const TX* x, const TW* __restrict__ w, T
     bool vec = (cols % 8 == 0) && aligned16(xr) && aligned16(yr);
     if constexpr (HAS_W) vec = vec && aligned16(w);
 
-    float ss = 0.f;
-    if (vec) {
-        for (int c = lane * 8; c < cols; c += nthr * 8) {
-            float v[8];
-            load8(xr + c, v);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
-        }
-    } else {
-        for (int c = lane; c < cols; c += nthr) {
-            const float v = to_f32(xr[c]);
-            ss += v * v;
-        }
-    }
+    float ss = row_partial_sum(xr, cols, lane, nthr, vec, [](float v) { return v * v; });
     ss = WARP ? warp_sum(ss) : block_sum(ss);
     const float inv = rsqrtf(ss / (float)cols + eps);
 
