@@ -144,7 +144,8 @@ public sealed class TokenGenerator : IDisposable
         input.AddRange(prompt);
         if (input.Count == 0) throw new ArgumentException("nothing to generate from: the prompt is empty");
         if (Cache.Position + input.Count > Cache.MaxContext)
-            throw new ContextLengthException($"the prompt needs {input.Count} tokens but only {Cache.MaxContext - Cache.Position} of the context's {Cache.MaxContext} are left");
+            throw new ContextLengthException($"the prompt needs {input.Count} tokens but only {Cache.MaxContext - Cache.Position} of the context's {Cache.MaxContext} are left; " +
+                                             "shorten it, start a new conversation, or raise the maximum context (--max-context, Llama4ModelOptions.MaxContext)");
         var stops = options.StopAtModelStops ? new HashSet<int>(modelStops) : [];
         stops.UnionWith(options.StopTokens);
 
