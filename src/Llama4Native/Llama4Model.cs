@@ -12,8 +12,11 @@ namespace Llama4Native;
 /// <param name="MaxPrefillPiece">The largest piece a prompt is fed in.</param>
 /// <param name="Codec">The text side (tokenizer + chat format); null = the checkpoint's own Llama 4 tokenizer
 /// (`original/tokenizer.model`, `tokenizer.model` or `tokenizer.json`), loaded when the first session starts.</param>
+/// <param name="Quantize">On-the-fly weight quantization at load: int4 (int4_mixed, W4A16) or fp8 (fp8_mixed).</param>
+/// <param name="Int4GroupSize">Input elements per int4 scale (G); K of every int4 weight must be a multiple of it.</param>
 public sealed record Llama4ModelOptions(string Device = "auto", ComputeMode? Compute = null, int MaxContext = 8192, int MaxPrefillPiece = 256,
-                                        Action<LoadProgress>? Progress = null, ITextCodec? Codec = null);
+                                        Action<LoadProgress>? Progress = null, ITextCodec? Codec = null,
+                                        QuantizeMode Quantize = QuantizeMode.None, int Int4GroupSize = 128);
 
 /// <summary>
 /// A Llama 4 checkpoint loaded on a device: the entry point of the library.

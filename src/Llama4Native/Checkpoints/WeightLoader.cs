@@ -22,12 +22,14 @@ public readonly record struct LoadProgress(long BytesDone, long BytesTotal, Time
 /// device: 16 MiB on CUDA (large DMA transfers), 1 MiB on the emulator (both copies are CPU copies, and a
 /// cache-sized window makes the second one read from cache: measured 4.4 vs 3.1 GB/s at 8 MiB here).</param>
 /// <param name="Progress">Called after each staged slice, from the loading thread.</param>
+/// <param name="Quantize">On-the-fly quantization (null = none): int4_mixed or fp8_mixed, done on the device.</param>
 public sealed record LoadOptions(
     bool UpcastToF32 = false,
     Func<string, bool>? Include = null,
     int StagingBuffers = 4,
     long StagingBytes = 0,
-    Action<LoadProgress>? Progress = null);
+    Action<LoadProgress>? Progress = null,
+    QuantizeOptions? Quantize = null);
 
 /// <summary>
 /// Uploads a validated <see cref="Checkpoint"/> into one device arena.

@@ -31,7 +31,7 @@ public sealed class ComputeGraph
 
     internal sealed record ValueInfo(string Name, DType DType, Shape Shape, Kind Kind, Tensor Bound, int Producer, int AliasOf)
     {
-        public long Bytes => Shape.Elements * DType.Size();
+        public long Bytes => DType.BytesOf(Shape.Elements);
     }
 
     internal sealed record NodeInfo(string Name, Value[] Inputs, Value Output, NodeKernel Run);
@@ -67,7 +67,7 @@ public sealed class ComputeGraph
             Check(ip, name);
             var src = values[ip.Id];
             if (src.Kind == Kind.Bound) throw new ArgumentException($"graph: node '{name}' cannot write in place into the bound tensor '{src.Name}'");
-            if (src.Bytes < shape.Elements * dtype.Size())
+            if (src.Bytes < dtype.BytesOf(shape.Elements))
                 throw new ArgumentException($"graph: node '{name}' ({dtype}{shape}) does not fit in place of '{src.Name}' ({src.DType}{src.Shape})");
             alias = Root(ip.Id);
         }
