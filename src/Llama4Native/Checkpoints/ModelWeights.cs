@@ -31,6 +31,31 @@ public sealed class ModelWeights : IDisposable
     /// <summary>Bytes read from the checkpoint, and bytes placed on the device (larger after an upcast).</summary>
     public long SourceBytes { get; }
     public TimeSpan LoadTime { get; }
+    /// <summary>FP8's activation scale upper bound: the checkpoint's <c>activation_scale_ub</c>, else the load options' (1200).</summary>
+    public float ActivationScaleUb { get; init; } = 1200f;
+    /// <summary>Bytes of the arena by stored format: "bf16", "f32", "fp8", "int4", "scales".</summary>
+    public IReadOnlyDictionary<string, long> BytesByFormat
+    {
+        get
+        {
+            var d = new SortedDictionary<string, long>(StringComparer.Ordinal);
+            foreach (var w in Tensors.Values)
+            {
+                bool scale = w.Name.EndsWith(".scale", StringComparison.Ordinal);
+                string key = scale ? "scales" : Format(w.DType);
+                d[key] = d.GetValueOrDefault(key) + w.Bytes;
+                if (!scale && w.DType.IsQuantized() && !Tensors.ContainsKey(w.Name + ".scale"))
+                    d["scales"] = d.GetValueOrDefault("scales") + w.Tensor.ScaleBytes; // scales made at load, beside their weight
+            }
+            return d;
+        }
+    }
+
+    /// <summary>The format name of a stored dtype, as reports print it.</summary>
+    public static string Format(DType t) => t switch
+    {
+        DType.BF16 => "bf16", DType.F32 => "f32", DType.F16 => "f16", DType.F8E4M3 => "fp8", DType.I4 => "int4", _ => t.ToString().ToLowerInvariant(),
+    };
 
     internal ModelWeights(Llama4Config config, Device device, DeviceBuffer arena, Dictionary<string, DeviceWeight> tensors,
                           long sourceBytes, TimeSpan loadTime)

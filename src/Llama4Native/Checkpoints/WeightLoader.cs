@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.Intrinsics;
 using Llama4Native.Devices;
+using Llama4Native.Model;
 using Llama4Native.Tensors;
 
 namespace Llama4Native.Checkpoints;
@@ -32,14 +33,22 @@ public sealed record LoadOptions(
     QuantizeOptions? Quantize = null);
 
 /// <summary>
-/// Uploads a validated <see cref="Checkpoint"/> into one device arena.
+/// Uploads a validated <see cref="Checkpoint"/> into one device arena, quantizing on the device where asked.
 ///
 /// Why this shape: tensors are placed in checkpoint order (shard, offset) at 256-byte aligned offsets, so
-/// the arena is a near-verbatim image of the shards' data sections. That image is streamed through a few
-/// pinned staging buffers: the host fills buffer b from the memory-mapped pages (a plain copy, or a
-/// bf16→f32 widening) while the device copies buffer b−1 asynchronously; an event per buffer says when it
+/// the arena's first part is a near-verbatim image of the shards' data sections. That image is streamed
+/// through a few pinned staging buffers: the host fills buffer b from the memory-mapped pages (a plain copy,
+/// or a bf16→f32 widening) while the device copies buffer b−1 asynchronously; an event per buffer says when it
 /// may be refilled. One copy call per staging slice (not per tensor), reads strictly sequential through the
 /// page cache. The emulated device runs the same path (its copies are memcpy and its events are no-ops).
+/// <para>
+/// Weights that change form on the way in — quantized at load (<see cref="QuantizeMode"/>: int4_mixed /
+/// fp8_mixed) or an FP8 checkpoint's input-major routed experts, which are transposed to the output-major
+/// <c>[E, N, K]</c> every quantized kernel reads — are "staged": placed after the image, their source is
+/// uploaded one expert (or one matrix) at a time into a small device scratch buffer and a kernel writes the
+/// final form (packed int4 / fp8 plus f32 scales) into the arena. So neither host memory nor the device ever
+/// holds the bf16 model: the arena is the quantized size, the scratch one expert's bf16 slice.
+/// </para>
 /// </summary>
 public static class WeightLoader
 {
@@ -51,31 +60,196 @@ public static class WeightLoader
         return Load(ckpt, device, options);
     }
 
-    /// <summary>One tensor's place in the arena.</summary>
-    readonly record struct Placement(CheckpointTensor Source, DType Target, long Offset, long Bytes);
+    /// <summary>How a weight gets into the arena.</summary>
+    enum Route
+    {
+        /// <summary>Part of the streamed image: copied as stored, or widened to f32.</summary>
+        Image,
+        /// <summary>Source uploaded to scratch, then QuantizeInt4 writes packed int4 + scales.</summary>
+        Int4,
+        /// <summary>Source uploaded to scratch, then QuantizeFp8.Weights writes fp8 + per-row scales.</summary>
+        Fp8,
+        /// <summary>An FP8 checkpoint's routed experts [E, K, N]: uploaded to scratch, transposed to [E, N, K].</summary>
+        Fp8Relayout,
+    }
+
+    /// <summary>One tensor's place in the arena. <paramref name="Source"/> is null when only described (no checkpoint).</summary>
+    readonly record struct Placement(ExpectedTensor Expected, CheckpointTensor? Source, DType SourceDType, long[] SourceShape, Route Route,
+                                     DType Target, Shape TargetShape, long Offset, long Bytes, long ScaleOffset, int Group, bool InputMajor,
+                                     string? ScaleName)
+    {
+        public string Name => Expected.Ours;
+        public long SourceBytes => SourceDType.BytesOf(SourceShape.Aggregate(1L, (a, b) => checked(a * b)));
+        public long ScaleBytes => Group == 0 ? 0 : TargetShape.Elements / Group * 4;
+        /// <summary>Independent slices a staged weight is processed in: one per expert, else one.</summary>
+        public int Slices => Expected.Rule.Kind == TensorKind.Experts ? (int)SourceShape[0] : 1;
+    }
 
     static DType TargetDType(DType src, bool upcast) => upcast && src is DType.BF16 or DType.F16 ? DType.F32 : src;
 
     /// <summary>Bytes the arena needs for <paramref name="ckpt"/> under <paramref name="options"/>.</summary>
-    public static long ArenaBytes(Checkpoint ckpt, LoadOptions? options = null) => Plan(ckpt, options ?? new LoadOptions(), out _);
+    public static long ArenaBytes(Checkpoint ckpt, LoadOptions? options = null) => Plan(Sources(ckpt), ckpt.Config, options ?? new LoadOptions(), out _, out _);
 
-    static long Plan(Checkpoint ckpt, LoadOptions o, out List<Placement> plan)
+    /// <summary>Bytes the arena needs for a checkpoint of <paramref name="config"/> (bf16, or FP8 where its
+    /// quantization_config says) under <paramref name="options"/> — no checkpoint needed.</summary>
+    public static long ArenaBytes(Llama4Config config, LoadOptions? options = null) => Plan(Sources(config), config, options ?? new LoadOptions(), out _, out _);
+
+    /// <summary>
+    /// The weights a checkpoint of <paramref name="config"/> would have under <paramref name="options"/>, laid out
+    /// exactly as <see cref="Load(Checkpoint, Device, LoadOptions?)"/> lays them out (same placement plan, same
+    /// formats, same arena size), with the arena allocated on <paramref name="device"/> and NOTHING copied: for
+    /// planning (a recording device) and synthetic benchmarks (weights filled on the device afterwards).
+    /// Source dtypes are bf16, or F8_E4M3 for the tensors an fbgemm_fp8 quantization_config does not exclude.
+    /// </summary>
+    public static ModelWeights Describe(Llama4Config config, Device device, LoadOptions? options = null)
     {
-        plan = new List<Placement>(ckpt.Tensors.Count);
-        long cursor = 0;
-        foreach (var t in ckpt.Tensors)
+        var o = options ?? new LoadOptions();
+        var sw = Stopwatch.StartNew();
+        long total = Plan(Sources(config), config, o, out var plan, out _);
+        var arena = device.Allocate(Math.Max(total, Alignment));
+        return new ModelWeights(config, device, arena, Map(plan, arena), plan.Sum(p => p.SourceBytes), sw.Elapsed) { ActivationScaleUb = Ub(config, o) };
+    }
+
+    readonly record struct SourceTensor(ExpectedTensor Expected, CheckpointTensor? Tensor, DType DType, long[] Shape);
+
+    static List<SourceTensor> Sources(Checkpoint ckpt) => ckpt.Tensors.Select(t => new SourceTensor(t.Expected, t, t.DType, t.Shape)).ToList();
+
+    static List<SourceTensor> Sources(Llama4Config config)
+    {
+        var list = new List<SourceTensor>();
+        var q = config.Quantization;
+        foreach (var e in TensorNames.Expected(config))
         {
-            if (o.Include is not null && !o.Include(t.Name)) continue;
-            var target = TargetDType(t.DType, o.UpcastToF32);
-            long bytes = checked(t.Entry.ElementCount * target.Size());
+            bool fp8 = q is not null && e.Rule.ScaleShape is not null && !q.IsExcluded(e.Module);
+            list.Add(new SourceTensor(e, null, fp8 ? DType.F8E4M3 : DType.BF16, e.Shape));
+            if (fp8 && TensorNames.ScaleFor(config, e) is { } s) list.Add(new SourceTensor(s, null, DType.F32, s.Shape));
+        }
+        return list;
+    }
+
+    /// <summary>
+    /// Which weights a recipe quantizes (../shared/SPEC-llama4.md § Quantization), by our names: int4_mixed takes the
+    /// routed and the shared experts of every MoE layer; fp8_mixed the routed experts of MoE layers other than the
+    /// first and the last decoder layer. Everything else keeps its checkpoint form.
+    /// </summary>
+    public static bool Quantizes(QuantizeMode mode, ExpectedTensor e, TextConfig text)
+    {
+        if (e.IsScale) return false;
+        string suffix = e.Layer < 0 ? e.Ours : e.Ours[(e.Ours.IndexOf('.', 4) + 1)..];
+        bool routed = e.Rule.Kind == TensorKind.Experts;
+        bool shared = suffix is "moe.shexp_gate" or "moe.shexp_up" or "moe.shexp_down";
+        return mode switch
+        {
+            QuantizeMode.Int4 => routed || shared,
+            QuantizeMode.Fp8 => routed && e.Layer != 0 && e.Layer != text.NumHiddenLayers - 1,
+            _ => false,
+        };
+    }
+
+    /// <summary>The logical output-major shape [.., N, K] of a weight that becomes quantized.</summary>
+    static Shape OutputMajor(ExpectedTensor e, long[] stored) =>
+        e.Rule.Kind == TensorKind.Experts ? new Shape(stored[0], stored[2], stored[1]) : new Shape(stored);
+
+    static long Plan(List<SourceTensor> sources, Llama4Config config, LoadOptions o, out List<Placement> plan, out long imageEnd)
+    {
+        var q = o.Quantize ?? QuantizeOptions.None;
+        if (q.Mode == QuantizeMode.Int4 && (q.Int4GroupSize < 2 || q.Int4GroupSize % 2 != 0))
+            throw new ArgumentException($"--int4-group-size {q.Int4GroupSize}: the int4 group size must be a positive even number (128 for the real models)");
+        var scales = sources.Where(s => s.Expected.IsScale).ToDictionary(s => s.Expected.Ours, StringComparer.Ordinal);
+        var image = new List<Placement>(sources.Count);
+        var staged = new List<Placement>();
+        var problems = new List<string>();
+        foreach (var s in sources)
+        {
+            var e = s.Expected;
+            if (e.IsScale) continue; // placed with its weight, below
+            if (o.Include is not null && !o.Include(e.Ours)) continue;
+            bool quantize = Quantizes(q.Mode, e, config.Text);
+            if (s.DType == DType.F8E4M3)
+            {
+                if (q.Mode == QuantizeMode.Int4 && quantize)
+                {
+                    problems.Add($"{e.Hf} is FP8 in this checkpoint; int4 quantization starts from bf16 weights — load the bf16 checkpoint with --quantize int4, or this one with --quantize none");
+                    continue;
+                }
+                if (!scales.TryGetValue(e.Ours + ".scale", out var sc))
+                    throw new InvalidOperationException($"{e.Hf} is FP8 but its scale companion is missing (the checkpoint validation should have caught this)");
+                var shape = OutputMajor(e, s.Shape);
+                image.Add(new Placement(sc.Expected, sc.Tensor, DType.F32, sc.Shape, Route.Image, DType.F32, new Shape(sc.Shape), 0, 0, 0, 0, false, null));
+                var p = new Placement(e, s.Tensor, s.DType, s.Shape, e.Rule.Kind == TensorKind.Experts ? Route.Fp8Relayout : Route.Image,
+                                      DType.F8E4M3, shape, 0, 0, 0, (int)shape.Inner, false, sc.Expected.Ours);
+                (p.Route == Route.Image ? image : staged).Add(p);
+                continue;
+            }
+            if (!quantize)
+            {
+                var target = TargetDType(s.DType, o.UpcastToF32);
+                image.Add(new Placement(e, s.Tensor, s.DType, s.Shape, Route.Image, target, new Shape(s.Shape), 0, 0, 0, 0, false, null));
+                continue;
+            }
+            var om = OutputMajor(e, s.Shape);
+            long k = om.Inner;
+            if (q.Mode == QuantizeMode.Int4)
+            {
+                int g = q.Int4GroupSize;
+                if (k % g != 0)
+                {
+                    var fits = new[] { 128, 64, 32, 16, 8 }.Where(c => k % c == 0).ToList();
+                    problems.Add($"{e.Hf} ({e.Ours}) has K = {k} input elements per row, not a multiple of the int4 group size {g}; " +
+                                 (fits.Count > 0 ? $"use --int4-group-size {fits[0]} (sizes that divide it: {string.Join(", ", fits)})" : "choose a group size that divides it"));
+                    continue;
+                }
+                staged.Add(new Placement(e, s.Tensor, s.DType, s.Shape, Route.Int4, DType.I4, om, 0, 0, 0, g, e.Rule.Kind == TensorKind.Experts, null));
+            }
+            else
+                staged.Add(new Placement(e, s.Tensor, s.DType, s.Shape, Route.Fp8, DType.F8E4M3, om, 0, 0, 0, (int)k, e.Rule.Kind == TensorKind.Experts, null));
+        }
+        if (problems.Count > 0) throw new ArgumentException(string.Join("\n", problems));
+
+        // The image first (checkpoint order), then the staged weights: data, then scales.
+        plan = new List<Placement>(image.Count + staged.Count);
+        long cursor = 0;
+        foreach (var p in image)
+        {
             cursor = Align(cursor);
-            plan.Add(new Placement(t, target, cursor, bytes));
+            long bytes = p.Target.BytesOf(p.TargetShape.Elements);
+            plan.Add(p with { Offset = cursor, Bytes = bytes });
             cursor = checked(cursor + bytes);
+        }
+        imageEnd = Align(cursor);
+        cursor = imageEnd;
+        foreach (var p in staged)
+        {
+            long bytes = p.Target.BytesOf(p.TargetShape.Elements);
+            long data = Align(cursor);
+            long scale = p.ScaleName is null ? Align(data + bytes) : 0;
+            cursor = checked(p.ScaleName is null ? scale + p.TargetShape.Elements / p.Group * 4 : data + bytes);
+            plan.Add(p with { Offset = data, Bytes = bytes, ScaleOffset = scale });
         }
         return Align(cursor);
     }
 
+    /// <summary>The FP8 activation bound: the checkpoint's quantization_config, else the load options'.</summary>
+    static float Ub(Llama4Config c, LoadOptions o) => (float?)c.Quantization?.ActivationScaleUb ?? (o.Quantize ?? QuantizeOptions.None).ActivationScaleUb;
+
     static long Align(long x) => (x + Alignment - 1) & ~(long)(Alignment - 1);
+
+    static Dictionary<string, DeviceWeight> Map(List<Placement> plan, DeviceBuffer arena)
+    {
+        var map = new Dictionary<string, DeviceWeight>(plan.Count, StringComparer.Ordinal);
+        foreach (var p in plan.Where(p => p.ScaleName is null)) map[p.Name] = View(p, arena, null);
+        foreach (var p in plan.Where(p => p.ScaleName is not null))
+            map[p.Name] = View(p, arena, map[p.ScaleName!]);
+        return map;
+    }
+
+    static DeviceWeight View(Placement p, DeviceBuffer arena, DeviceWeight? scale)
+    {
+        var data = arena.Ptr + p.Offset;
+        var t = p.Group == 0 ? new Tensor(data, p.Target, p.TargetShape)
+              : Tensor.Quantized(data, p.Target, p.TargetShape, scale?.Ptr ?? arena.Ptr + p.ScaleOffset, p.Group);
+        return new DeviceWeight(p.Name, t, p.Offset, p.SourceDType, p.Expected.Hf);
+    }
 
     public static unsafe ModelWeights Load(Checkpoint ckpt, Device device, LoadOptions? options = null)
     {
@@ -85,16 +259,21 @@ public static class WeightLoader
         if (o.StagingBytes < Alignment || o.StagingBytes % Alignment != 0)
             throw new ArgumentOutOfRangeException(nameof(options), $"StagingBytes must be a positive multiple of {Alignment}");
         var sw = Stopwatch.StartNew();
-        long total = Plan(ckpt, o, out var plan);
-        long sourceBytes = plan.Sum(p => p.Source.Bytes);
+        long total = Plan(Sources(ckpt), ckpt.Config, o, out var plan, out long imageEnd);
+        var image = plan.Where(p => p.Route == Route.Image).ToList();
+        var staged = plan.Where(p => p.Route != Route.Image).ToList();
+        long sourceBytes = plan.Sum(p => p.SourceBytes);
+        long stagedSource = staged.Sum(p => p.SourceBytes);
+        long progressTotal = imageEnd + stagedSource;
 
         // No MADV_SEQUENTIAL: it makes the kernel drop pages behind the reader, evicting the page cache.
         DeviceBuffer arena = device.Allocate(Math.Max(total, Alignment));
-        long staging = Math.Min(o.StagingBytes, Math.Max(Alignment, Align(total)));
+        long staging = Math.Min(o.StagingBytes, Math.Max(Alignment, Align(Math.Max(imageEnd, staged.Count > 0 ? o.StagingBytes : 0))));
         int nbuf = Math.Max(2, o.StagingBuffers);
         var buffers = new HostBuffer[nbuf];
         var events = new DeviceEvent[nbuf];
         var stream = device.CreateStream();
+        DeviceBuffer? scratch = null;
         using var cancel = new CancellationTokenSource();
         Task? producer = null;
         try
@@ -116,11 +295,11 @@ public static class WeightLoader
                 try
                 {
                     int next = 0;
-                    for (long a = 0; a < total; a += staging)
+                    for (long a = 0; a < imageEnd; a += staging)
                     {
-                        long len = Math.Min(staging, total - a);
+                        long len = Math.Min(staging, imageEnd - a);
                         int slot = free.Take(ct);
-                        FillWindow(plan, ref next, a, len, (byte*)buffers[slot].Pointer);
+                        FillWindow(image, ref next, a, len, (byte*)buffers[slot].Pointer);
                         filled.Add((slot, a, len), ct);
                     }
                 }
@@ -139,9 +318,41 @@ public static class WeightLoader
                     events[done].Synchronize();
                     free.Add(done, ct);
                 }
-                o.Progress?.Invoke(new LoadProgress(a + len, total, sw.Elapsed));
+                o.Progress?.Invoke(new LoadProgress(a + len, progressTotal, sw.Elapsed));
             }
             producer.GetAwaiter().GetResult(); // surfaces a producer exception
+            while (inflight.Count > 0) events[inflight.Dequeue()].Synchronize();
+
+            // Staged weights: one slice (expert) at a time through the device scratch, then its kernel.
+            if (staged.Count > 0)
+            {
+                long slice = staged.Max(p => p.SourceBytes / p.Slices);
+                scratch = device.Allocate(Align(Math.Max(slice, Alignment)));
+                long done = imageEnd;
+                var views = Map(plan, arena);
+                foreach (var p in staged)
+                {
+                    var weight = views[p.Name];
+                    long sliceBytes = p.SourceBytes / p.Slices;
+                    byte* src = p.Source!.File.Pointer(p.Source.Entry);
+                    var srcShape = p.Slices > 1 ? new Shape([1, .. p.SourceShape[1..]]) : new Shape(p.SourceShape);
+                    for (int e = 0; e < p.Slices; e++)
+                    {
+                        ct.ThrowIfCancellationRequested();
+                        UploadRange(device, src + e * sliceBytes, scratch.Ptr, sliceBytes, buffers, events, stream);
+                        var from = new Tensor(scratch.Ptr, p.SourceDType, srcShape);
+                        var to = p.Slices > 1 ? weight.Tensor.Slice(e, 1) : weight.Tensor;
+                        switch (p.Route)
+                        {
+                            case Route.Int4: Kernels.QuantizeInt4.Run(device, from, p.InputMajor, to, stream); break;
+                            case Route.Fp8: Kernels.QuantizeFp8.Weights(device, from, p.InputMajor, to, stream); break;
+                            case Route.Fp8Relayout: Kernels.QuantizeFp8.Relayout(device, from, to, stream); break;
+                        }
+                        done += sliceBytes;
+                        o.Progress?.Invoke(new LoadProgress(done, progressTotal, sw.Elapsed));
+                    }
+                }
+            }
             stream.Synchronize();
             if (total == 0) o.Progress?.Invoke(new LoadProgress(0, 0, sw.Elapsed));
         }
@@ -150,6 +361,7 @@ public static class WeightLoader
             cancel.Cancel();
             try { producer?.Wait(); } catch { /* its exception is the one being thrown, or a cancellation */ }
             try { stream.Synchronize(); } catch { /* already failing */ }
+            scratch?.Dispose();
             arena.Dispose();
             if (producer is { IsFaulted: true }) throw producer.Exception!.InnerException!;
             throw;
@@ -160,12 +372,24 @@ public static class WeightLoader
             foreach (var b in buffers) b?.Dispose();
             stream.Dispose();
         }
+        scratch?.Dispose();
+        return new ModelWeights(ckpt.Config, device, arena, Map(plan, arena), sourceBytes, sw.Elapsed) { ActivationScaleUb = Ub(ckpt.Config, o) };
+    }
 
-        var map = new Dictionary<string, DeviceWeight>(plan.Count, StringComparer.Ordinal);
-        foreach (var p in plan)
-            map[p.Source.Name] = new DeviceWeight(p.Source.Name, new Tensor(arena.Ptr + p.Offset, p.Target, new Shape(p.Source.Shape)),
-                                                  p.Offset, p.Source.DType, p.Source.Expected.Hf);
-        return new ModelWeights(ckpt.Config, device, arena, map, sourceBytes, sw.Elapsed);
+    /// <summary>Copies <paramref name="bytes"/> from mapped host memory to <paramref name="dst"/> through the pinned
+    /// staging buffers (round robin; a buffer is refilled only after its previous copy's event).</summary>
+    static unsafe void UploadRange(Device device, byte* src, DevicePtr dst, long bytes, HostBuffer[] buffers, DeviceEvent[] events, DeviceStream stream)
+    {
+        long chunk = buffers[0].Bytes;
+        int b = 0;
+        for (long a = 0; a < bytes; a += chunk, b = (b + 1) % buffers.Length)
+        {
+            long len = Math.Min(chunk, bytes - a);
+            events[b].Synchronize();
+            Buffer.MemoryCopy(src + a, buffers[b].Pointer, len, len);
+            device.CopyHostToDevice(buffers[b].Pointer, dst + a, len, stream);
+            events[b].Record(stream);
+        }
     }
 
     /// <summary>Fills staging memory <paramref name="dst"/> with the arena image [a, a+len); gaps between tensors are zeroed.</summary>
@@ -187,7 +411,7 @@ public static class WeightLoader
     /// <summary>Writes target bytes [offset, offset+bytes) of placement <paramref name="p"/> into <paramref name="dst"/>.</summary>
     static unsafe void Stage(Placement p, long offset, long bytes, byte* dst)
     {
-        byte* src = p.Source.File.Pointer(p.Source.Entry);
+        byte* src = p.Source!.File.Pointer(p.Source.Entry);
         var from = p.Source.DType;
         if (from == p.Target)
         {

@@ -67,8 +67,15 @@ public static class Moe
         public Tensor ExpertOffsets { get; } // [E + 1] i32
         public Tensor H { get; }             // [R, I] act
         public Tensor Out { get; }           // [R, D] act
+        /// <summary>FP8 experts only (else default): the gathered rows quantized per row, [R, max(D, I)] F8E4M3, and their scales [R] f32.</summary>
+        public Tensor Q { get; }
+        public Tensor QScale { get; }
+        /// <summary>FP8's activation scale upper bound (<c>activation_scale_ub</c>).</summary>
+        public float ActivationScaleUb { get; }
 
-        public Workspace(Device dev, int tokens, int k, int experts, int dim, int inter, DType act)
+        /// <param name="fp8">also allocate the activation-quantization scratch that FP8 routed experts need</param>
+        /// <param name="activationScaleUb">FP8's activation scale upper bound</param>
+        public Workspace(Device dev, int tokens, int k, int experts, int dim, int inter, DType act, bool fp8 = false, float activationScaleUb = 1200f)
         {
             (Tokens, K, Experts, Dim, Inter, Act) = (tokens, k, experts, dim, inter, act);
             // rows: the largest BM pads the most; tiles: a smaller BM can need more (every config here fits)
@@ -90,6 +97,12 @@ public static class Moe
             ExpertOffsets = Make(DType.I32, experts + 1);
             H = Make(act, r, inter);
             Out = Make(act, r, dim);
+            ActivationScaleUb = activationScaleUb;
+            if (fp8)
+            {
+                Q = Make(DType.F8E4M3, r, Math.Max(dim, inter));
+                QScale = Make(DType.F32, r);
+            }
             buffers = [.. list];
         }
 
@@ -112,6 +125,40 @@ public static class Moe
         Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM);
         GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream, variant, cfg);
         Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, idx.Shape[1], stream, variant, cfg);
+        Combine(dev, ws.Out, slotRow, idx, y, accumulate, stream);
+    }
+
+    /// <summary>
+    /// The routed experts given the router's choice (<see cref="Workspace.TopkIdx"/>/<see cref="Workspace.TopkScore"/> of
+    /// the first T rows, as <see cref="Router"/> left them): align, gate_up, down, combine — y (+)= Σ_chosen expert_e(x · score).
+    /// The weights' format decides the kernels: bf16 ([E, D, 2I] / [E, I, D] as HF stores them), int4 or FP8
+    /// (output-major [E, 2I, D] / [E, D, I] with scales; see <see cref="Tensor"/>). FP8 needs a workspace made with fp8 scratch.
+    /// </summary>
+    public static void Experts(Device dev, Tensor x, Tensor wgu, Tensor wd, Tensor y, Workspace ws, bool accumulate, DeviceStream? stream = null)
+    {
+        int t = KernelCheck.Int("moe", "T", x.Shape.Rows);
+        if (t > ws.Tokens) throw new ArgumentException($"moe: T = {t} exceeds the workspace's {ws.Tokens} tokens");
+        var idx = Rows(ws.TopkIdx, t); var score = Rows(ws.TopkScore, t); var slotRow = Rows(ws.SlotRow, t);
+        if (wgu.DType == DType.F8E4M3)
+        {
+            if (ws.Q.Ptr.IsNull) throw new InvalidOperationException("moe: FP8 experts need a workspace made with fp8: true (activation-quantization scratch)");
+            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, MoeFp8.BM(t, ws.K));
+            MoeFp8.GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, ws.Q, ws.QScale, ws.ActivationScaleUb, stream);
+            MoeFp8.Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, ws.Q, ws.QScale, ws.ActivationScaleUb, stream);
+        }
+        else if (wgu.DType == DType.I4)
+        {
+            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, MoeInt4.BM(t, ws.K));
+            MoeInt4.GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream);
+            MoeInt4.Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, stream);
+        }
+        else
+        {
+            var cfg = For(t, ws.K);
+            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM);
+            GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream, Variant.Auto, cfg);
+            Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, stream, Variant.Auto, cfg);
+        }
         Combine(dev, ws.Out, slotRow, idx, y, accumulate, stream);
     }
 

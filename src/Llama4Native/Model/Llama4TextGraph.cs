@@ -52,6 +52,9 @@ public sealed class Llama4TextGraph : IDisposable
     readonly Moe.Workspace? moe;
     readonly DeviceBuffer freqs;
     readonly Device dev;
+    readonly float ub;
+    readonly DeviceBuffer? fp8Scratch;
+    readonly Tensor fp8Rows, fp8Scales;
 
     /// <summary>
     /// Builds and plans the graph for pieces of <paramref name="tokens"/> tokens of one sequence. Without a
@@ -80,8 +83,18 @@ public sealed class Llama4TextGraph : IDisposable
             throw new ArgumentException($"the kv cache holds {cache.DType} pieces of ≤ {cache.MaxPiece} tokens; this graph needs {act} and {tokens}");
         freqs = Ops.DeviceData.Upload(dev, cfg.RopeInvFreq, DType.F32);
         var invFreq = new Tensor(freqs.Ptr, DType.F32, new Shape(cfg.RopeInvFreq.Length));
+        ub = w.ActivationScaleUb;
         if (cfg.NumMoeLayers > 0)
-            moe = new Moe.Workspace(dev, t, cfg.NumExpertsPerTok, cfg.NumLocalExperts, d, cfg.IntermediateSize, act);
+            moe = new Moe.Workspace(dev, t, cfg.NumExpertsPerTok, cfg.NumLocalExperts, d, cfg.IntermediateSize, act,
+                                    fp8: w.Tensors.Values.Any(x => x.DType == DType.F8E4M3 && x.Shape.Rank == 3), activationScaleUb: ub);
+        // Dense FP8 linears (FbgemmFp8Linear) quantize their input rows per token: one scratch for all of them.
+        long fp8K = w.Tensors.Values.Where(x => x.DType == DType.F8E4M3 && x.Shape.Rank == 2).Select(x => x.Shape.Inner).DefaultIfEmpty(0).Max();
+        if (fp8K > 0)
+        {
+            fp8Scratch = dev.Allocate(t * fp8K + 256 + 4L * t);
+            fp8Rows = new Tensor(fp8Scratch.Ptr, DType.F8E4M3, new Shape(t, fp8K));
+            fp8Scales = new Tensor(fp8Scratch.Ptr + ((t * fp8K + 255) & ~255L), DType.F32, new Shape(t));
+        }
 
         Value W(string name) => g.Bind(name + ".weight", w[name].Tensor); // values are named; nodes keep the bare name
         Value Linear(string name, Value input, Value weight, long outFeatures) =>
@@ -157,13 +170,7 @@ public sealed class Llama4TextGraph : IDisposable
                 Value wgu = W(p + "moe.gate_up_exps"), wdn = W(p + "moe.down_exps");
                 // The routed experts add onto the shared expert's output (HF: out = shared(x); out += Σ experts).
                 ffn = g.Node(p + "moe.experts", act, new Shape(t, d), [fn, shared, logits, wgu, wdn], (in NodeContext c) =>
-                {
-                    var idx = ws.TopkIdx.Slice(0, t); var score = ws.TopkScore.Slice(0, t); var slotRow = ws.SlotRow.Slice(0, t);
-                    Moe.Align(c.Device, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, c.Stream);
-                    Moe.GateUp(c.Device, c[0], score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, c[3], ws.H, c.Stream);
-                    Moe.Down(c.Device, ws.H, ws.TileExpert, ws.ExpertOffsets, c[4], ws.Out, t, idx.Shape[1], c.Stream);
-                    Moe.Combine(c.Device, ws.Out, slotRow, idx, c.Output, accumulate: true, c.Stream);
-                }, inPlaceOf: shared);
+                    Moe.Experts(c.Device, c[0], c[3], c[4], c.Output, ws, accumulate: true, c.Stream), inPlaceOf: shared);
             }
             else
             {
@@ -188,12 +195,21 @@ public sealed class Llama4TextGraph : IDisposable
         Plan = g.Plan(dev);
     }
 
-    /// <summary>y = x·Wᵀ for a linear node. A decode step (≤ Gemv.MaxRows tokens) is memory-bound: the GEMV streams
-    /// the bf16 weight once with 16-byte loads instead of padding a tensor-core tile to 16+ rows. The fp32 parity
-    /// mode keeps upcast f32 weights, which only the GEMM takes.</summary>
-    static void Project(in NodeContext c)
+    /// <summary>y = x·Wᵀ for a linear node; the weight's format picks the kernel. int4 (W4A16) and FP8 (row-wise, the
+    /// input rows quantized per token first) have their own GEMM/GEMV pairs. A bf16 decode step (≤ Gemv.MaxRows tokens)
+    /// is memory-bound: the GEMV streams the weight once with 16-byte loads instead of padding a tensor-core tile to
+    /// 16+ rows. The fp32 parity mode keeps upcast f32 weights, which only the GEMM takes.</summary>
+    void Project(in NodeContext c)
     {
-        if (c[1].DType == DType.BF16 && c[0].Shape[0] <= Gemv.MaxRows)
+        var w = c[1];
+        if (w.DType == DType.I4) { GemmInt4.Run(c.Device, c[0], w, c.Output, c.Stream); return; }
+        if (w.DType == DType.F8E4M3)
+        {
+            long m = c[0].Shape[0];
+            GemmFp8.Linear(c.Device, c[0], w, c.Output, new Tensor(fp8Rows.Ptr, DType.F8E4M3, new Shape(m, w.Shape.Inner)), fp8Scales.Slice(0, m), ub, c.Stream);
+            return;
+        }
+        if (w.DType == DType.BF16 && c[0].Shape[0] <= Gemv.MaxRows)
             Gemv.Run(c.Device, c[0], c[1], c.Output, c.Stream);
         else
             Gemm.Run(c.Device, c[0], c[1], c.Output, GemmBLayout.NK, c.Stream);
@@ -267,6 +283,7 @@ public sealed class Llama4TextGraph : IDisposable
     {
         Plan.Dispose();
         moe?.Dispose();
+        fp8Scratch?.Dispose();
         batch?.Dispose();
         freqs.Dispose();
     }
