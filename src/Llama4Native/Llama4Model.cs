@@ -54,7 +54,8 @@ public sealed class Llama4Model : IDisposable
         var dev = device ?? DeviceFactory.Create(options.Device);
         try
         {
-            var w = WeightLoader.Load(path, dev, new LoadOptions(Progress: options.Progress));
+            var w = WeightLoader.Load(path, dev, new LoadOptions(Progress: options.Progress,
+                                                                 Quantize: new QuantizeOptions(options.Quantize, options.Int4GroupSize)));
             return new Llama4Model(path, dev, owns, w, options);
         }
         catch

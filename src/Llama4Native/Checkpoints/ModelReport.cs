@@ -22,18 +22,23 @@ public sealed class ModelReport
     /// <summary>Checkpoint bytes per dtype (from the shards when present; else the config at bf16).</summary>
     public IReadOnlyDictionary<DType, long> BytesPerDType { get; init; } = new Dictionary<DType, long>();
     public bool FromShards { get; init; }
+    /// <summary>Device bytes of the weights as stored (the checkpoint's own formats, no quantization at load).</summary>
     public long WeightBytesBf16 { get; init; }
-    /// <summary>fbgemm_fp8 recipe: routed experts 1 byte/param + an F32 scale per output channel, the rest bf16.</summary>
+    /// <summary>fp8_mixed at load (routed experts of MoE layers but the first and last to FP8 row-wise), or the FP8 checkpoint as stored.</summary>
     public long WeightBytesFp8 { get; init; }
-    /// <summary>int4 group-wise (group 128, one bf16 scale per group) for every matrix; 1-D tensors bf16.</summary>
+    /// <summary>int4_mixed at load (routed + shared experts, group <see cref="Int4Group"/>); 0 when the group does not divide K.</summary>
     public long WeightBytesInt4 { get; init; }
+    /// <summary>The group size the int4 figure uses.</summary>
+    public int Int4Group { get; init; } = 128;
+    /// <summary>Why int4 does not apply (e.g. K not a multiple of G), or null.</summary>
+    public string? Int4Problem { get; init; }
+    /// <summary>The recipe the report is for (what a load with these options would hold) and its bytes by format.</summary>
+    public QuantizeOptions Quantize { get; init; } = QuantizeOptions.None;
+    public WeightFootprint Chosen { get; init; } = new(0, new Dictionary<string, long>());
 
-    public const int Int4Group = 128;
-
-    public static ModelReport FromConfig(Llama4Config cfg, Checkpoint? ckpt = null)
+    public static ModelReport FromConfig(Llama4Config cfg, Checkpoint? ckpt = null, QuantizeOptions? quantize = null)
     {
-        long total = 0, text = 0, vision = 0, experts = 0, bf16 = 0, fp8 = 0, int4 = 0;
-        var quant = cfg.Quantization;
+        long total = 0, text = 0, vision = 0, experts = 0;
         foreach (var e in TensorNames.Expected(cfg))
         {
             long n = 1;
@@ -42,22 +47,30 @@ public sealed class ModelReport
             bool isVision = e.Ours.StartsWith("v.", StringComparison.Ordinal) || e.Ours.StartsWith("mm.", StringComparison.Ordinal);
             if (isVision) vision += n; else text += n;
             if (e.Rule.Kind == TensorKind.Experts) experts += n;
-            bf16 += 2 * n;
-            bool fp8Expert = e.Rule.Kind == TensorKind.Experts && (quant is null || !quant.IsExcluded(e.Module));
-            fp8 += fp8Expert ? n + 4 * e.Rule.ScaleShape!(cfg).Aggregate(1L, (a, b) => a * b) : 2 * n;
-            int4 += e.Shape.Length >= 2 ? n / 2 + (n + Int4Group - 1) / Int4Group * 2 : 2 * n;
         }
+        var q = quantize ?? QuantizeOptions.None;
+        WeightFootprint Of(QuantizeMode m) => WeightLoader.Footprint(cfg, new LoadOptions(Quantize: q with { Mode = m }), ckpt);
+        var none = Of(QuantizeMode.None);
+        var fp8 = Of(QuantizeMode.Fp8);
+        WeightFootprint? int4 = null; string? int4Problem = null;
+        try { int4 = Of(QuantizeMode.Int4); }
+        catch (ArgumentException e) { int4Problem = e.Message.Split('\n')[0]; }
         var t = cfg.Text;
         long active = text - (t.NumLocalExperts > 0 ? experts / t.NumLocalExperts * (t.NumLocalExperts - t.NumExpertsPerTok) : 0);
         var perDType = new Dictionary<DType, long>();
         if (ckpt is not null)
             foreach (var ct in ckpt.Tensors) perDType[ct.DType] = perDType.GetValueOrDefault(ct.DType) + ct.Bytes;
-        else perDType[DType.BF16] = bf16;
+        else
+            foreach (var (format, bytes) in none.ByFormat)
+                perDType[format switch { "fp8" => DType.F8E4M3, "scales" or "f32" => DType.F32, _ => DType.BF16 }] =
+                    perDType.GetValueOrDefault(format switch { "fp8" => DType.F8E4M3, "scales" or "f32" => DType.F32, _ => DType.BF16 }) + bytes;
         return new ModelReport
         {
             Config = cfg, TotalParams = total, TextParams = text, VisionParams = vision, ActiveParamsPerToken = active,
             RoutedExpertParams = experts, BytesPerDType = perDType, FromShards = ckpt is not null,
-            WeightBytesBf16 = bf16, WeightBytesFp8 = fp8, WeightBytesInt4 = int4,
+            WeightBytesBf16 = none.Total, WeightBytesFp8 = fp8.Total, WeightBytesInt4 = int4?.Total ?? 0, Int4Group = q.Int4GroupSize,
+            Int4Problem = int4Problem, Quantize = q,
+            Chosen = q.Mode switch { QuantizeMode.Fp8 => fp8, QuantizeMode.Int4 => int4 ?? throw new ArgumentException(int4Problem), _ => none },
         };
     }
 
@@ -104,16 +117,31 @@ public sealed class ModelReport
                       (FromShards ? "" : " (config only: no shards read)"));
         long kvBf16 = KvCacheBytes(t, context, 2), kvFp8 = KvCacheBytes(t, context, 1);
         long kvNaive = 2L * t.NumKeyValueHeads * t.HeadDim * 2 * context * t.NumHiddenLayers;
-        sb.AppendLine($"weights       bf16 {G(WeightBytesBf16)} | fp8 experts {G(WeightBytesFp8)} | int4 g{Int4Group} {G(WeightBytesInt4)}");
+        string recipe = Quantize.Mode switch
+        {
+            QuantizeMode.Int4 => $"--quantize int4 (int4_mixed, G={Int4Group})",
+            QuantizeMode.Fp8 => "--quantize fp8 (fp8_mixed)",
+            _ => "as stored",
+        };
+        sb.AppendLine($"weights       {recipe}: {G(Chosen.Total)} = " +
+                      string.Join(" + ", Chosen.ByFormat.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {G(kv.Value)}")));
+        sb.AppendLine($"recipes       as stored {G(WeightBytesBf16)} | fp8_mixed {G(WeightBytesFp8)} | " +
+                      (Int4Problem is null ? $"int4_mixed G={Int4Group} {G(WeightBytesInt4)}" : $"int4_mixed G={Int4Group}: n/a ({Int4Problem})"));
         sb.AppendLine($"kv cache      {context} tokens: bf16 {G(kvBf16)}, fp8 {G(kvFp8)} (all layers at full context would be {G(kvNaive)})");
+        long need = Chosen.Total + kvBf16;
+        sb.AppendLine($"need          {G(need)} = weights {G(Chosen.Total)} + bf16 kv {G(kvBf16)} (activations and workspaces not counted: ≈ 1–3 GiB)");
+        foreach (int n in new[] { 2, 4, 8 })
+            sb.AppendLine($"  on {n} devices ≈ {G((need + n - 1) / n)} each (an even split of weights and kv; several devices are not implemented yet)");
         if (deviceTotal is { } total)
         {
-            sb.AppendLine($"device        {deviceName}: {G(total)} total, {G(deviceFree ?? total)} free");
             long free = deviceFree ?? total;
-            foreach (var (name, w) in new[] { ("bf16", WeightBytesBf16), ("fp8", WeightBytesFp8), ("int4", WeightBytesInt4) })
+            sb.AppendLine($"device        {deviceName}: {G(total)} total, {G(free)} free");
+            sb.AppendLine($"  {recipe}: {(need <= free ? $"fits ({G(free - need)} headroom)" : $"does NOT fit (short by {G(need - free)})")}");
+            foreach (var (name, w) in new[] { ("as stored", WeightBytesBf16), ("fp8_mixed", WeightBytesFp8), ("int4_mixed", Int4Problem is null ? WeightBytesInt4 : 0) })
             {
-                long need = w + kvBf16;
-                sb.AppendLine($"  {name,-5} weights + bf16 kv: {G(need),10}  {(need <= free ? "fits" : $"does NOT fit (short by {G(need - free)})")}");
+                if (w == 0) continue;
+                long n1 = w + kvBf16;
+                sb.AppendLine($"  {name,-10} + bf16 kv: {G(n1),10}  {(n1 <= free ? "fits" : $"does NOT fit (short by {G(n1 - free)})")}");
             }
         }
         else sb.AppendLine("device        unknown (no device available): cannot say whether it fits");

@@ -15,6 +15,9 @@ public readonly record struct LoadProgress(long BytesDone, long BytesTotal, Time
         ? TimeSpan.FromSeconds(Elapsed.TotalSeconds * (BytesTotal - BytesDone) / BytesDone) : null;
 }
 
+/// <summary>Device bytes of a model's weights: the arena <paramref name="Total"/> (with alignment) and the bytes by stored format.</summary>
+public sealed record WeightFootprint(long Total, IReadOnlyDictionary<string, long> ByFormat);
+
 /// <summary>How to load.</summary>
 /// <param name="UpcastToF32">Convert BF16/F16 weights to F32 while staging (the exact-parity path); FP8 stays FP8.</param>
 /// <param name="Include">Which tensors to upload (by our name); null = all. E.g. skip <c>v.*</c> for text-only use.</param>
@@ -93,6 +96,21 @@ public static class WeightLoader
     /// <summary>Bytes the arena needs for a checkpoint of <paramref name="config"/> (bf16, or FP8 where its
     /// quantization_config says) under <paramref name="options"/> — no checkpoint needed.</summary>
     public static long ArenaBytes(Llama4Config config, LoadOptions? options = null) => Plan(Sources(config), config, options ?? new LoadOptions(), out _, out _);
+
+    /// <summary>The device bytes of a checkpoint's weights under <paramref name="options"/>, by stored format
+    /// ("bf16", "f32", "fp8", "int4", "scales"), computed from the same placement plan as the load — no device needed.</summary>
+    public static WeightFootprint Footprint(Llama4Config config, LoadOptions? options = null, Checkpoint? ckpt = null)
+    {
+        long total = Plan(ckpt is null ? Sources(config) : Sources(ckpt), config, options ?? new LoadOptions(), out var plan, out _);
+        var by = new SortedDictionary<string, long>(StringComparer.Ordinal);
+        foreach (var p in plan)
+        {
+            string key = p.Expected.IsScale ? "scales" : ModelWeights.Format(p.Target);
+            by[key] = by.GetValueOrDefault(key) + p.Bytes;
+            if (p.ScaleName is null && p.Group > 0) by["scales"] = by.GetValueOrDefault("scales") + p.ScaleBytes;
+        }
+        return new WeightFootprint(total, by);
+    }
 
     /// <summary>
     /// The weights a checkpoint of <paramref name="config"/> would have under <paramref name="options"/>, laid out
@@ -204,7 +222,9 @@ public static class WeightLoader
             else
                 staged.Add(new Placement(e, s.Tensor, s.DType, s.Shape, Route.Fp8, DType.F8E4M3, om, 0, 0, 0, (int)k, e.Rule.Kind == TensorKind.Experts, null));
         }
-        if (problems.Count > 0) throw new ArgumentException(string.Join("\n", problems));
+        if (problems.Count > 0)
+            throw new ArgumentException(problems.Count <= 3 ? string.Join("\n", problems)
+                : string.Join("\n", problems.Take(3)) + $"\n(and {problems.Count - 3} more weights like these)");
 
         // The image first (checkpoint order), then the staged weights: data, then scales.
         plan = new List<Placement>(image.Count + staged.Count);
@@ -266,6 +286,7 @@ public static class WeightLoader
         long stagedSource = staged.Sum(p => p.SourceBytes);
         long progressTotal = imageEnd + stagedSource;
 
+        CheckFits(ckpt, device, o, total);
         // No MADV_SEQUENTIAL: it makes the kernel drop pages behind the reader, evicting the page cache.
         DeviceBuffer arena = device.Allocate(Math.Max(total, Alignment));
         long staging = Math.Min(o.StagingBytes, Math.Max(Alignment, Align(Math.Max(imageEnd, staged.Count > 0 ? o.StagingBytes : 0))));
@@ -374,6 +395,32 @@ public static class WeightLoader
         }
         scratch?.Dispose();
         return new ModelWeights(ckpt.Config, device, arena, Map(plan, arena), sourceBytes, sw.Elapsed) { ActivationScaleUb = Ub(ckpt.Config, o) };
+    }
+
+    /// <summary>Refuses, before anything is allocated or copied, weights larger than the device's free memory, naming
+    /// the on-the-fly quantization that would fit.</summary>
+    static void CheckFits(Checkpoint ckpt, Device device, LoadOptions o, long total)
+    {
+        long free = device.FreeMemory;
+        if (total <= free) return;
+        var mode = (o.Quantize ?? QuantizeOptions.None).Mode;
+        var options = new List<string>();
+        foreach (var m in new[] { QuantizeMode.Fp8, QuantizeMode.Int4 })
+        {
+            if (m == mode) continue;
+            try
+            {
+                long need = Footprint(ckpt.Config, o with { Quantize = (o.Quantize ?? QuantizeOptions.None) with { Mode = m } }, ckpt).Total;
+                options.Add($"--quantize {m.ToString().ToLowerInvariant()} needs {Format.Bytes(need)}{(need <= free ? " (fits)" : "")}");
+            }
+            catch (ArgumentException) { /* that recipe does not apply to this checkpoint */ }
+        }
+        throw new DeviceOutOfMemoryException(
+            $"out of device memory: the weights of {ckpt.Directory} need {Format.Bytes(total)}" +
+            (mode == QuantizeMode.None ? "" : $" with --quantize {mode.ToString().ToLowerInvariant()}") +
+            $" but {device.Name} has {Format.Bytes(free)} free; nothing was loaded." +
+            (options.Count > 0 ? " " + string.Join("; ", options) + "." : "") +
+            " Several devices are not supported yet; use a device with more memory or a smaller model.", total, free);
     }
 
     /// <summary>Copies <paramref name="bytes"/> from mapped host memory to <paramref name="dst"/> through the pinned
