@@ -220,6 +220,49 @@ public class QuantizedParityTests
         Assert.That(agree, Is.GreaterThanOrEqualTo(0.90));
     }
 
+    public static IEnumerable<TestCaseData> ImageSources()
+    {
+        yield return new TestCaseData("tiny-maverick-fp8", "tiny-maverick-fp8", null).SetArgDisplayNames("tiny-maverick-fp8 checkpoint");
+        yield return new TestCaseData("tiny-scout-int4", "tiny-scout", new QuantizeOptions(QuantizeMode.Int4, 16)).SetArgDisplayNames("tiny-scout --quantize int4 G16");
+        yield return new TestCaseData("tiny-maverick-int4", "tiny-maverick", new QuantizeOptions(QuantizeMode.Int4, 8)).SetArgDisplayNames("tiny-maverick --quantize int4 G8");
+    }
+
+    /// <summary>The image prompt (vision tower bf16, early fusion) through quantized experts, fp32 compute: int4 within
+    /// 1e-3 of its goldens (every layer, logits, argmax); FP8 within the "exact emulation" tolerances.</summary>
+    [TestCaseSource(nameof(ImageSources))]
+    public void ImagePromptMatchesTheQuantizedGoldens(string goldens, string model, QuantizeOptions? q)
+    {
+        var gold = VisionParityTests.Read(goldens);
+        using var w = Load(model, q);
+        using var vision = new Llama4VisionGraph(w, gold.Tiles, ComputeMode.F32);
+        using var text = new Llama4TextGraph(w, gold.Ids.Length, ComputeMode.F32);
+        var rows = vision.Forward(gold.Pixels, gold.Tiles);
+        var layerOut = new Dictionary<int, float[]>();
+        var logits = text.Forward(gold.Ids, n => n.StartsWith("blk.", StringComparison.Ordinal) && n.EndsWith(".out", StringComparison.Ordinal),
+            (name, _, data) => layerOut[int.Parse(name.Split('.')[1], System.Globalization.CultureInfo.InvariantCulture)] = data, rows);
+        var want = gold.Tensors["logits"];
+        var (mean, max, agree) = Diff(logits, want, gold.Vocab, gold.Ids.Length);
+        TestContext.Out.WriteLine($"{goldens} image fp32: logits mean abs {mean:0.000000}, max {max:0.000000}, argmax {agree:P1} over {gold.Ids.Length} positions");
+        if (q?.Mode == QuantizeMode.Int4)
+        {
+            var tol = new Ops.Tolerance(1e-3, 1e-3);
+            for (int i = 0; i < w.Config.Text.NumHiddenLayers; i++)
+            {
+                var r = Ops.OpCheck.Compare($"layer_out.{i}", layerOut[i], gold.Tensors[$"layer_out.{i}"], tol);
+                Assert.That(r.Passed, $"{goldens}: {r}");
+            }
+            var lr = Ops.OpCheck.Compare("logits", logits, want, tol);
+            Assert.That(lr.Passed, $"{goldens}: {lr}");
+            Assert.That(agree, Is.EqualTo(1.0), "argmax identical at every position");
+        }
+        else
+        {
+            Assert.That(mean, Is.LessThanOrEqualTo(0.01));
+            Assert.That(max, Is.LessThanOrEqualTo(0.25));
+            Assert.That(agree, Is.GreaterThanOrEqualTo(0.95));
+        }
+    }
+
     [Test]
     public void Int4GroupThatDoesNotDivideKIsAClearErrorBeforeLoading()
     {
