@@ -124,7 +124,7 @@ public static class Moe
         if (cfg.BM > BM) throw new ArgumentException($"moe: tile {cfg} has BM > {BM}, which the workspace is sized for");
         Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM);
         GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream, variant, cfg);
-        Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, idx.Shape[1], stream, variant, cfg);
+        Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, idx.Shape[1], stream, variant, cfg, ws.SortedSlots);
         Combine(dev, ws.Out, slotRow, idx, y, accumulate, stream);
     }
 
@@ -245,6 +245,8 @@ public static class Moe
     public static unsafe void GateUp(Device dev, Tensor x, Tensor topkScore, Tensor sortedSlots, Tensor tileExpert, Tensor expertOffsets,
                                      Tensor wgu, Tensor h, DeviceStream? stream = null, Variant variant = Variant.Auto, Config? config = null)
     {
+        if (wgu.DType == DType.I4)  // int4 experts (output-major [E, 2I, D]): kernels/moe_int4.cu
+        { MoeInt4.GateUp(dev, x, topkScore, sortedSlots, tileExpert, expertOffsets, wgu, h, stream, (MoeInt4.Variant)variant, config); return; }
         var cfg = config ?? Config.Default;
         const string op = "moe.gate_up";
         Matrix(op, "x", x); Matrix(op, "topk_score", topkScore); Matrix(op, "h", h);
@@ -279,9 +281,12 @@ public static class Moe
 
     /// <summary>out = h · Wd[e] for the padded rows of <paramref name="tokens"/>·<paramref name="k"/> pairs.</summary>
     /// <param name="h">[≥ MaxRows, I]</param><param name="wd">[E, I, D] bf16</param><param name="output">[≥ MaxRows, D], h's dtype</param>
+    /// <param name="sortedSlots">optional, int4 weights only: lets the decode GEMV skip padding rows (see <see cref="MoeInt4.Down"/>)</param>
     public static unsafe void Down(Device dev, Tensor h, Tensor tileExpert, Tensor expertOffsets, Tensor wd, Tensor output, long tokens, long k,
-                                   DeviceStream? stream = null, Variant variant = Variant.Auto, Config? config = null)
+                                   DeviceStream? stream = null, Variant variant = Variant.Auto, Config? config = null, Tensor sortedSlots = default)
     {
+        if (wd.DType == DType.I4)  // int4 experts (output-major [E, D, I]): kernels/moe_int4.cu
+        { MoeInt4.Down(dev, h, tileExpert, expertOffsets, wd, output, tokens, k, stream, (MoeInt4.Variant)variant, config, sortedSlots); return; }
         const string op = "moe.down";
         var cfg = config ?? Config.Default;
         Matrix(op, "h", h); Matrix(op, "out", output);

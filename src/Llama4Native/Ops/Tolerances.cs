@@ -17,7 +17,7 @@ public static class Tolerances
     {
         ("sample", DType.I32) => Exact,                                // token ids: equal (near-ties forgiven by SampleSpec)
         ("sample", DType.F32) => new(1e-6, 1e-4),                      // chosen probability: f32 sums vs double
-        ("convert" or "embedding" or "add" or "patch_unfold" or "vision_embed" or "pixel_shuffle" or "scatter_rows", _) => Exact,               // conversions, copies and one rounded add are bit-exact
+        ("convert" or "embedding" or "add" or "quantize_int4" or "patch_unfold" or "vision_embed" or "pixel_shuffle" or "scatter_rows", _) => Exact,               // conversions, copies and one rounded add are bit-exact
         ("rmsnorm", DType.F32) => new(1e-6, 2e-5),                     // fp32 sum of squares vs double
         ("silu_mul", DType.F32) => new(1e-6, 2e-5),                    // fast exp / divide: a few ulp
         ("softmax", DType.F32) => new(1e-7, 2e-5),
@@ -32,6 +32,12 @@ public static class Tolerances
         // gemv: the same fp32 dot products as gemm (lane-strided partial sums + a shuffle tree), same bound.
         ("gemv", DType.F32) => new(2e-6 * Math.Sqrt(Math.Max(k, 1)), 1e-4),
         ("gemv", DType.BF16) => new(1e-5 + 2e-6 * Math.Sqrt(Math.Max(k, 1)), Bf16Ulp),
+        // int4 weights (gemm_int4, moe_int4): the weight is q·s exactly (or bf16(q·s) on the tensor-core path, which the
+        // reference models), so the same fp32-sum bounds as the bf16-weight ops; the GEMV scales per-group partial sums.
+        ("gemm_int4", DType.F32) => new(2e-6 * Math.Sqrt(Math.Max(k, 1)), 1e-4),
+        ("gemm_int4", DType.BF16) => new(1e-5 + 2e-6 * Math.Sqrt(Math.Max(k, 1)), Bf16Ulp),
+        ("moe_int4", DType.F32) => new(2e-6 * Math.Sqrt(Math.Max(k, 1)), 1e-4),
+        ("moe_int4", DType.BF16) => new(1e-5 + 2e-6 * Math.Sqrt(Math.Max(k, 1)), 3 * Bf16Ulp),
         // MoE steps (router logits/scores, h, out, combine) against the reference fed the device's inputs to that
         // step: fp32 sums as gemm; in bf16 each HF rounding point (gate, up, silu, product) can land one ulp apart.
         ("moe", DType.F32) => new(2e-6 * Math.Sqrt(Math.Max(k, 1)), 1e-4),
