@@ -146,18 +146,13 @@ public static class Moe
             MoeFp8.GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, ws.Q, ws.QScale, ws.ActivationScaleUb, stream);
             MoeFp8.Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, ws.Q, ws.QScale, ws.ActivationScaleUb, stream);
         }
-        else if (wgu.DType == DType.I4)
-        {
-            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, MoeInt4.BM(t, ws.K));
-            MoeInt4.GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream);
-            MoeInt4.Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, stream);
-        }
         else
         {
+            // bf16 (moe.cu) and int4 (moe_int4.cu, dispatched inside GateUp/Down) share the tile configs.
             var cfg = For(t, ws.K);
             Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM);
             GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream, Variant.Auto, cfg);
-            Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, stream, Variant.Auto, cfg);
+            Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, stream, Variant.Auto, cfg, ws.SortedSlots);
         }
         Combine(dev, ws.Out, slotRow, idx, y, accumulate, stream);
     }
