@@ -405,16 +405,23 @@ public static class WeightLoader
         if (total <= free) return;
         var mode = (o.Quantize ?? QuantizeOptions.None).Mode;
         var options = new List<string>();
-        foreach (var m in new[] { QuantizeMode.Fp8, QuantizeMode.Int4 })
-        {
-            if (m == mode) continue;
+        var asked = o.Quantize ?? QuantizeOptions.None;
+        if (mode != QuantizeMode.Fp8)
             try
             {
-                long need = Footprint(ckpt.Config, o with { Quantize = (o.Quantize ?? QuantizeOptions.None) with { Mode = m } }, ckpt).Total;
-                options.Add($"--quantize {m.ToString().ToLowerInvariant()} needs {Format.Bytes(need)}{(need <= free ? " (fits)" : "")}");
+                long need = Footprint(ckpt.Config, o with { Quantize = asked with { Mode = QuantizeMode.Fp8 } }, ckpt).Total;
+                options.Add($"--quantize fp8 needs {Format.Bytes(need)}{(need <= free ? " (fits)" : "")}");
             }
-            catch (ArgumentException) { /* that recipe does not apply to this checkpoint */ }
-        }
+            catch (ArgumentException) { /* fp8_mixed does not apply to this checkpoint */ }
+        if (mode != QuantizeMode.Int4)
+            foreach (int g in new[] { asked.Int4GroupSize, 128, 64, 32, 16, 8 }.Distinct())
+                try
+                {
+                    long need = Footprint(ckpt.Config, o with { Quantize = asked with { Mode = QuantizeMode.Int4, Int4GroupSize = g } }, ckpt).Total;
+                    options.Add($"--quantize int4{(g == 128 ? "" : $" --int4-group-size {g}")} needs {Format.Bytes(need)}{(need <= free ? " (fits)" : "")}");
+                    break;
+                }
+                catch (ArgumentException) { /* this group size does not divide some K, or int4 does not apply */ }
         throw new DeviceOutOfMemoryException(
             $"out of device memory: the weights of {ckpt.Directory} need {Format.Bytes(total)}" +
             (mode == QuantizeMode.None ? "" : $" with --quantize {mode.ToString().ToLowerInvariant()}") +

@@ -27,6 +27,24 @@ public class LoadTests
         return all;
     }
 
+    /// <summary>The device bytes a weight must have: the file's, except FP8 routed experts, which are stored input-major
+    /// [E, K, N] and loaded output-major [E, N, K] with their scale companion attached.</summary>
+    static byte[] ExpectedBytes(ModelWeights w, string ours, DeviceWeight dw, Dictionary<string, (string DType, long[] Shape, byte[] Bytes)> files)
+    {
+        var want = files[dw.HfName].Bytes;
+        if (dw.DType != DType.F8E4M3 || dw.Shape.Rank != 3) return want;
+        long e = dw.Shape[0], n = dw.Shape[1], k = dw.Shape[2];
+        Assert.That(files[dw.HfName].Shape, Is.EqualTo(new[] { e, k, n }), ours);
+        var t = new byte[want.Length];
+        for (long x = 0; x < e; x++)
+            for (long i = 0; i < k; i++)
+                for (long j = 0; j < n; j++)
+                    t[(x * n + j) * k + i] = want[(x * k + i) * n + j];
+        Assert.That(dw.Tensor.Scale, Is.EqualTo(w[ours + ".scale"].Ptr), $"{ours}: the scales are its companion's");
+        Assert.That(dw.Tensor.Group, Is.EqualTo(k));
+        return t;
+    }
+
     [TestCaseSource(nameof(Fixtures))]
     public void FixtureTensorsMatchFixtureJsonAndLoadBitExact(string name)
     {
@@ -48,21 +66,7 @@ public class LoadTests
         {
             var bytes = new byte[dw.Bytes];
             Device.Download(dw.Ptr, bytes.AsSpan());
-            var want = files[dw.HfName].Bytes;
-            if (dw.DType == DType.F8E4M3 && dw.Shape.Rank == 3)
-            {
-                // FP8 routed experts are stored input-major [E, K, N] and loaded output-major [E, N, K].
-                long e = dw.Shape[0], n = dw.Shape[1], k = dw.Shape[2];
-                Assert.That(files[dw.HfName].Shape, Is.EqualTo(new[] { e, k, n }), ours);
-                var t = new byte[want.Length];
-                for (long x = 0; x < e; x++)
-                    for (long i = 0; i < k; i++)
-                        for (long j = 0; j < n; j++)
-                            t[(x * n + j) * k + i] = want[(x * k + i) * n + j];
-                want = t;
-                Assert.That(dw.Tensor.Scale, Is.EqualTo(w[ours + ".scale"].Ptr), $"{ours}: the scales are its companion's");
-                Assert.That(dw.Tensor.Group, Is.EqualTo(k));
-            }
+            var want = ExpectedBytes(w, ours, dw, files);
             Assert.That(bytes, Is.EqualTo(want), $"{ours} ({dw.HfName})");
             Assert.That(dw.Offset % WeightLoader.Alignment, Is.Zero);
         }
@@ -127,7 +131,7 @@ public class LoadTests
             {
                 var bytes = new byte[dw.Bytes];
                 Device.Download(dw.Ptr, bytes.AsSpan());
-                Assert.That(bytes, Is.EqualTo(files[dw.HfName].Bytes), ours);
+                Assert.That(bytes, Is.EqualTo(ExpectedBytes(w, ours, dw, files)), ours);
             }
             // Initialisation statistics: linears ~ N(0, 1/fan_in), norms ~ 1.
             var q = ck["blk.0.attn_q"];
@@ -215,7 +219,7 @@ public class LoadTests
             {
                 var bytes = new byte[dw.Bytes];
                 emu.Download(dw.Ptr, bytes.AsSpan());
-                Assert.That(bytes, Is.EqualTo(files[dw.HfName].Bytes), ours);
+                Assert.That(bytes, Is.EqualTo(ExpectedBytes(w, ours, dw, files)), ours);
             }
         }
     }
@@ -228,5 +232,33 @@ public class LoadTests
         var e = Assert.Throws<Llama4Native.Devices.DeviceOutOfMemoryException>(() => WeightLoader.Load(ck, small))!;
         Assert.That(e.Message, Does.Contain("out of device memory"));
         Assert.That(small.FreeMemory, Is.EqualTo(100_000));
+    }
+
+    /// <summary>
+    /// Quantizing at load never holds the bf16 model on the device: a device with room for the int4 arena plus ONE
+    /// expert's bf16 slice (the staging scratch) — less than the bf16 weights — loads tiny-scout with --quantize int4,
+    /// and refuses the plain load before allocating anything, naming the quantization that fits.
+    /// </summary>
+    [Test]
+    public void QuantizedLoadNeedsOnlyTheQuantizedArenaPlusOneExpertSlice()
+    {
+        using var ck = Checkpoint.Open(FixtureModel("tiny-scout"));
+        var t = ck.Config.Text;
+        var q = new LoadOptions(Quantize: new QuantizeOptions(QuantizeMode.Int4, 16));
+        long int4 = WeightLoader.ArenaBytes(ck, q), bf16 = WeightLoader.ArenaBytes(ck);
+        long slice = (long)t.HiddenSize * 2 * t.IntermediateSize * 2;            // one expert's gate_up, bf16
+        long capacity = int4 + ((slice + 255) & ~255L);
+        Assert.That(capacity, Is.LessThan(bf16), "the test must make holding the bf16 weights impossible");
+        using var emu = new EmuDevice(new EmuOptions(MemoryBytes: capacity));
+        using (var w = WeightLoader.Load(ck, emu, q))
+        {
+            Assert.That(w.Arena.Bytes, Is.EqualTo(int4));
+            Assert.That(w["blk.0.moe.gate_up_exps"].DType, Is.EqualTo(DType.I4));
+            Assert.That(w.BytesByFormat["int4"], Is.GreaterThan(0));
+        }
+        Assert.That(emu.FreeMemory, Is.EqualTo(capacity), "the scratch and the arena are freed");
+        var e = Assert.Throws<Llama4Native.Devices.DeviceOutOfMemoryException>(() => WeightLoader.Load(ck, emu))!;
+        Assert.That(e.Message, Does.Contain("out of device memory").And.Contain("--quantize int4"));
+        Assert.That(emu.FreeMemory, Is.EqualTo(capacity), "nothing was allocated by the refused load");
     }
 }
