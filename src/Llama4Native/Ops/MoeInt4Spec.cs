@@ -44,6 +44,7 @@ public sealed class MoeInt4Spec : OpSpec
         yield return new OpCase(Name, "gemv-bm64", "bf16", [11, 64, 72, 4, 2, 8], "multi-chunk");
         yield return new OpCase(Name, "gemv-bm16", "bf16", [20, 128, 64, 2, 1, 32], "multi-chunk");
         yield return new OpCase(Name, "simple-bm16", "f32", [20, 72, 40, 8, 2, 8]);
+        yield return new OpCase(Name, "gemv", "bf16", [3, 96, 48, 4, 2, 24], "g24");  // 32-k loads straddle groups; down's K = 48: scalar
     }
 
     public override IEnumerable<OpCase> PerfCases()
