@@ -42,6 +42,7 @@ public sealed class GemmInt4Spec : OpSpec
     {
         // Scout/Maverick shared expert (int4 in every MoE layer): gate and up [8192, 5120], down [5120, 8192]; G = 128.
         yield return new OpCase(Name, "gemv", "bf16>bf16", [1, 8192, 5120, 128], "shexp_gate");
+        yield return new OpCase(Name, "gemv", "bf16>bf16", [1, 16384, 5120, 128], "shexp_gate_up");  // = gemv's bf16 perf case
         yield return new OpCase(Name, "gemv", "bf16>bf16", [1, 5120, 8192, 128], "shexp_down");
         yield return new OpCase(Name, "gemv", "bf16>bf16", [4, 8192, 5120, 128], "shexp_gate.m4");
         yield return new OpCase(Name, "mma", "bf16>bf16", [2048, 8192, 5120, 128], "shexp_gate.prefill");

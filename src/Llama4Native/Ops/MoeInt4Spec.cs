@@ -35,15 +35,16 @@ public sealed class MoeInt4Spec : OpSpec
                 yield return new OpCase(Name, v, t, [tok, 64, 40, 8, 1, 8], "maverick");
             }
             yield return new OpCase(Name, v, t, [1, 128, 96, 16, 2, 32]);
-            yield return new OpCase(Name, v, t, [5, 256, 64, 8, 3, 128], "g128");
+            yield return new OpCase(Name, v, t, [5, 256, 128, 8, 3, 128], "g128");
             yield return new OpCase(Name, v, t, [7, 72, 40, 8, 2, 8], "odd");
             yield return new OpCase(Name, v + "-acc", t, [9, 64, 48, 8, 2, 16], "residual");
-            if (!decodeOnly) yield return new OpCase(Name, v, t, [40, 96, 136, 4, 2, 24], "multi-tile");
+            if (!decodeOnly) yield return new OpCase(Name, v, t, [40, 96, 144, 4, 2, 24], "multi-tile");
         }
         yield return new OpCase(Name, "mma-bm16", "bf16", [40, 64, 136, 4, 2, 8], "multi-tile");
         yield return new OpCase(Name, "gemv-bm64", "bf16", [11, 64, 72, 4, 2, 8], "multi-chunk");
         yield return new OpCase(Name, "gemv-bm16", "bf16", [20, 128, 64, 2, 1, 32], "multi-chunk");
         yield return new OpCase(Name, "simple-bm16", "f32", [20, 72, 40, 8, 2, 8]);
+        yield return new OpCase(Name, "gemv", "bf16", [3, 96, 48, 4, 2, 24], "g24");  // 32-k loads straddle groups; down's K = 48: scalar
     }
 
     public override IEnumerable<OpCase> PerfCases()
