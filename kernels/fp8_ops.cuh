@@ -81,13 +81,13 @@ L4_DEV void fp8_load_tile(uint8_t* S, const uint8_t* __restrict__ G, int R, int 
     }
 }
 
-L4_DEV void fp8_mma(float d[4], const uint32_t a[4], const uint32_t b[2]) {
-#if FP8_MMA_VIA_BF16
-    mma_m16n8k32_e4m3_via_bf16(d, a, b, d);
+// The bf16 path (sm_80, or forced): fragments are widened to bf16 once per k32 step, right after ldmatrix, and every
+// k32 mma is two bf16 m16n8k16 (bytes 0-1, then 2-3 of each register: mma_m16n8k32_e4m3_via_bf16's order).
+#if FP8_MMA_VIA_BF16 || (!defined(CUDA_EMU) && !L4_HW_FP8)
+#define L4_FP8_BF16_PATH 1
 #else
-    mma_m16n8k32_e4m3_f32(d, a, b, d);
+#define L4_FP8_BF16_PATH 0
 #endif
-}
 
 // The main loop of a BM x BN output tile: acc[b] = A[m0.., :] · B_b[n0.., :]ᵀ for b < NB, A [M, K] and B_b [N, K]
 // e4m3 with K contiguous (lda / ldb bytes between rows), fp32 accumulators in the mma C layout. STAGES-deep cp.async
@@ -150,6 +150,15 @@ struct Fp8Mma {
 #pragma unroll
                 for (int i = 0; i < MI; ++i)
                     ldmatrix_x4(af[i], as + (wm * WTM + i * 16 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LD + kk + 16 * (lane >> 4));
+#if L4_FP8_BF16_PATH
+                uint32_t ah[MI][2][4];
+#pragma unroll
+                for (int i = 0; i < MI; ++i)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h)
+#pragma unroll
+                        for (int q = 0; q < 4; ++q) ah[i][h][q] = l4_e4m3x2_to_bf16x2(af[i][q], h);
+#endif
 #pragma unroll
                 for (int b = 0; b < NB; ++b) {
                     uint32_t bfr[NI][2];
@@ -160,10 +169,22 @@ struct Fp8Mma {
                         bfr[j][0] = r[0]; bfr[j][1] = r[1];
                         bfr[j + 1][0] = r[2]; bfr[j + 1][1] = r[3];
                     }
+#if L4_FP8_BF16_PATH
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+                        for (int j = 0; j < NI; ++j) {
+                            const uint32_t bh[2] = {l4_e4m3x2_to_bf16x2(bfr[j][0], h), l4_e4m3x2_to_bf16x2(bfr[j][1], h)};
+#pragma unroll
+                            for (int i = 0; i < MI; ++i) mma_m16n8k16_bf16_f32(acc[b][i][j], ah[i][h], bh, acc[b][i][j]);
+                        }
+                    }
+#else
 #pragma unroll
                     for (int i = 0; i < MI; ++i)
 #pragma unroll
-                        for (int j = 0; j < NI; ++j) fp8_mma(acc[b][i][j], af[i], bfr[j]);
+                        for (int j = 0; j < NI; ++j) mma_m16n8k32_e4m3_f32(acc[b][i][j], af[i], bfr[j], acc[b][i][j]);
+#endif
                 }
             }
         }

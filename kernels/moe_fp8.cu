@@ -65,6 +65,14 @@
 #define MF8_GEMV_COLS 4
 #endif
 #define MF8_MAX_M 8
+// The gate_up tile's occupancy floor: on the bf16 path (sm_80) ptxas, left to itself, held the f32 kernel to 128
+// registers and spilled; with a floor of 1 block it takes what it needs (≤ 255). On sm_89+ 3 blocks (≤ 170 registers)
+// leaves it near where it lands unbounded (150–170).
+#if !defined(CUDA_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
+#define MF8_GU_MIN_BLOCKS 1
+#else
+#define MF8_GU_MIN_BLOCKS 3
+#endif
 
 namespace l4_mf8 {
 
@@ -263,8 +271,8 @@ extern "C" __global__ void __launch_bounds__(MF8_QTHREADS) moe_fp8_quant_gather_
 extern "C" __global__ void __launch_bounds__(MF8_QTHREADS) moe_fp8_quant_gather_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ expert_offsets, uint8_t* __restrict__ aq, float* __restrict__ as, int k, int D, int lda, int E, float ub) { l4_mf8::quant<bf16, true>(x, topk_score, sorted_slots, expert_offsets, aq, as, k, D, lda, E, ub); }
 extern "C" __global__ void __launch_bounds__(MF8_QTHREADS) moe_fp8_quant_h_f32(const float* __restrict__ h, const int* __restrict__ sorted_slots, const int* __restrict__ expert_offsets, uint8_t* __restrict__ hq, float* __restrict__ hs, int I, int ldq, int E, float ub) { l4_mf8::quant<float, false>(h, nullptr, sorted_slots, expert_offsets, hq, hs, 1, I, ldq, E, ub); }
 extern "C" __global__ void __launch_bounds__(MF8_QTHREADS) moe_fp8_quant_h_bf16(const bf16* __restrict__ h, const int* __restrict__ sorted_slots, const int* __restrict__ expert_offsets, uint8_t* __restrict__ hq, float* __restrict__ hs, int I, int ldq, int E, float ub) { l4_mf8::quant<bf16, false>(h, nullptr, sorted_slots, expert_offsets, hq, hs, 1, I, ldq, E, ub); }
-extern "C" __global__ void __launch_bounds__(l4_mf8::GateUpTile::NT) moe_fp8_gate_up_mma_f32(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s, float* __restrict__ h, int lda, int D, int I, int E) { l4_mf8::gate_up_mma<float>(aq, as, tile_expert, expert_offsets, wgu, wgu_s, h, lda, D, I, E); }
-extern "C" __global__ void __launch_bounds__(l4_mf8::GateUpTile::NT) moe_fp8_gate_up_mma_bf16(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s, bf16* __restrict__ h, int lda, int D, int I, int E) { l4_mf8::gate_up_mma<bf16>(aq, as, tile_expert, expert_offsets, wgu, wgu_s, h, lda, D, I, E); }
+extern "C" __global__ void __launch_bounds__(l4_mf8::GateUpTile::NT, MF8_GU_MIN_BLOCKS) moe_fp8_gate_up_mma_f32(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s, float* __restrict__ h, int lda, int D, int I, int E) { l4_mf8::gate_up_mma<float>(aq, as, tile_expert, expert_offsets, wgu, wgu_s, h, lda, D, I, E); }
+extern "C" __global__ void __launch_bounds__(l4_mf8::GateUpTile::NT, MF8_GU_MIN_BLOCKS) moe_fp8_gate_up_mma_bf16(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s, bf16* __restrict__ h, int lda, int D, int I, int E) { l4_mf8::gate_up_mma<bf16>(aq, as, tile_expert, expert_offsets, wgu, wgu_s, h, lda, D, I, E); }
 extern "C" __global__ void __launch_bounds__(l4_mf8::DownTile::NT) moe_fp8_down_mma_f32(const uint8_t* __restrict__ hq, const float* __restrict__ hs, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ wd_s, float* __restrict__ out, int ldq, int I, int D, int E) { l4_mf8::down_mma<float>(hq, hs, tile_expert, expert_offsets, wd, wd_s, out, ldq, I, D, E); }
 extern "C" __global__ void __launch_bounds__(l4_mf8::DownTile::NT) moe_fp8_down_mma_bf16(const uint8_t* __restrict__ hq, const float* __restrict__ hs, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ wd_s, bf16* __restrict__ out, int ldq, int I, int D, int E) { l4_mf8::down_mma<bf16>(hq, hs, tile_expert, expert_offsets, wd, wd_s, out, ldq, I, D, E); }
 extern "C" __global__ void __launch_bounds__(MF8_GEMV_THREADS) moe_fp8_gate_up_gemv_f32(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s, float* __restrict__ h, int lda, int D, int I, int E, int bm) { l4_mf8::grouped_gemv<float, true>(aq, as, sorted_slots, tile_expert, expert_offsets, wgu, wgu_s, h, lda, D, I, E, bm); }
