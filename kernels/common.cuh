@@ -396,3 +396,100 @@ L4_DEV void cp_async_wait_all() {
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
 }
+
+// ---------------------------------------------------------------- fp8 (e4m3) tensor cores
+// mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 (sm_89+). Fragments (PTX ISA, "Matrix Fragments for
+// mma.m16n8k32", 8-bit types), g = lane >> 2, t = lane & 3, byte j of a register = element j (lowest byte first):
+//   A (16x32, row-major): a[0] = A[g][4t..4t+3], a[1] = A[g+8][4t..], a[2] = A[g][4t+16..], a[3] = A[g+8][4t+16..]
+//   B (32x8, "col"):      b[0] = B[4t..4t+3][g], b[1] = B[4t+16..4t+19][g]
+//   C/D (16x8 f32):       as m16n8k16.
+// Byte for byte these are the bf16 m16n8k16 layouts with every 16-bit pair read as four bytes, so the same
+// ldmatrix (b16, non-transposed) calls load them from K-contiguous shared tiles: A [m][k] and B [n][k].
+// Where there are no fp8 tensor cores (sm_80) mma_m16n8k32_e4m3_f32 is mma_m16n8k32_e4m3_via_bf16: every e4m3
+// converted exactly to bf16, bytes 0-1 of each register through one bf16 m16n8k16 and bytes 2-3 through a second
+// (the pairing of A's and B's k indices is the same in both halves, so this is the same sum in another order).
+
+// Bytes 2h, 2h+1 of v (e4m3) -> bf16x2, exactly (every e4m3 value, NaN included, is a bf16 value).
+L4_DEV uint32_t l4_e4m3x2_to_bf16x2(uint32_t v, int h) {
+    const float2 f = e4m3x2_to_f32x2((uint16_t)(v >> (16 * h)));
+    return pack_bf16x2(f.x, f.y);
+}
+
+L4_DEV void mma_m16n8k32_e4m3_via_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    float t[4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        uint32_t ah[4], bh[2];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) ah[i] = l4_e4m3x2_to_bf16x2(a[i], h);
+        bh[0] = l4_e4m3x2_to_bf16x2(b[0], h);
+        bh[1] = l4_e4m3x2_to_bf16x2(b[1], h);
+        mma_m16n8k16_bf16_f32(t, ah, bh, h == 0 ? c : t);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) d[i] = t[i];
+}
+
+#ifdef CUDA_EMU
+namespace l4_emu {
+// The twin of the fp8 mma: for each output, c + sum over k = 0..31 of a*b in k order, in fp32 (e4m3 products are
+// exact in fp32; only the adds round).
+L4_DEV void mma_m16n8k32_e4m3(void* const* lanes, unsigned) {
+    auto L = [&](int l) { return static_cast<MmaLane*>(lanes[l]); };
+    auto byte = [](uint32_t v, int k) { return l4_e4m3_to_f32_sw((uint8_t)(v >> (8 * (k & 3)))); };
+    for (int lane = 0; lane < 32; ++lane) {
+        const int g = lane >> 2, t = lane & 3;
+        for (int i = 0; i < 4; ++i) {
+            const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+            float acc = L(lane)->c[i];
+            for (int k = 0; k < 32; ++k) {
+                const float a = byte(L((row & 7) * 4 + (k & 15) / 4)->a[(row >> 3) + 2 * (k >> 4)], k);
+                const float b = byte(L(col * 4 + (k & 15) / 4)->b[k >> 4], k);
+                acc += a * b;
+            }
+            L(lane)->d[i] = acc;
+        }
+    }
+}
+}  // namespace l4_emu
+#endif
+
+// D = A*B + C for one warp, A 16x32 and B 32x8 e4m3, f32 accumulators (d may alias c). The hardware instruction on
+// sm_89+, the bf16 pair on older GPUs, the twin on the emulator.
+L4_DEV void mma_m16n8k32_e4m3_f32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+#if defined(CUDA_EMU)
+    l4_emu::MmaLane m;
+    for (int i = 0; i < 4; ++i) { m.a[i] = a[i]; m.c[i] = c[i]; }
+    m.b[0] = b[0]; m.b[1] = b[1];
+    l4emu_rt_warp_sync(0xffffffffu, "mma.sync.m16n8k32.e4m3", &m, &l4_emu::mma_m16n8k32_e4m3);
+    for (int i = 0; i < 4; ++i) d[i] = m.d[i];
+#elif L4_HW_FP8
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+#else
+    mma_m16n8k32_e4m3_via_bf16(d, a, b, c);
+#endif
+}
+
+// 4 consecutive elements -> 4 floats; p must be 16-byte (float) / 8-byte (bf16) aligned.
+L4_DEV void load4(const float* p, float v[4]) { const float4 a = vload<float4>(p); v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; }
+L4_DEV void load4(const bf16* p, float v[4]) {
+    const uint2 u = vload<uint2>(p);
+    const float2 a = unpack_bf16x2(u.x), b = unpack_bf16x2(u.y);
+    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
+}
+
+// 16 e4m3 (one 16-byte load, lowest byte first) -> 16 floats, exactly.
+L4_DEV void e4m3x16_to_f32(const uint4& u, float v[16]) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        const float2 lo = e4m3x2_to_f32x2((uint16_t)(w[q] & 0xffffu)), hi = e4m3x2_to_f32x2((uint16_t)(w[q] >> 16));
+        v[4 * q] = lo.x; v[4 * q + 1] = lo.y; v[4 * q + 2] = hi.x; v[4 * q + 3] = hi.y;
+    }
+}
+
+// FBGEMM's row scale: max(min(amax, ub) / 448, 1/(448*512)) (ub = +inf for weights), fp32 IEEE division.
+L4_DEV float fp8_row_scale(float amax, float ub) { return fmaxf(fminf(amax, ub) / 448.0f, 1.0f / (448.0f * 512.0f)); }

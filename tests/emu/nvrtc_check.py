@@ -20,8 +20,8 @@ COMMON = ["mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", "ldmatrix.sync.
           "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16", "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
           "ldmatrix.sync.aligned.m8n8.x2.shared.b16", "cp.async.cg.shared.global", "cp.async.commit_group",
           "cp.async.wait_group", "cp.async.wait_all", "cvt.rn.bf16x2.f32", "cvt.rn.bf16.f32"]
-EXPECT = {"sm_90a": COMMON + ["cvt.rn.satfinite.e4m3x2.f32", "cvt.rn.f16x2.e4m3x2"], "sm_80": COMMON}
-ABSENT = {"sm_90a": [], "sm_80": ["e4m3x2"]}
+EXPECT = {"sm_90a": COMMON + ["cvt.rn.satfinite.e4m3x2.f32", "cvt.rn.f16x2.e4m3x2", "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32"], "sm_80": COMMON}
+ABSENT = {"sm_90a": [], "sm_80": ["e4m3x2", "e4m3.e4m3"]}
 
 
 def load():

@@ -260,6 +260,31 @@ static void test_mma() {
     check(ok2, "mma m16n8k16 bf16 via ldmatrix_x4_trans + ldmatrix_x2 (d aliasing c) vs plain loop");
 }
 
+// The fp8 mma: codes drawn from a set of small dyadic values (every product and partial sum exact in fp32), NaN
+// excluded; the twin, the bf16 pair (the sm_80 path) and d-aliasing-c all equal the plain loop exactly.
+static void test_mma_fp8() {
+    std::vector<uint8_t> A(512), B(256);
+    std::vector<float> C(128), D1(128), D2(128), D3(128);
+    const uint8_t codes[] = {0x00, 0x80, 0x30, 0xb0, 0x38, 0xb8, 0x3c, 0xbc, 0x40, 0xc0, 0x28, 0xa8, 0x34, 0x44, 0xc4, 0x04, 0x83};  // incl. subnormals 2^-7, -3·2^-9
+    for (int i = 0; i < 512; ++i) A[i] = codes[(i * 7 + 3) % 17];
+    for (int i = 0; i < 256; ++i) B[i] = codes[(i * 5 + 1) % 17];
+    for (int i = 0; i < 128; ++i) C[i] = float(i % 11) - 5.0f;
+    if (!launch_ok("t_mma_fp8", launch("t_mma_fp8", G{1}, G{32}, 0, A.data(), B.data(), C.data(), D1.data(), D2.data(), D3.data()))) return;
+    bool ok1 = true, ok2 = true, ok3 = true;
+    for (int m = 0; m < 16; ++m)
+        for (int n = 0; n < 8; ++n) {
+            double p = 0;
+            for (int k = 0; k < 32; ++k) p += e4m3_value(A[m * 32 + k]) * e4m3_value(B[n * 32 + k]);  // B stored [n][k]
+            const double d = C[m * 8 + n] + p;
+            ok1 &= D1[m * 8 + n] == (float)d;
+            ok2 &= D2[m * 8 + n] == (float)d;
+            ok3 &= D3[m * 8 + n] == (float)(d + p);  // C + 2p
+        }
+    check(ok1, "mma m16n8k32 e4m3 (twin) via ldmatrix_x4 + ldmatrix_x2 on [m][k] / [n][k] bytes vs plain loop");
+    check(ok2, "mma m16n8k32 e4m3 as two exact bf16 m16n8k16 (the sm_80 path) vs plain loop");
+    check(ok3, "mma m16n8k32 e4m3 with d aliasing c, chained");
+}
+
 static void test_cp_async() {
     const int n = 64;
     std::vector<uint32_t> g(4 * n), out(4 * n);
@@ -363,6 +388,7 @@ static void run_functional() {
     test_bf16();
     test_fp8();
     test_mma();
+    test_mma_fp8();
     test_cp_async();
     test_cp_async_order();
     test_index();

@@ -143,6 +143,29 @@ extern "C" __global__ void t_mma(const uint16_t* A, const uint16_t* B, const flo
     for (int i = 0; i < 4; ++i) D2[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = c[i];
 }
 
+// One 16x8x32 e4m3 mma fed by ldmatrix as the FP8 GEMMs feed it (32 threads): A [16][32] bytes via ldmatrix_x4, B
+// stored [n][k] ([8][32] bytes) via ldmatrix_x2; D1 = mma_m16n8k32_e4m3_f32 (hardware on sm_89+, the twin here),
+// D2 = mma_m16n8k32_e4m3_via_bf16 (the sm_80 path), D3 = D1 fed again as C with d aliasing c.
+extern "C" __global__ void t_mma_fp8(const uint8_t* A, const uint8_t* B, const float* C, float* D1, float* D2, float* D3) {
+    __shared__ __align__(16) uint8_t sA[16 * 32], sB[8 * 32];
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    for (int i = lane; i < 512; i += 32) sA[i] = A[i];
+    for (int i = lane; i < 256; i += 32) sB[i] = B[i];
+    __syncthreads();
+    float c[4], d[4];
+    for (int i = 0; i < 4; ++i) c[i] = C[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)];
+    uint32_t a[4], b[2];
+    ldmatrix_x4(a, &sA[((lane & 7) + 8 * ((lane >> 3) & 1)) * 32 + 16 * (lane >> 4)]);
+    ldmatrix_x2(b, &sB[(lane & 7) * 32 + 16 * ((lane >> 3) & 1)]);
+    mma_m16n8k32_e4m3_f32(d, a, b, c);
+    for (int i = 0; i < 4; ++i) D1[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = d[i];
+    mma_m16n8k32_e4m3_via_bf16(d, a, b, c);
+    for (int i = 0; i < 4; ++i) D2[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = d[i];
+    mma_m16n8k32_e4m3_f32(c, a, b, c);
+    mma_m16n8k32_e4m3_f32(c, a, b, c);
+    for (int i = 0; i < 4; ++i) D3[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = c[i];
+}
+
 // cp.async: even threads copy 16 bytes, odd threads copy nbytes[i] and zero-fill the rest.
 extern "C" __global__ void t_cp_async(const uint4* g, uint4* out, const int* nbytes) {
     __shared__ __align__(16) uint4 s[64];

@@ -45,6 +45,17 @@ public static class Tolerances
         // The whole MoE layer from x alone: the steps' differences compound through the second GEMM.
         ("moe.layer", DType.F32) => new(1e-5 * Math.Sqrt(Math.Max(k, 1)), 2e-4),
         ("moe.layer", DType.BF16) => new(2e-3, 3 * Bf16Ulp),
+        // FP8 GEMM (f8f8bf16_rowwise): e4m3 products are exact, the fp32 sum errs as gemm's, and the output is rounded
+        // to bf16 (also when stored as f32), so one bf16 ulp apart at a rounding boundary.
+        ("gemm_fp8", DType.F32 or DType.BF16) => new(1e-5 + 2e-6 * Math.Sqrt(Math.Max(k, 1)), Bf16Ulp),
+        // FP8 MoE steps (h, out, combine) from the device's own quantized inputs: gate and up are bf16-rounded GEMM outputs
+        // (one ulp at a boundary), then silu (fast exp) and the product; as moe's bf16 steps, in both activation dtypes.
+        ("moe_fp8", DType.F32 or DType.BF16) => new(1e-5 + 2e-6 * Math.Sqrt(Math.Max(k, 1)), 3 * Bf16Ulp),
+        // The whole FP8 layer from x alone: aq is bit-exact, but a one-ulp difference in h (fp32 sum order, fast silu) can
+        // move an e4m3 rounding of hq by one step (1/16–1/8 of that element), which moves an output by ~|h_i·w_ij|/8 ≈
+        // 3e-3 at the test scales (h ~ 0.3, w ~ 1/√I) — the fixture README's "implementations that are all correct differ".
+        // Measured on the emulator: every case within 3e-8 absolute (no flip); the bound allows about one flip per output.
+        ("moe_fp8.layer", DType.F32 or DType.BF16) => new(5e-3, 2e-2),
         // attention: O is a convex combination of V rows (|O| ≲ 1 for V ~ N(0,1)); fp32 scores, exp2 of scores
         // scaled by log2 e, and fp32 sums over ≤ a few hundred keys err by ~1e-6 absolute.
         ("attention", DType.F32) => new(1e-5, 1e-4),
