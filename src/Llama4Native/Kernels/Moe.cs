@@ -79,7 +79,7 @@ public static class Moe
         {
             (Tokens, K, Experts, Dim, Inter, Act) = (tokens, k, experts, dim, inter, act);
             // rows: the largest BM pads the most; tiles: a smaller BM can need more (every config here fits)
-            long r = MaxRows(tokens, k, experts), tiles = Math.Max(MaxTiles(tokens, k, experts), MaxTiles(tokens, k, experts, Config.Decode.BM));
+            long r = MaxRows(tokens, k, experts), tiles = new[] { BM, Config.Decode.BM, MoeFp8.Config.Decode.BM, MoeFp8.MmaBM }.Max(bm => MaxTiles(tokens, k, experts, bm));
             var list = new List<DeviceBuffer>();
             Tensor Make(DType t, params long[] shape)
             {
@@ -100,8 +100,9 @@ public static class Moe
             ActivationScaleUb = activationScaleUb;
             if (fp8)
             {
-                Q = Make(DType.F8E4M3, r, Math.Max(dim, inter));
-                QScale = Make(DType.F32, r);
+                var scratch = dev.Allocate(MoeFp8.ScratchBytes(r, dim, inter));
+                list.Add(scratch);
+                (Q, QScale) = MoeFp8.Scratch(scratch.Ptr, r, dim, inter);
             }
             buffers = [.. list];
         }
@@ -142,9 +143,10 @@ public static class Moe
         if (wgu.DType == DType.F8E4M3)
         {
             if (ws.Q.Ptr.IsNull) throw new InvalidOperationException("moe: FP8 experts need a workspace made with fp8: true (activation-quantization scratch)");
-            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, MoeFp8.BM(t, ws.K));
-            MoeFp8.GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, ws.Q, ws.QScale, ws.ActivationScaleUb, stream);
-            MoeFp8.Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, ws.Q, ws.QScale, ws.ActivationScaleUb, stream);
+            var cfg = MoeFp8.For(t, ws.K);
+            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM);
+            MoeFp8.GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, ws.Q, ws.QScale, ws.ActivationScaleUb, stream, cfg);
+            MoeFp8.Down(dev, ws.H, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, ws.Q, ws.QScale, ws.ActivationScaleUb, stream, cfg);
         }
         else
         {

@@ -60,12 +60,15 @@ public class LoadTests
             Assert.That(t.DType.SafetensorsName(), Is.EqualTo(DTypeName((string)spec[1]!)), t.Name);
         }
         var files = ReadAllFromFiles(dir);
-        using var w = WeightLoader.Load(ck, Device, new LoadOptions(StagingBytes: 4096, StagingBuffers: 2));
+        // The FP8 experts' relayout is a kernel: that fixture loads on the emulator, the others on the host test device.
+        using var emu = name == "tiny-maverick-fp8" ? new EmuDevice() : null;
+        Llama4Native.Devices.Device dev = emu is null ? Device : emu;
+        using var w = WeightLoader.Load(ck, dev, new LoadOptions(StagingBytes: 4096, StagingBuffers: 2));
         Assert.That(w.Tensors.Count, Is.EqualTo(listing.Count));
         foreach (var (ours, dw) in w.Tensors)
         {
             var bytes = new byte[dw.Bytes];
-            Device.Download(dw.Ptr, bytes.AsSpan());
+            dev.Download(dw.Ptr, bytes.AsSpan());
             var want = ExpectedBytes(w, ours, dw, files);
             Assert.That(bytes, Is.EqualTo(want), $"{ours} ({dw.HfName})");
             Assert.That(dw.Offset % WeightLoader.Alignment, Is.Zero);
