@@ -58,6 +58,9 @@ public sealed class TokenGenerator : IDisposable
         sampler = weights.Device.Allocate(CountsAt + 4L * Vocab);
     }
 
+    /// <summary>The text graphs planned so far (one per piece size): their arenas are the activation memory.</summary>
+    internal IEnumerable<Llama4TextGraph> Graphs => graphs.Values;
+
     Llama4TextGraph Graph(int tokens)
     {
         if (!graphs.TryGetValue(tokens, out var g)) graphs[tokens] = g = new Llama4TextGraph(weights, tokens, mode, Cache, lastLogitsOnly: true);
