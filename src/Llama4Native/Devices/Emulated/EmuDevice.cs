@@ -84,10 +84,14 @@ public sealed unsafe class EmuDevice : Device
     public override void Launch(KernelFunction function, Dim3 grid, Dim3 block, uint sharedBytes, void** args, DeviceStream? stream = null)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
+        LaunchObserver?.Invoke(function, grid, block, sharedBytes);
         rt.Launch(function, grid, block, sharedBytes, args);
     }
 
     public override void Synchronize() { }
+
+    /// <summary>Called with every launch before it runs (tests compare the launch list with the recording device's).</summary>
+    public Action<KernelFunction, Dim3, Dim3, uint>? LaunchObserver { get; set; }
 
     protected override void Dispose(bool disposing)
     {
