@@ -7,16 +7,16 @@ namespace Llama4Native.Cli.Verbs;
 
 /// <summary>
 /// llama4 plan (--preset NAME | --config FILE | --model DIR) [--quantize none|int4|fp8] [--int4-group-size G]
-///   [--context N] [--batch 1] [--device-memory 80GiB] [--bandwidth TB/s] [--tflops N] [--steps N] [--json]
+///   [--context N] [--batch 1] [--device-memory 80GiB] [--bandwidth TB/s] [--tflops N] [--steps N] [--capture] [--json]
 /// Builds the real graphs on the recording device and prints the memory plan, one decode step and one prefill, modelled.
 /// </summary>
 public static class PlanVerb
 {
-    public const string Help = "dry-run a model on the recording device: memory plan, launches/bytes/syncs per decode step and prefill, modelled speed (--preset NAME|--config FILE|--model DIR)";
+    public const string Help = "dry-run a model on the recording device: memory plan, launches/bytes/syncs per decode step and prefill, modelled speed (--preset NAME|--config FILE|--model DIR [--context N] [--capture] [--json])";
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new Args(argv, ["preset", "config", "model", "quantize", "int4-group-size", "context", "batch", "device-memory", "bandwidth", "tflops", "steps", "max-piece"], ["json"]);
+        var a = new Args(argv, ["preset", "config", "model", "quantize", "int4-group-size", "context", "batch", "device-memory", "bandwidth", "tflops", "steps", "max-piece"], ["json", "capture"]);
         int sources = (a.Has("preset") ? 1 : 0) + (a.Has("config") ? 1 : 0) + (a.Has("model") ? 1 : 0);
         if (sources != 1) throw new UsageException("give exactly one of --preset NAME, --config FILE or --model DIR");
         string name;
@@ -42,7 +42,7 @@ public static class PlanVerb
         double bw = a.GetDouble("bandwidth", 3.35), tflops = a.GetDouble("tflops", 989);
         if (context < 2 || bw <= 0 || tflops <= 0) throw new UsageException("--context must be ≥ 2, --bandwidth and --tflops positive");
         var options = new PlanOptions(context, memory, bw * 1e12, tflops * 1e12, a.GetInt("steps", 100), a.GetInt("max-piece", 256),
-                                      new LoadOptions(Quantize: mode == QuantizeMode.None ? null : new QuantizeOptions(mode, group)));
+                                      new LoadOptions(Quantize: mode == QuantizeMode.None ? null : new QuantizeOptions(mode, group)), a.Flag("capture"));
         var plan = Planner.Run(config, options, name + (mode == QuantizeMode.None ? "" : $" ({mode.ToString().ToLowerInvariant()})"));
         stdout.Write(a.Flag("json") ? plan.RenderJson() + "\n" : plan.RenderText());
         return 0;

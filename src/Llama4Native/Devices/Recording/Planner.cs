@@ -16,8 +16,10 @@ namespace Llama4Native.Devices.Recording;
 /// <param name="FlopsPerSecond">Dense bf16 tensor-core peak of the roofline model.</param>
 /// <param name="Steps">Decode steps measured (host time is their median).</param>
 /// <param name="MaxPiece">Largest prefill piece (as Llama4ModelOptions.MaxPrefillPiece).</param>
+/// <param name="Capture">Decode steps captured and replayed as graphs (TokenGenerator.CaptureDecode).</param>
 public sealed record PlanOptions(int Context = 8192, long DeviceMemory = 80L << 30, double BytesPerSecond = 3.35e12,
-                                 double FlopsPerSecond = 989e12, int Steps = 100, int MaxPiece = 256, LoadOptions? Load = null);
+                                 double FlopsPerSecond = 989e12, int Steps = 100, int MaxPiece = 256, LoadOptions? Load = null,
+                                 bool Capture = false);
 
 /// <summary>A memory line of the plan.</summary>
 public sealed record MemoryLine(string What, long Bytes);
@@ -37,7 +39,7 @@ public sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Memor
     {
         var sb = new StringBuilder();
         var o = Options;
-        sb.AppendLine($"plan: {Model}, context {o.Context}, batch 1, bf16 activations; roofline at {o.BytesPerSecond / 1e12:0.##} TB/s, {o.FlopsPerSecond / 1e12:0} TFLOPS");
+        sb.AppendLine($"plan: {Model}, context {o.Context}, batch 1, bf16 activations, decode {(o.Capture ? "captured (graph replay)" : "host-driven")}; roofline at {o.BytesPerSecond / 1e12:0.##} TB/s, {o.FlopsPerSecond / 1e12:0} TFLOPS");
         sb.AppendLine();
         sb.AppendLine("memory");
         foreach (var m in Memory) sb.AppendLine($"  {m.What,-34} {Format.Bytes(m.Bytes),12}");
@@ -79,6 +81,7 @@ public sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Memor
         {
             ["model"] = Model,
             ["context"] = o.Context,
+            ["capture"] = o.Capture,
             ["device_memory"] = DeviceMemory,
             ["bandwidth_tbps"] = o.BytesPerSecond / 1e12,
             ["tflops"] = o.FlopsPerSecond / 1e12,
@@ -159,7 +162,7 @@ public static class Planner
         // Decode: prefill N − steps − 1 tokens, then steps + 1 tokens, the last steps fed one at a time up to context N.
         PhasePlan decode;
         long kvBytes, actBytes;
-        using (var gen = new TokenGenerator(weights, ComputeMode.BF16, o.Context, piece))
+        using (var gen = new TokenGenerator(weights, ComputeMode.BF16, o.Context, piece, captureDecode: o.Capture))
         {
             var prompt = Prompt(o.Context - steps - 1 > 0 ? o.Context - steps - 1 : 1, vocab);
             var times = new List<double>();
