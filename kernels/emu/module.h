@@ -11,12 +11,25 @@
 #include <type_traits>
 #include <utility>
 
+#define L4EMU_PROBE 0x4c34454d5550524full
 template <class Sig> struct l4emu_entry_of;
 template <class... P> struct l4emu_entry_of<void(P...)> {
     template <void (*K)(P...), std::size_t... I> static void call(void** a, std::index_sequence<I...>) {
         K(*static_cast<std::remove_cv_t<std::remove_reference_t<P>>*>(a[I])...);
     }
-    template <void (*K)(P...)> static void entry(void** a) { call<K>(a, std::index_sequence_for<P...>{}); }
+    template <void (*K)(P...)> static void entry(void** a) {
+        // Parameter probe (graph capture copies argument values): a = {nullptr, L4EMU_PROBE, unsigned out[1 + n]}.
+        // A real launch never passes a null first argument pointer.
+        if constexpr (sizeof...(P) > 0)
+            if (a[0] == nullptr && a[1] == reinterpret_cast<void*>(L4EMU_PROBE)) {
+                unsigned* out = static_cast<unsigned*>(a[2]);
+                unsigned i = 0;
+                out[i++] = sizeof...(P);
+                ((out[i++] = (unsigned)sizeof(std::remove_cv_t<std::remove_reference_t<P>>)), ...);
+                return;
+            }
+        call<K>(a, std::index_sequence_for<P...>{});
+    }
 };
 
 #define L4EMU_KERNEL(k) {#k, &l4emu_entry_of<decltype(k)>::template entry<&k>, 0u},

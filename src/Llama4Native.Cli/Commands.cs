@@ -58,6 +58,7 @@ public static class Commands
         Register("eval", Verbs.EvalVerb.Help, Verbs.EvalVerb.Run);
         Register("bench-e2e", Verbs.BenchE2eVerb.Help, Verbs.BenchE2eVerb.Run);
         Register("synth", Verbs.SynthVerb.Help, Verbs.SynthVerb.Run);
+        Register("plan", Verbs.PlanVerb.Help, Verbs.PlanVerb.Run);
         Register("inspect", Verbs.InspectVerb.Help, Verbs.InspectVerb.Run);
         Register("bench-load", Verbs.BenchLoadVerb.Help, Verbs.BenchLoadVerb.Run);
         Register("tokenize", Verbs.TokenizeVerb.Help, Verbs.TokenizeVerb.Run);

@@ -11,7 +11,7 @@ public readonly record struct DevicePtr(ulong Value)
     public override string ToString() => $"0x{Value:x}";
 }
 
-public enum DeviceKind { Cuda, Emulated }
+public enum DeviceKind { Cuda, Emulated, Recording }
 
 /// <summary>Grid or block extent, as cuLaunchKernel takes it.</summary>
 public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
@@ -65,6 +65,29 @@ public abstract class Device : IDisposable
     /// <summary>Waits for all work on every stream of this device.</summary>
     public abstract void Synchronize();
 
+    /// <summary>
+    /// Declares what the NEXT <see cref="Launch"/> must move and compute (its operands' bytes, its FLOPs): every
+    /// kernel wrapper calls this right before launching. Real devices ignore it; the recording device
+    /// (<see cref="Recording.RecordingDevice"/>) attaches it to the launch, so `llama4 plan` models a step from the
+    /// same wrappers a real run uses. A launch without a declaration is counted as such, never an error.
+    /// </summary>
+    public virtual void Cost(long bytes, double flops) { }
+
+    /// <summary>Whether <see cref="BeginCapture"/> is supported (CUDA graphs; the emulator and the recording
+    /// device record the launch list and replay it).</summary>
+    public virtual bool CanCapture => false;
+
+    /// <summary>
+    /// Starts recording the launches and device-to-device copies issued on <paramref name="stream"/> into a graph
+    /// instead of running them. Inside a capture nothing may allocate, copy from or to the host, or synchronise.
+    /// </summary>
+    public virtual void BeginCapture(DeviceStream? stream = null) =>
+        throw new NotSupportedException($"{Name} cannot capture graphs");
+
+    /// <summary>Ends the capture begun on <paramref name="stream"/>; the graph replays it with one launch.</summary>
+    public virtual DeviceGraph EndCapture(DeviceStream? stream = null) =>
+        throw new NotSupportedException($"{Name} cannot capture graphs");
+
     /// <summary>The kernels of this device, compiled on first use and cached (in memory and on disk).</summary>
     public abstract Llama4Native.Kernels.KernelLibrary Kernels { get; }
 
@@ -84,6 +107,16 @@ public abstract class Device : IDisposable
 
     protected abstract void Dispose(bool disposing);
     public void Dispose() { Dispose(true); GC.SuppressFinalize(this); }
+}
+
+/// <summary>A captured sequence of launches (a CUDA graph exec, or a recorded launch list), replayed by <see cref="Launch"/>.</summary>
+public abstract class DeviceGraph : IDisposable
+{
+    /// <summary>Kernel launches (and copies) captured.</summary>
+    public abstract int Nodes { get; }
+    /// <summary>Queues one run of the whole graph on <paramref name="stream"/> (asynchronous, like a launch).</summary>
+    public abstract void Launch(DeviceStream? stream = null);
+    public abstract void Dispose();
 }
 
 /// <summary>An owned device allocation; freed on Dispose.</summary>

@@ -46,8 +46,21 @@ public sealed class TokenGenerator : IDisposable
     /// <summary>The last generated token, not yet fed: it goes first into the next call.</summary>
     public int? Pending => pending;
 
-    public TokenGenerator(ModelWeights weights, ComputeMode mode, int maxContext, int maxPiece = 256)
+    /// <summary>Decode steps are captured (a CUDA graph; a recorded launch list on the emulator and the recording device)
+    /// and replayed: see <see cref="DecodeStep"/>.</summary>
+    public bool CaptureDecode { get; }
+    /// <summary>Captured decode steps so far (one per attention-length bound and sampler kind) and graph replays.</summary>
+    public int CapturedSteps => stepGraphs.Count;
+    public long GraphReplays { get; private set; }
+    readonly Dictionary<(int, int, bool), DeviceGraph> stepGraphs = [];
+    readonly HashSet<(int, int, bool)> warmed = [];
+    readonly HostBuffer idHost;
+    bool deviceStateValid; // the device's descriptors and sampled id describe the host's position and pending token
+
+    public TokenGenerator(ModelWeights weights, ComputeMode mode, int maxContext, int maxPiece = 256, bool captureDecode = false)
     {
+        if (captureDecode && !weights.Device.CanCapture) throw new NotSupportedException($"{weights.Device.Name} cannot capture graphs");
+        CaptureDecode = captureDecode;
         this.weights = weights;
         this.mode = mode;
         var c = weights.Config.Text;
@@ -56,7 +69,11 @@ public sealed class TokenGenerator : IDisposable
         Cache = new KvCache(weights.Device, c, mode == ComputeMode.F32 ? DType.F32 : DType.BF16, maxContext, MaxPiece);
         modelStops = [.. c.EosTokenIds, .. Llama4StopTokens.Where(t => t < Vocab)];
         sampler = weights.Device.Allocate(CountsAt + 4L * Vocab);
+        idHost = weights.Device.AllocatePinned(16);
     }
+
+    /// <summary>The text graphs planned so far (one per piece size): their arenas are the activation memory.</summary>
+    internal IEnumerable<Llama4TextGraph> Graphs => graphs.Values;
 
     Llama4TextGraph Graph(int tokens)
     {
@@ -87,7 +104,9 @@ public sealed class TokenGenerator : IDisposable
                 rows = all.Slice(used, k);
                 used += k;
             }
+            deviceStateValid = false;
             last = Graph(n).Run(piece, imageRows: rows);
+            deviceStateValid = true;
             history.AddRange(ids.Slice(at, n).ToArray());
             at += n;
         }
@@ -119,6 +138,59 @@ public sealed class TokenGenerator : IDisposable
         Span<int> next = stackalloc int[1];
         dev.Download<int>(id.Ptr, next);
         return next[0];
+    }
+
+    /// <summary>
+    /// One decode step with everything on the device: <see cref="Step.Decode"/> takes the id the sampler left and
+    /// advances ids, positions and descriptors; the one-token graph runs (<see cref="Llama4TextGraph.RunOnDevice"/>);
+    /// the sampler chooses the next id. No upload, allocation or synchronisation inside; the only host wait is
+    /// reading back the chosen id. With <see cref="CaptureDecode"/> the three are captured once per (attention-length
+    /// bound, sampler kind) — the first time such a step runs eagerly (kernels load outside any capture), the second
+    /// time it is captured — and replayed after that. Why bounds and not lengths: kernels read lengths from the
+    /// descriptors, so a graph stays valid while the grid bounds (lengths rounded up to <see cref="KvCache.KvBucket"/>
+    /// keys) do not move — a re-capture every 256 tokens instead of every token, and at most context/256 variants.
+    /// </summary>
+    int DecodeStep(GenerationOptions o)
+    {
+        var dev = weights.Device;
+        var g = Graph(1);
+        var key = (Cache.StepBounds().Rope, Cache.StepBounds().Nope, Penalised(o));
+        Cache.BeginDeviceStep();
+        deviceStateValid = false;
+        try
+        {
+            if (stepGraphs.TryGetValue(key, out var graph)) { graph.Launch(); GraphReplays++; }
+            else if (!CaptureDecode || warmed.Add(key)) EmitStep(g, o);
+            else
+            {
+                dev.BeginCapture();
+                DeviceGraph captured;
+                try { EmitStep(g, o); }
+                finally { captured = dev.EndCapture(); }
+                stepGraphs[key] = captured;
+                captured.Launch();
+                GraphReplays++;
+            }
+        }
+        catch { Cache.AbortPiece(); throw; }
+        Cache.EndPiece();
+        unsafe
+        {
+            dev.CopyDeviceToHost(sampler.Ptr + IdAt, idHost.Pointer, 4);
+            dev.DefaultStream.Synchronize();
+            deviceStateValid = true;
+            return *(int*)idHost.Pointer;
+        }
+    }
+
+    void EmitStep(Llama4TextGraph g, GenerationOptions o)
+    {
+        var dev = weights.Device;
+        Step.Decode(dev, sampler.Ptr + IdAt, g.Plan[g.Ids], g.Plan[g.Positions], Cache.RopeDescriptor, Cache.NopeDescriptor, Cache.Chunk);
+        g.RunOnDevice();
+        var logits = g.Plan[g.Logits];
+        Sample.Run(dev, logits.Slice(logits.Shape[0] - 1, 1), sampler.Ptr, Penalised(o) ? sampler.Ptr + CountsAt : DevicePtr.Null, sampler.Ptr + StepAt,
+                   new Tensor(sampler.Ptr + IdAt, DType.I32, new Shape(1)), DevicePtr.Null, update: true);
     }
 
     /// <summary>
@@ -170,10 +242,11 @@ public sealed class TokenGenerator : IDisposable
         TimeSpan first = default;
         int produced = 0;
         string? reason = null;
+        int? stepped = null;
         while (produced < options.MaxNewTokens)
         {
             lastRow = logits;
-            int next = Choose(logits, options);
+            int next = stepped ?? Choose(logits, options);
             produced++;
             if (produced == 1) first = sw.Elapsed;
             pending = next;
@@ -183,7 +256,19 @@ public sealed class TokenGenerator : IDisposable
             if (produced == options.MaxNewTokens) { reason = "max new tokens"; break; }
             if (Cache.Position + 1 > Cache.MaxContext) { reason = "context full"; break; }
             ct.ThrowIfCancellationRequested();
-            logits = Feed([next], ct);
+            if (CaptureDecode && deviceStateValid)
+            {
+                // the device holds `next` (the sampler's id) and the descriptors of the last piece: step there
+                stepped = DecodeStep(options);
+                history.Add(next);
+                var all = Graph(1).Plan[Graph(1).Logits];
+                logits = all.Slice(all.Shape[0] - 1, 1);
+            }
+            else
+            {
+                stepped = null;
+                logits = Feed([next], ct);
+            }
             pending = null;
         }
         LastStats = new GenerationStats(input.Count, produced, first, sw.Elapsed, reason);
@@ -202,13 +287,15 @@ public sealed class TokenGenerator : IDisposable
     }
 
     /// <summary>Starts a new sequence (keeps the memory).</summary>
-    public void Reset() { Cache.Reset(); history.Clear(); pending = null; lastRow = default; }
+    public void Reset() { Cache.Reset(); history.Clear(); pending = null; lastRow = default; deviceStateValid = false; }
 
     public void Dispose()
     {
         foreach (var g in graphs.Values) g.Dispose();
         vision?.Dispose();
+        foreach (var g in stepGraphs.Values) g.Dispose();
         Cache.Dispose();
         sampler.Dispose();
+        idHost.Dispose();
     }
 }

@@ -24,6 +24,7 @@ public static class Add
         var fn = dev.Kernels.Get(File, "add_" + KernelCheck.Name(a.DType));
         ulong ap = a.Ptr.Value, bp = b.Ptr.Value, yp = y.Ptr.Value;
         void** args = stackalloc void*[] { &ap, &bp, &yp, &n };
+        dev.Cost(a.Bytes + b.Bytes + y.Bytes, n);
         dev.Launch(fn, KernelCheck.Blocks(n, 8L * Threads, 65535), Threads, 0, args, stream);
     }
 }

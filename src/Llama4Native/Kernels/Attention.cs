@@ -91,6 +91,7 @@ public static class Attention
             if (q.Ptr.Value % 16 != 0 || o.Ptr.Value % 16 != 0) throw new ArgumentException($"{op} (mma): Q and O must be 16-byte aligned");
             var fn = dev.Kernels.Get(File, "attn_fwd_mma_bf16", defines);
             void** args = stackalloc void*[] { &qp, &kp, &vp, &op_, &qs, &kl, &qpos, &kpos, &koff, &heads, &hkv, &rs, &hs, &chunk, &sc };
+            dev.Cost(Traffic(q, o, k.DType, batch, kv, d), Flops(batch, heads, d, chunk));
             dev.Launch(fn, new Dim3(KernelCheck.Blocks(batch.MaxQ, MmaRows), (uint)heads, (uint)batch.Count), MmaThreads, 0, args, stream);
             return;
         }
@@ -98,6 +99,7 @@ public static class Attention
         {
             var fn = dev.Kernels.Get(File, $"attn_fwd_{t}", defines);
             void** args = stackalloc void*[] { &qp, &kp, &vp, &op_, &qs, &kl, &qpos, &kpos, &koff, &heads, &hkv, &rs, &hs, &chunk, &sc };
+            dev.Cost(Traffic(q, o, k.DType, batch, kv, d), Flops(batch, heads, d, chunk));
             dev.Launch(fn, new Dim3(KernelCheck.Blocks(batch.MaxQ, FwdRows), (uint)heads, (uint)batch.Count), FwdThreads, 0, args, stream);
             return;
         }
@@ -112,9 +114,26 @@ public static class Attention
         ulong opart = workspace.Value, mlpart = workspace.Value + (ulong)((long)nsplit * totalQ * heads * d * sizeof(float));
         var fs = dev.Kernels.Get(File, $"attn_decode_split_{t}", defines);
         void** a1 = stackalloc void*[] { &qp, &kp, &vp, &opart, &mlpart, &qs, &kl, &qpos, &kpos, &koff, &heads, &hkv, &rs, &hs, &chunk, &sc, &kps, &totalQ };
+        dev.Cost(Traffic(q, default, k.DType, batch, kv, d) + need, Flops(batch, heads, d, chunk));
         dev.Launch(fs, new Dim3((uint)nsplit, (uint)(qTiles * kv.KvHeads), (uint)batch.Count), DecThreads, 0, a1, stream);
         var fc = dev.Kernels.Get(File, $"attn_decode_combine_{t}", defines);
         void** a2 = stackalloc void*[] { &opart, &mlpart, &op_, &heads, &nsplit, &totalQ };
+        dev.Cost(need + o.Bytes, 3.0 * nsplit * totalQ * heads * d);
         dev.Launch(fc, new Dim3((uint)totalQ, (uint)heads), CombineThreads, 0, a2, stream);
+    }
+
+    /// <summary>Compulsory traffic: Q and O once, and each sequence's keys and values up to the kv bound once (the query
+    /// heads of a kv head share its reads).</summary>
+    static long Traffic(Tensor q, Tensor o, DType kvType, Batch b, KvLayout kv, int d) =>
+        q.Bytes + o.Bytes + 2 * kvType.BytesOf((long)b.Count * b.MaxKv * kv.KvHeads * d);
+
+    /// <summary>QKᵀ and PV (4·d per (query, key) pair) over the pairs the mask keeps, at the batch's bounds: the last MaxQ
+    /// positions of MaxKv keys, causal (a chunked layer's cache holds only its chunk, which the bound already is).</summary>
+    static double Flops(Batch b, int heads, int d, int chunk)
+    {
+        double q = b.MaxQ, kvLen = Math.Max(b.MaxKv, b.MaxQ);
+        double pairs = q * kvLen - q * (q - 1) / 2;
+        if (chunk > 0) pairs = Math.Min(pairs, q * (double)chunk);
+        return 4.0 * d * heads * pairs * b.Count;
     }
 }

@@ -33,6 +33,7 @@ public static class BiasAct
         var fn = dev.Kernels.Get(File, "bias_act_" + name);
         ulong xp = x.Ptr.Value, bp = bias?.Ptr.Value ?? 0, yp = y.Ptr.Value;
         int a = (int)act;
+        dev.Cost(x.Bytes + y.Bytes + (bias?.Bytes ?? 0), (act == Activation.None ? 1.0 : 20.0) * x.Elements);
         uint grid = KernelCheck.Blocks(rows * n, 8L * Threads, 1 << 20);
         if (bias is not null)
         {

@@ -26,6 +26,7 @@ public static class DTypeConvert
         var fn = dev.Kernels.Get(File, entry);
         ulong xp = x.Ptr.Value, yp = y.Ptr.Value;
         void** args = stackalloc void*[] { &xp, &yp, &n };
+        dev.Cost(x.Bytes + y.Bytes, 0);
         dev.Launch(fn, KernelCheck.Blocks(n, 8L * Threads, 65535), Threads, 0, args, stream);
     }
 }

@@ -26,6 +26,7 @@ public static class Embedding
         var fn = dev.Kernels.Get(File, "embedding_" + combo);
         ulong ip = ids.Ptr.Value, tp = table.Ptr.Value, op_ = output.Ptr.Value, ep = errorFlag.Value;
         void** args = stackalloc void*[] { &ip, &tp, &op_, &t, &v, &d, &ep };
+        dev.Cost(ids.Bytes + table.DType.BytesOf((long)t * d) + output.Bytes, 0);
         dev.Launch(fn, (uint)t, Threads, 0, args, stream);
     }
 }

@@ -55,11 +55,13 @@ public static class Gemm
         {
             var cfg = config ?? MmaConfig.Default;
             var fn = dev.Kernels.Get(File, $"gemm_mma_{lay}_{types}", cfg.Defines);
+            dev.Cost(a.Bytes + b.Bytes + c.Bytes, 2.0 * m * n * k);
             dev.Launch(fn, new Dim3(KernelCheck.Blocks(n, cfg.BN), KernelCheck.Blocks(m, cfg.BM)), cfg.Threads, cfg.SharedBytes(layout), args, stream);
         }
         else
         {
             var fn = dev.Kernels.Get(File, $"gemm_simple_{lay}_{types}");
+            dev.Cost(a.Bytes + b.Bytes + c.Bytes, 2.0 * m * n * k);
             dev.Launch(fn, new Dim3(KernelCheck.Blocks(n, SimpleTile), KernelCheck.Blocks(m, SimpleTile)), new Dim3(SimpleTile, SimpleTile), 0, args, stream);
         }
     }

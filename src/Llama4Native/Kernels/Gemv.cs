@@ -34,6 +34,7 @@ public static class Gemv
         var fn = dev.Kernels.Get(File, "gemv_" + types);
         ulong xp = x.Ptr.Value, wp = w.Ptr.Value, yp = y.Ptr.Value;
         void** args = stackalloc void*[] { &xp, &wp, &yp, &m, &n, &k };
+        dev.Cost(x.Bytes + w.Bytes + y.Bytes, 2.0 * m * n * k);
         dev.Launch(fn, KernelCheck.Blocks(n, Threads / 32 * RowsPerWarp), Threads, 0, args, stream);
     }
 }

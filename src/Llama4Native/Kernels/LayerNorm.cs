@@ -31,6 +31,7 @@ public static class LayerNorm
         uint grid = warp ? KernelCheck.Blocks(rows, Threads / 32) : (uint)rows;
         ulong xp = x.Ptr.Value, wp = w.Ptr.Value, bp = b.Ptr.Value, yp = y.Ptr.Value;
         void** args = stackalloc void*[] { &xp, &wp, &bp, &yp, &rows, &cols, &eps };
+        dev.Cost(x.Bytes + w.Bytes + b.Bytes + y.Bytes, 8.0 * x.Elements);
         dev.Launch(fn, grid, Threads, 0, args, stream);
     }
 }

@@ -187,6 +187,7 @@ public static class Moe
         {
             ulong xp = x.Ptr.Value, wp = wr.Ptr.Value, lp = logits.Ptr.Value;
             void** args = stackalloc void*[] { &xp, &wp, &lp, &t, &d, &e };
+            dev.Cost(x.Bytes + wr.Bytes + logits.Bytes, 2.0 * t * e * d);
             dev.Launch(dev.Kernels.Get(File, "moe_router_logits_" + KernelCheck.Name(x.DType)),
                        new Dim3(KernelCheck.Blocks(e, RouterThreads / 32), (uint)Math.Min(t, 65535)), RouterThreads, 0, args, stream);
         }
@@ -208,6 +209,7 @@ public static class Moe
         if (t == 0) return;
         ulong lp = logits.Ptr.Value, ip = topkIdx.Ptr.Value, sp = topkScore.Ptr.Value;
         void** args = stackalloc void*[] { &lp, &ip, &sp, &t, &e, &k };
+        dev.Cost(logits.Bytes + topkIdx.Bytes + topkScore.Bytes, (double)t * e * k);
         dev.Launch(dev.Kernels.Get(File, "moe_topk_" + KernelCheck.Name(logits.DType)), (uint)t, 32, (uint)(8 * e), args, stream);
     }
 
@@ -232,6 +234,7 @@ public static class Moe
         var fn = dev.Kernels.Get(File, "moe_align");
         ulong ip = topkIdx.Ptr.Value, sp = sortedSlots.Ptr.Value, rp = slotRow.Ptr.Value, tp = tileExpert.Ptr.Value, op_ = expertOffsets.Ptr.Value;
         void** args = stackalloc void*[] { &ip, &sp, &rp, &tp, &op_, &t, &k, &e, &bm };
+        dev.Cost(topkIdx.Bytes + slotRow.Bytes + 4L * (e + 1) + 4L * MaxRows(t, k, e, bm) + 4L * MaxTiles(t, k, e, bm), 0);
         dev.Launch(fn, 1, AlignThreads, (uint)(4 * (2 * e + 1)), args, stream);
     }
 
@@ -262,6 +265,9 @@ public static class Moe
         if (t == 0 || i == 0) return;
         ulong xp = x.Ptr.Value, sp = topkScore.Ptr.Value, ssp = sortedSlots.Ptr.Value, tp = tileExpert.Ptr.Value, op_ = expertOffsets.Ptr.Value,
               wp = wgu.Ptr.Value, hp = h.Ptr.Value;
+        // Routing model (KernelCost.ExpectedExperts): the experts T tokens touch, each read once; the routed rows in and out.
+        dev.Cost((long)(KernelCost.ExpectedExperts(t, k, e) * (wgu.Bytes / e)) + x.Bytes + topkScore.Bytes + h.DType.BytesOf((long)t * k * i),
+                 2.0 * t * k * d * 2L * i);
         if (mma)
         {
             void** args = stackalloc void*[] { &xp, &sp, &ssp, &tp, &op_, &wp, &hp, &k, &d, &i, &e };
@@ -298,6 +304,8 @@ public static class Moe
         if (output.DType != h.DType || wd.DType != DType.BF16) throw KernelCheck.Unsupported(op, $"h {h.DType}, wd {wd.DType}, out {output.DType}");
         if (tokens == 0 || d == 0) return;
         ulong hp = h.Ptr.Value, tp = tileExpert.Ptr.Value, op_ = expertOffsets.Ptr.Value, wp = wd.Ptr.Value, outp = output.Ptr.Value;
+        dev.Cost((long)(KernelCost.ExpectedExperts(tokens, (int)k, e) * (wd.Bytes / e)) + h.DType.BytesOf(tokens * k * i) + output.DType.BytesOf(tokens * k * d),
+                 2.0 * tokens * k * i * d);
         if (mma)
         {
             void** args = stackalloc void*[] { &hp, &tp, &op_, &wp, &outp, &i, &d, &e };
@@ -328,6 +336,7 @@ public static class Moe
         if (t == 0 || d == 0) return;
         ulong op_ = output.Ptr.Value, rp = slotRow.Ptr.Value, ip = topkIdx.Ptr.Value, yp = y.Ptr.Value;
         void** args = stackalloc void*[] { &op_, &rp, &ip, &yp, &t, &d, &k, &acc };
+        dev.Cost(output.DType.BytesOf((long)t * k * d) + (accumulate ? 2 : 1) * y.Bytes + slotRow.Bytes + topkIdx.Bytes, (double)t * k * d);
         dev.Launch(dev.Kernels.Get(File, "moe_combine_" + KernelCheck.Name(y.DType)),
                    new Dim3(KernelCheck.Blocks(d, CombineThreads), (uint)Math.Min(t, 65535)), CombineThreads, 0, args, stream);
     }

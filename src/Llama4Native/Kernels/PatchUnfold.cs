@@ -33,6 +33,7 @@ public static class PatchUnfold
         var fn = dev.Kernels.Get(File, "patch_unfold_" + name);
         ulong pp = pixels.Ptr.Value, cp = cols.Ptr.Value;
         void** args = stackalloc void*[] { &pp, &cp, &tiles, &c, &h, &w, &patch };
+        dev.Cost(pixels.Bytes + cols.Bytes, 0);
         dev.Launch(fn, (uint)rows, Threads, 0, args, stream);
     }
 }

@@ -52,6 +52,7 @@ public static class PixelShuffle
         var fn = dev.Kernels.Get(File, "pixel_shuffle_" + KernelCheck.Name(x.DType));
         ulong xp = x.Ptr.Value, yp = y.Ptr.Value;
         void** args = stackalloc void*[] { &xp, &yp, &tiles, &tokensIn, &g, &wr, &c, &c1, &c2 };
+        dev.Cost(x.Bytes + y.Bytes, 0);
         dev.Launch(fn, KernelCheck.Blocks(y.Elements, 8L * Threads, 1 << 20), Threads, 0, args, stream);
     }
 }

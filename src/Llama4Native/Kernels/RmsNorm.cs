@@ -30,6 +30,7 @@ public static class RmsNorm
         var fn = dev.Kernels.Get(File, (warp ? "rmsnorm_warp_" : "rmsnorm_") + name);
         uint grid = warp ? KernelCheck.Blocks(rows, Threads / 32) : (uint)rows;
         ulong xp = x.Ptr.Value, wp = w?.Ptr.Value ?? 0, yp = y.Ptr.Value;
+        dev.Cost(x.Bytes + y.Bytes + (w?.Bytes ?? 0), 4.0 * x.Elements);
         if (w is not null)
         {
             void** args = stackalloc void*[] { &xp, &wp, &yp, &rows, &cols, &eps };

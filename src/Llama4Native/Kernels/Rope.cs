@@ -25,6 +25,7 @@ public static class Rope
         ulong xp = x.Ptr.Value, pp = pos.Ptr.Value, fp = invFreq.Ptr.Value;
         int norm = qkNorm ? 1 : 0;
         void** args = stackalloc void*[] { &xp, &pp, &fp, &t, &heads, &d, &norm, &eps };
+        dev.Cost(2 * x.Bytes + pos.Bytes + invFreq.Bytes, 8.0 * x.Elements);
         dev.Launch(fn, KernelCheck.Blocks((long)t * heads, Threads / 32), Threads, 0, args, stream);
     }
 
@@ -39,6 +40,7 @@ public static class Rope
         var fn = dev.Kernels.Get(File, "temperature_" + KernelCheck.Name(x.DType));
         ulong xp = x.Ptr.Value, pp = pos.Ptr.Value;
         void** args = stackalloc void*[] { &xp, &pp, &t, &heads, &d, &attnScale, &floorScale };
+        dev.Cost(2 * x.Bytes + pos.Bytes, x.Elements);
         dev.Launch(fn, KernelCheck.Blocks(x.Elements, Threads, 65535), Threads, 0, args, stream);
     }
 

@@ -39,6 +39,8 @@ public static class Sample
         ulong lp = logits.Ptr.Value, pp = parameters.Value, cp = counts.Value, sp = step.Value, ip = ids.Ptr.Value, pr = prob.Value;
         int upd = update ? 1 : 0;
         void** args = stackalloc void*[] { &lp, &pp, &cp, &sp, &ip, &pr, &b, &v, &upd };
+        // one pass over the logits (greedy; top-k/top-p take more passes, in shared memory when they fit) + the counts
+        dev.Cost(logits.Bytes + (counts.IsNull ? 0 : 4L * b * v) + 40L * b, 4.0 * b * v);
         dev.Launch(fn, (uint)b, Threads, 0, args, stream);
     }
 }

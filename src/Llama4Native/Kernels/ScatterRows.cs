@@ -31,6 +31,7 @@ public static class ScatterRows
         var fn = dev.Kernels.Get(File, "scatter_rows_" + name);
         ulong sp = src.Ptr.Value, ip = index.Ptr.Value, dp = dst.Ptr.Value;
         void** args = stackalloc void*[] { &sp, &ip, &dp, &n, &d, &t };
+        dev.Cost(src.Bytes + index.Bytes + dst.DType.BytesOf((long)n * d), 0);
         dev.Launch(fn, (uint)n, Threads, 0, args, stream);
     }
 }

@@ -22,6 +22,7 @@ public static class SiluMul
         var fn = dev.Kernels.Get(File, "silu_mul_fused_" + KernelCheck.Name(gu.DType));
         ulong gp = gu.Ptr.Value, op_ = output.Ptr.Value;
         void** args = stackalloc void*[] { &gp, &op_, &t, &i };
+        dev.Cost(gu.Bytes + output.Bytes, 6.0 * output.Elements);
         dev.Launch(fn, new Dim3(KernelCheck.Blocks(i, 8L * Threads), (uint)Math.Min(t, 65535)), Threads, 0, args, stream);
     }
 
@@ -38,6 +39,7 @@ public static class SiluMul
         var fn = dev.Kernels.Get(File, "silu_mul_" + KernelCheck.Name(g.DType));
         ulong gp = g.Ptr.Value, up = u.Ptr.Value, op_ = output.Ptr.Value;
         void** args = stackalloc void*[] { &gp, &up, &op_, &n };
+        dev.Cost(g.Bytes + u.Bytes + output.Bytes, 6.0 * n);
         dev.Launch(fn, KernelCheck.Blocks(n, 8L * Threads, 65535), Threads, 0, args, stream);
     }
 }

@@ -23,6 +23,7 @@ public static class Softmax
         var fn = dev.Kernels.Get(File, warp ? "softmax_warp_f32" : "softmax_f32");
         ulong xp = x.Ptr.Value, yp = y.Ptr.Value;
         void** args = stackalloc void*[] { &xp, &yp, &rows, &cols };
+        dev.Cost(x.Bytes + y.Bytes, 5.0 * x.Elements);
         dev.Launch(fn, warp ? KernelCheck.Blocks(rows, Threads / 32) : (uint)rows, Threads, 0, args, stream);
     }
 }

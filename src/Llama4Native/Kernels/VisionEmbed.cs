@@ -33,6 +33,7 @@ public static class VisionEmbed
         var fn = dev.Kernels.Get(File, "vision_embed_" + name);
         ulong pp = patches.Ptr.Value, cp = cls.Ptr.Value, qp = pos.Ptr.Value, yp = y.Ptr.Value;
         void** args = stackalloc void*[] { &pp, &cp, &qp, &yp, &tiles, &n, &dv };
+        dev.Cost(patches.Bytes + cls.Bytes + pos.Bytes + y.Bytes, y.Elements);
         dev.Launch(fn, (uint)((long)tiles * (n + 1)), Threads, 0, args, stream);
     }
 }

@@ -36,6 +36,7 @@ public static class VisionRope
         ulong xp = x.Ptr.Value;
         int tpt = tokensPerTile, g = gridSide;
         void** args = stackalloc void*[] { &xp, &rows, &heads, &d, &tpt, &g, &theta };
+        dev.Cost(2 * x.Bytes, 8.0 * x.Elements);
         dev.Launch(fn, KernelCheck.Blocks(rows * (d / 2), Threads, 1 << 20), Threads, 0, args, stream);
     }
 }

@@ -18,8 +18,9 @@ public sealed class ContextLengthException(string message) : Exception(message);
 /// the keys of that chunk already seen are moved to slot 0 (one copy; source and destination never overlap,
 /// since the base moves by whole chunks and fewer than C keys remain).
 /// </para>
-/// The per-piece descriptors (lengths, positions) are uploaded by <see cref="BeginPiece"/>. (Capturing the
-/// decode step in a CUDA graph will move that bookkeeping into a device kernel; the layout stays.)
+/// The per-piece descriptors (lengths, positions) are uploaded by <see cref="BeginPiece"/> for a prefill piece, or
+/// advanced on the device by <see cref="Step.Decode"/> for a captured decode step (<see cref="BeginDeviceStep"/>);
+/// keys and values are appended by a kernel at the slot the descriptor implies, so nothing in a step is host-addressed.
 /// </summary>
 public sealed class KvCache : IDisposable
 {
@@ -95,25 +96,58 @@ public sealed class KvCache : IDisposable
         pieceTokens = tokens;
     }
 
-    /// <summary>Writes the piece's keys and values of <paramref name="layer"/> into the cache, then attends q over it.</summary>
+    /// <summary>Keys of attention-length bound: a kernel's grid is sized for the length rounded up to this many keys
+    /// (the kernels read the true length from the descriptor), so a captured decode step stays valid for up to
+    /// <see cref="KvBucket"/> tokens and is re-captured (or picked from those captured) when the bound moves.</summary>
+    public const int KvBucket = 256;
+
+    int Bound(int kvLen, int layerCapacity) => Math.Min(layerCapacity, (kvLen + KvBucket - 1) / KvBucket * KvBucket);
+
+    /// <summary>Writes the piece's keys and values of <paramref name="layer"/> into the cache, then attends q over it.
+    /// Every length a kernel needs comes from the device descriptor; the host only sizes grids from the bounds.</summary>
     /// <param name="q">[T, H, d]</param><param name="kNew">[T, Hkv, d]</param><param name="vNew">[T, Hkv, d]</param><param name="o">[T, H, d]</param>
     public void StoreAndAttend(int layer, Tensor q, Tensor kNew, Tensor vNew, Tensor o, float scale, DeviceStream? stream)
     {
         if (pieceTokens < 0) throw new InvalidOperationException("kv cache: BeginPiece was not called");
         bool chunked = Chunked(layer);
         long slot = chunked ? Position - ropeBase : Position;
-        long at = slot * rowBytes, n = (long)pieceTokens * rowBytes;
-        dev.CopyDeviceToDevice(kNew.Ptr, k[layer].Ptr + at, n, stream);
-        dev.CopyDeviceToDevice(vNew.Ptr, v[layer].Ptr + at, n, stream);
+        int hkv = cfg.NumKeyValueHeads, d = cfg.HeadDim, t = pieceTokens;
         var p = meta.Ptr + (chunked ? 0 : DescriptorBytes);
-        int kvLen = (int)(slot + pieceTokens);
-        var batch = new Attention.Batch(p, p + 8, p + 12, p + 16, p + 24, Count: 1, MaxQ: pieceTokens, MaxKv: kvLen);
-        int hkv = cfg.NumKeyValueHeads, d = cfg.HeadDim;
+        var rows = new Shape(capacity[layer], (long)hkv * d);
+        Step.KvAppend(dev, kNew.Reshape(t, (long)hkv * d), vNew.Reshape(t, (long)hkv * d),
+                      new Tensor(k[layer].Ptr, DType, rows), new Tensor(v[layer].Ptr, DType, rows), p, t, stream);
+        int kvLen = (int)(slot + t);
+        var batch = new Attention.Batch(p, p + 8, p + 12, p + 16, p + 24, Count: 1, MaxQ: t, MaxKv: Bound(kvLen, capacity[layer]));
         var shape = new Shape(capacity[layer], hkv, d);
         // Auto: split-KV for decode over long histories, tensor cores for bf16 prefill, CUDA cores for fp32.
         Attention.Run(dev, q, new Tensor(k[layer].Ptr, DType, shape), new Tensor(v[layer].Ptr, DType, shape), o, batch,
                       new Attention.KvLayout(hkv, hkv * d, d), chunked ? Chunk : 0, stream,
                       Attention.Variant.Auto, scale, splitWorkspace.Ptr, splitWorkspace.Bytes);
+    }
+
+    /// <summary>
+    /// Starts a one-token step whose descriptors a device kernel writes (<see cref="Step.Decode"/>, from those the
+    /// previous piece left): checks room, uploads nothing. The host still tracks the position.
+    /// </summary>
+    public void BeginDeviceStep()
+    {
+        if (Position + 1 > MaxContext)
+            throw new ContextLengthException($"the sequence would reach {Position + 1} tokens but the context is {MaxContext}: " +
+                                             "shorten the prompt or max new tokens, or load the model with a larger max context");
+        pieceTokens = 1;
+    }
+
+    /// <summary>The device descriptors of the RoPE (chunked) and NoPE layers (<see cref="Step.DescriptorBytes"/> each).</summary>
+    public DevicePtr RopeDescriptor => meta.Ptr;
+    public DevicePtr NopeDescriptor => meta.Ptr + DescriptorBytes;
+
+    /// <summary>The grid bounds a one-token step at the current position uses, (chunked layers, full layers): a captured
+    /// step is valid exactly while this is unchanged.</summary>
+    public (int Rope, int Nope) StepBounds()
+    {
+        int ropeCap = 0, nopeCap = 0;
+        for (int i = 0; i < capacity.Length; i++) { if (Chunked(i)) ropeCap = capacity[i]; else nopeCap = capacity[i]; }
+        return (ropeCap == 0 ? 0 : Bound(Position - ropeBase + 1, ropeCap), nopeCap == 0 ? 0 : Bound(Position + 1, nopeCap));
     }
 
     /// <summary>Ends the piece: advances the position and moves the RoPE layers to the chunk of the next token.</summary>

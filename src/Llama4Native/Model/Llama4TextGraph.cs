@@ -279,6 +279,18 @@ public sealed class Llama4TextGraph : IDisposable
         return Plan[Logits];
     }
 
+    /// <summary>
+    /// Runs the nodes only: ids, positions and the cache's descriptors are already on the device (written by
+    /// <see cref="Step.Decode"/>), and the cache's piece was begun with <see cref="KvCache.BeginDeviceStep"/>. No
+    /// upload, allocation or synchronisation: this is what a decode step captures. No image rows.
+    /// </summary>
+    public void RunOnDevice(DeviceStream? stream = null)
+    {
+        if (cache is null) throw new InvalidOperationException("RunOnDevice continues a cached sequence; this graph has no kv cache");
+        imageCount = 0;
+        Plan.Run(stream, (Func<string, bool>?)null, null);
+    }
+
     public void Dispose()
     {
         Plan.Dispose();

@@ -85,6 +85,27 @@ public sealed unsafe class CudaDevice : Device
 
     public override void Synchronize() => ctx.Synchronize();
 
+    // --- graph capture: cuStreamBeginCapture (thread-local mode) → cuStreamEndCapture → cuGraphInstantiate; replay with cuGraphLaunch.
+    public override bool CanCapture => true;
+
+    public override void BeginCapture(DeviceStream? stream = null) =>
+        ((Stream)(stream ?? defaultStream)).Native.BeginCapture();
+
+    public override DeviceGraph EndCapture(DeviceStream? stream = null)
+    {
+        using var g = ((Stream)(stream ?? defaultStream)).Native.EndCapture();
+        return new Graph(g.Instantiate(), this, CountNodes(g));
+    }
+
+    static int CountNodes(CudaGraph g) => -1; // not bound (cuGraphGetNodes); unknown
+
+    sealed class Graph(CudaGraphExec exec, CudaDevice dev, int nodes) : DeviceGraph
+    {
+        public override int Nodes => nodes;
+        public override void Launch(DeviceStream? stream = null) => exec.Launch(dev.S(stream));
+        public override void Dispose() => exec.Dispose();
+    }
+
     protected override void Dispose(bool disposing)
     {
         if (disposed) return;

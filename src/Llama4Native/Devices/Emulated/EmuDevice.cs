@@ -51,6 +51,7 @@ public sealed unsafe class EmuDevice : Device
     public override DeviceBuffer Allocate(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        NoCapture($"an allocation of {bytes} B");
         if (Interlocked.Add(ref used, bytes) > capacity)
         {
             Interlocked.Add(ref used, -bytes);
@@ -69,14 +70,26 @@ public sealed unsafe class EmuDevice : Device
 
     public override HostBuffer AllocatePinned(long bytes) => new AlignedHostBuffer(bytes);
 
-    public override void CopyHostToDevice(void* src, DevicePtr dst, long bytes, DeviceStream? stream = null) =>
+    public override void CopyHostToDevice(void* src, DevicePtr dst, long bytes, DeviceStream? stream = null)
+    {
+        NoCapture("a host-to-device copy");
         Buffer.MemoryCopy(src, (void*)dst.Value, bytes, bytes);
-    public override void CopyDeviceToHost(DevicePtr src, void* dst, long bytes, DeviceStream? stream = null) =>
+    }
+    public override void CopyDeviceToHost(DevicePtr src, void* dst, long bytes, DeviceStream? stream = null)
+    {
+        NoCapture("a device-to-host copy");
         Buffer.MemoryCopy((void*)src.Value, dst, bytes, bytes);
-    public override void CopyDeviceToDevice(DevicePtr src, DevicePtr dst, long bytes, DeviceStream? stream = null) =>
+    }
+    public override void CopyDeviceToDevice(DevicePtr src, DevicePtr dst, long bytes, DeviceStream? stream = null)
+    {
+        if (capture is not null) { capture.Add(EmuGraph.Node.Copy(src, dst, bytes)); return; }
         Buffer.MemoryCopy((void*)src.Value, (void*)dst.Value, bytes, bytes);
-    public override void Memset(DevicePtr dst, byte value, long bytes, DeviceStream? stream = null) =>
+    }
+    public override void Memset(DevicePtr dst, byte value, long bytes, DeviceStream? stream = null)
+    {
+        if (capture is not null) { capture.Add(EmuGraph.Node.Fill(dst, value, bytes)); return; }
         NativeMemory.Fill((void*)dst.Value, (nuint)bytes, value);
+    }
 
     public override KernelModule LoadModule(CompiledModule compiled) =>
         new EmuModule(compiled, rt);
@@ -84,10 +97,44 @@ public sealed unsafe class EmuDevice : Device
     public override void Launch(KernelFunction function, Dim3 grid, Dim3 block, uint sharedBytes, void** args, DeviceStream? stream = null)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
+        if (capture is not null) { capture.Add(EmuGraph.Node.Launch(function, grid, block, sharedBytes, args)); return; }
+        LaunchObserver?.Invoke(function, grid, block, sharedBytes);
         rt.Launch(function, grid, block, sharedBytes, args);
     }
 
-    public override void Synchronize() { }
+    public override void Synchronize() => NoCapture("a host synchronisation");
+
+    // --- graph capture: the launch list (argument values copied) replayed in order, as a CUDA graph would run it.
+    List<EmuGraph.Node>? capture;
+
+    void NoCapture(string what)
+    {
+        if (capture is not null) throw new InvalidOperationException($"{what} inside a graph capture: a captured step may not allocate, touch the host or synchronise");
+    }
+
+    public override bool CanCapture => true;
+
+    public override void BeginCapture(DeviceStream? stream = null)
+    {
+        if (capture is not null) throw new InvalidOperationException("a capture is already in progress on this device");
+        capture = [];
+    }
+
+    public override DeviceGraph EndCapture(DeviceStream? stream = null)
+    {
+        var list = capture ?? throw new InvalidOperationException("EndCapture without BeginCapture");
+        capture = null;
+        return new EmuGraph(this, [.. list]);
+    }
+
+    internal void Replay(EmuGraph.Node n)
+    {
+        NoCapture("a graph launch");
+        n.Run(this, rt);
+    }
+
+    /// <summary>Called with every launch before it runs (tests compare the launch list with the recording device's).</summary>
+    public Action<KernelFunction, Dim3, Dim3, uint>? LaunchObserver { get; set; }
 
     protected override void Dispose(bool disposing)
     {

@@ -1,0 +1,140 @@
+using System.Text.Json;
+using Llama4Native.Checkpoints;
+using Llama4Native.Cli;
+using Llama4Native.Devices;
+using Llama4Native.Devices.Emulated;
+using Llama4Native.Devices.Recording;
+using Llama4Native.Generation;
+using Llama4Native.Kernels;
+using Llama4Native.Model;
+using Llama4Native.Tensors;
+using Llama4Native.Tests.Checkpoints;
+
+namespace Llama4Native.Tests.Devices;
+
+public class RecordingDeviceTests
+{
+    [Test]
+    public void AllocationsAreFakeAlignedDisjointAndCounted()
+    {
+        var rng = new Random(TestSeed.For(nameof(AllocationsAreFakeAlignedDisjointAndCounted)));
+        using var dev = new RecordingDevice(1L << 40);
+        var bufs = Enumerable.Range(0, 20).Select(_ => dev.Allocate(rng.NextInt64(1, 1L << 36))).ToList(); // far more than this host has
+        long sum = bufs.Sum(b => b.Bytes);
+        Assert.That(dev.AllocatedBytes, Is.EqualTo(sum));
+        Assert.That(dev.PeakBytes, Is.EqualTo(sum));
+        foreach (var b in bufs) Assert.That(b.Ptr.Value % 256, Is.Zero);
+        var sorted = bufs.OrderBy(b => b.Ptr.Value).ToList();
+        for (int i = 1; i < sorted.Count; i++)
+            Assert.That(sorted[i].Ptr.Value, Is.GreaterThanOrEqualTo(sorted[i - 1].Ptr.Value + (ulong)sorted[i - 1].Bytes));
+        bufs[3].Dispose(); bufs[3].Dispose();
+        Assert.That(dev.AllocatedBytes, Is.EqualTo(sum - bufs[3].Bytes));
+        Assert.That(dev.PeakBytes, Is.EqualTo(sum));
+    }
+
+    [Test]
+    public void AGemvIsOneLaunchMovingItsWeightAndActivations()
+    {
+        var rng = new Random(TestSeed.For(nameof(AGemvIsOneLaunchMovingItsWeightAndActivations)));
+        int m = rng.Next(1, 9), n = rng.Next(1, 5000), k = 8 * rng.Next(1, 700);
+        using var dev = new RecordingDevice();
+        using var bx = dev.Allocate(2L * m * k); using var bw = dev.Allocate(2L * n * k); using var by = dev.Allocate(4L * m * n);
+        Gemv.Run(dev, new Tensor(bx.Ptr, DType.BF16, new Shape(m, k)), new Tensor(bw.Ptr, DType.BF16, new Shape(n, k)),
+                 new Tensor(by.Ptr, DType.F32, new Shape(m, n)));
+        var s = dev.Summarize();
+        Assert.That(s.Launches, Is.EqualTo(1));
+        Assert.That(s.Uncosted, Is.Zero);
+        Assert.That(s.Bytes, Is.EqualTo(2L * m * k + 2L * n * k + 4L * m * n));
+        Assert.That(s.Flops, Is.EqualTo(2.0 * m * n * k));
+        Assert.That(dev.Ops[0].Kernel, Is.EqualTo("gemv_bf16_f32"));
+        Assert.That(s.HostSyncs, Is.Zero);
+        dev.Synchronize(); dev.Synchronize();     // two waits in a row are one stall
+        Assert.That(dev.Summarize().HostSyncs, Is.EqualTo(1));
+    }
+
+    [Test]
+    public void AnUndeclaredLaunchIsCountedNotAnError()
+    {
+        using var dev = new RecordingDevice();
+        unsafe
+        {
+            var fn = dev.Kernels.Get(Add.File, "add_f32");
+            dev.Launch(fn, 1, 32, 0, null);
+        }
+        var s = dev.Summarize();
+        Assert.That((s.Launches, s.Uncosted, s.UncostedKernels[0]), Is.EqualTo((1, 1, "add.cu:add_f32")));
+        Assert.Throws<ArgumentException>(() => dev.Kernels.Get(Add.File, "no_such_kernel"));
+    }
+
+    [Test]
+    public void CaptureRefusesHostWorkAndReplaysTheLaunchList()
+    {
+        using var dev = new RecordingDevice();
+        using var a = dev.Allocate(4096);
+        var t = new Tensor(a.Ptr, DType.F32, new Shape(1024));
+        dev.BeginCapture();
+        Add.Run(dev, t, t, t);
+        Add.Run(dev, t, t, t);
+        Assert.Throws<InvalidOperationException>(() => dev.Allocate(16));
+        Assert.Throws<InvalidOperationException>(() => dev.Synchronize());
+        using var g = dev.EndCapture();
+        Assert.That(dev.Summarize().Launches, Is.Zero);
+        g.Launch(); g.Launch();
+        var s = dev.Summarize();
+        Assert.That((s.Launches, s.HostLaunches, s.GraphLaunches, s.Bytes), Is.EqualTo((4, 0, 2, 4 * 3 * 4096L)));
+    }
+
+    /// <summary>Generation on the recording device launches exactly what the emulator launches for the same model and prompt.</summary>
+    [Category("Emulator")]
+    [TestCase("tiny-scout")]
+    [TestCase("tiny-maverick")]
+    public void ThePlanLaunchesWhatTheEmulatorLaunches(string fixture)
+    {
+        var rng = new Random(TestSeed.For(nameof(ThePlanLaunchesWhatTheEmulatorLaunches) + fixture));
+        string dir = CkptTestUtil.FixtureModel(fixture);
+        var config = Llama4Config.Load(dir);
+        int promptLen = rng.Next(5, 40), newTokens = rng.Next(2, 6);
+        var prompt = Enumerable.Range(0, promptLen).Select(_ => rng.Next(1, 400)).ToArray();
+        var o = new GenerationOptions { MaxNewTokens = newTokens, StopAtModelStops = false };
+
+        var emuLaunches = new List<string>();
+        using (var emu = new EmuDevice())
+        using (var w = WeightLoader.Load(dir, emu))
+        using (var gen = new TokenGenerator(w, ComputeMode.BF16, 64, 16))
+        {
+            emu.LaunchObserver = (f, g, b, s) => emuLaunches.Add($"{f.Name} {g} {b} {s}");
+            Assert.That(gen.Generate(prompt, o).Count(), Is.EqualTo(newTokens));
+        }
+        using var rec = new RecordingDevice();
+        using (var w = WeightLoader.Describe(config, rec))
+        using (var gen = new TokenGenerator(w, ComputeMode.BF16, 64, 16))
+            Assert.That(gen.Generate(prompt, o).Count(), Is.EqualTo(newTokens));
+        var recLaunches = rec.Ops.Where(x => x.Kind == RecordedKind.Launch).Select(x => $"{x.Kernel} {x.Grid} {x.Block} {x.Shared}").ToList();
+        Assert.That(recLaunches, Is.EqualTo(emuLaunches));
+        Assert.That(rec.Summarize().Uncosted, Is.Zero, "every kernel wrapper declares its cost");
+    }
+
+    [Test]
+    public void PlanJsonHasTheKeysAndTheyAgree()
+    {
+        var o = new StringWriter(); var e = new StringWriter();
+        int rc = Commands.Run(["plan", "--preset", "tiny-maverick", "--context", "48", "--steps", "12", "--device-memory", "1MiB", "--json"], o, e);
+        Assert.That(rc, Is.Zero, e.ToString());
+        using var doc = JsonDocument.Parse(o.ToString());
+        var r = doc.RootElement;
+        JsonElement Get(string path) { var x = r; foreach (var p in path.Split('.')) x = x.GetProperty(p); return x; }
+        foreach (var key in new[] { "fits", "total_bytes", "decode.launches", "decode.graph_launches", "decode.host_syncs", "decode.bytes",
+                                    "decode.min_bytes", "decode.host_us", "decode.modelled_tokens_per_s", "prefill.flops", "prefill.modelled_s" })
+            Assert.DoesNotThrow(() => Get(key), key);
+        long total = Get("total_bytes").GetInt64();
+        Assert.That(Get("fits").GetBoolean(), Is.EqualTo(total <= 1 << 20));
+        Assert.That(Get("memory").EnumerateObject().Sum(m => m.Value.GetInt64()), Is.EqualTo(total));
+        Assert.That(Get("decode.launches").GetInt32(), Is.GreaterThanOrEqualTo(Get("decode.host_launches").GetInt32()).And.GreaterThan(0));
+        Assert.That(Get("decode.bytes").GetInt64(), Is.GreaterThanOrEqualTo(Get("decode.min_bytes").GetInt64()));
+        Assert.That(Get("decode.bytes").GetInt64(), Is.LessThan(2 * Get("decode.min_bytes").GetInt64()));
+        Assert.That(Get("decode.modelled_tokens_per_s").GetDouble() * Get("decode.modelled_s").GetDouble(), Is.EqualTo(1).Within(1e-9));
+        Assert.That(Get("decode.host_syncs").GetInt32(), Is.GreaterThanOrEqualTo(1));
+        Assert.That(Get("prefill.flops").GetDouble(), Is.GreaterThan(Get("decode.flops").GetDouble()));
+        Assert.That(Get("prefill.modelled_s").GetDouble(), Is.GreaterThan(0));
+    }
+}
