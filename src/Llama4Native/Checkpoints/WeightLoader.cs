@@ -446,47 +446,6 @@ public static class WeightLoader
         }
     }
 
-    /// <summary>
-    /// The weights <see cref="Load"/> would produce for <paramref name="config"/>, without a checkpoint: the same
-    /// placement (expected tensors in writing order at 256-byte aligned offsets, FP8 routed experts and their scales
-    /// where the config's quantization_config says so, f32 with UpcastToF32), the arena allocated on
-    /// <paramref name="device"/> and every view mapped, nothing copied. For planning on a recording device (`llama4
-    /// plan`) and synthetic benchmarks that fill the arena on the device.
-    /// <para>Written on the `plan` branch ahead of the lead's version (which adds on-the-fly int4/FP8 from
-    /// <see cref="LoadOptions.Quantize"/>); on-the-fly quantization is refused here.</para>
-    /// </summary>
-    public static ModelWeights Describe(Llama4Config config, Device device, LoadOptions? options = null)
-    {
-        var o = options ?? new LoadOptions();
-        if (o.Quantize is { Mode: not QuantizeMode.None } q)
-            throw new NotSupportedException($"WeightLoader.Describe: on-the-fly {q.Mode} quantization is not in this build (it comes with the quantized load path)");
-        var places = new List<(ExpectedTensor E, DType Source, DType Target, long Offset, long Elements)>();
-        long cursor = 0;
-        void Place(ExpectedTensor e, DType source)
-        {
-            if (o.Include is not null && !o.Include(e.Ours)) return;
-            var target = TargetDType(source, o.UpcastToF32);
-            long n = 1; foreach (var d in e.Shape) n = checked(n * d);
-            long bytes = target.BytesOf(n);
-            cursor = Align(cursor);
-            places.Add((e, source, target, cursor, n));
-            cursor = checked(cursor + bytes);
-        }
-        foreach (var e in TensorNames.Expected(config))
-        {
-            bool fp8 = e.Rule.Kind == TensorKind.Experts && config.Quantization is { QuantMethod: "fbgemm_fp8" } qc && !qc.IsExcluded(e.Module);
-            Place(e, fp8 ? DType.F8E4M3 : DType.BF16);
-            if (fp8 && TensorNames.ScaleFor(config, e) is { } s) Place(s, DType.F32);
-        }
-        long total = Align(cursor);
-        var sw = Stopwatch.StartNew();
-        var arena = device.Allocate(Math.Max(total, Alignment));
-        var map = new Dictionary<string, DeviceWeight>(places.Count, StringComparer.Ordinal);
-        foreach (var p in places)
-            map[p.E.Ours] = new DeviceWeight(p.E.Ours, new Tensor(arena.Ptr + p.Offset, p.Target, new Shape(p.E.Shape)), p.Offset, p.Source, p.E.Hf);
-        return new ModelWeights(config, device, arena, map, places.Sum(p => p.Source.BytesOf(p.Elements)), sw.Elapsed);
-    }
-
     /// <summary>Fills staging memory <paramref name="dst"/> with the arena image [a, a+len); gaps between tensors are zeroed.</summary>
     static unsafe void FillWindow(List<Placement> plan, ref int next, long a, long len, byte* dst)
     {
