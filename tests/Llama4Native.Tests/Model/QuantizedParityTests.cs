@@ -263,6 +263,78 @@ public class QuantizedParityTests
         }
     }
 
+    /// <summary>
+    /// FBGEMM's dense layout (<c>FbgemmFp8Linear</c>: <c>weight</c> F8_E4M3 [out, in] + <c>weight_scale</c> F32 [out, 1]):
+    /// layer 0's q_proj and the shared expert's down_proj of tiny-maverick-fp8 rewritten that way (quantized by the
+    /// reference rule, removed from modules_to_not_convert) load as FP8 tensors with their scales, and the graph's
+    /// nodes compute exactly f8f8bf16_rowwise(quantize_fp8_per_row(input, ub), W) — checked against the reference
+    /// on the dumped inputs, in fp32 and bf16 compute — with the rest of the model unchanged.
+    /// </summary>
+    [Test]
+    public void DenseFbgemmFp8LinearsLoadAndComputeAsFbgemm()
+    {
+        string dir = CkptTestUtil.NewTempDir("fp8-dense");
+        CkptTestUtil.CopyDir(CkptTestUtil.FixtureModel("tiny-maverick-fp8"), dir);
+        var targets = new[] { "language_model.model.layers.0.self_attn.q_proj", "language_model.model.layers.1.feed_forward.shared_expert.down_proj" };
+        foreach (var module in targets)
+        {
+            string shard = Path.Combine(dir, CkptTestUtil.ShardOf(dir, module + ".weight"));
+            CkptTestUtil.EditTensors(shard, list => list.SelectMany(t =>
+            {
+                if (t.Name != module + ".weight") return new[] { t };
+                Assert.That(t.DType, Is.EqualTo("BF16"));
+                int n = (int)t.Shape[0], k = (int)t.Shape[1];
+                var w = new float[n * k];
+                for (int i = 0; i < w.Length; i++) w[i] = BitConverter.Int32BitsToSingle(BitConverter.ToUInt16(t.Data, 2 * i) << 16);
+                var q = new byte[n * k]; var sc = new float[n];
+                Reference.QuantizeFp8.Weights(w, false, q, sc, 1, n, k);
+                var sb = new byte[4 * n]; Buffer.BlockCopy(sc, 0, sb, 0, sb.Length);
+                return new[] { t with { DType = "F8_E4M3", Data = q }, new CkptTestUtil.RawTensor(module + ".weight_scale", "F32", [n, 1], sb) };
+            }));
+            CkptTestUtil.EditJson(Path.Combine(dir, Checkpoint.IndexFile), o => o["weight_map"]![module + ".weight_scale"] = CkptTestUtil.ShardOf(dir, module + ".weight"));
+            CkptTestUtil.EditJson(Path.Combine(dir, "config.json"), o =>
+            {
+                var list = o["quantization_config"]!["modules_to_not_convert"]!.AsArray();
+                var keep = list.Where(x => (string)x! != module).Select(x => (System.Text.Json.Nodes.JsonNode?)System.Text.Json.Nodes.JsonValue.Create((string)x!)).ToArray();
+                Assert.That(keep.Length, Is.EqualTo(list.Count - 1), $"{module} was listed");
+                o["quantization_config"]!["modules_to_not_convert"] = new System.Text.Json.Nodes.JsonArray(keep);
+            });
+        }
+        using var w = WeightLoader.Load(dir, device);
+        var g = Read("tiny-maverick-fp8", "golden_text.safetensors");
+        var ids = g.Ids[..g.Prompt];
+        float ub = w.ActivationScaleUb;
+        foreach (var (weight, input, node) in new[] { ("blk.0.attn_q", "blk.0.attn_norm", "blk.0.attn_q"), ("blk.1.moe.shexp_down", "blk.1.moe.shexp_act", "blk.1.moe.shexp_down") })
+        {
+            var t = w[weight].Tensor;
+            Assert.That(t.DType, Is.EqualTo(DType.F8E4M3), weight);
+            Assert.That(t.Scale, Is.EqualTo(w[weight + ".scale"].Ptr), weight);
+            int n = (int)t.Shape[0], k = (int)t.Shape[1];
+            var wq = new byte[n * k]; w.Device.Download(t.Ptr, wq.AsSpan());
+            var ws = new float[n]; w.Device.Download(t.Scale, ws.AsSpan());
+            foreach (var mode in new[] { ComputeMode.F32, ComputeMode.BF16 })
+            {
+                using var graph = new Llama4TextGraph(w, ids.Length, mode);
+                var dumps = new Dictionary<string, float[]>();
+                graph.Forward(ids, name => name == input || name == node, (name, _, data) => dumps[name] = data);
+                int m = ids.Length;
+                var xq = new byte[m * k]; var xs = new float[m];
+                Reference.QuantizeFp8.Rows(dumps[input], xq, xs, m, k, ub);
+                var want = new float[m * n];
+                Reference.GemmFp8.Forward(xq, xs, wq, ws, want, m, n, k);
+                var r = Ops.OpCheck.Compare($"{node} ({mode})", dumps[node], want, new Ops.Tolerance(1e-6, 8e-3));
+                TestContext.Out.WriteLine(r);
+                Assert.That(r.Passed, r.ToString());
+            }
+        }
+        // And the whole model still tracks the FP8 goldens (two more layers quantized: FP8-sized differences only).
+        var run = Forward(w, ids, ComputeMode.F32);
+        var (mean, _, agree) = Diff(run.Logits, g.Logits, g.Vocab, ids.Length);
+        TestContext.Out.WriteLine($"dense FP8 linears: logits mean abs {mean:0.0000} vs the FP8 golden, argmax {agree:P1}");
+        Assert.That(mean, Is.LessThan(0.1));
+        Assert.That(agree, Is.GreaterThanOrEqualTo(0.8));
+    }
+
     [Test]
     public void Int4GroupThatDoesNotDivideKIsAClearErrorBeforeLoading()
     {
