@@ -35,6 +35,7 @@ public sealed class MoeInt4Spec : OpSpec
                 yield return new OpCase(Name, v, t, [tok, 64, 40, 8, 1, 8], "maverick");
             }
             yield return new OpCase(Name, v, t, [1, 128, 96, 16, 2, 32]);
+            yield return new OpCase(Name, v, t, [1, 128, 96, 8, 1, 32], "decode");
             yield return new OpCase(Name, v, t, [5, 256, 128, 8, 3, 128], "g128");
             yield return new OpCase(Name, v, t, [7, 72, 40, 8, 2, 8], "odd");
             yield return new OpCase(Name, v + "-acc", t, [9, 64, 48, 8, 2, 16], "residual");
