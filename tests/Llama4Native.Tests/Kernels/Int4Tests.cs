@@ -146,6 +146,10 @@ public sealed class Int4Tests
             Q.Quantize(wguHf, e, 2 * i, d, g, true, rgu, rsgu);
             Assert.That(pgu, Is.EqualTo(rgu), "device quantization of gate_up differs from the reference");
             Assert.That(sgu, Is.EqualTo(rsgu));
+            var (rd, rsd) = (new byte[pd.Length], new float[sd.Length]);
+            Q.Quantize(wdHf, e, d, i, g, true, rd, rsd);
+            Assert.That(pd, Is.EqualTo(rd), "device quantization of down differs from the reference");
+            Assert.That(sd, Is.EqualTo(rsd));
 
             using var ws = new Llama4Native.Kernels.Moe.Workspace(dev!, t, k, e, d, i, act);
             var ty = Up(owned, new float[t * d], act, t, d);
