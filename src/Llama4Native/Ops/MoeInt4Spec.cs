@@ -2,7 +2,6 @@ using Llama4Native.Devices;
 using Llama4Native.Tensors;
 using K = Llama4Native.Kernels.MoeInt4;
 using M = Llama4Native.Kernels.Moe;
-using Q = Llama4Native.Reference.QuantizeInt4;
 using R = Llama4Native.Reference.Moe;
 
 namespace Llama4Native.Ops;
@@ -99,9 +98,8 @@ public sealed class MoeInt4Spec : OpSpec
                 var (pd, sd) = Random4(rng, (long)e * d, i, g);
                 twgu = Up4(dev, pgu, sgu, g, e, 2L * i, d);
                 twd = Up4(dev, pd, sd, g, e, d, i);
-                wguIm = Q.DequantizeInputMajor(pgu, sgu, e, 2 * i, d, g);  // [E, D, 2I]
-                wdIm = Q.DequantizeInputMajor(pd, sd, e, d, i, g);         // [E, I, D]
-                if (mmaPath) { DeviceData.RoundToBf16(wguIm); DeviceData.RoundToBf16(wdIm); }
+                wguIm = Reference.MoeInt4.GateUpWeights(pgu, sgu, e, i, d, g, bf16Weights: mmaPath);  // [E, D, 2I]
+                wdIm = Reference.MoeInt4.DownWeights(pd, sd, e, i, d, g, bf16Weights: mmaPath);       // [E, I, D]
             }
             if (accumulate)
             {
