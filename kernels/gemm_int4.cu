@@ -11,7 +11,9 @@
 //    gemv.cu). The scale is applied to the fp32 partial sum Σ x·q of a whole 16-byte load (gemv32: G % 32 == 0, the
 //    real models' G = 128: 32 k of one load are in one group) or of each 8-k word (gemv8: any G multiple of 8), so
 //    the result is Σ_groups s·(Σ x·q) — the same value as Σ x·(q·s) up to fp32 rounding. 4 warps × 4 rows = 16
-//    rows per block: 512 blocks for N = 8192, 320 for N = 5120 on 132 SMs. K % 32 != 0 or unaligned pointers take a
+//    rows per block: 512 blocks for N = 8192, 320 for N = 5120 on 132 SMs. `_m1` is the same code for m = 1 (the usual
+//    decode step): its per-row accumulators shrink from 8 to 1, which takes the kernel from ~165 registers to far fewer
+//    and so puts more warps — more loads in flight — on each SM. K % 32 != 0 or unaligned pointers take a
 //    lane-per-byte scalar loop (any even K).
 //  * `mma` (bf16 x, M > 8, prefill): gemm.cu's cp.async → ldmatrix → mma.sync m16n8k16 pipeline (128×128×32 tile,
 //    8 warps of 64×32, 3 stages), except that the B stage holds the RAW packed bytes (16 per row per 32-k slab, 4×
@@ -27,7 +29,7 @@
 //
 // | kernel                                          | parameters | launch |
 // |-------------------------------------------------|------------|--------|
-// | gemm_int4_gemv{8,32}_{f32_f32,bf16_bf16,bf16_f32} | (const TX* x [m, K], const uint8_t* w [N, K/2], const float* scales [N, K/G], TY* y [m, N], int m, int n, int k, int g) | grid = ceil(N / (GI4_THREADS/32 · GI4_ROWS_PER_WARP)), block = GI4_THREADS, shared = 0; 1 ≤ m ≤ 8; gemv32 needs G % 32 == 0 |
+// | gemm_int4_gemv{8,32}[_m1]_{f32_f32,bf16_bf16,bf16_f32} | (const TX* x [m, K], const uint8_t* w [N, K/2], const float* scales [N, K/G], TY* y [m, N], int m, int n, int k, int g) | grid = ceil(N / (GI4_THREADS/32 · GI4_ROWS_PER_WARP)), block = GI4_THREADS, shared = 0; 1 ≤ m ≤ 8 (_m1: m = 1); gemv32 needs G % 32 == 0 |
 // | gemm_int4_mma_bf16_{bf16,f32}                   | (const bf16* x, w, scales, TY* y, int M, int N, int K, int G) | grid = (ceil(N/GI4_BN), ceil(M/GI4_BM)), block = 32·GI4_WM·GI4_WN, dynamic shared = GI4_STAGES·(2·GI4_BM·(GI4_BK+8) + GI4_BN·GI4_BK/2) (default 36864 B) |
 // | gemm_int4_simple_{f32_f32,bf16_bf16,bf16_f32}   | (x, w, scales, y, int M, int N, int K, int G) | grid = (ceil(N/16), ceil(M/16)), block = (16, 16), shared = 0 |
 // K even and a multiple of G, G even (checked by the wrapper; G ≥ 8 multiple of 8 for gemv). gridDim.y ≤ 65535.
@@ -66,7 +68,7 @@
 namespace l4_gi4 {
 
 // ------------------------------------------------------------------------------------------ decode GEMV
-template <typename TX, typename TY, int PER>
+template <typename TX, typename TY, int PER, int MAXM>
 L4_DEV void gemv(const TX* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, TY* __restrict__ y,
                  int m, int n, int k, int G) {
     constexpr int R = GI4_ROWS_PER_WARP;
@@ -77,11 +79,11 @@ L4_DEV void gemv(const TX* __restrict__ x, const uint8_t* __restrict__ w, const 
     const int groups = k / G;
     const long long kb = k / 2;  // bytes per row
 
-    float acc[R][GI4_MAX_M];
+    float acc[R][MAXM];
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int i = 0; i < GI4_MAX_M; ++i) acc[r][i] = 0.f;
+        for (int i = 0; i < MAXM; ++i) acc[r][i] = 0.f;
 
     if (k % 32 == 0 && aligned16(w) && aligned16(x)) {
         for (int c = lane; c < k / 32; c += 32) {
@@ -90,18 +92,18 @@ L4_DEV void gemv(const TX* __restrict__ x, const uint8_t* __restrict__ w, const 
 #pragma unroll
             for (int r = 0; r < R; ++r)
                 wv[r] = n0 + r < n ? vload<uint4>(w + (n0 + r) * kb + c * 16) : make_uint4(0u, 0u, 0u, 0u);
-            float part[R][GI4_MAX_M];
+            float part[R][MAXM];
 #pragma unroll
             for (int r = 0; r < R; ++r)
 #pragma unroll
-                for (int i = 0; i < GI4_MAX_M; ++i) part[r][i] = 0.f;
+                for (int i = 0; i < MAXM; ++i) part[r][i] = 0.f;
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 float q[R][8];
 #pragma unroll
                 for (int r = 0; r < R; ++r) i4_unpack8(j == 0 ? wv[r].x : j == 1 ? wv[r].y : j == 2 ? wv[r].z : wv[r].w, q[r]);
 #pragma unroll
-                for (int i = 0; i < GI4_MAX_M; ++i) {
+                for (int i = 0; i < MAXM; ++i) {
                     if (i < m) {
                         float xv[8];
                         load8(x + (long long)i * k + k0 + 8 * j, xv);
@@ -119,7 +121,7 @@ L4_DEV void gemv(const TX* __restrict__ x, const uint8_t* __restrict__ w, const 
                     for (int r = 0; r < R; ++r) {
                         const float s = n0 + r < n ? scales[(n0 + r) * groups + (k0 + 8 * j) / G] : 0.f;
 #pragma unroll
-                        for (int i = 0; i < GI4_MAX_M; ++i) { acc[r][i] = fmaf(part[r][i], s, acc[r][i]); part[r][i] = 0.f; }
+                        for (int i = 0; i < MAXM; ++i) { acc[r][i] = fmaf(part[r][i], s, acc[r][i]); part[r][i] = 0.f; }
                     }
                 }
             }
@@ -134,14 +136,14 @@ L4_DEV void gemv(const TX* __restrict__ x, const uint8_t* __restrict__ w, const 
                 const float s = scales[(n0 + r) * groups + k0 / G];
                 const float q0 = (float)i4_lo(v), q1 = (float)i4_hi(v);
 #pragma unroll
-                for (int i = 0; i < GI4_MAX_M; ++i)
+                for (int i = 0; i < MAXM; ++i)
                     if (i < m) acc[r][i] = fmaf(to_f32(x[(long long)i * k + k0]) * q0 + to_f32(x[(long long)i * k + k0 + 1]) * q1, s, acc[r][i]);
             }
         }
     }
 
 #pragma unroll
-    for (int i = 0; i < GI4_MAX_M; ++i) {
+    for (int i = 0; i < MAXM; ++i) {
         if (i < m) {  // uniform per warp
 #pragma unroll
             for (int r = 0; r < R; ++r) {
@@ -260,14 +262,20 @@ L4_DEV void gemm_simple(const TX* __restrict__ x, const uint8_t* __restrict__ w,
 
 }  // namespace l4_gi4
 
-extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv8_f32_f32(const float* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<float, float, 8>(x, w, scales, y, m, n, k, g); }
-extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv8_bf16_bf16(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, bf16* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, bf16, 8>(x, w, scales, y, m, n, k, g); }
-extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv8_bf16_f32(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, float, 8>(x, w, scales, y, m, n, k, g); }
-extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv32_f32_f32(const float* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<float, float, 32>(x, w, scales, y, m, n, k, g); }
-extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv32_bf16_bf16(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, bf16* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, bf16, 32>(x, w, scales, y, m, n, k, g); }
-extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv32_bf16_f32(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, float, 32>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv8_f32_f32(const float* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<float, float, 8, GI4_MAX_M>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv8_bf16_bf16(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, bf16* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, bf16, 8, GI4_MAX_M>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv8_bf16_f32(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, float, 8, GI4_MAX_M>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv32_f32_f32(const float* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<float, float, 32, GI4_MAX_M>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv32_bf16_bf16(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, bf16* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, bf16, 32, GI4_MAX_M>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv32_bf16_f32(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, float, 32, GI4_MAX_M>(x, w, scales, y, m, n, k, g); }
 extern "C" __global__ void __launch_bounds__(l4_gi4::NT) gemm_int4_mma_bf16_bf16(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, bf16* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemm_mma<bf16>(x, w, scales, y, m, n, k, g); }
 extern "C" __global__ void __launch_bounds__(l4_gi4::NT) gemm_int4_mma_bf16_f32(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemm_mma<float>(x, w, scales, y, m, n, k, g); }
 extern "C" __global__ void __launch_bounds__(GI4_SIMPLE * GI4_SIMPLE) gemm_int4_simple_f32_f32(const float* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemm_simple<float, float>(x, w, scales, y, m, n, k, g); }
 extern "C" __global__ void __launch_bounds__(GI4_SIMPLE * GI4_SIMPLE) gemm_int4_simple_bf16_bf16(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, bf16* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemm_simple<bf16, bf16>(x, w, scales, y, m, n, k, g); }
 extern "C" __global__ void __launch_bounds__(GI4_SIMPLE * GI4_SIMPLE) gemm_int4_simple_bf16_f32(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemm_simple<bf16, float>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv8_m1_f32_f32(const float* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<float, float, 8, 1>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv8_m1_bf16_bf16(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, bf16* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, bf16, 8, 1>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv8_m1_bf16_f32(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, float, 8, 1>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv32_m1_f32_f32(const float* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<float, float, 32, 1>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv32_m1_bf16_bf16(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, bf16* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, bf16, 32, 1>(x, w, scales, y, m, n, k, g); }
+extern "C" __global__ void __launch_bounds__(GI4_THREADS) gemm_int4_gemv32_m1_bf16_f32(const bf16* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, float* __restrict__ y, int m, int n, int k, int g) { l4_gi4::gemv<bf16, float, 32, 1>(x, w, scales, y, m, n, k, g); }

@@ -18,6 +18,8 @@
 //    valid rows from sorted_slots (they are a prefix of the tile), writes zero h rows for the rest; down gets
 //    sorted_slots too when the caller has it (else it computes every row of the tile: correct, slower).
 //    The scale multiplies the fp32 partial sum of a 16-byte load (gemv32: G % 32 == 0) or of an 8-k word (gemv8).
+//    `_m1` handles one row per pass (the wrapper's choice when T·k = 1, the usual decode step): fewer registers, more
+//    warps in flight per SM.
 //  * `*_simple_{f32,bf16}`: one thread per output, a sequential fp32 sum of a·(q·s): the fp32 exact-parity path.
 //
 // Parameters (R padded rows, as moe.cu; k = slots per token; G = group size):
@@ -25,8 +27,8 @@
 // |----------------------------------------|----------------------------------------------------------------------|--------|
 // | moe_int4_gate_up_mma{64,16}_bf16       | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, int k, int D, int I, int E, int G) | grid = (ceil(I/BN), tiles), block = 32·WM·WN, dynamic shared = STAGES·(2·BM·(BK+8) + 2·BN·BK/2): mma64 21504 B, mma16 9216 B |
 // | moe_int4_down_mma{64,16}_bf16          | (h, tile_expert, expert_offsets, wd, sd, out, int I, int D, int E, int G) | grid = (ceil(D/BN), tiles), same block, shared STAGES·(2·BM·(BK+8) + BN·BK/2): 18432 / 7168 B |
-// | moe_int4_gate_up_gemv{8,32}_bf16       | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, int k, int D, int I, int E, int bm, int G) | grid = (ceil(I/8), tiles), block = 128, shared = 0 |
-// | moe_int4_down_gemv{8,32}_bf16          | (h, sorted_slots or null, tile_expert, expert_offsets, wd, sd, out, int I, int D, int E, int bm, int G) | grid = (ceil(D/16), tiles), block = 128, shared = 0 |
+// | moe_int4_gate_up_gemv{8,32}[_m1]_bf16  | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, int k, int D, int I, int E, int bm, int G) | grid = (ceil(I/8), tiles), block = 128, shared = 0 |
+// | moe_int4_down_gemv{8,32}[_m1]_bf16     | (h, sorted_slots or null, tile_expert, expert_offsets, wd, sd, out, int I, int D, int E, int bm, int G) | grid = (ceil(D/16), tiles), block = 128, shared = 0 |
 // | moe_int4_gate_up_simple_{f32,bf16}     | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, int k, int D, int I, int E, int bm, int G) | grid = (ceil(I/16), ceil(R/16)), block = (16, 16) |
 // | moe_int4_down_simple_{f32,bf16}        | (h, tile_expert, expert_offsets, wd, sd, out, int I, int D, int E, int bm, int G) | grid = (ceil(D/16), ceil(R/16)), block = (16, 16) |
 // Tiles: mma64 = 64×64×32, 2×2 warps, 3 stages (moe.cu's default); mma16 = 16×32×32, 1×2 warps, 4 stages (moe.cu's decode).
@@ -197,7 +199,7 @@ L4_DEV void grouped_mma(const bf16* __restrict__ A, const float* __restrict__ sc
 // ------------------------------------------------------------------------------------------ decode GEMV
 // GATED: A = x gathered by slot (rows of the tile with slot < 0 are padding), W = wgu [E, 2N, K]; C = h [R, N].
 // !GATED: A = h [R, K]; rows with sorted_slots < 0 are padding when sorted_slots is given; W = wd [E, N, K]; C = out.
-template <typename TA, bool GATED, int PER>
+template <typename TA, bool GATED, int PER, int MAXM>
 L4_DEV void grouped_gemv(const TA* __restrict__ A, const float* __restrict__ score, const int* __restrict__ sorted_slots,
                          const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ W,
                          const float* __restrict__ S, TA* __restrict__ Cout, int k, int K, int N, int E, int bm, int G) {
@@ -227,21 +229,21 @@ L4_DEV void grouped_gemv(const TA* __restrict__ A, const float* __restrict__ sco
     }
     const bool vec = K % 32 == 0 && aligned16(W) && aligned16(A);
 
-    for (int c0 = 0; c0 < valid; c0 += GV_MAX_M) {
-        const int m = min(GV_MAX_M, valid - c0);
-        long long arow[GV_MAX_M];  // the A row of each of the chunk's rows
-        float asc[GV_MAX_M];       // the router score (GATED) applied to it
+    for (int c0 = 0; c0 < valid; c0 += MAXM) {
+        const int m = min(MAXM, valid - c0);
+        long long arow[MAXM];  // the A row of each of the chunk's rows
+        float asc[MAXM];       // the router score (GATED) applied to it
 #pragma unroll
-        for (int i = 0; i < GV_MAX_M; ++i) {
+        for (int i = 0; i < MAXM; ++i) {
             const int r = m0 + c0 + min(i, m - 1);
             if constexpr (GATED) { const int slot = sorted_slots[r]; arow[i] = slot / k; asc[i] = score[slot]; }
             else { arow[i] = r; asc[i] = 1.f; }
         }
-        float acc[RW][GV_MAX_M];
+        float acc[RW][MAXM];
 #pragma unroll
         for (int r = 0; r < RW; ++r)
 #pragma unroll
-            for (int i = 0; i < GV_MAX_M; ++i) acc[r][i] = 0.f;
+            for (int i = 0; i < MAXM; ++i) acc[r][i] = 0.f;
 
         if (vec) {
             for (int c = lane; c < K / 32; c += 32) {
@@ -249,18 +251,18 @@ L4_DEV void grouped_gemv(const TA* __restrict__ A, const float* __restrict__ sco
                 uint4 wv[RW];
 #pragma unroll
                 for (int r = 0; r < RW; ++r) wv[r] = ok[r] ? vload<uint4>(W + wrow[r] * kb + c * 16) : make_uint4(0u, 0u, 0u, 0u);
-                float part[RW][GV_MAX_M];
+                float part[RW][MAXM];
 #pragma unroll
                 for (int r = 0; r < RW; ++r)
 #pragma unroll
-                    for (int i = 0; i < GV_MAX_M; ++i) part[r][i] = 0.f;
+                    for (int i = 0; i < MAXM; ++i) part[r][i] = 0.f;
 #pragma unroll
                 for (int j = 0; j < 4; ++j) {
                     float q[RW][8];
 #pragma unroll
                     for (int r = 0; r < RW; ++r) i4_unpack8(j == 0 ? wv[r].x : j == 1 ? wv[r].y : j == 2 ? wv[r].z : wv[r].w, q[r]);
 #pragma unroll
-                    for (int i = 0; i < GV_MAX_M; ++i) {
+                    for (int i = 0; i < MAXM; ++i) {
                         if (i < m) {
                             float xv[8];
                             load8(A + arow[i] * K + k0 + 8 * j, xv);
@@ -282,7 +284,7 @@ L4_DEV void grouped_gemv(const TA* __restrict__ A, const float* __restrict__ sco
                         for (int r = 0; r < RW; ++r) {
                             const float s = ok[r] ? S[wrow[r] * groups + (k0 + 8 * j) / G] : 0.f;
 #pragma unroll
-                            for (int i = 0; i < GV_MAX_M; ++i) { acc[r][i] = fmaf(part[r][i], s, acc[r][i]); part[r][i] = 0.f; }
+                            for (int i = 0; i < MAXM; ++i) { acc[r][i] = fmaf(part[r][i], s, acc[r][i]); part[r][i] = 0.f; }
                         }
                     }
                 }
@@ -290,9 +292,9 @@ L4_DEV void grouped_gemv(const TA* __restrict__ A, const float* __restrict__ sco
         } else {  // any even K, any alignment: a lane per byte
             for (int b = lane; b < kb; b += 32) {
                 const int k0 = 2 * b;
-                float x0[GV_MAX_M], x1[GV_MAX_M];
+                float x0[MAXM], x1[MAXM];
 #pragma unroll
-                for (int i = 0; i < GV_MAX_M; ++i) {
+                for (int i = 0; i < MAXM; ++i) {
                     x0[i] = i < m ? round_to<TA>(to_f32(A[arow[i] * K + k0]) * asc[i]) : 0.f;
                     x1[i] = i < m ? round_to<TA>(to_f32(A[arow[i] * K + k0 + 1]) * asc[i]) : 0.f;
                 }
@@ -302,13 +304,13 @@ L4_DEV void grouped_gemv(const TA* __restrict__ A, const float* __restrict__ sco
                     const uint32_t v = W[wrow[r] * kb + b];
                     const float s = S[wrow[r] * groups + k0 / G], q0 = (float)i4_lo(v), q1 = (float)i4_hi(v);
 #pragma unroll
-                    for (int i = 0; i < GV_MAX_M; ++i) acc[r][i] = fmaf(x0[i] * q0 + x1[i] * q1, s, acc[r][i]);
+                    for (int i = 0; i < MAXM; ++i) acc[r][i] = fmaf(x0[i] * q0 + x1[i] * q1, s, acc[r][i]);
                 }
             }
         }
 
 #pragma unroll
-        for (int i = 0; i < GV_MAX_M; ++i) {
+        for (int i = 0; i < MAXM; ++i) {
             if (i < m) {  // uniform per warp
                 float v[RW];
 #pragma unroll
@@ -386,11 +388,15 @@ extern "C" __global__ void __launch_bounds__(l4_moe4::Tile64::NT) moe_int4_gate_
 extern "C" __global__ void __launch_bounds__(l4_moe4::Tile16::NT) moe_int4_gate_up_mma16_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ sgu, bf16* __restrict__ h, int k, int D, int I, int E, int G) { l4_moe4::grouped_mma<l4_moe4::Tile16, true>(x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, k, D, I, E, G); }
 extern "C" __global__ void __launch_bounds__(l4_moe4::Tile64::NT) moe_int4_down_mma64_bf16(const bf16* __restrict__ h, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ sd, bf16* __restrict__ out, int I, int D, int E, int G) { l4_moe4::grouped_mma<l4_moe4::Tile64, false>(h, nullptr, nullptr, tile_expert, expert_offsets, wd, sd, out, 1, I, D, E, G); }
 extern "C" __global__ void __launch_bounds__(l4_moe4::Tile16::NT) moe_int4_down_mma16_bf16(const bf16* __restrict__ h, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ sd, bf16* __restrict__ out, int I, int D, int E, int G) { l4_moe4::grouped_mma<l4_moe4::Tile16, false>(h, nullptr, nullptr, tile_expert, expert_offsets, wd, sd, out, 1, I, D, E, G); }
-extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_gate_up_gemv8_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ sgu, bf16* __restrict__ h, int k, int D, int I, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, true, 8>(x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, k, D, I, E, bm, G); }
-extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_gate_up_gemv32_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ sgu, bf16* __restrict__ h, int k, int D, int I, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, true, 32>(x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, k, D, I, E, bm, G); }
-extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_down_gemv8_bf16(const bf16* __restrict__ h, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ sd, bf16* __restrict__ out, int I, int D, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, false, 8>(h, nullptr, sorted_slots, tile_expert, expert_offsets, wd, sd, out, 1, I, D, E, bm, G); }
-extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_down_gemv32_bf16(const bf16* __restrict__ h, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ sd, bf16* __restrict__ out, int I, int D, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, false, 32>(h, nullptr, sorted_slots, tile_expert, expert_offsets, wd, sd, out, 1, I, D, E, bm, G); }
+extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_gate_up_gemv8_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ sgu, bf16* __restrict__ h, int k, int D, int I, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, true, 8, l4_moe4::GV_MAX_M>(x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, k, D, I, E, bm, G); }
+extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_gate_up_gemv32_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ sgu, bf16* __restrict__ h, int k, int D, int I, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, true, 32, l4_moe4::GV_MAX_M>(x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, k, D, I, E, bm, G); }
+extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_down_gemv8_bf16(const bf16* __restrict__ h, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ sd, bf16* __restrict__ out, int I, int D, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, false, 8, l4_moe4::GV_MAX_M>(h, nullptr, sorted_slots, tile_expert, expert_offsets, wd, sd, out, 1, I, D, E, bm, G); }
+extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_down_gemv32_bf16(const bf16* __restrict__ h, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ sd, bf16* __restrict__ out, int I, int D, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, false, 32, l4_moe4::GV_MAX_M>(h, nullptr, sorted_slots, tile_expert, expert_offsets, wd, sd, out, 1, I, D, E, bm, G); }
 extern "C" __global__ void __launch_bounds__(l4_moe4::SIMPLE * l4_moe4::SIMPLE) moe_int4_gate_up_simple_f32(const float* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ sgu, float* __restrict__ h, int k, int D, int I, int E, int bm, int G) { l4_moe4::gate_up_simple<float>(x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, k, D, I, E, bm, G); }
 extern "C" __global__ void __launch_bounds__(l4_moe4::SIMPLE * l4_moe4::SIMPLE) moe_int4_gate_up_simple_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ sgu, bf16* __restrict__ h, int k, int D, int I, int E, int bm, int G) { l4_moe4::gate_up_simple<bf16>(x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, k, D, I, E, bm, G); }
 extern "C" __global__ void __launch_bounds__(l4_moe4::SIMPLE * l4_moe4::SIMPLE) moe_int4_down_simple_f32(const float* __restrict__ h, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ sd, float* __restrict__ out, int I, int D, int E, int bm, int G) { l4_moe4::down_simple<float>(h, tile_expert, expert_offsets, wd, sd, out, I, D, E, bm, G); }
 extern "C" __global__ void __launch_bounds__(l4_moe4::SIMPLE * l4_moe4::SIMPLE) moe_int4_down_simple_bf16(const bf16* __restrict__ h, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ sd, bf16* __restrict__ out, int I, int D, int E, int bm, int G) { l4_moe4::down_simple<bf16>(h, tile_expert, expert_offsets, wd, sd, out, I, D, E, bm, G); }
+extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_gate_up_gemv8_m1_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ sgu, bf16* __restrict__ h, int k, int D, int I, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, true, 8, 1>(x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, k, D, I, E, bm, G); }
+extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_gate_up_gemv32_m1_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ sgu, bf16* __restrict__ h, int k, int D, int I, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, true, 32, 1>(x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, sgu, h, k, D, I, E, bm, G); }
+extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_down_gemv8_m1_bf16(const bf16* __restrict__ h, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ sd, bf16* __restrict__ out, int I, int D, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, false, 8, 1>(h, nullptr, sorted_slots, tile_expert, expert_offsets, wd, sd, out, 1, I, D, E, bm, G); }
+extern "C" __global__ void __launch_bounds__(l4_moe4::GV_THREADS) moe_int4_down_gemv32_m1_bf16(const bf16* __restrict__ h, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ sd, bf16* __restrict__ out, int I, int D, int E, int bm, int G) { l4_moe4::grouped_gemv<bf16, false, 32, 1>(h, nullptr, sorted_slots, tile_expert, expert_offsets, wd, sd, out, 1, I, D, E, bm, G); }

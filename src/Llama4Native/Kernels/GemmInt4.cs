@@ -45,7 +45,7 @@ public static class GemmInt4
         switch (path)
         {
             case Variant.Gemv:
-                dev.Launch(dev.Kernels.Get(File, $"gemm_int4_gemv{(g % 32 == 0 ? 32 : 8)}_{types}"),
+                dev.Launch(dev.Kernels.Get(File, $"gemm_int4_gemv{(g % 32 == 0 ? 32 : 8)}{(m == 1 ? "_m1" : "")}_{types}"),
                            KernelCheck.Blocks(n, GemvThreads / 32 * RowsPerWarp), GemvThreads, 0, args, stream);
                 break;
             case Variant.Mma:

@@ -46,6 +46,7 @@ public static class MoeInt4
             throw KernelCheck.Unsupported(op, $"x {x.DType}, wgu {wgu.DType}, h {h.DType}, score {topkScore.DType}");
         var path = Pick(op, x.DType, variant, (long)t * k, g, cfg);
         if (t == 0 || i == 0) return;
+        bool one = (long)t * k == 1;  // one routed row: the GEMV's one-row build
         ulong xp = x.Ptr.Value, sp = topkScore.Ptr.Value, ssp = sortedSlots.Ptr.Value, tp = tileExpert.Ptr.Value, op_ = expertOffsets.Ptr.Value,
               wp = wgu.Ptr.Value, wsp = wgu.Scale.Value, hp = h.Ptr.Value;
         switch (path)
@@ -61,7 +62,7 @@ public static class MoeInt4
             case Variant.Gemv:
             {
                 void** args = stackalloc void*[] { &xp, &sp, &ssp, &tp, &op_, &wp, &wsp, &hp, &k, &d, &i, &e, &bm, &g };
-                dev.Launch(dev.Kernels.Get(File, $"moe_int4_gate_up_gemv{(g % 32 == 0 ? 32 : 8)}_bf16"),
+                dev.Launch(dev.Kernels.Get(File, $"moe_int4_gate_up_gemv{(g % 32 == 0 ? 32 : 8)}{(one ? "_m1" : "")}_bf16"),
                            new Dim3(KernelCheck.Blocks(i, GemvThreads / 32 * 2), Grid(op, rows, bm)), GemvThreads, 0, args, stream);
                 break;
             }
@@ -98,6 +99,7 @@ public static class MoeInt4
         if (output.DType != h.DType || h.DType is not (DType.F32 or DType.BF16)) throw KernelCheck.Unsupported(op, $"h {h.DType}, wd {wd.DType}, out {output.DType}");
         var path = Pick(op, h.DType, variant, tokens * k, g, cfg);
         if (tokens == 0 || d == 0) return;
+        bool one = tokens * k == 1;
         ulong hp = h.Ptr.Value, ssp = sortedSlots.Ptr.Value, tp = tileExpert.Ptr.Value, op_ = expertOffsets.Ptr.Value, wp = wd.Ptr.Value,
               wsp = wd.Scale.Value, outp = output.Ptr.Value;
         switch (path)
@@ -113,7 +115,7 @@ public static class MoeInt4
             case Variant.Gemv:
             {
                 void** args = stackalloc void*[] { &hp, &ssp, &tp, &op_, &wp, &wsp, &outp, &i, &d, &e, &bm, &g };
-                dev.Launch(dev.Kernels.Get(File, $"moe_int4_down_gemv{(g % 32 == 0 ? 32 : 8)}_bf16"),
+                dev.Launch(dev.Kernels.Get(File, $"moe_int4_down_gemv{(g % 32 == 0 ? 32 : 8)}{(one ? "_m1" : "")}_bf16"),
                            new Dim3(KernelCheck.Blocks(d, GemvThreads / 32 * 4), Grid(op, rows, bm)), GemvThreads, 0, args, stream);
                 break;
             }

@@ -2,7 +2,6 @@ using Llama4Native.Devices;
 using Llama4Native.Tensors;
 using K = Llama4Native.Kernels.MoeInt4;
 using M = Llama4Native.Kernels.Moe;
-using Q = Llama4Native.Reference.QuantizeInt4;
 using R = Llama4Native.Reference.Moe;
 
 namespace Llama4Native.Ops;
@@ -35,6 +34,7 @@ public sealed class MoeInt4Spec : OpSpec
                 yield return new OpCase(Name, v, t, [tok, 64, 40, 8, 1, 8], "maverick");
             }
             yield return new OpCase(Name, v, t, [1, 128, 96, 16, 2, 32]);
+            yield return new OpCase(Name, v, t, [1, 128, 96, 8, 1, 32], "decode");
             yield return new OpCase(Name, v, t, [5, 256, 128, 8, 3, 128], "g128");
             yield return new OpCase(Name, v, t, [7, 72, 40, 8, 2, 8], "odd");
             yield return new OpCase(Name, v + "-acc", t, [9, 64, 48, 8, 2, 16], "residual");
@@ -98,9 +98,8 @@ public sealed class MoeInt4Spec : OpSpec
                 var (pd, sd) = Random4(rng, (long)e * d, i, g);
                 twgu = Up4(dev, pgu, sgu, g, e, 2L * i, d);
                 twd = Up4(dev, pd, sd, g, e, d, i);
-                wguIm = Q.DequantizeInputMajor(pgu, sgu, e, 2 * i, d, g);  // [E, D, 2I]
-                wdIm = Q.DequantizeInputMajor(pd, sd, e, d, i, g);         // [E, I, D]
-                if (mmaPath) { DeviceData.RoundToBf16(wguIm); DeviceData.RoundToBf16(wdIm); }
+                wguIm = Reference.MoeInt4.GateUpWeights(pgu, sgu, e, i, d, g, bf16Weights: mmaPath);  // [E, D, 2I]
+                wdIm = Reference.MoeInt4.DownWeights(pd, sd, e, i, d, g, bf16Weights: mmaPath);       // [E, I, D]
             }
             if (accumulate)
             {

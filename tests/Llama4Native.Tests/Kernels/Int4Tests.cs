@@ -146,6 +146,10 @@ public sealed class Int4Tests
             Q.Quantize(wguHf, e, 2 * i, d, g, true, rgu, rsgu);
             Assert.That(pgu, Is.EqualTo(rgu), "device quantization of gate_up differs from the reference");
             Assert.That(sgu, Is.EqualTo(rsgu));
+            var (rd, rsd) = (new byte[pd.Length], new float[sd.Length]);
+            Q.Quantize(wdHf, e, d, i, g, true, rd, rsd);
+            Assert.That(pd, Is.EqualTo(rd), "device quantization of down differs from the reference");
+            Assert.That(sd, Is.EqualTo(rsd));
 
             using var ws = new Llama4Native.Kernels.Moe.Workspace(dev!, t, k, e, d, i, act);
             var ty = Up(owned, new float[t * d], act, t, d);
@@ -154,10 +158,9 @@ public sealed class Int4Tests
 
             var idx = new int[t * k]; dev!.Download(ws.TopkIdx.Ptr, idx.AsSpan());
             var score = DeviceData.Download(dev!, ws.TopkScore.Ptr, t * k, DType.F32);
-            var wguIm = Q.DequantizeInputMajor(pgu, sgu, e, 2 * i, d, g);
-            var wdIm = Q.DequantizeInputMajor(pd, sd, e, d, i, g);
             bool mma = act == DType.BF16 && t * k > Llama4Native.Kernels.Moe.DecodeMaxRows;
-            if (mma) { DeviceData.RoundToBf16(wguIm); DeviceData.RoundToBf16(wdIm); }
+            var wguIm = Reference.MoeInt4.GateUpWeights(pgu, sgu, e, i, d, g, bf16Weights: mma);
+            var wdIm = Reference.MoeInt4.DownWeights(pd, sd, e, i, d, g, bf16Weights: mma);
             var want = new float[t * d];
             Reference.Moe.Experts(x, idx, score, wguIm, wdIm, want, t, d, i, e, k, accumulate: false, act == DType.BF16);
             var c = OpCheck.Compare("y", y, want, Tolerances.For("moe.layer", act, Math.Max(d, i)));
