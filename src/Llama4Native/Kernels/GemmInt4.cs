@@ -42,6 +42,7 @@ public static class GemmInt4
         if (m == 0 || n == 0) return;
         ulong xp = x.Ptr.Value, wp = w.Ptr.Value, sp = w.Scale.Value, yp = y.Ptr.Value;
         void** args = stackalloc void*[] { &xp, &wp, &sp, &yp, &m, &n, &k, &g };
+        dev.Cost(x.Bytes + w.Bytes + w.ScaleBytes + y.Bytes, 2.0 * m * n * k);
         switch (path)
         {
             case Variant.Gemv:

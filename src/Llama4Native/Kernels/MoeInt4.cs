@@ -49,6 +49,9 @@ public static class MoeInt4
         bool one = (long)t * k == 1;  // one routed row: the GEMV's one-row build
         ulong xp = x.Ptr.Value, sp = topkScore.Ptr.Value, ssp = sortedSlots.Ptr.Value, tp = tileExpert.Ptr.Value, op_ = expertOffsets.Ptr.Value,
               wp = wgu.Ptr.Value, wsp = wgu.Scale.Value, hp = h.Ptr.Value;
+        // Routing model (KernelCost.ExpectedExperts): the experts T tokens touch, each read once (packed + scales); the routed rows in and out.
+        dev.Cost((long)(KernelCost.ExpectedExperts(t, k, e) * ((wgu.Bytes + wgu.ScaleBytes) / e)) + x.Bytes + topkScore.Bytes + h.DType.BytesOf((long)t * k * i),
+                 2.0 * t * k * d * 2 * i);
         switch (path)
         {
             case Variant.Mma:
@@ -102,6 +105,8 @@ public static class MoeInt4
         bool one = tokens * k == 1;
         ulong hp = h.Ptr.Value, ssp = sortedSlots.Ptr.Value, tp = tileExpert.Ptr.Value, op_ = expertOffsets.Ptr.Value, wp = wd.Ptr.Value,
               wsp = wd.Scale.Value, outp = output.Ptr.Value;
+        dev.Cost((long)(KernelCost.ExpectedExperts(tokens, (int)k, e) * ((wd.Bytes + wd.ScaleBytes) / e)) + h.DType.BytesOf(tokens * k * i) + output.DType.BytesOf(tokens * k * d),
+                 2.0 * tokens * k * i * d);
         switch (path)
         {
             case Variant.Mma:

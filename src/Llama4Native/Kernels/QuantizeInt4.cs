@@ -47,6 +47,7 @@ public static class QuantizeInt4
         int im = inputMajor ? 1 : 0;
         ulong wp = w.Ptr.Value, qp = dst.Ptr.Value, sp = dst.Scale.Value;
         void** args = stackalloc void*[] { &wp, &qp, &sp, &b, &n, &k, &g, &im };
+        dev.Cost(w.Bytes + dst.Bytes + dst.ScaleBytes, 3.0 * w.Elements);
         dev.Launch(dev.Kernels.Get(File, "quantize_int4_" + KernelCheck.Name(w.DType)),
                    KernelCheck.Blocks(groups, Threads, MaxBlocks), Threads, 0, args, stream);
     }

@@ -190,6 +190,9 @@ public static class Planner
                                                                  Scale: w.Name.EndsWith(".scale", StringComparison.Ordinal), w.DType))
                                                   .OrderBy(g => g.Key.Vision).ThenBy(g => g.Key.Scale).ThenBy(g => g.Key.DType))
             memory.Add(new MemoryLine($"weights {(grp.Key.Vision ? "vision " : "")}{(grp.Key.Scale ? "scales " : "")}{grp.Key.DType}", grp.Sum(w => w.Bytes)));
+        // Scales made at load (int4, FP8 quantized on the fly) live beside their weight, not as weights of their own.
+        long madeScales = weights.Tensors.Values.Where(w => w.DType.IsQuantized() && !weights.Tensors.ContainsKey(w.Name + ".scale")).Sum(w => w.Tensor.ScaleBytes);
+        if (madeScales > 0) memory.Add(new MemoryLine("weights scales F32 (made at load)", madeScales));
         long weightBytes = weights.Arena.Bytes;
         long alignPad = weightBytes - memory.Sum(m => m.Bytes);
         if (alignPad > 0) memory.Add(new MemoryLine("weights alignment", alignPad));
