@@ -223,9 +223,6 @@ L4_DEV void fp8_gemv_accumulate(const uint8_t* const (&w)[R], const uint8_t* __r
             uint4 wv[R];
 #pragma unroll
             for (int r = 0; r < R; ++r) wv[r] = w[r] ? vload<uint4>(w[r] + c) : make_uint4(0u, 0u, 0u, 0u);
-            uint4 xv[MAXM];
-#pragma unroll
-            for (int i = 0; i < MAXM; ++i) xv[i] = i < m ? vload<uint4>(x + i * ldx + c) : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
             for (int q = 0; q < 4; ++q) {
                 float wf[R][4];
@@ -236,7 +233,7 @@ L4_DEV void fp8_gemv_accumulate(const uint8_t* const (&w)[R], const uint8_t* __r
 #pragma unroll
                 for (int i = 0; i < MAXM; ++i) {
                     if (i < m) {
-                        const uint32_t xw = q == 0 ? xv[i].x : q == 1 ? xv[i].y : q == 2 ? xv[i].z : xv[i].w;
+                        const uint32_t xw = vload<uint32_t>(x + i * ldx + c + 4 * q);  // L1-resident; 4 bytes keep registers low
                         const float2 lo = e4m3x2_to_f32x2((uint16_t)(xw & 0xffffu)), hi = e4m3x2_to_f32x2((uint16_t)(xw >> 16));
 #pragma unroll
                         for (int r = 0; r < R; ++r) {
