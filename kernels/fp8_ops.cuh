@@ -197,7 +197,23 @@ struct Fp8Mma {
 // the matrix, contributes nothing) and the m ≤ MAXM activation rows X_i = x + i·ldx, all e4m3 with K bytes. VEC (K % 16
 // == 0 and every row 16-byte aligned): each lane loads 16 bytes of every weight row per step, R loads in flight, a
 // warp covers 512 contiguous bytes of each row; x (tiny, L1/L2-resident) the same way. Otherwise lane-strided bytes.
-// Every code is widened exactly (e4m3x2 -> f32), products are exact, sums fp32; the caller reduces with warp_sum.
+// Weights are widened with integer ops at full rate, to w·2^-120 (the code's 7 magnitude bits placed under the f32
+// exponent: exact, subnormal codes become f32 denormals), because the cvt instructions run at a quarter of the FMA rate
+// and would bound the GEMV below HBM speed on Hopper; x (amortized over R rows) goes through the exact e4m3x2 cvt.
+// Products w·2^-120·x ≥ 2^-138 are exact, sums fp32 (scaled by a power of two: the same roundings while normal);
+// the caller multiplies the warp_sum by 2^120 (gemv_unscale()), exactly. Weight NaN codes (0x7f/0xff, which the
+// quantizer never makes from finite weights) read as ±480; NaN activations stay NaN.
+// 2^120: undoes e4m3x4_to_f32_scaled's 2^-120.
+L4_DEV float gemv_unscale() { return __uint_as_float(0x7b800000u); }
+
+// Byte j of w (e4m3) -> f[j] = value·2^-120, exactly, with two shifts and a LOP per element.
+L4_DEV void e4m3x4_to_f32_scaled(uint32_t w, float f[4]) {
+    f[0] = __uint_as_float(((w << 20) & 0x07f00000u) | ((w << 24) & 0x80000000u));
+    f[1] = __uint_as_float(((w << 12) & 0x07f00000u) | ((w << 16) & 0x80000000u));
+    f[2] = __uint_as_float(((w << 4) & 0x07f00000u) | ((w << 8) & 0x80000000u));
+    f[3] = __uint_as_float(((w >> 4) & 0x07f00000u) | (w & 0x80000000u));
+}
+
 template <int R, int MAXM>
 L4_DEV void fp8_gemv_accumulate(const uint8_t* const (&w)[R], const uint8_t* __restrict__ x, long long ldx, int m, int K, bool vec,
                                 float (&acc)[R][MAXM]) {
@@ -207,22 +223,17 @@ L4_DEV void fp8_gemv_accumulate(const uint8_t* const (&w)[R], const uint8_t* __r
             uint4 wv[R];
 #pragma unroll
             for (int r = 0; r < R; ++r) wv[r] = w[r] ? vload<uint4>(w[r] + c) : make_uint4(0u, 0u, 0u, 0u);
-            uint4 xv[MAXM];
-#pragma unroll
-            for (int i = 0; i < MAXM; ++i) xv[i] = i < m ? vload<uint4>(x + i * ldx + c) : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
             for (int q = 0; q < 4; ++q) {
                 float wf[R][4];
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
-                    const uint32_t ww = q == 0 ? wv[r].x : q == 1 ? wv[r].y : q == 2 ? wv[r].z : wv[r].w;
-                    const float2 lo = e4m3x2_to_f32x2((uint16_t)(ww & 0xffffu)), hi = e4m3x2_to_f32x2((uint16_t)(ww >> 16));
-                    wf[r][0] = lo.x; wf[r][1] = lo.y; wf[r][2] = hi.x; wf[r][3] = hi.y;
+                    e4m3x4_to_f32_scaled(q == 0 ? wv[r].x : q == 1 ? wv[r].y : q == 2 ? wv[r].z : wv[r].w, wf[r]);
                 }
 #pragma unroll
                 for (int i = 0; i < MAXM; ++i) {
                     if (i < m) {
-                        const uint32_t xw = q == 0 ? xv[i].x : q == 1 ? xv[i].y : q == 2 ? xv[i].z : xv[i].w;
+                        const uint32_t xw = vload<uint32_t>(x + i * ldx + c + 4 * q);  // L1-resident; 4 bytes keep registers low
                         const float2 lo = e4m3x2_to_f32x2((uint16_t)(xw & 0xffffu)), hi = e4m3x2_to_f32x2((uint16_t)(xw >> 16));
 #pragma unroll
                         for (int r = 0; r < R; ++r) {
@@ -239,7 +250,11 @@ L4_DEV void fp8_gemv_accumulate(const uint8_t* const (&w)[R], const uint8_t* __r
         for (int c = lane; c < K; c += 32) {
             float wf[R];
 #pragma unroll
-            for (int r = 0; r < R; ++r) wf[r] = w[r] ? e4m3_to_f32(w[r][c]) : 0.f;
+            for (int r = 0; r < R; ++r) {
+                float f4[4];
+                e4m3x4_to_f32_scaled(w[r] ? (uint32_t)w[r][c] : 0u, f4);
+                wf[r] = f4[0];
+            }
 #pragma unroll
             for (int i = 0; i < MAXM; ++i) {
                 if (i < m) {

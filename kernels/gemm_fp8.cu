@@ -106,7 +106,7 @@ L4_DEV void gemv(const uint8_t* __restrict__ xq, const float* __restrict__ xs, c
             const float sx = xs[i];
 #pragma unroll
             for (int r = 0; r < R; ++r) {
-                const float s = warp_sum(acc[r][i]);
+                const float s = warp_sum(acc[r][i]) * l4_fp8::gemv_unscale();
                 if (lane == 0 && n0 + r < N) put(y + (long long)i * N + n0 + r, s * sx * ws[n0 + r]);
             }
         }

@@ -241,7 +241,7 @@ L4_DEV void grouped_gemv(const uint8_t* __restrict__ A, const float* __restrict_
                 const float sa = as[row];
                 float sums[R];
 #pragma unroll
-                for (int r = 0; r < R; ++r) sums[r] = warp_sum(acc[r][i]);
+                for (int r = 0; r < R; ++r) sums[r] = warp_sum(acc[r][i]) * l4_fp8::gemv_unscale();
                 if (lane == 0) {
 #pragma unroll
                     for (int q = 0; q < NC; ++q) {
