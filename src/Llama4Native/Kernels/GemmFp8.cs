@@ -42,6 +42,7 @@ public static class GemmFp8
         ulong xp = xq.Ptr.Value, sp = xs.Ptr.Value, wp = w.Ptr.Value, wsp = w.Scale.Value, yp = y.Ptr.Value;
         void** args = stackalloc void*[] { &xp, &sp, &wp, &wsp, &yp, &m, &n, &k };
         string t = KernelCheck.Name(y.DType);
+        dev.Cost(xq.Bytes + xs.Bytes + w.Bytes + w.ScaleBytes + y.Bytes, 2.0 * m * n * k);
         if (gemv)
         {
             dev.Launch(dev.Kernels.Get(File, "gemm_fp8_gemv_" + t), KernelCheck.Blocks(n, GemvThreads / 32 * GemvRows), GemvThreads, 0, args, stream);

@@ -76,7 +76,12 @@ public static class MoeFp8
               aqp = aq.Ptr.Value, asp = aScale.Ptr.Value, wp = wgu.Ptr.Value, wsp = wgu.Scale.Value, hp = h.Ptr.Value;
         int bm = cfg.BM;
         void** qa = stackalloc void*[] { &xp, &sp, &ssp, &op_, &aqp, &asp, &k, &d, &lda, &e, &ub };
+        long routed = (long)t * k;
+        dev.Cost(x.DType.BytesOf(routed * d) + topkScore.Bytes + routed * (d + 4L), 3.0 * routed * d);
         dev.Launch(dev.Kernels.Get(File, "moe_fp8_quant_gather_" + ta), QuantGrid(rows), QuantThreads, 0, qa, stream);
+        // Routing model (KernelCost.ExpectedExperts): the experts T tokens touch, each read once (codes + scales); the routed rows in and out.
+        dev.Cost((long)(KernelCost.ExpectedExperts(t, k, e) * ((wgu.Bytes + wgu.ScaleBytes) / e)) + routed * (d + 4L) + h.DType.BytesOf(routed * i),
+                 2.0 * routed * d * 2 * i);
         if (cfg.Gemv)
         {
             void** ga = stackalloc void*[] { &aqp, &asp, &ssp, &tp, &op_, &wp, &wsp, &hp, &lda, &d, &i, &e, &bm };
@@ -117,7 +122,11 @@ public static class MoeFp8
               hqp = hq.Ptr.Value, hsp = hScale.Ptr.Value, wp = wd.Ptr.Value, wsp = wd.Scale.Value, outp = output.Ptr.Value;
         int bm = cfg.BM;
         void** qa = stackalloc void*[] { &hp, &ssp, &op_, &hqp, &hsp, &i, &ldq, &e, &ub };
+        long routedRows = (long)t * kk;
+        dev.Cost(h.DType.BytesOf(routedRows * i) + routedRows * (i + 4L), 3.0 * routedRows * i);
         dev.Launch(dev.Kernels.Get(File, "moe_fp8_quant_h_" + ta), QuantGrid(rows), QuantThreads, 0, qa, stream);
+        dev.Cost((long)(KernelCost.ExpectedExperts(t, kk, e) * ((wd.Bytes + wd.ScaleBytes) / e)) + routedRows * (i + 4L) + output.DType.BytesOf(routedRows * d),
+                 2.0 * routedRows * i * d);
         if (cfg.Gemv)
         {
             void** ga = stackalloc void*[] { &hqp, &hsp, &ssp, &tp, &op_, &wp, &wsp, &outp, &ldq, &i, &d, &e, &bm };

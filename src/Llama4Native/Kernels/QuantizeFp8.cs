@@ -35,6 +35,7 @@ public static class QuantizeFp8
     {
         ulong xp = x.Ptr.Value, qp = q.Value, sp = s.Value;
         void** args = stackalloc void*[] { &xp, &qp, &sp, &rows, &k, &ub };
+        dev.Cost(x.DType.BytesOf((long)rows * k) + (long)rows * k + 4L * rows, 3.0 * rows * k);
         dev.Launch(dev.Kernels.Get(File, "quantize_fp8_rows_" + KernelCheck.Name(x.DType)), (uint)rows, Threads, 0, args, stream);
     }
 
@@ -58,8 +59,10 @@ public static class QuantizeFp8
         string t = KernelCheck.Name(w.DType);
         ulong wp = w.Ptr.Value, sp = dst.Scale.Value, qp = dst.Ptr.Value;
         void** a1 = stackalloc void*[] { &wp, &sp, &k, &n };
+        dev.Cost(w.Bytes + 4L * e * n, (double)w.Elements);
         dev.Launch(dev.Kernels.Get(File, "quantize_fp8_colscale_" + t), new Dim3(KernelCheck.Blocks(n, 32), 1, (uint)e), new Dim3(32, 8), 0, a1, stream);
         void** a2 = stackalloc void*[] { &wp, &sp, &qp, &k, &n };
+        dev.Cost(w.Bytes + 4L * e * n + dst.Bytes, 2.0 * w.Elements);
         dev.Launch(dev.Kernels.Get(File, "quantize_fp8_transpose_" + t), new Dim3(KernelCheck.Blocks(n, 32), Tiles(op, k), (uint)e), new Dim3(32, 8), 0, a2, stream);
     }
 
@@ -78,6 +81,7 @@ public static class QuantizeFp8
         if (e == 0 || n == 0 || k == 0) return;
         ulong sp = src.Ptr.Value, dp = dst.Ptr.Value;
         void** args = stackalloc void*[] { &sp, &dp, &k, &n };
+        dev.Cost(src.Bytes + dst.Bytes, 0);
         dev.Launch(dev.Kernels.Get(File, "quantize_fp8_relayout"), new Dim3(KernelCheck.Blocks(n, 32), Tiles(op, k), (uint)e), new Dim3(32, 8), 0, args, stream);
     }
 
