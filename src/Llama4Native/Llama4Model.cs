@@ -30,6 +30,9 @@ public sealed record Llama4ModelOptions(string Device = "auto", ComputeMode? Com
 public sealed class Llama4Model : IDisposable
 {
     readonly bool ownsDevice;
+    // Live sessions: Dispose disposes them first (each cancels and waits for its running step), then the weights.
+    readonly HashSet<ChatSession> sessions = [];
+    bool disposed;
 
     public Device Device { get; }
     public ModelWeights Weights { get; }
@@ -83,20 +86,47 @@ public sealed class Llama4Model : IDisposable
         }
     }
 
-    /// <summary>A new conversation with its own KV cache.</summary>
+    /// <summary>A new conversation with its own KV cache. Throws <see cref="ObjectDisposedException"/> after <see cref="Dispose"/>.</summary>
     public ChatSession CreateSession(int? maxContext = null)
     {
-        var codec = Codec;
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed), this);
         int ctx = maxContext ?? Options.MaxContext;
+        if (ctx < 1) throw new ArgumentOutOfRangeException(nameof(maxContext), ctx, "the maximum context must be ≥ 1 token");
+        var codec = Codec;
         var images = Config.Vision is { } v ? Vision.Llama4ImageProcessor.FromConfig(v) : null;
-        return new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec, images);
+        lock (sessions)
+        {
+            // Checked again under the lock: a concurrent Dispose either sees this session or makes this call throw.
+            ObjectDisposedException.ThrowIf(disposed, this);
+            var s = new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec, images, Forget);
+            sessions.Add(s);
+            return s;
+        }
     }
+
+    void Forget(ChatSession s) { lock (sessions) sessions.Remove(s); }
+
+    /// <summary>Whether <see cref="Dispose"/> has been called.</summary>
+    public bool IsDisposed => Volatile.Read(ref disposed);
 
     /// <summary>This model as a Microsoft.Extensions.AI chat client (one conversation, reusing its cache across turns).</summary>
     public Microsoft.Extensions.AI.IChatClient AsChatClient() => new Llama4ChatClient(this);
 
+    /// <summary>
+    /// Frees the model's device memory, once. Safe from any thread while sessions generate: every live session is
+    /// disposed first (its generation is cancelled and awaited, then ends with <see cref="ObjectDisposedException"/>),
+    /// and only then are the weights (and the device, when the model opened it) freed.
+    /// </summary>
     public void Dispose()
     {
+        ChatSession[] live;
+        lock (sessions)
+        {
+            if (disposed) return;
+            Volatile.Write(ref disposed, true);
+            live = [.. sessions];
+        }
+        foreach (var s in live) s.Dispose();
         Weights.Dispose();
         if (ownsDevice) Device.Dispose();
     }

@@ -28,11 +28,11 @@ public sealed class TokenGenerator : IDisposable
     readonly HashSet<int> modelStops;
     readonly List<int> history = [];
     int? pending;
-    // Sampler state on the device, one buffer: params (32 B) | step (int) | chosen id (int) | counts [V] int32.
+    // Sampler state on the device, one buffer: params (36 B) | step (int) | chosen id (int) | counts [V] int32.
     // counts = how often each token was generated in the current call (frequency/presence/repetition penalties).
     readonly DeviceBuffer sampler;
     Tensor lastRow;
-    const int ParamsBytes = 32, StepAt = 32, IdAt = 36, CountsAt = 64;
+    const int ParamsBytes = SampleParams.Size, StepAt = 40, IdAt = 44, CountsAt = 64;
 
     public KvCache Cache { get; }
     public int MaxPiece { get; }
@@ -94,14 +94,11 @@ public sealed class TokenGenerator : IDisposable
         return last.Slice(last.Shape[0] - 1, 1);
     }
 
-    /// <summary>The seed folded to the kernel's 32-bit Philox key.</summary>
-    static uint Seed32(ulong seed) => (uint)(seed ^ (seed >> 32));
-
     /// <summary>Resets the sampler for a call: its settings, step 0 (so a seed reproduces), no counts.</summary>
     void BeginSampling(GenerationOptions o)
     {
         var dev = weights.Device;
-        var p = new SampleParams(o.Temperature, o.TopK, o.TopP, o.MinP, o.RepetitionPenalty, o.FrequencyPenalty, o.PresencePenalty, Seed32(o.Seed));
+        var p = new SampleParams(o.Temperature, o.TopK, o.TopP, o.MinP, o.RepetitionPenalty, o.FrequencyPenalty, o.PresencePenalty, 0).WithSeed(o.Seed);
         dev.Upload<SampleParams>([p], sampler.Ptr);
         dev.Memset(sampler.Ptr + StepAt, 0, 4);
         dev.Memset(sampler.Ptr + CountsAt, 0, 4L * Vocab);
