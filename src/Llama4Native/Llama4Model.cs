@@ -40,25 +40,49 @@ public sealed class Llama4Model : IDisposable
     public ComputeMode Compute { get; }
     public Llama4ModelOptions Options { get; }
     public string Path { get; }
+    /// <summary>The checkpoint's generation_config.json defaults (HF semantics; see <see cref="GenerationConfig"/>),
+    /// used when a generation passes no options; plain <see cref="GenerationOptions"/> defaults when it has none.</summary>
+    public GenerationOptions GenerationDefaults { get; }
 
-    Llama4Model(string path, Device device, bool ownsDevice, ModelWeights weights, Llama4ModelOptions options)
+    Llama4Model(string path, Device device, bool ownsDevice, ModelWeights weights, Llama4ModelOptions options, GenerationOptions? defaults, ITextCodec? codec)
     {
         Path = path; Device = device; this.ownsDevice = ownsDevice; Weights = weights; Options = options;
+        GenerationDefaults = defaults ?? new GenerationOptions();
+        this.codec = codec;
         Compute = options.Compute ?? (device.Kind == DeviceKind.Cuda ? ComputeMode.BF16 : ComputeMode.F32);
     }
 
-    /// <summary>Loads the checkpoint in <paramref name="path"/> onto a device (validated config, every tensor checked).</summary>
+    /// <summary>
+    /// Loads the checkpoint in <paramref name="path"/> onto a device (validated config, every tensor checked).
+    /// <paramref name="path"/> may also be a Hugging Face hub cache snapshot or repo folder
+    /// (<see cref="Checkpoint.ResolveModelDirectory"/>). Everything cheap is checked before any weight is read: the
+    /// options, the config, generation_config.json, and the tokenizer when the checkpoint has one (against the
+    /// model's vocabulary).
+    /// </summary>
     public static Llama4Model Load(string path, Llama4ModelOptions? options = null, Device? device = null)
     {
+        ArgumentNullException.ThrowIfNull(path);
         options ??= new Llama4ModelOptions();
         if (options.MaxContext < 1 || options.MaxPrefillPiece < 1)
             throw new ArgumentException($"max context ({options.MaxContext}) and max prefill piece ({options.MaxPrefillPiece}) must be ≥ 1");
+        if (options.Int4GroupSize < 1)
+            throw new ArgumentException($"the int4 group size ({options.Int4GroupSize}) must be ≥ 1");
+        path = Checkpoint.ResolveModelDirectory(path);
+        var config = Llama4Config.Load(path);
+        var defaults = GenerationConfig.Load(path);
+        ITextCodec? codec = options.Codec;
+        if (codec is null)
+        {
+            try { codec = Text.Llama4TextCodec.Load(path, config); }
+            catch (FileNotFoundException) { }   // no tokenizer: an error only when a session needs one
+        }
         bool owns = device is null;
         var dev = device ?? DeviceFactory.Create(options.Device);
         try
         {
-            var w = WeightLoader.Load(path, dev, new LoadOptions(Progress: options.Progress));
-            return new Llama4Model(path, dev, owns, w, options);
+            var w = WeightLoader.Load(path, dev, new LoadOptions(Progress: options.Progress,
+                                                                 Quantize: new QuantizeOptions(options.Quantize, options.Int4GroupSize)));
+            return new Llama4Model(path, dev, owns, w, options, defaults, codec);
         }
         catch
         {
@@ -75,7 +99,6 @@ public sealed class Llama4Model : IDisposable
         get
         {
             if (codec is not null) return codec;
-            if (Options.Codec is { } given) return codec = given;
             try { return codec = Text.Llama4TextCodec.Load(Path, Config); }
             catch (FileNotFoundException e)
             {
@@ -98,7 +121,7 @@ public sealed class Llama4Model : IDisposable
         {
             // Checked again under the lock: a concurrent Dispose either sees this session or makes this call throw.
             ObjectDisposedException.ThrowIf(disposed, this);
-            var s = new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec, images, Forget);
+            var s = new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec, images, Forget, GenerationDefaults);
             sessions.Add(s);
             return s;
         }

@@ -30,10 +30,17 @@ public sealed class ChatSession : IDisposable
     List<Message> transcript = [];
     bool canContinue;
 
-    internal ChatSession(TokenGenerator generator, ITextCodec codec, Llama4ImageProcessor? images = null, Action<ChatSession>? onDispose = null)
+    readonly GenerationOptions defaults;
+
+    internal ChatSession(TokenGenerator generator, ITextCodec codec, Llama4ImageProcessor? images = null, Action<ChatSession>? onDispose = null,
+                         GenerationOptions? defaults = null)
     {
         gen = generator; this.codec = codec; this.images = images; this.onDispose = onDispose;
+        this.defaults = defaults ?? new GenerationOptions();
     }
+
+    /// <summary>The options used when a call passes none: the checkpoint's generation_config.json (HF semantics).</summary>
+    public GenerationOptions Defaults => defaults;
 
     /// <summary>Whether <see cref="Dispose"/> has been called (the session's device memory is freed or being freed).</summary>
     public bool IsDisposed => disposed;
@@ -58,7 +65,7 @@ public sealed class ChatSession : IDisposable
         if (messages.Count == 0) throw new ArgumentException("the dialog is empty: pass at least one message", nameof(messages));
         for (int i = 0; i < messages.Count; i++)
             if (messages[i] is null) throw new ArgumentException($"message #{i + 1} of the dialog is null", nameof(messages));
-        options ??= new GenerationOptions();
+        options ??= defaults;
         options.Validate();
         foreach (var t in options.StopTokens)
             if ((uint)t >= (uint)gen.Vocab) throw new ArgumentException($"stop token id {t} is out of range [0, {gen.Vocab})", nameof(options));
