@@ -48,8 +48,8 @@ public static class Commands
         }
         if (!table.TryGetValue(args[0], out var verb))
         {
-            var near = table.Keys.Where(k => k.StartsWith(args[0], StringComparison.Ordinal) || args[0].StartsWith(k, StringComparison.Ordinal)).ToList();
-            stderr.WriteLine($"llama4: unknown verb '{args[0]}'{(near.Count == 1 ? $" (did you mean '{near[0]}'?)" : "")}. Run 'llama4 --help' for the list.");
+            var near = Args.Nearest(args[0], table.Keys);
+            stderr.WriteLine($"llama4: unknown verb '{args[0]}'{(near is null ? "" : $" (did you mean '{near}'?)")}. Run 'llama4 --help' for the list.");
             return 2;
         }
         try

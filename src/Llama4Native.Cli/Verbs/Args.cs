@@ -70,8 +70,8 @@ public sealed class Args
                 var name = eq > 0 ? a[2..eq] : a[2..];
                 if (!byName.TryGetValue(name, out var opt))
                 {
-                    var near = byName.Keys.Where(k => k.StartsWith(name, StringComparison.Ordinal) || name.StartsWith(k, StringComparison.Ordinal)).ToList();
-                    throw new UsageException($"unknown option '{(eq > 0 ? a[..eq] : a)}'{(near.Count == 1 ? $" (did you mean --{near[0]}?)" : "")}; {hint}");
+                    var near = Nearest(name, byName.Keys);
+                    throw new UsageException($"unknown option '{(eq > 0 ? a[..eq] : a)}'{(near is null ? "" : $" (did you mean --{near}?)")}; {hint}");
                 }
                 if (opt.IsFlag)
                 {
@@ -91,6 +91,30 @@ public sealed class Args
             else
                 throw new UsageException($"unexpected argument '{a}': this verb takes no positional arguments (did you forget an option name before it?); {hint}");
         }
+    }
+
+    /// <summary>The one candidate that <paramref name="word"/> is a prefix of, or within 2 edits of; null if none or several.</summary>
+    public static string? Nearest(string word, IEnumerable<string> candidates)
+    {
+        var list = candidates.ToList();
+        var prefix = list.Where(k => k.StartsWith(word, StringComparison.Ordinal)).ToList();
+        if (word.Length >= 3 && prefix.Count == 1) return prefix[0];
+        var close = list.Select(k => (k, d: Distance(word, k))).Where(x => x.d <= Math.Min(2, Math.Max(1, word.Length / 3))).OrderBy(x => x.d).ToList();
+        return close.Count > 0 && (close.Count == 1 || close[0].d < close[1].d) ? close[0].k : null;
+    }
+
+    static int Distance(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (int i = 0; i <= a.Length; i++) d[i, 0] = i;
+        for (int j = 0; j <= b.Length; j++) d[0, j] = j;
+        for (int i = 1; i <= a.Length; i++)
+            for (int j = 1; j <= b.Length; j++)
+            {
+                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+                if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i, j] = Math.Min(d[i, j], d[i - 2, j - 2] + 1);
+            }
+        return d[a.Length, b.Length];
     }
 
     public bool Flag(string name) => flags.Contains(name);

@@ -31,12 +31,12 @@ public static class EvalVerb
     {
         var a = new Args(argv, Spec);
         int generate = a.GetInt("generate", 0, 0, 1 << 20);
-        _ = a.Require("model", "DIR");
-        string inputs = a.Require("inputs", "FILE.safetensors");
-        string outPath = a.Require("out", "FILE.safetensors");
         var mode = Common.Compute(a, ComputeMode.F32)!.Value;
         var deviceSpec = Common.DeviceSpec(a);
         var quantize = Common.Quantization(a);
+        _ = a.Require("model", "DIR");
+        string inputs = a.Require("inputs", "FILE.safetensors");
+        string outPath = a.Require("out", "FILE.safetensors");
         OutputFile.Check(outPath, "--out");
         if (!File.Exists(inputs)) throw new UsageException(Directory.Exists(inputs) ? $"--inputs {inputs} is a folder; pass a .safetensors file" : $"--inputs {inputs}: no such file");
         string model = Common.ModelDir(a);

@@ -52,7 +52,7 @@ public static class RunVerb
     }
 
     /// <summary>The parsed model and sampling options: every value range-checked, nothing read from disk yet.</summary>
-    internal sealed record Settings(string Device, ComputeMode? Compute, int MaxContext, QuantizeOptions Quantize, string? Tokenizer,
+    public sealed record Settings(string Device, ComputeMode? Compute, int MaxContext, QuantizeOptions Quantize, string? Tokenizer,
                                     Func<GenerationOptions, GenerationOptions> Sampling, IReadOnlyList<int> StopTokens)
     {
         public static Settings From(Args a)
