@@ -28,11 +28,14 @@ public sealed class TokenGenerator : IDisposable
     readonly HashSet<int> modelStops;
     readonly List<int> history = [];
     int? pending;
-    // Sampler state on the device, one buffer: params (36 B) | step (int) | chosen id (int) | counts [V] int32.
+    // Sampler state on the device, one buffer: params (36 B) | step (int) | chosen id (int) | Σ logits (f32) | counts [V] int32.
+    // Σ logits (a gemv with `ones`) is the cheap finiteness check, downloaded with the id: NaN/inf in ⇒ non-finite out.
     // counts = how often each token was generated in the current call (frequency/presence/repetition penalties).
     readonly DeviceBuffer sampler;
     Tensor lastRow;
-    const int ParamsBytes = SampleParams.Size, StepAt = 40, IdAt = 44, CountsAt = 64;
+    const int ParamsBytes = SampleParams.Size, StepAt = 40, IdAt = 44, SumAt = 48, CountsAt = 64;
+    readonly DeviceBuffer ones;   // bf16 [V] of 1.0
+    ImageTiles? callImages;
 
     public KvCache Cache { get; }
     public int MaxPiece { get; }
@@ -56,6 +59,8 @@ public sealed class TokenGenerator : IDisposable
         Cache = new KvCache(weights.Device, c, mode == ComputeMode.F32 ? DType.F32 : DType.BF16, maxContext, MaxPiece);
         modelStops = [.. c.EosTokenIds, .. Llama4StopTokens.Where(t => t < Vocab)];
         sampler = weights.Device.Allocate(CountsAt + 4L * Vocab);
+        ones = weights.Device.Allocate(2L * Vocab);
+        weights.Device.Upload<ushort>(Enumerable.Repeat((ushort)0x3F80, Vocab).ToArray(), ones.Ptr);   // bf16 1.0
     }
 
     Llama4TextGraph Graph(int tokens)
@@ -113,8 +118,11 @@ public sealed class TokenGenerator : IDisposable
         var id = new Tensor(sampler.Ptr + IdAt, DType.I32, new Shape(1));
         Sample.Run(dev, row, sampler.Ptr, Penalised(o) ? sampler.Ptr + CountsAt : DevicePtr.Null, sampler.Ptr + StepAt, id,
                    DevicePtr.Null, update: true);
-        Span<int> next = stackalloc int[1];
-        dev.Download<int>(id.Ptr, next);
+        Gemv.Run(dev, row, new Tensor(ones.Ptr, DType.BF16, new Shape(1, Vocab)), new Tensor(sampler.Ptr + SumAt, DType.F32, new Shape(1, 1)));
+        Span<int> next = stackalloc int[2];
+        dev.Download<int>(id.Ptr, next);   // the id and Σ logits, one transfer
+        if (!float.IsFinite(BitConverter.Int32BitsToSingle(next[1])))
+            throw NonFinite.Diagnose(weights, mode, history, callImages);
         return next[0];
     }
 
@@ -149,6 +157,7 @@ public sealed class TokenGenerator : IDisposable
         EarlyFusion.CheckPrompt(prompt.ToArray(), weights.Config, images?.Count);
         var sw = Stopwatch.StartNew();
         BeginSampling(options);
+        callImages = images;
         Tensor? imageRows = null;
         if (images is not null)
         {
@@ -207,5 +216,6 @@ public sealed class TokenGenerator : IDisposable
         vision?.Dispose();
         Cache.Dispose();
         sampler.Dispose();
+        ones.Dispose();
     }
 }
