@@ -36,6 +36,13 @@ public static class RunVerb
         if (a.All("image").Count(x => x == "-") > 1) throw new UsageException("--image - was given twice: stdin holds one image; save the others to files");
         var images = a.All("image").Select(ReadImage).ToArray();
         using var model = LoadModel(a, model0, settings, stderr, out var options);
+        if (model0 is null && model.Device.Kind == Devices.DeviceKind.Emulated && !a.Has("max-new-tokens"))
+        {
+            // The demo on the emulator: every kernel runs on the CPU (the 202,048-token output layer dominates), so a
+            // short reply shows the whole pipeline in seconds instead of minutes.
+            options = options with { MaxNewTokens = DemoEmulatedTokens };
+            stderr.WriteLine($"            Emulated device: {DemoEmulatedTokens} new tokens (pass --max-new-tokens N for more; a GPU runs the default {settings.Sampling(new GenerationOptions()).MaxNewTokens}).");
+        }
         using var chat = model.CreateSession();
         var messages = new List<Message>();
         if (a.Get("system") is { } sys) messages.Add(new Message(MessageRole.System, sys));
@@ -50,6 +57,9 @@ public static class RunVerb
         stderr.WriteLine($"[{chat.LastStats}]");
         return 0;
     }
+
+    /// <summary>New tokens of the demo (no --model) on the emulated device unless --max-new-tokens says otherwise.</summary>
+    public const int DemoEmulatedTokens = 12;
 
     /// <summary>The parsed model and sampling options: every value range-checked, nothing read from disk yet.</summary>
     public sealed record Settings(string Device, ComputeMode? Compute, int MaxContext, QuantizeOptions Quantize, string? Tokenizer,
