@@ -96,6 +96,7 @@ public static class Commands
             Register(BenchLoadVerb.Spec, BenchLoadVerb.Run);
             Register(TokenizeVerb.Spec, TokenizeVerb.Run);
             Register(DevicesVerb.Spec, DevicesVerb.Run);
+            Register(PreprocessVerb.Spec, PreprocessVerb.Run);
         }
     }
 }
