@@ -60,7 +60,9 @@ need() { command -v "$1" >/dev/null || { echo "build.sh: '$1' is required ($2)" 
 build() {
   need dotnet "install the .NET 10 SDK"
   need g++ "the emulated device compiles kernels with g++: apt-get install g++"
-  dotnet build "$ROOT/Llama4Native.sln" -c "$CONFIG" -nologo -clp:NoSummary -v:q "$@"
+  # MSBuild's output goes to stderr: stdout carries only what the CLI prints (a reply, JSON), so
+  # `./build.sh run … > reply.txt` or `| jq` see nothing else.
+  dotnet build "$ROOT/Llama4Native.sln" -c "$CONFIG" -nologo -clp:NoSummary -v:q "$@" >&2
 }
 
 cli() { dotnet "$ROOT/src/Llama4Native.Cli/bin/$CONFIG/net10.0/llama4.dll" "$@"; }

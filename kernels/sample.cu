@@ -12,7 +12,7 @@
 // + up to 32 passes for top-k + up to 32 for top-p, each V / SAMPLE_THREADS elements per thread:
 // O(V · (2 + 32·[top_k active] + 32·[top_p active]) / threads). (A 4-pass 8-bit radix select would cut
 // the searches to 8 passes; left for later.) The draw is an exponential race (= Gumbel-max): token i gets
-// u_i from Philox-4x32-10 keyed by (seed, 0) with counter (i/4, row, step, 0) (word i%4), and the kernel
+// u_i from Philox-4x32-10 keyed by the 64-bit seed (seed, seed_hi) with counter (i/4, row, step, 0) (word i%4), and the kernel
 // picks argmax over kept i of (z_i - m) - log(-log u_i), ties -> lowest id. That samples exactly
 // softmax(z) restricted to the kept set, needs only an argmax reduction (no prefix scan), and the C#
 // reference (Reference/Sample.cs) computes the same integers bit for bit, so it picks the same token except
@@ -24,11 +24,12 @@
 //
 // | kernel     | parameters                                                                   | launch |
 // |------------|------------------------------------------------------------------------------|--------|
-// | sample_f32 | const float* logits [B, V], const l4_sample_params* params [B] (32 bytes each, below), int* counts [B, V] or null (token history counts; null = no penalties), int* step [B] (Philox counter word), int* ids [B] (out), float* prob [B] (out, or null: the chosen token's probability after filtering; 1 for greedy), int B, int V, int update (1: after choosing, counts[row, id] += 1 (if counts) and step[row] += 1) | grid = B, block = SAMPLE_THREADS, shared = 0 (static ~0.3 KB) |
+// | sample_f32 | const float* logits [B, V], const l4_sample_params* params [B] (36 bytes each, below), int* counts [B, V] or null (token history counts; null = no penalties), int* step [B] (Philox counter word), int* ids [B] (out), float* prob [B] (out, or null: the chosen token's probability after filtering; 1 for greedy), int B, int V, int update (1: after choosing, counts[row, id] += 1 (if counts) and step[row] += 1) | grid = B, block = SAMPLE_THREADS, shared = 0 (static ~0.3 KB) |
 //
-// l4_sample_params (8 × 4 bytes, in this order): float temperature (<= 0: greedy), int top_k (<= 0 or >= V:
+// l4_sample_params (9 × 4 bytes, in this order): float temperature (<= 0: greedy), int top_k (<= 0 or >= V:
 // off), float top_p (>= 1: off), float min_p (<= 0: off), float repetition (1: off), float frequency,
-// float presence, unsigned seed.
+// float presence, unsigned seed, unsigned seed_hi (the seed's low and high 32 bits: the whole 64-bit seed is
+// the Philox key, so no two seeds share a stream; seed_hi = 0 keeps the draws of 32-bit seeds as before).
 // Compile-time parameters: SAMPLE_THREADS (default 512, a multiple of 32, <= 1024).
 
 #include "common.cuh"
@@ -41,7 +42,7 @@ struct l4_sample_params {
     float temperature;
     int top_k;
     float top_p, min_p, repetition, frequency, presence;
-    unsigned seed;
+    unsigned seed, seed_hi;
 };
 
 namespace l4_sample {
@@ -144,7 +145,7 @@ __device__ __forceinline__ void sample(const float* __restrict__ logits, const l
         }
         const float logmin = p.min_p > 0.f ? logf(p.min_p) : NEG_INF;
         // The race: groups of 4 tokens share one Philox call.
-        const uint2 k = make_uint2(p.seed, 0u);
+        const uint2 k = make_uint2(p.seed, p.seed_hi);
         const unsigned st = (unsigned)step[row];
         float bv = NEG_INF, mass = 0.f; int bi = 0x7fffffff;
         for (int g = tid; g < (V + 3) / 4; g += SAMPLE_THREADS) {

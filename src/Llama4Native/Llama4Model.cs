@@ -30,6 +30,9 @@ public sealed record Llama4ModelOptions(string Device = "auto", ComputeMode? Com
 public sealed class Llama4Model : IDisposable
 {
     readonly bool ownsDevice;
+    // Live sessions: Dispose disposes them first (each cancels and waits for its running step), then the weights.
+    readonly HashSet<ChatSession> sessions = [];
+    bool disposed;
 
     public Device Device { get; }
     public ModelWeights Weights { get; }
@@ -37,26 +40,49 @@ public sealed class Llama4Model : IDisposable
     public ComputeMode Compute { get; }
     public Llama4ModelOptions Options { get; }
     public string Path { get; }
+    /// <summary>The checkpoint's generation_config.json defaults (HF semantics; see <see cref="GenerationConfig"/>),
+    /// used when a generation passes no options; plain <see cref="GenerationOptions"/> defaults when it has none.</summary>
+    public GenerationOptions GenerationDefaults { get; }
 
-    Llama4Model(string path, Device device, bool ownsDevice, ModelWeights weights, Llama4ModelOptions options)
+    Llama4Model(string path, Device device, bool ownsDevice, ModelWeights weights, Llama4ModelOptions options, GenerationOptions? defaults, ITextCodec? codec)
     {
         Path = path; Device = device; this.ownsDevice = ownsDevice; Weights = weights; Options = options;
+        GenerationDefaults = defaults ?? new GenerationOptions();
+        this.codec = codec;
         Compute = options.Compute ?? (device.Kind == DeviceKind.Cuda ? ComputeMode.BF16 : ComputeMode.F32);
     }
 
-    /// <summary>Loads the checkpoint in <paramref name="path"/> onto a device (validated config, every tensor checked).</summary>
+    /// <summary>
+    /// Loads the checkpoint in <paramref name="path"/> onto a device (validated config, every tensor checked).
+    /// <paramref name="path"/> may also be a Hugging Face hub cache snapshot or repo folder
+    /// (<see cref="Checkpoint.ResolveModelDirectory"/>). Everything cheap is checked before any weight is read: the
+    /// options, the config, generation_config.json, and the tokenizer when the checkpoint has one (against the
+    /// model's vocabulary).
+    /// </summary>
     public static Llama4Model Load(string path, Llama4ModelOptions? options = null, Device? device = null)
     {
+        ArgumentNullException.ThrowIfNull(path);
         options ??= new Llama4ModelOptions();
         if (options.MaxContext < 1 || options.MaxPrefillPiece < 1)
             throw new ArgumentException($"max context ({options.MaxContext}) and max prefill piece ({options.MaxPrefillPiece}) must be ≥ 1");
+        if (options.Int4GroupSize < 1)
+            throw new ArgumentException($"the int4 group size ({options.Int4GroupSize}) must be ≥ 1");
+        path = Checkpoint.ResolveModelDirectory(path);
+        var config = Llama4Config.Load(path);
+        var defaults = GenerationConfig.Load(path);
+        ITextCodec? codec = options.Codec;
+        if (codec is null)
+        {
+            try { codec = Text.Llama4TextCodec.Load(path, config); }
+            catch (FileNotFoundException) { }   // no tokenizer: an error only when a session needs one
+        }
         bool owns = device is null;
         var dev = device ?? DeviceFactory.Create(options.Device);
         try
         {
             var w = WeightLoader.Load(path, dev, new LoadOptions(Progress: options.Progress,
                                                                  Quantize: new QuantizeOptions(options.Quantize, options.Int4GroupSize)));
-            return new Llama4Model(path, dev, owns, w, options);
+            return new Llama4Model(path, dev, owns, w, options, defaults, codec);
         }
         catch
         {
@@ -73,7 +99,6 @@ public sealed class Llama4Model : IDisposable
         get
         {
             if (codec is not null) return codec;
-            if (Options.Codec is { } given) return codec = given;
             try { return codec = Text.Llama4TextCodec.Load(Path, Config); }
             catch (FileNotFoundException e)
             {
@@ -84,20 +109,47 @@ public sealed class Llama4Model : IDisposable
         }
     }
 
-    /// <summary>A new conversation with its own KV cache.</summary>
+    /// <summary>A new conversation with its own KV cache. Throws <see cref="ObjectDisposedException"/> after <see cref="Dispose"/>.</summary>
     public ChatSession CreateSession(int? maxContext = null)
     {
-        var codec = Codec;
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed), this);
         int ctx = maxContext ?? Options.MaxContext;
+        if (ctx < 1) throw new ArgumentOutOfRangeException(nameof(maxContext), ctx, "the maximum context must be ≥ 1 token");
+        var codec = Codec;
         var images = Config.Vision is { } v ? Vision.Llama4ImageProcessor.FromConfig(v) : null;
-        return new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec, images);
+        lock (sessions)
+        {
+            // Checked again under the lock: a concurrent Dispose either sees this session or makes this call throw.
+            ObjectDisposedException.ThrowIf(disposed, this);
+            var s = new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec, images, Forget, GenerationDefaults);
+            sessions.Add(s);
+            return s;
+        }
     }
+
+    void Forget(ChatSession s) { lock (sessions) sessions.Remove(s); }
+
+    /// <summary>Whether <see cref="Dispose"/> has been called.</summary>
+    public bool IsDisposed => Volatile.Read(ref disposed);
 
     /// <summary>This model as a Microsoft.Extensions.AI chat client (one conversation, reusing its cache across turns).</summary>
     public Microsoft.Extensions.AI.IChatClient AsChatClient() => new Llama4ChatClient(this);
 
+    /// <summary>
+    /// Frees the model's device memory, once. Safe from any thread while sessions generate: every live session is
+    /// disposed first (its generation is cancelled and awaited, then ends with <see cref="ObjectDisposedException"/>),
+    /// and only then are the weights (and the device, when the model opened it) freed.
+    /// </summary>
     public void Dispose()
     {
+        ChatSession[] live;
+        lock (sessions)
+        {
+            if (disposed) return;
+            Volatile.Write(ref disposed, true);
+            live = [.. sessions];
+        }
+        foreach (var s in live) s.Dispose();
         Weights.Dispose();
         if (ownsDevice) Device.Dispose();
     }

@@ -11,12 +11,19 @@ namespace Llama4Native.Cli.Verbs;
 /// </summary>
 public static class BenchKernelsVerb
 {
-    public const string Help = "time every kernel's perf cases on a device (GB/s, TFLOP/s); --json/--shapes for reports";
+    public static readonly VerbSpec Spec = new("bench-kernels", "time every kernel's perf cases on a device (GB/s, TFLOP/s); --json/--shapes for reports",
+        [Common.Device,
+         new("filter", "TEXT", "only cases whose id contains TEXT"),
+         new("json", "FILE", "also write the results as JSON"),
+         new("shapes", "FILE", "write the cases' shapes as JSON (for bench/torch_compare.py)"),
+         new("seed", "S", "seed of the random inputs (default: the clock)"),
+         new("budget-ms", "MS", "time budget per case in ms"),
+         new("no-check", null, "skip the correctness check of each timed case")]);
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new Args(argv, ["device", "filter", "json", "shapes", "seed", "budget-ms"], ["no-check"]);
-        using var dev = DeviceFactory.Create(a.Get("device", "auto"));
+        var a = new Args(argv, Spec);
+        using var dev = DeviceFactory.Create(Common.DeviceSpec(a));
         var filter = a.Get("filter");
         var cases = (dev.Kind == DeviceKind.Cuda ? OpSpecs.AllPerfCases() : OpSpecs.AllCases())
             .Where(c => OpSpecs.Matches(c, filter)).ToList();

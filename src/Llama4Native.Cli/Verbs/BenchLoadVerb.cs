@@ -11,17 +11,24 @@ namespace Llama4Native.Cli.Verbs;
 /// </summary>
 public static class BenchLoadVerb
 {
-    public const string Help = "measure checkpoint load GB/s (page-cached) vs memcpy GB/s on this machine (--model DIR)";
+    public static readonly VerbSpec Spec = new("bench-load", "measure checkpoint load GB/s (page-cached) vs memcpy GB/s on this machine",
+        [Common.Model, Common.Device,
+         new("runs", "N", "timed loads, 1 to 1000 (default 3)"),
+         new("staging-kib", "KIB", "staging buffer size in KiB, 0 = auto (default 0)"),
+         new("buffers", "N", "staging buffers in flight, 1 to 64 (default 4)"),
+         new("upcast", null, "load as f32 (the fp32 compute path)"),
+         new("quiet", null, "no progress output")]);
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new Args(argv, ["model", "runs", "staging-kib", "buffers", "device"], ["upcast", "quiet"]);
-        string dir = a.Require("model", "DIR");
-        int runs = (int)a.Long("runs", 3);
+        var a = new Args(argv, Spec);
+        int runs = a.GetInt("runs", 3, 1, 1000);
         var options = new LoadOptions(UpcastToF32: a.Has("upcast"),
-                                      StagingBuffers: (int)a.Long("buffers", 4),
-                                      StagingBytes: a.Long("staging-kib", 0) << 10);
-        using var device = InspectVerb.OpenDevice(a.Get("device") ?? "auto", stderr)
+                                      StagingBuffers: a.GetInt("buffers", 4, 1, 64),
+                                      StagingBytes: a.Long("staging-kib", 0, 0, 1L << 30) << 10);
+        var spec = Common.DeviceSpec(a);
+        string dir = Common.ModelDir(a);
+        using var device = InspectVerb.OpenDevice(spec, stderr)
                            ?? throw new UsageException("no device to load onto (see the message above)");
         using var ckpt = Checkpoint.Open(dir);
         long bytes = ckpt.TotalBytes;

@@ -11,11 +11,15 @@ namespace Llama4Native.Cli.Verbs;
 /// </summary>
 public static class BenchReportVerb
 {
-    public const string Help = "join bench-kernels/torch_compare/test results into a markdown report (used by bench/gpu-check.sh)";
+    public static readonly VerbSpec Spec = new("bench-report", "join bench-kernels/torch_compare/test results into a markdown report (used by bench/gpu-check.sh)",
+        [new("kernels", "FILE", "bench-kernels --json output (required)"),
+         new("torch", "FILE", "torch_compare.py output"),
+         new("tests", "FILE", "the test run's output"),
+         new("out", "FILE", "the markdown report to write")]);
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new Args(argv, ["kernels", "torch", "tests", "out"]);
+        var a = new Args(argv, Spec);
         var kernelsPath = a.Get("kernels") ?? throw new UsageException("--kernels FILE is required");
         using var kdoc = JsonDocument.Parse(File.ReadAllText(kernelsPath));
         var torch = new Dictionary<string, double>(StringComparer.Ordinal);

@@ -17,29 +17,38 @@ namespace Llama4Native.Cli.Verbs;
 /// </summary>
 public static class EvalVerb
 {
-    public const string Help = "one forward pass (input_ids, and pixel_values when present): --model DIR --inputs FILE.safetensors --out OUT.safetensors [--device] [--compute fp32|bf16] [--dump PATTERN] [--generate N]";
+    public static readonly VerbSpec Spec = new("eval", "one teacher-forced forward pass (input_ids, and pixel_values when present) → logits and per-layer outputs",
+        [Common.Model,
+         new("inputs", "FILE", "a safetensors file with input_ids (int64 [T]) and optionally pixel_values [tiles, 3, S, S] (required)"),
+         new("out", "FILE", "the safetensors file to write (required; a regular file: never a symlink, FIFO or device)"),
+         Common.Device,
+         new("compute", "MODE", "fp32 or bf16 (default fp32)"),
+         new("dump", "PATTERN", "also write every node whose name matches PATTERN (glob), e.g. 'blk.3.*'"),
+         new("generate", "N", "also generate N greedy tokens through the KV cache, 0 to 1048576, T + N ≤ max_position_embeddings (default 0)"),
+         Common.Quantize, Common.Int4Group]);
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new Args(argv, ["model", "inputs", "out", "device", "compute", "dump", "generate"]);
-        int generate = a.GetInt("generate", 0);
-        if (generate < 0) throw new UsageException("--generate must be ≥ 0");
-        string model = a.Get("model") ?? throw new UsageException("--model DIR is required");
-        string inputs = a.Get("inputs") ?? throw new UsageException("--inputs FILE.safetensors is required");
-        string outPath = a.Get("out") ?? throw new UsageException("--out FILE.safetensors is required");
-        var mode = a.Get("compute", "fp32") switch
-        {
-            "fp32" => ComputeMode.F32,
-            "bf16" => ComputeMode.BF16,
-            var m => throw new UsageException($"--compute must be fp32 or bf16, not '{m}'"),
-        };
+        var a = new Args(argv, Spec);
+        int generate = a.GetInt("generate", 0, 0, 1 << 20);
+        var mode = Common.Compute(a, ComputeMode.F32)!.Value;
+        var deviceSpec = Common.DeviceSpec(a);
+        var quantize = Common.Quantization(a);
+        _ = a.Require("model", "DIR");
+        string inputs = a.Require("inputs", "FILE.safetensors");
+        string outPath = a.Require("out", "FILE.safetensors");
+        OutputFile.Check(outPath, "--out");
+        if (!File.Exists(inputs)) throw new UsageException(Directory.Exists(inputs) ? $"--inputs {inputs} is a folder; pass a .safetensors file" : $"--inputs {inputs}: no such file");
+        string model = Common.ModelDir(a);
         var config = Llama4Config.Load(model);
         int[] ids = ReadInputIds(inputs, config);
+        if (generate > 0 && config.Text.MaxPositionEmbeddings > 0 && (long)ids.Length + generate > config.Text.MaxPositionEmbeddings)
+            throw new UsageException($"--generate {generate}: the {ids.Length} input tokens + {generate} exceed the model's max_position_embeddings ({config.Text.MaxPositionEmbeddings})");
         var images = ReadPixelValues(inputs, config);
         EarlyFusion.CheckPrompt(ids, config, images?.Count);
 
-        using var dev = DeviceFactory.Create(a.Get("device", "auto"));
-        using var weights = WeightLoader.Load(model, dev);
+        using var dev = DeviceFactory.Create(deviceSpec);
+        using var weights = WeightLoader.Load(model, dev, new LoadOptions(Quantize: quantize));
         using var graph = new Llama4TextGraph(weights, ids.Length, mode);
         var dumpPattern = a.Get("dump");
         var outputs = new List<(string, DType, long[], ReadOnlyMemory<byte>)>();
@@ -90,7 +99,7 @@ public static class EvalVerb
             outputs.Add(("generated_step_logits", DType.F32, [tokens.Count, stepLogits.Count / Math.Max(1, tokens.Count)], MemoryMarshal.AsBytes(stepLogits.ToArray().AsSpan()).ToArray()));
             stderr.WriteLine($"eval: generated {tokens.Count} tokens ({gen.LastStats})");
         }
-        SafetensorsWriter.Write(outPath, outputs);
+        OutputFile.Write(outPath, "--out", tmp => SafetensorsWriter.Write(tmp, outputs));
         stderr.WriteLine($"eval: {ids.Length} tokens on {dev.Name} ({mode}) in {sw.Elapsed.TotalSeconds:0.00} s → {outPath} ({outputs.Count} tensors)");
         return 0;
     }
@@ -106,7 +115,12 @@ public static class EvalVerb
         var e = f.Get("input_ids");
         if (e.DType != DType.I64 || e.Shape.Length != 1 || e.Shape[0] < 1)
             throw new CheckpointException(path, "input_ids", $"input_ids is {e.DType}[{string.Join(", ", e.Shape)}], expected I64 [T] with T ≥ 1");
-        return f.Span<long>(e).ToArray().Select(v => v is < int.MinValue or > int.MaxValue ? -1 : (int)v).ToArray();
+        var raw = f.Span<long>(e).ToArray();
+        var ids = new int[raw.Length];
+        for (int i = 0; i < raw.Length; i++)
+            ids[i] = raw[i] >= 0 && raw[i] < config.Text.VocabSize ? (int)raw[i]
+                : throw new CheckpointException(path, "input_ids", $"input_ids[{i}] = {raw[i]} is out of range: the model's vocabulary has {config.Text.VocabSize} tokens (0 to {config.Text.VocabSize - 1})");
+        return ids;
     }
 
     /// <summary>pixel_values [tiles, C, S, S] (f32 or bf16) from a safetensors file, checked against the vision config; null when absent.</summary>

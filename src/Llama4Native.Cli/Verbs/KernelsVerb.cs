@@ -12,11 +12,14 @@ namespace Llama4Native.Cli.Verbs;
 /// </summary>
 public static class KernelsVerb
 {
-    public const string Help = "compile every kernel with NVRTC (sm_90a, sm_80); print registers/spills/smem; fail on errors or spills";
+    public static readonly VerbSpec Spec = new("kernels", "compile every kernel with NVRTC (sm_90a, sm_80); print registers/spills/smem; fail on errors or spills",
+        [new("arch", "SM", "a target such as sm_90a or sm_80 (default both)", Many: true),
+         new("filter", "TEXT", "only kernel files whose name contains TEXT"),
+         new("quiet", null, "print only problems")]);
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new Args(argv, ["arch", "filter"], ["quiet"]);
+        var a = new Args(argv, Spec);
         var arches = a.All("arch").Count > 0 ? a.All("arch") : ["sm_90a", "sm_80"];
         var (major, minor) = Nvrtc.Version;
         if (!a.Flag("quiet")) stdout.WriteLine($"NVRTC {major}.{minor} ({NvrtcLocator.Chosen?.Describe() ?? "?"})");

@@ -12,38 +12,61 @@ namespace Llama4Native.Cli.Verbs;
 /// </summary>
 public static class PlanVerb
 {
-    public const string Help = "dry-run a model on the recording device: memory plan, launches/bytes/syncs per decode step and prefill, modelled speed (--preset NAME|--config FILE|--model DIR [--context N] [--capture] [--json])";
+    public static readonly VerbSpec Spec = new("plan",
+        "dry-run a model on the recording device: memory plan, launches/bytes/syncs per decode step and prefill, modelled speed",
+        [
+            new("preset", "NAME", $"a built-in config: {string.Join(", ", Presets.Names)}"),
+            new("config", "FILE", "a config.json"),
+            Common.Model,
+            Common.Quantize, Common.Int4Group,
+            new("context", "N", "the position of the modelled decode step and the prefill length, ≥ 2 (default 8192)"),
+            new("batch", "B", "sequences per step (only 1 exists so far)"),
+            new("device-memory", "SIZE", "memory to fit, e.g. 80GiB, 141GiB (default 80GiB)"),
+            new("bandwidth", "TB/s", "memory bandwidth of the roofline (default 3.35, H100 SXM; H200: 4.8)"),
+            new("tflops", "N", "dense bf16 TFLOP/s of the roofline (default 989)"),
+            new("steps", "N", "decode steps timed on the recording device for the host time (default 100)"),
+            new("max-piece", "N", "the prefill piece size (default 256)"),
+            new("capture", null, "model the decode step replayed as one captured graph"),
+            new("json", null, "print JSON instead of text"),
+        ]);
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new Args(argv, ["preset", "config", "model", "quantize", "int4-group-size", "context", "batch", "device-memory", "bandwidth", "tflops", "steps", "max-piece"], ["json", "capture"]);
+        var a = new Args(argv, Spec);
         int sources = (a.Has("preset") ? 1 : 0) + (a.Has("config") ? 1 : 0) + (a.Has("model") ? 1 : 0);
         if (sources != 1) throw new UsageException("give exactly one of --preset NAME, --config FILE or --model DIR");
         string name;
         Llama4Config config;
         if (a.Get("preset") is { } preset)
         {
-            try { config = Llama4Config.Parse(Presets.ConfigJson(preset), $"preset {preset}"); }
-            catch (ArgumentException e) { throw new UsageException(e.Message); }
+            if (!Presets.Names.Contains(preset)) throw new UsageException($"--preset '{preset}' is not one of {string.Join(", ", Presets.Names)}");
+            config = Llama4Config.Parse(Presets.ConfigJson(preset), $"preset {preset}");
             name = preset;
+        }
+        else if (a.Get("config") is { } cfg)
+        {
+            if (!File.Exists(cfg)) throw new UsageException($"--config {cfg}: no such file");
+            config = Llama4Config.Load(cfg);
+            name = cfg;
         }
         else
         {
-            string path = a.Get("config") ?? a.Get("model")!;
-            config = Llama4Config.Load(path);
-            name = path;
+            string dir = Common.ModelDir(a);
+            config = Llama4Config.Load(dir);
+            name = dir;
         }
-        if (!QuantizeOptions.TryParseMode(a.Get("quantize", "none"), out var mode))
-            throw new UsageException($"--quantize must be none, int4 or fp8, not '{a.Get("quantize")}'");
-        int group = a.GetInt("int4-group-size", 128);
-        if (a.GetInt("batch", 1) != 1) throw new UsageException("--batch: only batch 1 exists so far (batches of sequences are not implemented)");
-        int context = checked((int)a.Long("context", 8192));
-        long memory = ParseBytes(a.Get("device-memory", "80GiB"));
+        var q = Common.Quantization(a);
+        if (a.GetInt("batch", 1, 1, 1 << 16) != 1) throw new UsageException("--batch: only batch 1 exists so far (batches of sequences are not implemented)");
+        int context = a.GetInt("context", 8192, 2, int.MaxValue);
+        long memory = a.Size("device-memory") ?? 80L << 30;
         double bw = a.GetDouble("bandwidth", 3.35), tflops = a.GetDouble("tflops", 989);
-        if (context < 2 || bw <= 0 || tflops <= 0) throw new UsageException("--context must be ≥ 2, --bandwidth and --tflops positive");
-        var options = new PlanOptions(context, memory, bw * 1e12, tflops * 1e12, a.GetInt("steps", 100), a.GetInt("max-piece", 256),
-                                      new LoadOptions(Quantize: mode == QuantizeMode.None ? null : new QuantizeOptions(mode, group)), a.Flag("capture"));
-        var plan = Planner.Run(config, options, name + (mode == QuantizeMode.None ? "" : $" ({mode.ToString().ToLowerInvariant()})"));
+        if (bw <= 0 || tflops <= 0) throw new UsageException("--bandwidth and --tflops must be positive");
+        var options = new PlanOptions(context, memory, bw * 1e12, tflops * 1e12, a.GetInt("steps", 100, 1, 100_000), a.GetInt("max-piece", 256, 1, 1 << 20),
+                                      new LoadOptions(Quantize: q.Mode == QuantizeMode.None ? null : q), a.Flag("capture"));
+        Plan plan;
+        try { plan = Planner.Run(config, options, name + (q.Mode == QuantizeMode.None ? "" : $" ({q.Mode.ToString().ToLowerInvariant()})")); }
+        catch (ArgumentException e) when (e.Message.Contains("int4 group size", StringComparison.Ordinal) || e.Message.Contains("FP8 in this checkpoint", StringComparison.Ordinal))
+        { throw new UsageException(e.Message); }
         stdout.Write(a.Flag("json") ? plan.RenderJson() + "\n" : plan.RenderText());
         return 0;
     }

@@ -12,25 +12,42 @@ namespace Llama4Native.Cli.Verbs;
 /// </summary>
 public static class RunVerb
 {
-    public const string Help = "generate from a prompt: [--model DIR] --prompt TEXT [--system TEXT] [--image PATH|-]… [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--frequency-penalty F] [--presence-penalty P] [--seed S] [--stop TEXT]… [--device auto|cuda|emu] [--compute fp32|bf16] [--tokenizer PATH] [--max-context N]";
-
-    internal static readonly string[] ModelOptions = ["model", "device", "compute", "tokenizer", "max-context"];
-    internal static readonly string[] SamplingOptions = ["max-new-tokens", "temperature", "top-p", "top-k", "min-p", "repetition-penalty",
-                                                         "frequency-penalty", "presence-penalty", "seed", "stop"];
+    public static readonly VerbSpec Spec = new("run", "generate a reply to a prompt: the reply streams to stdout, the stats to stderr",
+        [
+            .. Common.ModelOptions,
+            .. Common.SamplingOptions,
+            new("prompt", "TEXT", "the user message (required with --model; the demo has a default)"),
+            new("system", "TEXT", "a system message before it"),
+            new("image", "PATH", "an image (JPEG, PNG, BMP, GIF) to go with the prompt; '-' reads one from stdin", Many: true),
+        ],
+        "With no --model, a tiny random-weight Llama 4 with the real vocabulary (synthesised on first use) shows the\n" +
+        "whole pipeline; its output is gibberish. Defaults for sampling come from the checkpoint's generation_config.json\n" +
+        "(as Hugging Face's generate()); options given here win.");
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new Args(argv, [.. ModelOptions, .. SamplingOptions, "prompt", "system", "image"]);
+        var a = new Args(argv, Spec);
+        // Everything on the command line is checked before anything is read from disk.
+        var settings = Settings.From(a);
+        var prompt = a.Get("prompt");
+        if (prompt is null && a.Has("model")) throw new UsageException("--prompt TEXT is required (with --model)");
+        var model0 = a.Has("model") ? Common.ModelDir(a) : null;
         // Images are read before the model loads: a missing file costs nothing.
+        if (a.All("image").Count(x => x == "-") > 1) throw new UsageException("--image - was given twice: stdin holds one image; save the others to files");
         var images = a.All("image").Select(ReadImage).ToArray();
-        using var model = LoadModel(a, stderr);
+        using var model = LoadModel(a, model0, settings, stderr, out var options);
+        if (model0 is null && model.Device.Kind == Devices.DeviceKind.Emulated && !a.Has("max-new-tokens"))
+        {
+            // The demo on the emulator: every kernel runs on the CPU (the 202,048-token output layer dominates), so a
+            // short reply shows the whole pipeline in seconds instead of minutes.
+            options = options with { MaxNewTokens = DemoEmulatedTokens };
+            stderr.WriteLine($"            Emulated device: {DemoEmulatedTokens} new tokens (pass --max-new-tokens N for more; a GPU runs the default {settings.Sampling(new GenerationOptions()).MaxNewTokens}).");
+        }
         using var chat = model.CreateSession();
         var messages = new List<Message>();
         if (a.Get("system") is { } sys) messages.Add(new Message(MessageRole.System, sys));
-        var prompt = a.Get("prompt") ?? (a.Get("model") is null ? (images.Length > 0 ? "Describe the images." : "Hello, Llama 4!")
-                                                                : throw new UsageException("--prompt TEXT is required"));
+        prompt ??= images.Length > 0 ? "Describe the images." : "Hello, Llama 4!";
         messages.Add(new Message(MessageRole.User, prompt, images));
-        var options = Options(a);
         foreach (var piece in Sync(chat.GenerateAsync(messages, options)))
         {
             stdout.Write(piece.Text);
@@ -41,26 +58,71 @@ public static class RunVerb
         return 0;
     }
 
+    /// <summary>New tokens of the demo (no --model) on the emulated device unless --max-new-tokens says otherwise.</summary>
+    public const int DemoEmulatedTokens = 12;
+
+    /// <summary>The parsed model and sampling options: every value range-checked, nothing read from disk yet.</summary>
+    public sealed record Settings(string Device, ComputeMode? Compute, int MaxContext, QuantizeOptions Quantize, string? Tokenizer,
+                                    Func<GenerationOptions, GenerationOptions> Sampling, IReadOnlyList<int> StopTokens)
+    {
+        public static Settings From(Args a)
+        {
+            var device = Common.DeviceSpec(a);
+            var compute = Common.Compute(a);
+            int ctx = a.GetInt("max-context", 8192, 1, int.MaxValue);
+            var q = Common.Quantization(a);
+            var tok = a.Get("tokenizer");
+            if (tok is not null && !File.Exists(tok) && !Directory.Exists(tok)) throw new UsageException($"--tokenizer {tok}: no such file or folder");
+            var stopTokens = a.All("stop-token").Select(s => (int)Args.ParseLong("--stop-token", s, 0, int.MaxValue)).ToArray();
+            // Explicit options over the checkpoint's defaults; checked now against an all-default base so a bad value
+            // fails before the load.
+            GenerationOptions Apply(GenerationOptions d) => d with
+            {
+                MaxNewTokens = a.GetInt("max-new-tokens", d.MaxNewTokens, 0, int.MaxValue),
+                Temperature = a.GetFloat("temperature", d.Temperature),
+                TopP = a.GetFloat("top-p", d.TopP),
+                TopK = a.GetInt("top-k", d.TopK, 0, int.MaxValue),
+                MinP = a.GetFloat("min-p", d.MinP),
+                RepetitionPenalty = a.GetFloat("repetition-penalty", d.RepetitionPenalty),
+                FrequencyPenalty = a.GetFloat("frequency-penalty", d.FrequencyPenalty),
+                PresencePenalty = a.GetFloat("presence-penalty", d.PresencePenalty),
+                Seed = a.ULong("seed", d.Seed),
+                StopStrings = a.Has("stop") ? [.. a.All("stop")] : d.StopStrings,
+                StopTokens = [.. d.StopTokens, .. stopTokens],
+            };
+            try { Apply(new GenerationOptions()).Validate(); }
+            catch (ArgumentException e) { throw new UsageException(e.Message); }
+            return new Settings(device, compute, ctx, q, tok, Apply, stopTokens);
+        }
+    }
+
     /// <summary>An --image argument: a path, or "-" for the bytes on stdin.</summary>
     internal static ImageInput ReadImage(string arg)
     {
         if (arg == "-")
         {
+            if (!Console.IsInputRedirected) throw new UsageException("--image -: stdin is a terminal; pipe an image in (llama4 run --image - < photo.jpg)");
             using var stdin = Console.OpenStandardInput();
             var piped = ImageInput.FromStream(stdin, "stdin");
+            if (piped.Data.Length == 0) throw new UsageException("--image -: stdin is empty; pipe an image in");
             Vision.ImageDecoder.Decode(piped.Data.ToArray(), "stdin");
             return piped;
         }
+        if (Directory.Exists(arg)) throw new UsageException($"--image {arg} is a folder; pass an image file (JPEG, PNG, BMP, GIF)");
         if (!File.Exists(arg)) throw new UsageException($"--image {arg}: no such file");
         var input = ImageInput.FromFile(arg);
         Vision.ImageDecoder.Decode(input.Data.ToArray(), arg);   // a broken image fails here, before the model loads
         return input;
     }
 
-    /// <summary>The model from --model, or the demo model (synthesised once into the cache) when there is none.</summary>
-    internal static Llama4Model LoadModel(Args a, TextWriter stderr)
+    /// <summary>
+    /// The model from --model (already resolved in <paramref name="dir"/>), or the demo model (synthesised once into
+    /// the cache) when there is none. Config, generation_config.json, tokenizer and stop ids are checked before
+    /// the weights load; <paramref name="options"/> = the checkpoint's defaults overridden by the command line.
+    /// </summary>
+    internal static Llama4Model LoadModel(Args a, string? dir, Settings s, TextWriter stderr, out GenerationOptions options)
     {
-        var dir = a.Get("model");
+        bool demo = dir is null;
         if (dir is null)
         {
             dir = Path.GetFullPath(Path.Combine(Kernels.KernelCache.DefaultRoot(), "..", "demo", "tiny-demo"));
@@ -70,11 +132,19 @@ public static class RunVerb
             stderr.WriteLine("            It shows the pipeline end to end; its output is gibberish. Pass --model DIR for a real checkpoint.");
         }
         var config = Llama4Config.Load(dir);
-        var codec = Codec(dir, a.Get("tokenizer"), config, demo: a.Get("model") is null, stderr); // before the (long) weight load
-        var compute = a.Get("compute") switch { null => (ComputeMode?)null, "fp32" => ComputeMode.F32, "bf16" => ComputeMode.BF16, var c => throw new UsageException($"--compute must be fp32 or bf16, not '{c}'") };
+        foreach (var t in s.StopTokens)
+            if (t >= config.Text.VocabSize) throw new UsageException($"--stop-token {t} is out of range: the model's vocabulary has {config.Text.VocabSize} tokens (0 to {config.Text.VocabSize - 1})");
+        var defaults = GenerationConfig.Load(dir) ?? new GenerationOptions();
+        foreach (var t in defaults.StopTokens)
+            if (t >= config.Text.VocabSize) throw new InvalidDataException($"{Path.Combine(dir, GenerationConfig.FileName)}: eos_token_id {t} is out of range: the model's vocabulary has {config.Text.VocabSize} tokens");
+        options = s.Sampling(defaults);
+        try { options.Validate(); }
+        catch (ArgumentException e) { throw new UsageException(e.Message); }
+        var codec = Codec(dir, s.Tokenizer, config, demo, stderr); // before the (long) weight load
         var bar = new ProgressBar(stderr, "load");
-        var model = Llama4Model.Load(dir, new Llama4ModelOptions(a.Get("device", "auto"), compute, (int)a.Long("max-context", 8192), 256,
-                                                                 p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec));
+        var model = Llama4Model.Load(dir, new Llama4ModelOptions(s.Device, s.Compute, s.MaxContext, 256,
+                                                                 p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec,
+                                                                 s.Quantize.Mode, s.Quantize.Int4GroupSize));
         bar.Done();
         stderr.WriteLine($"model: {dir} on {model.Device.Name} ({model.Compute})");
         return model;
@@ -94,21 +164,8 @@ public static class RunVerb
             throw new UsageException($"{e.Message}. Pass --tokenizer PATH (the release's original/tokenizer.model or an HF tokenizer.json), " +
                                      "or copy it next to config.json");
         }
+        catch (ArgumentException e) { throw new UsageException($"{(tokenizer is null ? "the checkpoint's tokenizer" : "--tokenizer " + tokenizer)} does not fit this model: {e.Message}"); }
     }
-
-    internal static GenerationOptions Options(Args a) => new()
-    {
-        MaxNewTokens = a.GetInt("max-new-tokens", 256),
-        Temperature = (float)a.GetDouble("temperature", 0),
-        TopP = (float)a.GetDouble("top-p", 1),
-        TopK = a.GetInt("top-k", 0),
-        MinP = (float)a.GetDouble("min-p", 0),
-        RepetitionPenalty = (float)a.GetDouble("repetition-penalty", 1),
-        FrequencyPenalty = (float)a.GetDouble("frequency-penalty", 0),
-        PresencePenalty = (float)a.GetDouble("presence-penalty", 0),
-        Seed = (ulong)a.Long("seed", 0),
-        StopStrings = [.. a.All("stop")],
-    };
 
     internal static IEnumerable<T> Sync<T>(IAsyncEnumerable<T> source)
     {

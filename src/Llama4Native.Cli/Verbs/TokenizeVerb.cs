@@ -6,13 +6,15 @@ namespace Llama4Native.Cli.Verbs;
 /// <summary>`llama4 tokenize [--allow-special] --tokenizer PATH`: stdin text → JSON array of ids on stdout.</summary>
 public static class TokenizeVerb
 {
-    public const string Help = "encode stdin with the Llama 4 tokenizer, print the ids as JSON (--tokenizer PATH|demo [--allow-special])";
+    public static readonly VerbSpec Spec = new("tokenize", "encode stdin with the Llama 4 tokenizer, print the ids as JSON",
+        [new("tokenizer", "PATH", "tokenizer.model, tokenizer.json, a checkpoint folder, or 'demo' (o200k_base + Llama 4 specials) (required)"),
+         new("allow-special", null, "encode special-token text such as <|eot|> as the special token")]);
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr) => Run(argv, Console.In, stdout, stderr);
 
     public static int Run(string[] argv, TextReader stdin, TextWriter stdout, TextWriter stderr)
     {
-        var a = new Args(argv, ["tokenizer"], ["allow-special"]);
+        var a = new Args(argv, Spec);
         var path = a.Require("tokenizer", "(tokenizer.model, tokenizer.json, a checkpoint folder, or 'demo')");
         Llama4Tokenizer tok;
         if (path == "demo")

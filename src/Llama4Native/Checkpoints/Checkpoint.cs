@@ -44,11 +44,65 @@ public sealed class Checkpoint : IDisposable
     public bool TryGet(string ours, out CheckpointTensor t) => byName.TryGetValue(ours, out t!);
     public long TotalBytes => Tensors.Sum(t => t.Bytes);
 
+    /// <summary>
+    /// Where a model lives, as users keep it: a checkpoint folder as is; a Hugging Face hub cache repo folder
+    /// (<c>models--org--name</c>, holding <c>refs/</c>, <c>snapshots/</c>, <c>blobs/</c>) becomes the snapshot
+    /// <c>refs/main</c> names (or its only snapshot). A file, or a folder that does not exist, is a
+    /// <see cref="CheckpointException"/> saying what to pass instead.
+    /// </summary>
+    public static string ResolveModelDirectory(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (File.Exists(path))
+        {
+            string parent = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path)) ?? ".";
+            throw new CheckpointException(path, null,
+                $"is a file, not a model folder: pass the folder that holds config.json and the *.safetensors shards (here probably '{parent}')");
+        }
+        if (!System.IO.Directory.Exists(path))
+            throw new CheckpointException(path, null, "model directory not found");
+        if (File.Exists(System.IO.Path.Combine(path, "config.json"))) return path;
+        string snapshots = System.IO.Path.Combine(path, "snapshots");
+        if (!System.IO.Directory.Exists(snapshots)) return path;   // not a hub repo: Llama4Config reports the missing config.json
+        string refMain = System.IO.Path.Combine(path, "refs", "main");
+        if (File.Exists(refMain))
+        {
+            string rev = File.ReadAllText(refMain).Trim();
+            if (rev.Length == 0 || rev.IndexOfAny(['/', '\\', '\0']) >= 0 || rev is "." or "..")
+                throw new CheckpointException(refMain, null, $"is not a revision hash ('{rev}'); pass a folder under {snapshots} instead");
+            string snap = System.IO.Path.Combine(snapshots, rev);
+            if (!System.IO.Directory.Exists(snap))
+                throw new CheckpointException(refMain, null, $"names revision {rev} but {snap} does not exist (an interrupted download? run the download again)");
+            return snap;
+        }
+        var all = System.IO.Directory.GetDirectories(snapshots);
+        return all.Length == 1 ? all[0]
+            : throw new CheckpointException(path, null, all.Length == 0
+                ? "is a Hugging Face hub cache folder with no snapshot (an interrupted download?)"
+                : $"is a Hugging Face hub cache folder with {all.Length} snapshots and no refs/main; pass one of {string.Join(", ", all.Select(System.IO.Path.GetFileName))} under {snapshots}");
+    }
+
+    /// <summary>
+    /// The folder a model directory's files may resolve into: the directory itself, or — for a Hugging Face hub
+    /// cache snapshot (<c>…/models--org--name/snapshots/REV</c>, files symlinked into <c>../../blobs/</c>) — the
+    /// cache repo folder <c>models--org--name</c>. Links leaving it are still refused.
+    /// </summary>
+    internal static string ContainmentRoot(string dir)
+    {
+        var full = System.IO.Path.GetFullPath(dir).TrimEnd(System.IO.Path.DirectorySeparatorChar);
+        var snapshots = System.IO.Path.GetDirectoryName(full);
+        var repo = snapshots is null ? null : System.IO.Path.GetDirectoryName(snapshots);
+        if (repo is not null && System.IO.Path.GetFileName(snapshots) == "snapshots" &&
+            System.IO.Path.GetFileName(repo).StartsWith("models--", StringComparison.Ordinal) &&
+            System.IO.Directory.Exists(System.IO.Path.Combine(repo, "blobs")))
+            return repo;
+        return dir;
+    }
+
     /// <summary>Opens and validates a model directory. Throws <see cref="ConfigException"/> or <see cref="CheckpointException"/>.</summary>
     public static Checkpoint Open(string directory)
     {
-        if (!System.IO.Directory.Exists(directory))
-            throw new CheckpointException(directory, null, "model directory not found");
+        directory = ResolveModelDirectory(directory);
         var config = Llama4Config.Load(directory);
         var shards = OpenShards(directory, out var weightMap);
         try
@@ -177,14 +231,15 @@ public sealed class Checkpoint : IDisposable
             throw new CheckpointException(file, null, $"shard '{shard}' climbs out of the model directory ('..'); {fix}");
         if (shard.Contains('\0'))
             throw new CheckpointException(file, null, $"shard name contains a NUL character; {fix}");
-        string root = RealPath(Path.GetFullPath(dir));
+        string root = RealPath(Path.GetFullPath(ContainmentRoot(dir)));
         string target = Path.GetFullPath(full);
         if (!File.Exists(target) && !System.IO.Directory.Exists(target) && new FileInfo(target).LinkTarget is null) return; // missing: reported by the caller
         string real = RealPath(target);
         string rootSlash = root.EndsWith(Path.DirectorySeparatorChar) ? root : root + Path.DirectorySeparatorChar;
         if (!real.StartsWith(rootSlash, StringComparison.Ordinal))
             throw new CheckpointException(file, null,
-                $"shard '{shard}' resolves to '{real}', outside the model directory '{root}' (a symbolic link out); {fix} — copy the file in instead of linking it");
+                $"shard '{shard}' resolves to '{real}', outside the model directory '{root}' (a symbolic link out); {fix} — copy the file in instead of linking it" +
+                (root != RealPath(Path.GetFullPath(dir)) ? " (in a Hugging Face hub cache, links may point into the repo's blobs/ only)" : ""));
     }
 
     static string RealPath(string path)

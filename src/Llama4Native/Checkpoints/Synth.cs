@@ -70,6 +70,10 @@ public static class Synth
         };
     }
 
+    /// <summary>The bytes of tensor data <see cref="Write"/> would write for this config and dtype (headers aside).</summary>
+    public static long PlannedBytes(string configJson, DType dtype = DType.BF16) =>
+        Plan(Llama4Config.Parse(configJson, "synth config"), dtype).Sum(t => t.Bytes);
+
     /// <summary>
     /// Writes the checkpoint into <paramref name="outDir"/> (created if needed): config.json (the given text,
     /// verbatim), shards, and model.safetensors.index.json when there is more than one shard.

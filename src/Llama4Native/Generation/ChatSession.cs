@@ -8,7 +8,9 @@ namespace Llama4Native.Generation;
 /// A conversation with a loaded model: text in, streamed text out. Each call takes the whole dialog; when it
 /// extends what the session has already seen (the usual next turn), only the new tokens are fed — the KV
 /// cache is reused — otherwise the session starts over. One generation at a time; cancellation between
-/// tokens leaves the session usable.
+/// tokens leaves the session usable. <see cref="Dispose"/> (or disposing the model) from any thread while a
+/// generation runs cancels it, waits for the token being computed, and frees the session's device memory once;
+/// the generation then ends with <see cref="ObjectDisposedException"/>.
 /// </summary>
 public sealed class ChatSession : IDisposable
 {
@@ -16,15 +18,32 @@ public sealed class ChatSession : IDisposable
     readonly ITextCodec codec;
     readonly Llama4ImageProcessor? images;
     readonly SemaphoreSlim busy = new(1, 1);
+    // Device work (a token step, a reset) runs under this lock; Dispose takes it after cancelling, so it never
+    // frees memory a kernel is using. `life` is cancelled by Dispose and linked into every generation.
+    readonly object stepLock = new();
+    readonly CancellationTokenSource life = new();
+    readonly Action<ChatSession>? onDispose;
+    volatile bool disposed;
+    int disposing;
     // What the model has seen, as messages (its own replies included), and whether a longer dialog that
     // starts with it can be continued in place (not after a reply was cut by a stop string).
     List<Message> transcript = [];
     bool canContinue;
 
-    internal ChatSession(TokenGenerator generator, ITextCodec codec, Llama4ImageProcessor? images = null)
+    readonly GenerationOptions defaults;
+
+    internal ChatSession(TokenGenerator generator, ITextCodec codec, Llama4ImageProcessor? images = null, Action<ChatSession>? onDispose = null,
+                         GenerationOptions? defaults = null)
     {
-        gen = generator; this.codec = codec; this.images = images;
+        gen = generator; this.codec = codec; this.images = images; this.onDispose = onDispose;
+        this.defaults = defaults ?? new GenerationOptions();
     }
+
+    /// <summary>The options used when a call passes none: the checkpoint's generation_config.json (HF semantics).</summary>
+    public GenerationOptions Defaults => defaults;
+
+    /// <summary>Whether <see cref="Dispose"/> has been called (the session's device memory is freed or being freed).</summary>
+    public bool IsDisposed => disposed;
 
     public GenerationStats? LastStats => gen.LastStats;
     public int ContextUsed => gen.Cache.Position;
@@ -33,25 +52,42 @@ public sealed class ChatSession : IDisposable
     public IAsyncEnumerable<GeneratedPiece> GenerateAsync(string prompt, GenerationOptions? options = null, CancellationToken ct = default) =>
         GenerateAsync([new Message(MessageRole.User, prompt)], options, ct);
 
+    /// <summary>
+    /// Streams the reply to <paramref name="messages"/> (the whole dialog, at least one message). Throws
+    /// <see cref="ArgumentNullException"/>/<see cref="ArgumentException"/> for a null or empty dialog or invalid
+    /// options, <see cref="ObjectDisposedException"/> when the session (or its model) is or gets disposed,
+    /// <see cref="OperationCanceledException"/> when <paramref name="ct"/> is cancelled.
+    /// </summary>
     public async IAsyncEnumerable<GeneratedPiece> GenerateAsync(IReadOnlyList<Message> messages, GenerationOptions? options = null,
                                                                 [EnumeratorCancellation] CancellationToken ct = default)
     {
-        options ??= new GenerationOptions();
+        ArgumentNullException.ThrowIfNull(messages);
+        if (messages.Count == 0) throw new ArgumentException("the dialog is empty: pass at least one message", nameof(messages));
+        for (int i = 0; i < messages.Count; i++)
+            if (messages[i] is null) throw new ArgumentException($"message #{i + 1} of the dialog is null", nameof(messages));
+        options ??= defaults;
+        options.Validate();
+        foreach (var t in options.StopTokens)
+            if ((uint)t >= (uint)gen.Vocab) throw new ArgumentException($"stop token id {t} is out of range [0, {gen.Vocab})", nameof(options));
+        ObjectDisposedException.ThrowIf(disposed, this);
         if (!busy.Wait(0)) throw new InvalidOperationException("this session is already generating; use one session per concurrent conversation");
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, life.Token);
+        var token = linked.Token;
+        IEnumerator<int>? tokens = null;
         try
         {
-            var (newIds, tiles) = Continuation(messages);
+            var (newIds, tiles) = Step(() => Continuation(messages));
             canContinue = false;   // until this reply completes
             var decoder = codec.CreateStreamDecoder();
             var stops = options.StopStrings.Where(x => x.Length > 0).ToArray();
             var text = new System.Text.StringBuilder();
             int emitted = 0;   // text[..emitted] has been yielded; the rest may still turn out to start a stop string
-            var reply = new System.Text.StringBuilder();
-            using var tokens = gen.Generate(newIds, options, tiles, ct).GetEnumerator();
+            tokens = gen.Generate(newIds, options, tiles, token).GetEnumerator();
+            var e = tokens;
             // Each token is computed off the caller's thread: a UI or server thread stays responsive.
-            while (await Task.Run(tokens.MoveNext, ct).ConfigureAwait(false))
+            while (await Task.Run(() => Step(e.MoveNext, ct), ct).ConfigureAwait(false))
             {
-                int id = tokens.Current;
+                int id = e.Current;
                 text.Append(decoder.Push(id));
                 var (safe, stopAt) = Scan(text, stops, emitted);
                 int end = stopAt >= 0 ? stopAt : safe;
@@ -64,7 +100,33 @@ public sealed class ChatSession : IDisposable
             transcript = [.. messages, new Message(MessageRole.Assistant, text.ToString())];
             canContinue = true;
         }
-        finally { busy.Release(); }
+        finally
+        {
+            if (tokens is not null) lock (stepLock) tokens.Dispose();
+            busy.Release();
+        }
+    }
+
+    /// <summary>
+    /// Runs device work under the step lock: never concurrently with <see cref="Dispose"/>, and never after it —
+    /// a generation cut by Dispose ends with <see cref="ObjectDisposedException"/>, not a cancellation the caller
+    /// did not ask for.
+    /// </summary>
+    T Step<T>(Func<T> work, CancellationToken ct = default)
+    {
+        lock (stepLock)
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            try { return work(); }
+            catch (OperationCanceledException) when (life.IsCancellationRequested)
+            {
+                throw new ObjectDisposedException(nameof(ChatSession), "the session (or its model) was disposed during the generation");
+            }
+            catch (OperationCanceledException e) when (ct.IsCancellationRequested && e.CancellationToken != ct)
+            {
+                throw new OperationCanceledException(e.Message, e, ct);   // the caller's token: Task.Run reports a cancelled task
+            }
+        }
     }
 
     /// <summary>
@@ -121,7 +183,29 @@ public sealed class ChatSession : IDisposable
         return (s.Length - hold, -1);
     }
 
-    public void Reset() { gen.Reset(); transcript = []; canContinue = false; }
+    /// <summary>Forgets the conversation (keeps the memory). Not while a generation runs.</summary>
+    public void Reset()
+    {
+        if (!busy.Wait(0)) throw new InvalidOperationException("cannot reset while the session is generating; cancel the generation first");
+        try { Step(() => { gen.Reset(); return 0; }); transcript = []; canContinue = false; }
+        finally { busy.Release(); }
+    }
 
-    public void Dispose() { gen.Dispose(); busy.Dispose(); }
+    /// <summary>
+    /// Frees the session's device memory, once. Safe from any thread at any time: a running generation is
+    /// cancelled, the token being computed is awaited, and the generation ends with <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref disposing, 1) != 0) return;
+        life.Cancel();
+        lock (stepLock)
+        {
+            disposed = true;
+            gen.Dispose();
+        }
+        // `busy` and `life` are not disposed: a generation suspended at a yield still releases `busy` and links
+        // `life` when its consumer moves on; neither holds unmanaged resources.
+        onDispose?.Invoke(this);
+    }
 }

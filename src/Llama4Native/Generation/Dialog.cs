@@ -7,6 +7,13 @@ public enum MessageRole { System, User, Assistant, Tool }
 /// bytes) are: that is how a session recognises the history it has already fed.</summary>
 public sealed record Message(MessageRole Role, string Text, IReadOnlyList<ImageInput>? Images = null)
 {
+    /// <summary>The message's text (never null: a null text is an <see cref="ArgumentNullException"/>).</summary>
+    public string Text { get; init => field = value ?? throw new ArgumentNullException(nameof(Text), NullText); } = Text ?? throw new ArgumentNullException(nameof(Text), NullText);
+    const string NullText = "a message needs a text (use \"\" for none)";
+    /// <summary>The message's images, in order (null or empty for none; no null entries).</summary>
+    public IReadOnlyList<ImageInput>? Images { get; init; } = Images is not null && Images.Any(i => i is null)
+        ? throw new ArgumentException("a message's images must not contain null", nameof(Images)) : Images;
+
     public Message(MessageRole role, string text, params ImageInput[] images) : this(role, text, (IReadOnlyList<ImageInput>)images) { }
 
     public bool Equals(Message? other) =>

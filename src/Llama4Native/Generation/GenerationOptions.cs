@@ -29,17 +29,38 @@ public sealed record GenerationOptions
     /// <summary>Texts that end generation when they appear in the output (checked by the text layer).</summary>
     public IReadOnlyList<string> StopStrings { get; init; } = [];
 
+    /// <summary>The largest temperature accepted (beyond it the distribution is uniform to float precision).</summary>
+    public const float MaxTemperature = 100;
+    /// <summary>The range of the frequency and presence penalties: OpenAI and vLLM stop at ±2; we allow up to ±1000
+    /// (a penalty that large bans a token outright; any count × penalty stays finite in f32).</summary>
+    public const float MaxAdditivePenalty = 1000;
+    /// <summary>The largest repetition penalty accepted (HF allows any positive value; beyond 100 a token is erased).</summary>
+    public const float MaxRepetitionPenalty = 100;
+
+    /// <summary>
+    /// Throws <see cref="ArgumentException"/> listing every setting out of its range. NaN and infinities are
+    /// out of every range. Ranges: max new tokens ≥ 0; temperature [0, 100]; top-k ≥ 0; top-p (0, 1]; min-p [0, 1);
+    /// repetition penalty (0, 100]; frequency and presence penalties [−1000, 1000]; stop token ids ≥ 0 (the upper bound,
+    /// the vocabulary, is checked by the generator); stop strings not null.
+    /// </summary>
     public void Validate()
     {
         var p = new List<string>();
         if (MaxNewTokens < 0) p.Add($"max new tokens ({MaxNewTokens}) must be ≥ 0");
-        if (!(Temperature >= 0)) p.Add($"temperature ({Temperature}) must be ≥ 0");
+        if (!(Temperature >= 0 && Temperature <= MaxTemperature)) p.Add($"temperature ({F(Temperature)}) must be in [0, {MaxTemperature}]");
         if (TopK < 0) p.Add($"top-k ({TopK}) must be ≥ 0");
-        if (!(TopP > 0 && TopP <= 1)) p.Add($"top-p ({TopP}) must be in (0, 1]");
-        if (!(MinP >= 0 && MinP < 1)) p.Add($"min-p ({MinP}) must be in [0, 1)");
-        if (!(RepetitionPenalty > 0)) p.Add($"repetition penalty ({RepetitionPenalty}) must be > 0");
+        if (!(TopP > 0 && TopP <= 1)) p.Add($"top-p ({F(TopP)}) must be in (0, 1]");
+        if (!(MinP >= 0 && MinP < 1)) p.Add($"min-p ({F(MinP)}) must be in [0, 1)");
+        if (!(RepetitionPenalty > 0 && RepetitionPenalty <= MaxRepetitionPenalty)) p.Add($"repetition penalty ({F(RepetitionPenalty)}) must be in (0, {MaxRepetitionPenalty}]");
+        if (!(Math.Abs(FrequencyPenalty) <= MaxAdditivePenalty)) p.Add($"frequency penalty ({F(FrequencyPenalty)}) must be in [-{MaxAdditivePenalty}, {MaxAdditivePenalty}]");
+        if (!(Math.Abs(PresencePenalty) <= MaxAdditivePenalty)) p.Add($"presence penalty ({F(PresencePenalty)}) must be in [-{MaxAdditivePenalty}, {MaxAdditivePenalty}]");
+        if (StopTokens is null) p.Add("stop tokens must not be null");
+        else foreach (var t in StopTokens) if (t < 0) { p.Add($"stop token id ({t}) must be ≥ 0"); break; }
+        if (StopStrings is null || StopStrings.Any(x => x is null)) p.Add("stop strings must not be null");
         if (p.Count > 0) throw new ArgumentException("generation options: " + string.Join("; ", p));
     }
+
+    static string F(float v) => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
 }
 
 /// <summary>What one generation cost: prompt tokens, new tokens, time to first token and decode speed.</summary>

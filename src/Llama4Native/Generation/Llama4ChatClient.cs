@@ -9,6 +9,12 @@ namespace Llama4Native.Generation;
 /// <see cref="IChatClient"/> over a <see cref="Llama4Model"/>, so .NET hosts on Microsoft.Extensions.AI plug it in
 /// unchanged. Calls pass the whole conversation; when it extends the previous one the KV cache is reused.
 /// Calls are serialised (one session); create several clients for parallel conversations.
+/// What it does not support is refused with <see cref="NotSupportedException"/>, never silently dropped: tools and
+/// tool calls/results (<see cref="ChatOptions.Tools"/>, <see cref="FunctionCallContent"/>, <see cref="FunctionResultContent"/>),
+/// a JSON response format, contents other than text and <c>image/*</c> <see cref="DataContent"/> (e.g. audio, PDFs,
+/// <see cref="UriContent"/> — download the image and pass its bytes). <see cref="ChatOptions.AdditionalProperties"/>,
+/// <see cref="ChatOptions.ModelId"/> and <see cref="ChatOptions.ConversationId"/> are ignored. A negative
+/// <see cref="ChatOptions.Seed"/> is an <see cref="ArgumentOutOfRangeException"/>.
 /// </summary>
 public sealed class Llama4ChatClient : IChatClient
 {
@@ -45,15 +51,8 @@ public sealed class Llama4ChatClient : IChatClient
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
                                                                                 [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var dialog = new List<Message>();
-        if (options?.Instructions is { Length: > 0 } instructions) dialog.Add(new Message(MessageRole.System, instructions));
-        foreach (var m in messages)
-        {
-            // Images arrive as DataContent (bytes with an image/* media type); other contents are not ours to read.
-            var pics = m.Contents.OfType<DataContent>().Where(d => d.HasTopLevelMediaType("image"))
-                        .Select((d, i) => ImageInput.FromBytes(d.Data, d.Name ?? $"{d.MediaType} #{i + 1}")).ToList();
-            dialog.Add(new Message(Role(m.Role), m.Text, pics.Count > 0 ? pics : null));
-        }
+        ArgumentNullException.ThrowIfNull(messages);
+        var dialog = Dialog(messages, options);
         var o = Options(options);
         await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -72,6 +71,49 @@ public sealed class Llama4ChatClient : IChatClient
         finally { gate.Release(); }
     }
 
+    /// <summary>The conversation as our messages; anything we cannot honour is a <see cref="NotSupportedException"/>.</summary>
+    internal static List<Message> Dialog(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    {
+        if (options?.Tools is { Count: > 0 } tools)
+            throw new NotSupportedException($"tools are not supported by Llama4Native ({tools.Count} given in ChatOptions.Tools); call the model without them");
+        if (options?.ResponseFormat is ChatResponseFormatJson)
+            throw new NotSupportedException("a JSON response format (ChatOptions.ResponseFormat) is not supported: Llama4Native has no constrained decoding; ask for JSON in the prompt instead");
+        var dialog = new List<Message>();
+        if (options?.Instructions is { Length: > 0 } instructions) dialog.Add(new Message(MessageRole.System, instructions));
+        int n = 0;
+        foreach (var m in messages)
+        {
+            n++;
+            if (m is null) throw new ArgumentException($"message #{n} is null", nameof(messages));
+            var text = new StringBuilder();
+            var pics = new List<ImageInput>();
+            foreach (var c in m.Contents)
+            {
+                switch (c)
+                {
+                    case TextContent t: text.Append(t.Text); break;
+                    // Images arrive as DataContent: bytes with an image/* media type.
+                    case DataContent d when d.HasTopLevelMediaType("image"):
+                        pics.Add(ImageInput.FromBytes(d.Data, d.Name ?? $"{d.MediaType} #{pics.Count + 1} of message #{n}"));
+                        break;
+                    case DataContent d:
+                        throw new NotSupportedException($"message #{n} holds {d.MediaType} data: only image/* DataContent is supported");
+                    case UriContent u:
+                        throw new NotSupportedException($"message #{n} holds a UriContent ({u.MediaType}): Llama4Native does not download; pass the image's bytes as DataContent");
+                    case FunctionCallContent or FunctionResultContent:
+                        throw new NotSupportedException($"message #{n} holds a {c.GetType().Name}: tool calls are not supported");
+                    case TextReasoningContent or UsageContent:
+                        break;   // bookkeeping of earlier replies: not part of the prompt
+                    default:
+                        throw new NotSupportedException($"message #{n} holds a {c.GetType().Name}, which Llama4Native cannot read (text and image/* DataContent only)");
+                }
+            }
+            dialog.Add(new Message(Role(m.Role), text.ToString(), pics.Count > 0 ? pics : null));
+        }
+        if (n == 0) throw new ArgumentException("the conversation is empty: pass at least one message", nameof(messages));
+        return dialog;
+    }
+
     static MessageRole Role(AI.ChatRole r) =>
         r == AI.ChatRole.System ? MessageRole.System
         : r == AI.ChatRole.Assistant ? MessageRole.Assistant
@@ -86,7 +128,7 @@ public sealed class Llama4ChatClient : IChatClient
         TopK = o.TopK ?? 0,
         FrequencyPenalty = o.FrequencyPenalty ?? 0,
         PresencePenalty = o.PresencePenalty ?? 0,
-        Seed = (ulong)(o.Seed ?? 0),
+        Seed = o.Seed is < 0 ? throw new ArgumentOutOfRangeException(nameof(o.Seed), o.Seed, "the seed must be ≥ 0") : (ulong)(o.Seed ?? 0),
         StopStrings = o.StopSequences is { } s ? [.. s] : [],
     };
 

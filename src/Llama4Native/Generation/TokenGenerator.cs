@@ -28,11 +28,14 @@ public sealed class TokenGenerator : IDisposable
     readonly HashSet<int> modelStops;
     readonly List<int> history = [];
     int? pending;
-    // Sampler state on the device, one buffer: params (32 B) | step (int) | chosen id (int) | counts [V] int32.
+    // Sampler state on the device, one buffer: params (36 B) | step (int) | chosen id (int) | Σ logits (f32) | counts [V] int32.
+    // Σ logits (a gemv with `ones`) is the cheap finiteness check, downloaded with the id: NaN/inf in ⇒ non-finite out.
     // counts = how often each token was generated in the current call (frequency/presence/repetition penalties).
     readonly DeviceBuffer sampler;
     Tensor lastRow;
-    const int ParamsBytes = 32, StepAt = 32, IdAt = 36, CountsAt = 64;
+    const int ParamsBytes = SampleParams.Size, StepAt = 40, IdAt = 44, SumAt = 48, CountsAt = 64;
+    readonly DeviceBuffer ones;   // bf16 [V] of 1.0
+    ImageTiles? callImages;
 
     public KvCache Cache { get; }
     public int MaxPiece { get; }
@@ -70,6 +73,8 @@ public sealed class TokenGenerator : IDisposable
         modelStops = [.. c.EosTokenIds, .. Llama4StopTokens.Where(t => t < Vocab)];
         sampler = weights.Device.Allocate(CountsAt + 4L * Vocab);
         idHost = weights.Device.AllocatePinned(16);
+        ones = weights.Device.Allocate(2L * Vocab);
+        weights.Device.Upload<ushort>(Enumerable.Repeat((ushort)0x3F80, Vocab).ToArray(), ones.Ptr);   // bf16 1.0
     }
 
     /// <summary>The text graphs planned so far (one per piece size): their arenas are the activation memory.</summary>
@@ -113,14 +118,11 @@ public sealed class TokenGenerator : IDisposable
         return last.Slice(last.Shape[0] - 1, 1);
     }
 
-    /// <summary>The seed folded to the kernel's 32-bit Philox key.</summary>
-    static uint Seed32(ulong seed) => (uint)(seed ^ (seed >> 32));
-
     /// <summary>Resets the sampler for a call: its settings, step 0 (so a seed reproduces), no counts.</summary>
     void BeginSampling(GenerationOptions o)
     {
         var dev = weights.Device;
-        var p = new SampleParams(o.Temperature, o.TopK, o.TopP, o.MinP, o.RepetitionPenalty, o.FrequencyPenalty, o.PresencePenalty, Seed32(o.Seed));
+        var p = new SampleParams(o.Temperature, o.TopK, o.TopP, o.MinP, o.RepetitionPenalty, o.FrequencyPenalty, o.PresencePenalty, 0).WithSeed(o.Seed);
         dev.Upload<SampleParams>([p], sampler.Ptr);
         dev.Memset(sampler.Ptr + StepAt, 0, 4);
         dev.Memset(sampler.Ptr + CountsAt, 0, 4L * Vocab);
@@ -135,8 +137,11 @@ public sealed class TokenGenerator : IDisposable
         var id = new Tensor(sampler.Ptr + IdAt, DType.I32, new Shape(1));
         Sample.Run(dev, row, sampler.Ptr, Penalised(o) ? sampler.Ptr + CountsAt : DevicePtr.Null, sampler.Ptr + StepAt, id,
                    DevicePtr.Null, update: true);
-        Span<int> next = stackalloc int[1];
-        dev.Download<int>(id.Ptr, next);
+        Gemv.Run(dev, row, new Tensor(ones.Ptr, DType.BF16, new Shape(1, Vocab)), new Tensor(sampler.Ptr + SumAt, DType.F32, new Shape(1, 1)));
+        Span<int> next = stackalloc int[2];
+        dev.Download<int>(id.Ptr, next);   // the id and Σ logits, one transfer
+        if (!float.IsFinite(BitConverter.Int32BitsToSingle(next[1])))
+            throw NonFinite.Diagnose(weights, mode, history, callImages);
         return next[0];
     }
 
@@ -224,6 +229,7 @@ public sealed class TokenGenerator : IDisposable
         EarlyFusion.CheckPrompt(prompt.ToArray(), weights.Config, images?.Count);
         var sw = Stopwatch.StartNew();
         BeginSampling(options);
+        callImages = images;
         Tensor? imageRows = null;
         if (images is not null)
         {
@@ -297,5 +303,6 @@ public sealed class TokenGenerator : IDisposable
         Cache.Dispose();
         sampler.Dispose();
         idHost.Dispose();
+        ones.Dispose();
     }
 }

@@ -4,11 +4,18 @@ using Llama4Native.Tensors;
 
 namespace Llama4Native.Kernels;
 
-/// <summary>Per-row sampling settings; the exact layout of `l4_sample_params` in kernels/sample.cu (32 bytes).</summary>
+/// <summary>Per-row sampling settings; the exact layout of `l4_sample_params` in kernels/sample.cu (36 bytes).
+/// <see cref="Seed"/> and <see cref="SeedHi"/> are the low and high halves of the 64-bit seed (the Philox key).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public record struct SampleParams(float Temperature, int TopK, float TopP, float MinP, float Repetition, float Frequency, float Presence, uint Seed)
+public record struct SampleParams(float Temperature, int TopK, float TopP, float MinP, float Repetition, float Frequency, float Presence, uint Seed, uint SeedHi = 0)
 {
+    /// <summary>Bytes per row on the device.</summary>
+    public const int Size = 36;
     public static SampleParams Greedy => new(0, 0, 1, 0, 1, 0, 0, 0);
+    /// <summary>The whole 64-bit seed.</summary>
+    public readonly ulong Seed64 => Seed | (ulong)SeedHi << 32;
+    /// <summary>These settings with the 64-bit <paramref name="seed"/> (both halves).</summary>
+    public readonly SampleParams WithSeed(ulong seed) => this with { Seed = (uint)seed, SeedHi = (uint)(seed >> 32) };
 }
 
 /// <summary>`kernels/sample.cu`: next token ids from logits on the device (penalties, temperature, top-k, top-p, min-p, Philox race).</summary>
@@ -18,7 +25,7 @@ public static class Sample
     const int Threads = 512; // SAMPLE_THREADS default
 
     /// <param name="logits">[B, V] f32</param>
-    /// <param name="parameters">[B] × <see cref="SampleParams"/> (32 bytes each) on the device</param>
+    /// <param name="parameters">[B] × <see cref="SampleParams"/> (36 bytes each) on the device</param>
     /// <param name="counts">[B, V] int32 token-history counts, or 0 (no penalties)</param>
     /// <param name="step">[B] int32 per-row step (RNG counter)</param>
     /// <param name="ids">[B] int32 output</param>

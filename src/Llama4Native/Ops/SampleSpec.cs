@@ -37,17 +37,17 @@ public sealed class SampleSpec : OpSpec
     /// <summary>Settings of row r for a variant (deterministic in rng).</summary>
     public static SampleParams Params(string variant, int r, Random rng)
     {
-        uint seed = (uint)rng.Next();
+        uint seed = (uint)rng.Next(), hi = r % 2 == 0 ? 0u : (uint)rng.Next();   // odd rows: 64-bit seeds (Philox key hi word)
         float t = r % 2 == 0 ? 1f : 0.7f;
         return variant switch
         {
-            "greedy" => new(0, 0, 1, 0, r % 2 == 0 ? 1f : 1.3f, r % 2 == 0 ? 0 : 0.2f, r % 2 == 0 ? 0 : 0.5f, seed),
-            "sample" => new(t, 0, 1, 0, 1, 0, 0, seed),
-            "topk" => new(t, new[] { 1, 5, 50 }[r % 3], 1, 0, 1, 0, 0, seed),
-            "topp" => new(t, 0, new[] { 0.9f, 0.5f, 0f }[r % 3], 0, 1, 0, 0, seed),
-            "minp" => new(t, 0, 1, new[] { 0.05f, 0.2f }[r % 2], 1, 0, 0, seed),
-            "penalty" => new(0.8f, 0, 1, 0, 1.3f, 0.2f, 0.5f, seed),
-            "all" => r % 4 == 3 ? new(0, 0, 1, 0, 1.2f, 0.1f, 0.3f, seed) : new(t, 40, 0.9f, 0.02f, 1.2f, 0.1f, 0.3f, seed),
+            "greedy" => new(0, 0, 1, 0, r % 2 == 0 ? 1f : 1.3f, r % 2 == 0 ? 0 : 0.2f, r % 2 == 0 ? 0 : 0.5f, seed, hi),
+            "sample" => new(t, 0, 1, 0, 1, 0, 0, seed, hi),
+            "topk" => new(t, new[] { 1, 5, 50 }[r % 3], 1, 0, 1, 0, 0, seed, hi),
+            "topp" => new(t, 0, new[] { 0.9f, 0.5f, 0f }[r % 3], 0, 1, 0, 0, seed, hi),
+            "minp" => new(t, 0, 1, new[] { 0.05f, 0.2f }[r % 2], 1, 0, 0, seed, hi),
+            "penalty" => new(0.8f, 0, 1, 0, 1.3f, 0.2f, 0.5f, seed, hi),
+            "all" => r % 4 == 3 ? new(0, 0, 1, 0, 1.2f, 0.1f, 0.3f, seed, hi) : new(t, 40, 0.9f, 0.02f, 1.2f, 0.1f, 0.3f, seed, hi),
             _ => throw new ArgumentException($"sample: unknown variant '{variant}'"),
         };
     }
@@ -102,7 +102,7 @@ public sealed class SampleSpec : OpSpec
             var z = R.Adjusted(row, ps[r], counts.Length > 0 ? counts.AsSpan(r * v, v) : default);
             var kept = R.Kept(z, ps[r], out float m);
             if (!kept[gi]) return false;
-            double S(int i) => (double)z[i] - m - Math.Log(-Math.Log(R.Uniform(ps[r].Seed, r, steps[r], i)));
+            double S(int i) => (double)z[i] - m - Math.Log(-Math.Log(R.Uniform(ps[r].Seed64, r, steps[r], i)));
             return Math.Abs(S(gi) - S(wi)) < 1e-4;
         }
     }

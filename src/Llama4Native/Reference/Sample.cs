@@ -22,10 +22,10 @@ public static class Sample
         return (c0, c1, c2, c3);
     }
 
-    /// <summary>u in (0, 1) of token i for (seed, row, step): word i % 4 of Philox((i/4, row, step, 0), (seed, 0)).</summary>
-    public static float Uniform(uint seed, int row, int step, int i)
+    /// <summary>u in (0, 1) of token i for (seed, row, step): word i % 4 of Philox((i/4, row, step, 0), (seed lo, seed hi)).</summary>
+    public static float Uniform(ulong seed, int row, int step, int i)
     {
-        var (a, b, c, d) = Philox((uint)(i >> 2), (uint)row, (uint)step, 0, seed, 0);
+        var (a, b, c, d) = Philox((uint)(i >> 2), (uint)row, (uint)step, 0, (uint)seed, (uint)(seed >> 32));
         uint r = (i & 3) switch { 0 => a, 1 => b, 2 => c, _ => d };
         return (r >> 8) * 5.9604644775390625e-8f + 2.98023223876953125e-8f;
     }
@@ -112,7 +112,7 @@ public static class Sample
             if (!kept[i]) continue;
             double d = (double)z[i] - m;
             mass += Math.Exp(d);
-            double score = d - Math.Log(-Math.Log(Uniform(p.Seed, row, step, i)));
+            double score = d - Math.Log(-Math.Log(Uniform(p.Seed64, row, step, i)));
             if (bi < 0 || score > best) { best = score; bi = i; }
         }
         prob = (float)(Math.Exp((double)z[bi] - m) / mass);

@@ -91,6 +91,7 @@ public static class ImageDecoder
         if (format == ImageFormat.Unknown)
             throw new ImageException(source, $"unknown image format ({Describe(data)}); supported: {SupportedFormats} — convert the image to PNG or JPEG");
 
+        CheckStructure(data, format, source);
         var (w, h) = DeclaredSize(data, format, source);
         long limit = Math.Min(options.MaxPixels, Array.MaxLength / 4);   // stb decodes to RGBA internally for some formats
         if (w * h > limit)
@@ -234,10 +235,81 @@ public static class ImageDecoder
     static string Reason(Exception? e)
     {
         string? stb = null;
-        try { stb = StbImage.stbi__g_failure_reason; } catch { }
-        string r = e is null ? "" : $"{e.GetType().Name}: {e.Message}";
+        try { stb = Clean(StbImage.stbi__g_failure_reason); } catch { }
+        string r = Clean(e?.Message);
         if (!string.IsNullOrEmpty(stb) && !r.Contains(stb)) r = r.Length == 0 ? $"stb: {stb}" : $"{r}; stb: {stb}";
-        return r.Length == 0 ? "no detail" : r;
+        return r.Length == 0 ? "the decoder gave no detail" : r;
+    }
+
+    /// <summary>A decoder's message fit to print: control characters (stb leaves NULs) removed, trimmed.</summary>
+    static string Clean(string? m) => m is null ? "" : new string(m.Where(c => !char.IsControl(c)).ToArray()).Trim();
+
+    /// <summary>
+    /// What PIL refuses by default and stb forgives, refused here too with its own message: a PNG chunk cut short,
+    /// a PNG chunk whose CRC does not match, a PNG without IEND; a JPEG whose data ends before the EOI marker; a
+    /// GIF with no image in it.
+    /// </summary>
+    static void CheckStructure(byte[] data, ImageFormat format, string source)
+    {
+        switch (format)
+        {
+            case ImageFormat.Png:
+                for (long at = 8; ;)
+                {
+                    if (at + 12 > data.Length)
+                        throw new ImageException(source, $"truncated PNG: the file ends at byte {data.Length} before the IEND chunk; re-export or re-download the image");
+                    long len = BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan((int)at));
+                    string type = System.Text.Encoding.ASCII.GetString(data, (int)at + 4, 4);
+                    if (!type.All(char.IsAsciiLetter))
+                        throw new ImageException(source, $"corrupt PNG: bytes at offset {at + 4} are not a chunk type; re-export or re-download the image");
+                    if (len > int.MaxValue || at + 12 + len > data.Length)
+                        throw new ImageException(source, $"truncated PNG: chunk {type} at offset {at} needs {len} bytes but the file ends at byte {data.Length}; re-export or re-download the image");
+                    uint crc = Crc32(data.AsSpan((int)at + 4, (int)len + 4));
+                    uint stored = BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan((int)(at + 8 + len)));
+                    if (crc != stored)
+                        throw new ImageException(source, $"corrupt PNG: bad CRC in chunk {type} at offset {at} (stored {stored:x8}, computed {crc:x8}); re-export or re-download the image");
+                    if (type == "IEND") return;
+                    at += 12 + len;
+                }
+            case ImageFormat.Jpeg:
+            {
+                int sos = data.AsSpan().IndexOf((ReadOnlySpan<byte>)[0xFF, 0xDA]);
+                if (sos >= 0 && data.AsSpan(sos).IndexOf((ReadOnlySpan<byte>)[0xFF, 0xD9]) < 0)
+                    throw new ImageException(source, $"truncated JPEG: the data ends at byte {data.Length} without the end-of-image marker; re-export or re-download the image");
+                return;
+            }
+            case ImageFormat.Gif:
+            {
+                if (data.Length < 13) return;   // the header check reports it
+                int at = 13;
+                if ((data[10] & 0x80) != 0) at += 3 << ((data[10] & 7) + 1);
+                while (at < data.Length)
+                {
+                    byte b = data[at];
+                    if (b == 0x2C) return;   // an image descriptor: at least one frame
+                    if (b == 0x3B) break;    // trailer
+                    if (b != 0x21 || at + 2 >= data.Length) return;   // not ours to judge: stb reports it
+                    at += 2;
+                    while (at < data.Length && data[at] != 0) at += data[at] + 1;
+                    at++;
+                }
+                throw new ImageException(source, "GIF has no frames (no image descriptor before the trailer or the end of the file); re-export the image");
+            }
+        }
+    }
+
+    static readonly uint[] CrcTable = Enumerable.Range(0, 256).Select(n =>
+    {
+        uint c = (uint)n;
+        for (int k = 0; k < 8; k++) c = (c & 1) != 0 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        return c;
+    }).ToArray();
+
+    static uint Crc32(ReadOnlySpan<byte> d)
+    {
+        uint c = 0xFFFFFFFFu;
+        foreach (var b in d) c = CrcTable[(c ^ b) & 0xFF] ^ (c >> 8);
+        return c ^ 0xFFFFFFFFu;
     }
 
     static string Describe(ReadOnlySpan<byte> d)

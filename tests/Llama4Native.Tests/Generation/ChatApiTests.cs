@@ -14,7 +14,7 @@ namespace Llama4Native.Tests.Generation;
 [Category("Emulator")]
 public class ChatApiTests
 {
-    sealed class ByteCodec : ITextCodec
+    internal sealed class ByteCodec : ITextCodec
     {
         public const int Bos = 448, HeaderStart = 453, HeaderEnd = 454, Eot = 456;
         public int EndOfTurn => Eot;

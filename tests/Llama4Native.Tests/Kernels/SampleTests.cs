@@ -37,6 +37,34 @@ public sealed class SampleTests
         return r;
     }
 
+    /// <summary>The whole 64-bit seed keys the draw: seeds equal in their low 32 bits (0, 2^32, 2^63) or in the
+    /// XOR of their halves (1, 2^32 + 0 … the old 32-bit fold) give different tokens, ulong.MaxValue works, and
+    /// every draw is the reference's.</summary>
+    [Test]
+    public void SixtyFourBitSeedsAreNotFolded()
+    {
+        const int v = 1000, steps = 24;
+        var rng = new Random(TestContext.CurrentContext.Random.Next());
+        var row = DeviceData.Normal(rng, v, 0.5f);
+        ulong[] seeds = [0, 1UL << 32, 1UL << 63, 1, (1UL << 32) + 1, ulong.MaxValue, ulong.MaxValue - 1, (ulong)rng.NextInt64()];
+        var draws = new List<int[]>();
+        foreach (var seed in seeds)
+        {
+            var p = new SampleParams(1f, 0, 1f, 0f, 1f, 0f, 0f, 0).WithSeed(seed);
+            Assert.That(p.Seed64, Is.EqualTo(seed));
+            var got = new int[steps];
+            for (int st = 0; st < steps; st++)
+            {
+                got[st] = Run(row, [p], [], [st], v)[0];
+                Assert.That(got[st], Is.EqualTo(R.Row(row, p, default, 0, st, out _)), $"seed {seed} step {st}: kernel ≠ reference");
+            }
+            draws.Add(got);
+        }
+        for (int i = 0; i < seeds.Length; i++)
+            for (int j = i + 1; j < seeds.Length; j++)
+                Assert.That(draws[i], Is.Not.EqualTo(draws[j]), $"seeds {seeds[i]} and {seeds[j]} drew the same {steps} tokens");
+    }
+
     [Test]
     public void FixedSeedIsReproducible()
     {
