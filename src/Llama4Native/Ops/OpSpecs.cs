@@ -8,6 +8,7 @@ public static class OpSpecs
         new AddSpec(), new ConvertSpec(), new RmsNormSpec(), new SiluMulSpec(), new SoftmaxSpec(), new EmbeddingSpec(),
         new GemmSpec(), new GemvSpec(), new RopeSpec(), new AttentionSpec(), new MoeSpec(), new SampleSpec(),
         new LayerNormSpec(), new BiasActSpec(), new PatchUnfoldSpec(), new VisionEmbedSpec(), new VisionRopeSpec(), new PixelShuffleSpec(), new ScatterRowsSpec(),
+        new StepSpec(), new FillSpec(),
     ];
 
     public static IEnumerable<OpCase> AllCases() => All.SelectMany(s => s.Cases());

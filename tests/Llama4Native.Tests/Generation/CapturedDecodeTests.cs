@@ -60,3 +60,18 @@ public class CapturedDecodeTests
         Assert.That(after.Decode.Trace.Copies, Is.LessThan(before.Decode.Trace.Copies));
     }
 }
+
+[Category("Emulator")]
+public class SyntheticBenchTests
+{
+    [Test]
+    public void BenchE2eRunsASyntheticPresetHostDrivenAndCaptured()
+    {
+        var o = new StringWriter(); var e = new StringWriter();
+        int rc = Llama4Native.Cli.Commands.Run(["bench-e2e", "--preset", "tiny-maverick", "--synthetic", "--device", "emu", "--prompt-tokens", "20", "--new-tokens", "4"], o, e);
+        Assert.That(rc, Is.Zero, e.ToString());
+        Assert.That(o.ToString(), Does.Contain("generated in").And.Contain("host-driven").And.Contain("captured step replayed"));
+        rc = Llama4Native.Cli.Commands.Run(["bench-e2e", "--preset", "tiny-maverick", "--device", "emu"], o, e);
+        Assert.That(rc, Is.EqualTo(2), "a preset without --synthetic is a usage error");
+    }
+}
