@@ -16,7 +16,7 @@ public readonly record struct RecordedOp(RecordedKind Kind, string Kernel, strin
     {
         RecordedKind.Launch => $"{(InGraph ? "[graph] " : "")}{File}:{Kernel} grid ({Grid.X},{Grid.Y},{Grid.Z}) block ({Block.X},{Block.Y},{Block.Z}) smem {Shared}" +
                                (HasCost ? $" bytes {Bytes} flops {Flops:g4}" : " (no cost declared)"),
-        RecordedKind.GraphLaunch => $"graph launch ({Bytes} nodes)",
+        RecordedKind.GraphLaunch => $"graph launch #{Shared} ({Bytes} nodes)",
         RecordedKind.HostSync => "host sync",
         _ => $"{(InGraph ? "[graph] " : "")}{Kind} {Bytes} B",
     };
@@ -72,7 +72,20 @@ public sealed unsafe class RecordingDevice : Device
     /// <summary>Forgets the record (counters of memory stay).</summary>
     public void ClearRecord() { ops.Clear(); dirty = false; }
 
-    public TraceSummary Summarize(int from = 0, int to = -1) => TraceSummary.Of(ops, from, to < 0 ? ops.Count : to);
+    /// <summary>Totals over ops [from, to); a graph launch counts as one and its nodes are expanded (as executed).</summary>
+    public TraceSummary Summarize(int from = 0, int to = -1)
+    {
+        to = to < 0 ? ops.Count : to;
+        var expanded = new List<RecordedOp>(to - from);
+        for (int i = from; i < to; i++)
+        {
+            expanded.Add(ops[i]);
+            if (ops[i].Kind == RecordedKind.GraphLaunch) expanded.AddRange(graphs[(int)ops[i].Shared]);
+        }
+        return TraceSummary.Of(expanded, 0, expanded.Count);
+    }
+
+    readonly List<RecordedOp[]> graphs = []; // captured node lists; a graph launch records its index (cheap: the host cost is measured)
 
     public override DeviceStream CreateStream() => new RecStream(this);
     public override DeviceEvent CreateEvent(bool timing = false) => new RecEvent(this);
@@ -160,20 +173,19 @@ public sealed unsafe class RecordingDevice : Device
     {
         var list = capture ?? throw new InvalidOperationException("EndCapture without BeginCapture");
         capture = null;
-        return new RecGraph(this, [.. list]);
+        graphs.Add([.. list]);
+        return new RecGraph(this, graphs.Count - 1, graphs[^1].Length);
     }
 
     protected override void Dispose(bool disposing) => kernels.Dispose();
 
-    sealed class RecGraph(RecordingDevice dev, RecordedOp[] nodes) : DeviceGraph
+    sealed class RecGraph(RecordingDevice dev, int index, int nodes) : DeviceGraph
     {
-        public override int Nodes => nodes.Length;
-        public IReadOnlyList<RecordedOp> Recorded => nodes;
+        public override int Nodes => nodes;
         public override void Launch(DeviceStream? stream = null)
         {
             dev.NoCapture("a graph launch");
-            dev.ops.Add(new(RecordedKind.GraphLaunch, "", "", default, default, 0, nodes.Length, 0, true, false));
-            dev.ops.AddRange(nodes);
+            dev.ops.Add(new(RecordedKind.GraphLaunch, "", "", default, default, (uint)index, nodes, 0, true, false));
             dev.dirty = true;
         }
         public override void Dispose() { }
