@@ -285,13 +285,17 @@ public sealed record TraceSummary(int Launches, int HostLaunches, int GraphLaunc
     /// copies bytes / <paramref name="hostBytesPerSecond"/>. No launch latency and no overlap: a lower bound for the
     /// work as issued (with graphs and enough work per kernel, the gap to it is each kernel's efficiency).
     /// </summary>
-    public double ModelledSeconds(double bytesPerSecond, double flopsPerSecond, double hostBytesPerSecond = 25e9)
+    /// <param name="sms">when &gt; 0, a launch of fewer blocks than SMs gets only that fraction of the bandwidth and FLOPs
+    /// (a grid that does not fill the chip cannot reach the roofline)</param>
+    /// <param name="minKernelSeconds">the least any kernel takes (launch and tail latency, inside a graph too)</param>
+    public double ModelledSeconds(double bytesPerSecond, double flopsPerSecond, double hostBytesPerSecond = 25e9, int sms = 0, double minKernelSeconds = 0)
     {
         double s = 0;
         foreach (var o in Items)
             s += o.Kind switch
             {
-                RecordedKind.Launch => Math.Max(o.Bytes / bytesPerSecond, o.Flops / flopsPerSecond),
+                RecordedKind.Launch => Math.Max(minKernelSeconds, Math.Max(o.Bytes / bytesPerSecond, o.Flops / flopsPerSecond)
+                                                                  / (sms > 0 ? Math.Min(1.0, (double)o.Grid.Count / sms) : 1.0)),
                 RecordedKind.CopyDeviceToDevice or RecordedKind.Memset => o.Bytes / bytesPerSecond,
                 RecordedKind.CopyHostToDevice or RecordedKind.CopyDeviceToHost => o.Bytes / hostBytesPerSecond,
                 _ => 0,
