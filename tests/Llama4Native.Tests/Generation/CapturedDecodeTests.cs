@@ -61,6 +61,28 @@ public class CapturedDecodeTests
     }
 }
 
+/// <summary>The same on a GPU: CUDA stream capture, cuGraphInstantiate, cuGraphLaunch (ignored without one).</summary>
+[Category("Cuda")]
+public class CapturedDecodeCudaTests
+{
+    [TestCase("tiny-scout")]
+    [TestCase("tiny-maverick")]
+    public void CudaGraphStepsGiveTheSameTokensAsHostSteps(string fixture)
+    {
+        var rng = new Random(TestSeed.For(nameof(CudaGraphStepsGiveTheSameTokensAsHostSteps) + fixture));
+        int promptLen = rng.Next(230, 250);
+        var prompt = Enumerable.Range(0, promptLen).Select(_ => rng.Next(1, 480)).ToArray();
+        var o = new GenerationOptions { MaxNewTokens = 300 - promptLen - 8, StopAtModelStops = false, Temperature = 0.7f, TopP = 0.9f, Seed = (ulong)rng.Next() };
+        using var dev = TestDevices.CudaOrIgnore();
+        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel(fixture), dev);
+        using var plain = new TokenGenerator(w, ComputeMode.BF16, 320, 16);
+        using var captured = new TokenGenerator(w, ComputeMode.BF16, 320, 16, captureDecode: true);
+        Assert.That(captured.Generate(prompt, o).ToList(), Is.EqualTo(plain.Generate(prompt, o).ToList()));
+        Assert.That(captured.CapturedSteps, Is.GreaterThanOrEqualTo(2));
+        Assert.That(captured.GraphReplays, Is.GreaterThan(o.MaxNewTokens / 2));
+    }
+}
+
 [Category("Emulator")]
 public class SyntheticBenchTests
 {
