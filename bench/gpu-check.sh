@@ -66,6 +66,18 @@ run() {
   fi
   dotnet "$dir/app/cli/llama4.dll" bench-report --kernels "$out/kernels.json" --torch "$out/torch.json" \
       --tests "$out/tests.txt" --out "$out/report.md" 2>&1 | tee -a "$log" || true
+  # End to end at full size with no checkpoint (64 GB of disk there): Scout int4, weights generated on the device,
+  # measured next to `llama4 plan`'s roofline model of the same configuration (measured ÷ modelled).
+  echo "== end to end: Scout int4, synthetic (bench-e2e) vs the plan's model" | tee -a "$log"
+  dotnet "$dir/app/cli/llama4.dll" plan --preset scout --quantize int4 --context 4160 --bandwidth 4.8 --capture --json > "$out/plan-scout-int4.json" 2>> "$log" || true
+  timeout 420 dotnet "$dir/app/cli/llama4.dll" bench-e2e --preset scout --quantize int4 --synthetic --device cuda \
+      --prompt-tokens 4096 --new-tokens 64 2>&1 | tee "$out/e2e-scout-int4.txt" | tee -a "$log" || true
+  python3 - "$out/plan-scout-int4.json" "$out/e2e-scout-int4.txt" <<'PY' 2>&1 | tee -a "$log" || true
+import json, re, sys
+plan = json.load(open(sys.argv[1]))["decode"]["modelled_tokens_per_s"]
+got = [float(m) for m in re.findall(r"decode .* at ([0-9.]+) tokens/s.*captured", open(sys.argv[2]).read())]
+print(f"decode: measured {got[-1]:.1f} tokens/s (captured) / modelled {plan:.1f} = {got[-1] / plan:.2f}" if got else f"decode: modelled {plan:.1f} tokens/s; no measurement")
+PY
   echo "gpu-check: done in $((SECONDS - t0)) s; report in $out"
 }
 

@@ -37,6 +37,10 @@ public static partial class Cu
     [LibraryImport(NativeLibraryNames.Cuda)]
     public static partial CUresult cuGraphExecDestroy(CUgraphExec hGraphExec);
 
+    /// <summary>The nodes of a graph: with <paramref name="nodes"/> = 0, only their count in <paramref name="numNodes"/>.</summary>
+    [LibraryImport(NativeLibraryNames.Cuda)]
+    public static partial CUresult cuGraphGetNodes(CUgraph hGraph, nint nodes, ref nuint numNodes);
+
     /// <summary>Destroys a graph (not the execs instantiated from it).</summary>
     [LibraryImport(NativeLibraryNames.Cuda)]
     public static partial CUresult cuGraphDestroy(CUgraph hGraph);

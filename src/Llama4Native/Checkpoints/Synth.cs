@@ -56,7 +56,7 @@ public static class Synth
     /// <summary>FP8 codes are drawn as N(0, Fp8Spread²) in e4m3 units; the scale brings them back to the target std.</summary>
     const double Fp8Spread = 64;
 
-    static (double Mean, double Std) Init(ExpectedTensor e)
+    internal static (double Mean, double Std) Init(ExpectedTensor e)
     {
         var s = e.Shape;
         return e.Rule.Kind switch

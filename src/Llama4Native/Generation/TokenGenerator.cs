@@ -169,9 +169,13 @@ public sealed class TokenGenerator : IDisposable
             else
             {
                 dev.BeginCapture();
-                DeviceGraph captured;
                 try { EmitStep(g, o); }
-                finally { captured = dev.EndCapture(); }
+                catch
+                {
+                    try { dev.EndCapture().Dispose(); } catch { /* the capture is invalid anyway; the first error is the one to see */ }
+                    throw;
+                }
+                var captured = dev.EndCapture();
                 stepGraphs[key] = captured;
                 captured.Launch();
                 GraphReplays++;

@@ -10,6 +10,7 @@ public static class OpSpecs
         new LayerNormSpec(), new BiasActSpec(), new PatchUnfoldSpec(), new VisionEmbedSpec(), new VisionRopeSpec(), new PixelShuffleSpec(), new ScatterRowsSpec(),
         new QuantizeInt4Spec(), new GemmInt4Spec(), new MoeInt4Spec(),
         new QuantizeFp8Spec(), new GemmFp8Spec(), new MoeFp8Spec(),
+        new StepSpec(), new FillSpec(),
     ];
 
     public static IEnumerable<OpCase> AllCases() => All.SelectMany(s => s.Cases());

@@ -60,3 +60,40 @@ public class CapturedDecodeTests
         Assert.That(after.Decode.Trace.Copies, Is.LessThan(before.Decode.Trace.Copies));
     }
 }
+
+/// <summary>The same on a GPU: CUDA stream capture, cuGraphInstantiate, cuGraphLaunch (ignored without one).</summary>
+[Category("Cuda")]
+public class CapturedDecodeCudaTests
+{
+    [TestCase("tiny-scout")]
+    [TestCase("tiny-maverick")]
+    public void CudaGraphStepsGiveTheSameTokensAsHostSteps(string fixture)
+    {
+        var rng = new Random(TestSeed.For(nameof(CudaGraphStepsGiveTheSameTokensAsHostSteps) + fixture));
+        int promptLen = rng.Next(230, 250);
+        var prompt = Enumerable.Range(0, promptLen).Select(_ => rng.Next(1, 480)).ToArray();
+        var o = new GenerationOptions { MaxNewTokens = 300 - promptLen - 8, StopAtModelStops = false, Temperature = 0.7f, TopP = 0.9f, Seed = (ulong)rng.Next() };
+        using var dev = TestDevices.CudaOrIgnore();
+        using var w = WeightLoader.Load(CkptTestUtil.FixtureModel(fixture), dev);
+        using var plain = new TokenGenerator(w, ComputeMode.BF16, 320, 16);
+        using var captured = new TokenGenerator(w, ComputeMode.BF16, 320, 16, captureDecode: true);
+        Assert.That(captured.Generate(prompt, o).ToList(), Is.EqualTo(plain.Generate(prompt, o).ToList()));
+        Assert.That(captured.CapturedSteps, Is.GreaterThanOrEqualTo(2));
+        Assert.That(captured.GraphReplays, Is.GreaterThan(o.MaxNewTokens / 2));
+    }
+}
+
+[Category("Emulator")]
+public class SyntheticBenchTests
+{
+    [Test]
+    public void BenchE2eRunsASyntheticPresetHostDrivenAndCaptured()
+    {
+        var o = new StringWriter(); var e = new StringWriter();
+        int rc = Llama4Native.Cli.Commands.Run(["bench-e2e", "--preset", "tiny-maverick", "--synthetic", "--device", "emu", "--prompt-tokens", "20", "--new-tokens", "4"], o, e);
+        Assert.That(rc, Is.Zero, e.ToString());
+        Assert.That(o.ToString(), Does.Contain("generated in").And.Contain("host-driven").And.Contain("captured step replayed"));
+        rc = Llama4Native.Cli.Commands.Run(["bench-e2e", "--preset", "tiny-maverick", "--device", "emu"], o, e);
+        Assert.That(rc, Is.EqualTo(2), "a preset without --synthetic is a usage error");
+    }
+}

@@ -97,7 +97,11 @@ public sealed unsafe class CudaDevice : Device
         return new Graph(g.Instantiate(), this, CountNodes(g));
     }
 
-    static int CountNodes(CudaGraph g) => -1; // not bound (cuGraphGetNodes); unknown
+    static int CountNodes(CudaGraph g)
+    {
+        nuint n = 0;
+        return Cu.cuGraphGetNodes(g.Handle, 0, ref n) == CUresult.CUDA_SUCCESS ? (int)n : -1;
+    }
 
     sealed class Graph(CudaGraphExec exec, CudaDevice dev, int nodes) : DeviceGraph
     {

@@ -54,6 +54,8 @@ public sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Memor
                       $" (floor {Decode.MinBytes / o.BytesPerSecond * 1e3:0.000} ms → {o.BytesPerSecond / Math.Max(1, Decode.MinBytes):0.0} tokens/s)");
         foreach (var bw in new[] { 3.35e12, 4.8e12 })
             sb.AppendLine($"    at {bw / 1e12:0.00} TB/s: {1 / d.ModelledSeconds(bw, o.FlopsPerSecond):0.0} tokens/s (floor {bw / Math.Max(1, Decode.MinBytes):0.0})");
+        double filled = FilledSeconds(d);
+        sb.AppendLine($"  with SM fill ({Sms} SMs: a grid of fewer blocks gets that share) and {MinKernelUs} µs per kernel: {filled * 1e3:0.000} ms → {1 / filled:0.0} tokens/s");
         sb.AppendLine($"  host time per step on the recording device: {Decode.HostMicroseconds:0} µs (median of {o.Steps})");
         if (d.Uncosted > 0) sb.AppendLine($"  {d.Uncosted} launches without a cost: {string.Join(", ", d.UncostedKernels)}");
         sb.AppendLine("  top kernels by modelled time:");
@@ -67,6 +69,11 @@ public sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Memor
         if (p.Uncosted > 0) sb.AppendLine($"  {p.Uncosted} launches without a cost: {string.Join(", ", p.UncostedKernels)}");
         return sb.ToString();
     }
+
+    /// <summary>H100/H200 SXM streaming multiprocessors, and the least a kernel takes: the second, latency-aware model.</summary>
+    public const int Sms = 132;
+    public const double MinKernelUs = 2;
+    double FilledSeconds(TraceSummary t) => t.ModelledSeconds(Options.BytesPerSecond, Options.FlopsPerSecond, sms: Sms, minKernelSeconds: MinKernelUs * 1e-6);
 
     static IEnumerable<(string Kernel, int Count, double Seconds, long Bytes)> TopKernels(TraceSummary t, PlanOptions o, int n) =>
         t.Items.Where(i => i.Kind == RecordedKind.Launch)
@@ -105,6 +112,7 @@ public sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Memor
                 ["flops"] = Decode.Trace.Flops,
                 ["modelled_s"] = Decode.ModelledSeconds,
                 ["modelled_tokens_per_s"] = DecodeTokensPerSecond,
+                ["modelled_filled_tokens_per_s"] = 1 / FilledSeconds(Decode.Trace),
                 ["host_us"] = Decode.HostMicroseconds,
             },
             ["prefill"] = new JsonObject

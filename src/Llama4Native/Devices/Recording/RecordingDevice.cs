@@ -16,7 +16,7 @@ public readonly record struct RecordedOp(RecordedKind Kind, string Kernel, strin
     {
         RecordedKind.Launch => $"{(InGraph ? "[graph] " : "")}{File}:{Kernel} grid ({Grid.X},{Grid.Y},{Grid.Z}) block ({Block.X},{Block.Y},{Block.Z}) smem {Shared}" +
                                (HasCost ? $" bytes {Bytes} flops {Flops:g4}" : " (no cost declared)"),
-        RecordedKind.GraphLaunch => $"graph launch ({Bytes} nodes)",
+        RecordedKind.GraphLaunch => $"graph launch #{Shared} ({Bytes} nodes)",
         RecordedKind.HostSync => "host sync",
         _ => $"{(InGraph ? "[graph] " : "")}{Kind} {Bytes} B",
     };
@@ -72,7 +72,20 @@ public sealed unsafe class RecordingDevice : Device
     /// <summary>Forgets the record (counters of memory stay).</summary>
     public void ClearRecord() { ops.Clear(); dirty = false; }
 
-    public TraceSummary Summarize(int from = 0, int to = -1) => TraceSummary.Of(ops, from, to < 0 ? ops.Count : to);
+    /// <summary>Totals over ops [from, to); a graph launch counts as one and its nodes are expanded (as executed).</summary>
+    public TraceSummary Summarize(int from = 0, int to = -1)
+    {
+        to = to < 0 ? ops.Count : to;
+        var expanded = new List<RecordedOp>(to - from);
+        for (int i = from; i < to; i++)
+        {
+            expanded.Add(ops[i]);
+            if (ops[i].Kind == RecordedKind.GraphLaunch) expanded.AddRange(graphs[(int)ops[i].Shared]);
+        }
+        return TraceSummary.Of(expanded, 0, expanded.Count);
+    }
+
+    readonly List<RecordedOp[]> graphs = []; // captured node lists; a graph launch records its index (cheap: the host cost is measured)
 
     public override DeviceStream CreateStream() => new RecStream(this);
     public override DeviceEvent CreateEvent(bool timing = false) => new RecEvent(this);
@@ -160,20 +173,19 @@ public sealed unsafe class RecordingDevice : Device
     {
         var list = capture ?? throw new InvalidOperationException("EndCapture without BeginCapture");
         capture = null;
-        return new RecGraph(this, [.. list]);
+        graphs.Add([.. list]);
+        return new RecGraph(this, graphs.Count - 1, graphs[^1].Length);
     }
 
     protected override void Dispose(bool disposing) => kernels.Dispose();
 
-    sealed class RecGraph(RecordingDevice dev, RecordedOp[] nodes) : DeviceGraph
+    sealed class RecGraph(RecordingDevice dev, int index, int nodes) : DeviceGraph
     {
-        public override int Nodes => nodes.Length;
-        public IReadOnlyList<RecordedOp> Recorded => nodes;
+        public override int Nodes => nodes;
         public override void Launch(DeviceStream? stream = null)
         {
             dev.NoCapture("a graph launch");
-            dev.ops.Add(new(RecordedKind.GraphLaunch, "", "", default, default, 0, nodes.Length, 0, true, false));
-            dev.ops.AddRange(nodes);
+            dev.ops.Add(new(RecordedKind.GraphLaunch, "", "", default, default, (uint)index, nodes, 0, true, false));
             dev.dirty = true;
         }
         public override void Dispose() { }
@@ -273,13 +285,17 @@ public sealed record TraceSummary(int Launches, int HostLaunches, int GraphLaunc
     /// copies bytes / <paramref name="hostBytesPerSecond"/>. No launch latency and no overlap: a lower bound for the
     /// work as issued (with graphs and enough work per kernel, the gap to it is each kernel's efficiency).
     /// </summary>
-    public double ModelledSeconds(double bytesPerSecond, double flopsPerSecond, double hostBytesPerSecond = 25e9)
+    /// <param name="sms">when &gt; 0, a launch of fewer blocks than SMs gets only that fraction of the bandwidth and FLOPs
+    /// (a grid that does not fill the chip cannot reach the roofline)</param>
+    /// <param name="minKernelSeconds">the least any kernel takes (launch and tail latency, inside a graph too)</param>
+    public double ModelledSeconds(double bytesPerSecond, double flopsPerSecond, double hostBytesPerSecond = 25e9, int sms = 0, double minKernelSeconds = 0)
     {
         double s = 0;
         foreach (var o in Items)
             s += o.Kind switch
             {
-                RecordedKind.Launch => Math.Max(o.Bytes / bytesPerSecond, o.Flops / flopsPerSecond),
+                RecordedKind.Launch => Math.Max(minKernelSeconds, Math.Max(o.Bytes / bytesPerSecond, o.Flops / flopsPerSecond)
+                                                                  / (sms > 0 ? Math.Min(1.0, (double)o.Grid.Count / sms) : 1.0)),
                 RecordedKind.CopyDeviceToDevice or RecordedKind.Memset => o.Bytes / bytesPerSecond,
                 RecordedKind.CopyHostToDevice or RecordedKind.CopyDeviceToHost => o.Bytes / hostBytesPerSecond,
                 _ => 0,
