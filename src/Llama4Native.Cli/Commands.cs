@@ -61,6 +61,8 @@ public static class Commands
         Register("inspect", Verbs.InspectVerb.Help, Verbs.InspectVerb.Run);
         Register("bench-load", Verbs.BenchLoadVerb.Help, Verbs.BenchLoadVerb.Run);
         Register("tokenize", Verbs.TokenizeVerb.Help, Verbs.TokenizeVerb.Run);
+        Register("serve", Verbs.ServeVerb.Help, Verbs.ServeVerb.Run);
+        Register("bench-serve", Verbs.BenchServeVerb.Help, Verbs.BenchServeVerb.Run);
     }
 }
 
