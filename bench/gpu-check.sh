@@ -22,10 +22,13 @@ pack() {
   cp -r "$ROOT/src/Llama4Native.Cli/bin/$cfg/net10.0" "$dir/app/cli"
   cp -r "$ROOT/tests/Llama4Native.Tests/bin/$cfg/net10.0" "$dir/app/tests"
   # Not the BenchmarkDotNet app (34 MB): GPU kernels are timed with CUDA events by `llama4 bench-kernels`.
-  # The runtime: the host, hostfxr and the shared framework this build targets.
+  # The runtime: the host, hostfxr and the shared frameworks this build targets (ASP.NET Core for `llama4 serve`
+  # and its tests: the CLI and the test app reference Microsoft.AspNetCore.App; about +8 MiB packed).
   local dn; dn="$(dirname "$(readlink -f "$(command -v dotnet)")")"
   local fw; fw="$(ls -d "$dn"/shared/Microsoft.NETCore.App/10.* | sort -V | tail -1)"
-  tar -C "$dn" -cJf "$dir/dotnet-runtime.tar.xz" dotnet host/fxr "shared/Microsoft.NETCore.App/$(basename "$fw")"
+  local asp; asp="$(ls -d "$dn"/shared/Microsoft.AspNetCore.App/10.* | sort -V | tail -1)"
+  tar -C "$dn" -cJf "$dir/dotnet-runtime.tar.xz" dotnet host/fxr "shared/Microsoft.NETCore.App/$(basename "$fw")" \
+      "shared/Microsoft.AspNetCore.App/$(basename "$asp")"
   # Precompiled CUBINs (NVRTC 12.4 here): the fallback when no NVRTC is found there; a newer NVRTC there
   # compiles for itself (the cache key carries the NVRTC version).
   LLAMA4_CACHE="$dir/cache" dotnet "$dir/app/cli/llama4.dll" kernels --arch sm_90a --quiet

@@ -43,12 +43,20 @@ public static class BenchServeVerb
         stdout.WriteLine("(the step engine runs a step's sequences one after another: the kernels do not batch yet)");
         return 0;
 
+        // Random ids, never the image placeholder (a text-only request).
+        int Token()
+        {
+            int t;
+            do t = rng.Next(vocab); while (t == scheduler.Engine.ImageToken);
+            return t;
+        }
+
         (int Tokens, TimeSpan Wall, TimeSpan MeanTtft) Round(int c)
         {
             var sw = Stopwatch.StartNew();
             var seqs = Enumerable.Range(0, c).Select(_ => scheduler.Submit(new ServingRequest
             {
-                Prompt = Enumerable.Range(0, p).Select(_ => rng.Next(vocab)).ToArray(),
+                Prompt = Enumerable.Range(0, p).Select(_ => Token()).ToArray(),
                 Options = new GenerationOptions { MaxNewTokens = n, StopAtModelStops = false },
             })).ToList();
             var results = seqs.Select(s => s.Completion.GetAwaiter().GetResult()).ToList();

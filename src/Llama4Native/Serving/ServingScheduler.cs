@@ -142,6 +142,8 @@ public sealed class ServingScheduler : IDisposable
                                              "shorten it, or start the server with a larger --max-context");
         if (request.Images is not null && engine.ImageToken < 0)
             throw new ArgumentException("the request has images but this model has no vision tower");
+        if (request.Images is null && engine.ImageToken >= 0 && Array.IndexOf(prompt, engine.ImageToken) >= 0)
+            throw new ArgumentException($"the prompt holds the image token <|patch|> ({engine.ImageToken}) but the request has no images");
         int need = Math.Min(prompt.Length + Math.Max(o.MaxNewTokens, 0), engine.MaxContext);
         int blocks = (need + engine.KvBlockTokens - 1) / engine.KvBlockTokens;
         var stops = o.StopAtModelStops ? new HashSet<int>(engine.ModelStops) : [];

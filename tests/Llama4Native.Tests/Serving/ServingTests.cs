@@ -172,6 +172,7 @@ public class ServingTests
         Assert.Throws<ContextLengthException>(() => scheduler.Submit(new ServingRequest { Prompt = RandomPrompt(Context + 1) }));
         Assert.Throws<ArgumentException>(() => scheduler.Submit(new ServingRequest { Prompt = [] }));
         Assert.Throws<ArgumentException>(() => scheduler.Submit(new ServingRequest { Prompt = [512] }));
+        Assert.Throws<ArgumentException>(() => scheduler.Submit(new ServingRequest { Prompt = [1, 492, 2] }), "the image token without images");
         Assert.Throws<ArgumentException>(() => scheduler.Submit(new ServingRequest { Prompt = [1], Options = new GenerationOptions { TopP = 0 } }));
     }
 
