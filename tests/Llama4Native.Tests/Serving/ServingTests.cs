@@ -11,6 +11,7 @@ using Llama4Native.Serving;
 using Llama4Native.Tests.Checkpoints;
 using OpenAI;
 using OpenAI.Chat;
+using AI = Microsoft.Extensions.AI;
 
 namespace Llama4Native.Tests.Serving;
 
@@ -174,6 +175,43 @@ public class ServingTests
         Assert.Throws<ArgumentException>(() => scheduler.Submit(new ServingRequest { Prompt = [512] }));
         Assert.Throws<ArgumentException>(() => scheduler.Submit(new ServingRequest { Prompt = [1, 492, 2] }), "the image token without images");
         Assert.Throws<ArgumentException>(() => scheduler.Submit(new ServingRequest { Prompt = [1], Options = new GenerationOptions { TopP = 0 } }));
+    }
+
+    [Test]
+    public async Task AStopStringEndsTheReplyAndIsNotReturned()
+    {
+        var prompt = RandomPrompt(9);
+        var full = await Collect(scheduler.Submit(new ServingRequest { Prompt = prompt, Options = new GenerationOptions { MaxNewTokens = 12 } }));
+        var text = Decode(full.Tokens);
+        int k = Enumerable.Range(1, Math.Max(0, text.Length - 1)).FirstOrDefault(i => text[i] != '\uFFFD' && !char.IsSurrogate(text[i]));
+        if (k == 0) Assert.Ignore("the reply has no usable character for a stop string");
+        var stop = text[k].ToString();
+        var s = scheduler.Submit(new ServingRequest { Prompt = prompt, Options = new GenerationOptions { MaxNewTokens = 12, StopStrings = [stop] } });
+        var sb = new StringBuilder();
+        await foreach (var p in s.Pieces.ReadAllAsync()) sb.Append(p.Text);
+        var r = await s.Completion;
+        Assert.That(sb.ToString(), Is.EqualTo(text[..text.IndexOf(stop, StringComparison.Ordinal)]));
+        Assert.That(r.Reason, Is.EqualTo(FinishReason.Stop));
+        Assert.That(r.Detail, Is.EqualTo("stop string"));
+    }
+
+    [Test]
+    public async Task IChatClientsAnswerOnTheSameModel()
+    {
+        // Microsoft.Extensions.AI over the scheduler: concurrent calls share its steps.
+        using AI.IChatClient client = new ServingChatClient(scheduler, Codec, null, "tiny");
+        string[] prompts = ["first question", "second, longer question about things", "third"];
+        var replies = await Task.WhenAll(prompts.Select(p => client.GetResponseAsync([new AI.ChatMessage(AI.ChatRole.User, p)], new AI.ChatOptions { MaxOutputTokens = 5 })));
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var want = Lone([.. Codec.EncodeDialog([new Message(MessageRole.User, prompts[i])])], new GenerationOptions { MaxNewTokens = 5 });
+            Assert.That(replies[i].Text, Is.EqualTo(Decode(want)), prompts[i]);
+            Assert.That(replies[i].Usage?.OutputTokenCount, Is.EqualTo(want.Count));
+        }
+        // The library's own one-conversation client keeps working on the same loaded model.
+        using var lib = model.AsChatClient();
+        var own = await lib.GetResponseAsync([new AI.ChatMessage(AI.ChatRole.User, prompts[0])], new AI.ChatOptions { MaxOutputTokens = 5 });
+        Assert.That(own.Text, Is.EqualTo(replies[0].Text));
     }
 
     [Test]
