@@ -35,6 +35,7 @@ public sealed record Llama4ServerOptions
     public int MaxPromptChars { get; init; } = 1 << 20;
     public int MaxStops { get; init; } = 4;
     public int MaxStopChars { get; init; } = 256;
+    public int MaxTools { get; init; } = 64;
     /// <summary>/v1/completions without max_tokens (OpenAI's default is 16).</summary>
     public int DefaultCompletionMaxTokens { get; init; } = 16;
     /// <summary>On SIGTERM/Ctrl-C or <see cref="Llama4Server.StopAsync"/>: how long running requests may finish before they are cancelled.</summary>
@@ -224,7 +225,7 @@ public sealed class Llama4Server : IAsyncDisposable
         ImageTiles? tiles = null;
         try
         {
-            if (chat) (ids, tiles) = ServingPrompt.Dialog(codec, images, r.Messages!);
+            if (chat) (ids, tiles) = ServingPrompt.Dialog(codec, images, r.Tools is { } tools ? ToolCalls.Render(r.Messages!, tools) : r.Messages!);
             else ids = r.PromptIds ?? ServingPrompt.Plain(codec, r.PromptText!);
         }
         catch (Exception e) when (e is ImageException or NotSupportedException or ArgumentException or ImageTokenMismatchException)
@@ -256,6 +257,7 @@ public sealed class Llama4Server : IAsyncDisposable
             var result = await seq.Completion.ConfigureAwait(false);
             if (result.Reason == FinishReason.Error) throw new ApiError(500, "server_error", "generation failed: " + result.Detail);
             if (result.Reason == FinishReason.Cancelled) throw new ApiError(503, "service_unavailable", "the request was cancelled (" + result.Detail + ")", null, "cancelled", TimeSpan.FromSeconds(1));
+            var calls = r.Tools is null ? null : ToolCalls.Parse(text.ToString());
             await WriteJson(ctx, 200, w =>
             {
                 w.WriteStartObject();
@@ -267,12 +269,17 @@ public sealed class Llama4Server : IAsyncDisposable
                 {
                     w.WriteStartObject("message");
                     w.WriteString("role", "assistant");
-                    w.WriteString("content", text.ToString());
+                    if (calls is null) w.WriteString("content", text.ToString());
+                    else
+                    {
+                        w.WriteNull("content");
+                        WriteCalls(w, calls, indexed: false);
+                    }
                     w.WriteEndObject();
                 }
                 else w.WriteString("text", text.ToString());
                 w.WriteNull("logprobs");
-                w.WriteString("finish_reason", Finish(result.Reason));
+                w.WriteString("finish_reason", calls is null ? Finish(result.Reason) : "tool_calls");
                 w.WriteEndObject();
                 w.WriteEndArray();
                 Usage(w, result);
@@ -287,9 +294,12 @@ public sealed class Llama4Server : IAsyncDisposable
         ctx.Response.Headers["X-Accel-Buffering"] = "no";
         var ct = ctx.RequestAborted;
         if (chat) await Event(ctx, w => Chunk(w, id, now, role: true, content: "", finish: null), ct).ConfigureAwait(false);
+        // With tools the reply is held back until it is known to be a call or content (a call is never half-streamed).
+        var held = r.Tools is null ? null : new StringBuilder();
         await foreach (var piece in seq.Pieces.ReadAllAsync(ct).ConfigureAwait(false))
         {
             if (piece.Text.Length == 0) continue;
+            if (held is not null) { held.Append(piece.Text); continue; }
             if (chat) await Event(ctx, w => Chunk(w, id, now, role: false, content: piece.Text, finish: null), ct).ConfigureAwait(false);
             else await Event(ctx, w => TextChunk(w, id, now, piece.Text, null), ct).ConfigureAwait(false);
         }
@@ -302,7 +312,29 @@ public sealed class Llama4Server : IAsyncDisposable
         }
         else
         {
-            if (chat) await Event(ctx, w => Chunk(w, id, now, role: false, content: null, finish: Finish(done.Reason)), ct).ConfigureAwait(false);
+            var calls = held is null ? null : ToolCalls.Parse(held.ToString());
+            if (held is { Length: > 0 } && calls is null) await Event(ctx, w => Chunk(w, id, now, role: false, content: held.ToString(), finish: null), ct).ConfigureAwait(false);
+            if (calls is not null)
+            {
+                await Event(ctx, w =>
+                {
+                    w.WriteStartObject();
+                    Head(w, id, "chat.completion.chunk", now);
+                    w.WriteStartArray("choices");
+                    w.WriteStartObject();
+                    w.WriteNumber("index", 0);
+                    w.WriteStartObject("delta");
+                    WriteCalls(w, calls, indexed: true);
+                    w.WriteEndObject();
+                    w.WriteNull("logprobs");
+                    w.WriteNull("finish_reason");
+                    w.WriteEndObject();
+                    w.WriteEndArray();
+                    w.WriteEndObject();
+                }, ct).ConfigureAwait(false);
+                await Event(ctx, w => Chunk(w, id, now, role: false, content: null, finish: "tool_calls"), ct).ConfigureAwait(false);
+            }
+            else if (chat) await Event(ctx, w => Chunk(w, id, now, role: false, content: null, finish: Finish(done.Reason)), ct).ConfigureAwait(false);
             else await Event(ctx, w => TextChunk(w, id, now, "", Finish(done.Reason)), ct).ConfigureAwait(false);
             if (r.IncludeUsage)
                 await Event(ctx, w =>
@@ -318,6 +350,24 @@ public sealed class Llama4Server : IAsyncDisposable
         await ctx.Response.WriteAsync("data: [DONE]\n\n", ct).ConfigureAwait(false);
         await ctx.Response.Body.FlushAsync(ct).ConfigureAwait(false);
         options.Log?.Invoke($"  {id}: {done.PromptTokens} prompt + {done.CompletionTokens} tokens, {Finish(done.Reason)}, first token {done.TimeToFirstToken.TotalMilliseconds:0} ms");
+    }
+
+    static void WriteCalls(Utf8JsonWriter w, List<(string Name, string Arguments)> calls, bool indexed)
+    {
+        w.WriteStartArray("tool_calls");
+        for (int i = 0; i < calls.Count; i++)
+        {
+            w.WriteStartObject();
+            if (indexed) w.WriteNumber("index", i);
+            w.WriteString("id", "call_" + Guid.NewGuid().ToString("N")[..24]);
+            w.WriteString("type", "function");
+            w.WriteStartObject("function");
+            w.WriteString("name", calls[i].Name);
+            w.WriteString("arguments", calls[i].Arguments);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
     }
 
     static string Finish(FinishReason r) => r switch { FinishReason.Stop => "stop", FinishReason.Length => "length", FinishReason.Cancelled => "cancelled", _ => "error" };

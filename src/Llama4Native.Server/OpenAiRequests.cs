@@ -12,6 +12,8 @@ public sealed class ParsedRequest
     public string? PromptText;                 // completion: text
     public int[]? PromptIds;                   // completion: token ids
     public int? MaxTokens;
+    /// <summary>The request's tools (each as given), when it has some and tool_choice is not "none".</summary>
+    public List<JsonElement>? Tools;
     public bool Stream, IncludeUsage;
     public GenerationOptions Options = new();
 }
@@ -19,7 +21,7 @@ public sealed class ParsedRequest
 /// <summary>
 /// Parsing of the OpenAI request bodies (<c>/v1/chat/completions</c>, <c>/v1/completions</c>). Unknown fields are
 /// ignored (clients send many); fields we cannot honour are refused clearly rather than ignored: <c>n</c> ≠ 1,
-/// tools, logprobs, non-text response formats, <c>echo</c>, <c>suffix</c>, <c>best_of</c> ≠ 1, image URLs that are
+/// a forced tool_choice, logprobs, non-text response formats, <c>echo</c>, <c>suffix</c>, <c>best_of</c> ≠ 1, image URLs that are
 /// not <c>data:</c> URLs.
 /// </summary>
 public static class OpenAiRequests
@@ -27,11 +29,7 @@ public static class OpenAiRequests
     public static ParsedRequest Chat(JsonElement root, Llama4ServerOptions limits)
     {
         var r = Common(root, limits);
-        if (root.TryGetProperty("tools", out var tools) && tools.ValueKind is not JsonValueKind.Null && !(tools.ValueKind == JsonValueKind.Array && tools.GetArrayLength() == 0)
-            || root.TryGetProperty("functions", out var fns) && fns.ValueKind is not JsonValueKind.Null
-            || root.TryGetProperty("tool_choice", out var tc) && tc.ValueKind is not JsonValueKind.Null && !(tc.ValueKind == JsonValueKind.String && tc.GetString() == "none"))
-            throw ApiError.BadRequest("tools are not supported by this server yet (the Llama 4 chat template renders them, but tool calls " +
-                                      "are not parsed out of the reply); send the request without 'tools', 'functions' and 'tool_choice'", "tools", "tools_not_supported");
+        r.Tools = Tools(root, limits);
         if (root.TryGetProperty("response_format", out var rf) && rf.ValueKind is not JsonValueKind.Null &&
             !(rf.ValueKind == JsonValueKind.Object && rf.TryGetProperty("type", out var rft) && rft.ValueKind == JsonValueKind.String && rft.GetString() == "text"))
             throw ApiError.BadRequest("only response_format {\"type\": \"text\"} is supported (no JSON mode or schemas)", "response_format");
@@ -59,13 +57,28 @@ public static class OpenAiRequests
                 "tool" => MessageRole.Tool,
                 _ => throw ApiError.BadRequest($"{at}.role '{roleName}' is not one of system, developer, user, assistant, tool", at + ".role"),
             };
-            if (m.TryGetProperty("tool_calls", out var calls) && calls.ValueKind == JsonValueKind.Array && calls.GetArrayLength() > 0)
-                throw ApiError.BadRequest($"{at} has tool_calls: tools are not supported by this server yet", at + ".tool_calls", "tools_not_supported");
             var text = new System.Text.StringBuilder();
+            bool hasCalls = false;
+            if (m.TryGetProperty("tool_calls", out var calls) && calls.ValueKind is not JsonValueKind.Null)
+            {
+                if (role != MessageRole.Assistant || calls.ValueKind != JsonValueKind.Array)
+                    throw ApiError.BadRequest($"{at}.tool_calls must be an array, in an assistant message", at + ".tool_calls");
+                int k = 0;
+                foreach (var call in calls.EnumerateArray())
+                {
+                    string cat = $"{at}.tool_calls[{k++}]";
+                    if (call.ValueKind != JsonValueKind.Object || !call.TryGetProperty("function", out var fn) || fn.ValueKind != JsonValueKind.Object)
+                        throw ApiError.BadRequest($"{cat} must be {{\"type\": \"function\", \"function\": {{name, arguments}}}}", cat);
+                    var name = Str(fn, "name", cat + ".function.name") ?? throw ApiError.BadRequest($"{cat}.function.name is required", cat + ".function.name");
+                    text.Append(ToolCalls.CallText(name, Str(fn, "arguments", cat + ".function.arguments") ?? "{}"));
+                    hasCalls = true;
+                }
+            }
             var pics = new List<ImageInput>();
             if (!m.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null)
             {
-                if (role != MessageRole.Assistant) throw ApiError.BadRequest($"{at}.content is required", at + ".content");
+                if (role != MessageRole.Assistant || !hasCalls && !m.TryGetProperty("content", out _))
+                    throw ApiError.BadRequest($"{at}.content is required", at + ".content");
             }
             else if (content.ValueKind == JsonValueKind.String) text.Append(content.GetString());
             else if (content.ValueKind == JsonValueKind.Array)
@@ -137,6 +150,41 @@ public static class OpenAiRequests
         }
         else throw ApiError.BadRequest("'prompt' must be a string, an array of token ids, or an array of one of those", "prompt");
         return r;
+    }
+
+    /// <summary>OpenAI function tools (the only kind); tool_choice "auto" (default) or "none" (the tools are then not rendered).</summary>
+    static List<JsonElement>? Tools(JsonElement root, Llama4ServerOptions limits)
+    {
+        if (root.TryGetProperty("functions", out var fns) && fns.ValueKind is not JsonValueKind.Null)
+            throw ApiError.BadRequest("'functions' (deprecated) is not supported; send 'tools'", "functions");
+        bool off = false;
+        if (root.TryGetProperty("tool_choice", out var tc) && tc.ValueKind is not JsonValueKind.Null)
+        {
+            var choice = tc.ValueKind == JsonValueKind.String ? tc.GetString() : null;
+            if (choice == "none") off = true;
+            else if (choice != "auto")
+                throw ApiError.BadRequest("'tool_choice' must be \"auto\" or \"none\" (forcing a call — \"required\" or a named function — is not supported)", "tool_choice");
+        }
+        if (!root.TryGetProperty("tools", out var tools) || tools.ValueKind is JsonValueKind.Null) return null;
+        if (tools.ValueKind != JsonValueKind.Array) throw ApiError.BadRequest("'tools' must be an array", "tools");
+        if (tools.GetArrayLength() > limits.MaxTools) throw ApiError.BadRequest($"'tools' has {tools.GetArrayLength()} entries; at most {limits.MaxTools}", "tools");
+        var list = new List<JsonElement>();
+        int i = 0;
+        foreach (var t in tools.EnumerateArray())
+        {
+            string at = $"tools[{i++}]";
+            if (t.ValueKind != JsonValueKind.Object || Str(t, "type", at + ".type") != "function")
+                throw ApiError.BadRequest($"{at} must be {{\"type\": \"function\", \"function\": {{name, description, parameters}}}}", at);
+            if (!t.TryGetProperty("function", out var fn) || fn.ValueKind != JsonValueKind.Object)
+                throw ApiError.BadRequest($"{at}.function is required", at + ".function");
+            var name = Str(fn, "name", at + ".function.name");
+            if (name is null || name.Length is 0 or > 64 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))
+                throw ApiError.BadRequest($"{at}.function.name must be 1 to 64 of a-z, A-Z, 0-9, _ and -", at + ".function.name");
+            if (fn.TryGetProperty("parameters", out var ps) && ps.ValueKind is not (JsonValueKind.Object or JsonValueKind.Null))
+                throw ApiError.BadRequest($"{at}.function.parameters must be a JSON schema object", at + ".function.parameters");
+            list.Add(t.Clone());
+        }
+        return off || list.Count == 0 ? null : list;
     }
 
     /// <summary>The fields both endpoints share: model, n, stream, sampling, seed, stop.</summary>

@@ -215,6 +215,92 @@ public class ServingTests
     }
 
     [Test]
+    public void ToolsRenderAndCallsParseLikeTheLlama4ChatTemplate()
+    {
+        using var doc = JsonDocument.Parse("{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Weather in a city\"," +
+                                           "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}}");
+        var rendered = ToolCalls.Render([new Message(MessageRole.System, " Be brief. "), new Message(MessageRole.User, " Weather in Paris? ")], [doc.RootElement]);
+        Assert.That(rendered[0].Text, Is.EqualTo("Environment: ipython\nBe brief."));
+        // What Jinja's `t | tojson(indent=4)` prints (json.dumps, indent 4, keys as given).
+        const string json = "{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_weather\",\n        \"description\": \"Weather in a city\",\n" +
+                            "        \"parameters\": {\n            \"type\": \"object\",\n            \"properties\": {\n                \"city\": {\n" +
+                            "                    \"type\": \"string\"\n                }\n            },\n            \"required\": [\n                \"city\"\n            ]\n        }\n    }\n}";
+        Assert.That(rendered[1].Text, Is.EqualTo(ToolCalls.Instruction + json + "\n\nWeather in Paris?"));
+        Assert.That(ToolCalls.CallText("get_weather", "{\"city\":\"Paris\"}"), Is.EqualTo("{\"name\": \"get_weather\", \"parameters\": {\"city\":\"Paris\"}}"));
+
+        Assert.That(ToolCalls.Parse(" {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}\n"), Is.EqualTo(new[] { ("get_weather", "{\"city\": \"Paris\"}") }));
+        Assert.That(ToolCalls.Parse("[{\"name\": \"a\", \"parameters\": {}}, {\"name\": \"b\", \"arguments\": {\"x\": 1}}]")!.Select(c => c.Name), Is.EqualTo(new[] { "a", "b" }));
+        Assert.That(ToolCalls.Parse("It is sunny in Paris."), Is.Null);
+        Assert.That(ToolCalls.Parse("{\"name\": 3, \"parameters\": {}}"), Is.Null);
+        Assert.That(ToolCalls.Parse("{\"name\": \"a\", \"parameters\": {"), Is.Null);
+    }
+
+    /// <summary>An engine that answers every request with the same bytes, then end-of-turn: what a real model's
+    /// tool call looks like on the wire, without a real model.</summary>
+    sealed class ScriptedEngine(string reply) : IStepEngine
+    {
+        readonly int[] script = [.. Encoding.UTF8.GetBytes(reply).Select(b => (int)b), ByteCodec.Eot];
+        readonly int[] position = new int[2], at = new int[2];
+        public int Slots => 2;
+        public int MaxContext => 4096;
+        public int KvBlockTokens => 4096;
+        public int KvBlocks => 2;
+        public int MaxPrefillPiece => 64;
+        public int Vocab => 512;
+        public IReadOnlySet<int> ModelStops { get; } = new HashSet<int> { ByteCodec.Eot };
+        public int ImageToken => -1;
+        public void Begin(int slot, GenerationOptions options, ImageTiles? images) { position[slot] = 0; at[slot] = 0; }
+        public void Step(ReadOnlySpan<StepPiece> pieces, Span<StepResult> results)
+        {
+            for (int i = 0; i < pieces.Length; i++)
+            {
+                var p = pieces[i];
+                position[p.Slot] += p.Tokens.Length;
+                results[i] = new StepResult(p.Sample ? script[Math.Min(at[p.Slot]++, script.Length - 1)] : -1, null);
+            }
+        }
+        public int Position(int slot) => position[slot];
+        public void End(int slot) { }
+        public void Dispose() { }
+    }
+
+    [Test]
+    public async Task AToolCallReplyComesBackAsToolCallsStreamingAndNot()
+    {
+        using var sched = new ServingScheduler(new ScriptedEngine("{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}"), Codec);
+        await using var srv = await Llama4Server.StartAsync(sched, Codec, null, new Llama4ServerOptions { Port = 0, ModelId = "tiny", HandleSignals = false });
+        var client = Client(at: srv.BaseAddress);
+        var tool = ChatTool.CreateFunctionTool("get_weather", "Weather in a city", BinaryData.FromString("{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}"));
+        var o = new ChatCompletionOptions { Tools = { tool } };
+        ChatCompletion c = await client.CompleteChatAsync([new UserChatMessage("Weather in Paris?")], o);
+        Assert.That(c.FinishReason, Is.EqualTo(OpenAI.Chat.ChatFinishReason.ToolCalls));
+        Assert.That(c.ToolCalls, Has.Count.EqualTo(1));
+        Assert.That(c.ToolCalls[0].FunctionName, Is.EqualTo("get_weather"));
+        Assert.That(JsonDocument.Parse(c.ToolCalls[0].FunctionArguments.ToString()).RootElement.GetProperty("city").GetString(), Is.EqualTo("Paris"));
+        var plain = Codec.EncodeDialog([new Message(MessageRole.User, "Weather in Paris?")]).Count;
+        Assert.That(c.Usage.InputTokenCount, Is.GreaterThan(plain + ToolCalls.Instruction.Length + "get_weather".Length), "the tools are in the prompt");
+
+        string? name = null;
+        var args = new StringBuilder();
+        OpenAI.Chat.ChatFinishReason? finish = null;
+        await foreach (var u in client.CompleteChatStreamingAsync([new UserChatMessage("Weather in Paris?")], o))
+        {
+            foreach (var t in u.ToolCallUpdates) { name ??= t.FunctionName; args.Append(t.FunctionArgumentsUpdate?.ToString()); }
+            finish ??= u.FinishReason;
+        }
+        Assert.That(name, Is.EqualTo("get_weather"));
+        Assert.That(JsonDocument.Parse(args.ToString()).RootElement.GetProperty("city").GetString(), Is.EqualTo("Paris"));
+        Assert.That(finish, Is.EqualTo(OpenAI.Chat.ChatFinishReason.ToolCalls));
+
+        // The conversation goes on with the call and its result; without tools the same reply is plain content.
+        List<ChatMessage> history = [new UserChatMessage("Weather in Paris?"), new AssistantChatMessage(c.ToolCalls), new ToolChatMessage(c.ToolCalls[0].Id, "{\"celsius\": 21}")];
+        Assert.That((await client.CompleteChatAsync(history, o)).Value.FinishReason, Is.EqualTo(OpenAI.Chat.ChatFinishReason.ToolCalls));
+        var text = await client.CompleteChatAsync([new UserChatMessage("Weather in Paris?")]);
+        Assert.That(text.Value.Content[0].Text, Does.StartWith("{\"name\""));
+        Assert.That(text.Value.FinishReason, Is.EqualTo(OpenAI.Chat.ChatFinishReason.Stop));
+    }
+
+    [Test]
     public async Task OpenAIClientGetsTheSameReplyStreamingAndNot()
     {
         var client = Client();
@@ -332,7 +418,9 @@ public class ServingTests
     [TestCase("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop")]
     [TestCase("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream_options\":{\"include_usage\":true}}", "stream_options")]
     [TestCase("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"seed\":\"x\"}", "seed")]
-    [TestCase("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", "tools")]
+    [TestCase("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\"}", "tool_choice")]
+    [TestCase("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"no spaces\"}}]}", "tools[0].function.name")]
+    [TestCase("{\"messages\":[{\"role\":\"assistant\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", "messages")]
     [TestCase("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://example.com/a.png\"}}]}]}", "messages[0].content[0].image_url.url")]
     [TestCase("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,!!!\"}}]}]}", "messages[0].content[0].image_url.url")]
     [TestCase("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"audio\"}]}]}", "messages[0].content[0].type")]
