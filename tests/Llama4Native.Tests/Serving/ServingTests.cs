@@ -557,6 +557,22 @@ public class ServingTests
     }
 
     [Test]
+    public async Task DrainingFinishesShortWorkAndCancelsWhatOutlivesTheTimeout()
+    {
+        using var sched = new ServingScheduler(SequentialStepEngine.For(model, 2, Context), Codec);
+        var shortOne = sched.Submit(new ServingRequest { Prompt = RandomPrompt(4), Options = new GenerationOptions { MaxNewTokens = 2, StopAtModelStops = false } });
+        var longOne = sched.Submit(new ServingRequest { Prompt = RandomPrompt(4), Options = new GenerationOptions { MaxNewTokens = 120, StopAtModelStops = false } });
+        await longOne.Pieces.ReadAsync();
+        await sched.DrainAsync(TimeSpan.FromMilliseconds(300));
+        Assert.That((await shortOne.Completion).Reason, Is.EqualTo(FinishReason.Length), "short work finished");
+        var r = await longOne.Completion;
+        Assert.That(r.Reason, Is.EqualTo(FinishReason.Cancelled));
+        Assert.That(r.Detail, Is.EqualTo("shutdown"));
+        Assert.Throws<ServerShuttingDownException>(() => sched.Submit(new ServingRequest { Prompt = [1] }));
+        Assert.That(sched.Snapshot().Running, Is.Zero);
+    }
+
+    [Test]
     public void ServeVerbRejectsBadOptionsBeforeLoading()
     {
         var err = new StringWriter();
