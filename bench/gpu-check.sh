@@ -22,10 +22,17 @@ pack() {
   cp -r "$ROOT/src/Llama4Native.Cli/bin/$cfg/net10.0" "$dir/app/cli"
   cp -r "$ROOT/tests/Llama4Native.Tests/bin/$cfg/net10.0" "$dir/app/tests"
   # Not the BenchmarkDotNet app (34 MB): GPU kernels are timed with CUDA events by `llama4 bench-kernels`.
-  # The runtime: the host, hostfxr and the shared framework this build targets.
+  # Nor the test platform's localised message assemblies (cs/, de/, … ~3.5 MB): English is enough there.
+  find "$dir/app" -mindepth 2 -maxdepth 2 -type d \( -name cs -o -name de -o -name es -o -name fr -o -name it -o -name ja \
+       -o -name ko -o -name pl -o -name pt-BR -o -name ru -o -name tr -o -name zh-Hans -o -name zh-Hant -o -name TestResults \) \
+       -exec rm -rf {} +
+  # The runtime: the host, hostfxr and the shared frameworks this build targets (ASP.NET Core for `llama4 serve`
+  # and its tests: the CLI and the test app reference Microsoft.AspNetCore.App; about +8 MiB packed, hence xz -9).
   local dn; dn="$(dirname "$(readlink -f "$(command -v dotnet)")")"
   local fw; fw="$(ls -d "$dn"/shared/Microsoft.NETCore.App/10.* | sort -V | tail -1)"
-  tar -C "$dn" -cJf "$dir/dotnet-runtime.tar.xz" dotnet host/fxr "shared/Microsoft.NETCore.App/$(basename "$fw")"
+  local asp; asp="$(ls -d "$dn"/shared/Microsoft.AspNetCore.App/10.* | sort -V | tail -1)"
+  XZ_OPT="-9 -T2" tar -C "$dn" -cJf "$dir/dotnet-runtime.tar.xz" dotnet host/fxr "shared/Microsoft.NETCore.App/$(basename "$fw")" \
+      "shared/Microsoft.AspNetCore.App/$(basename "$asp")"
   # Precompiled CUBINs (NVRTC 12.4 here): the fallback when no NVRTC is found there; a newer NVRTC there
   # compiles for itself (the cache key carries the NVRTC version).
   LLAMA4_CACHE="$dir/cache" dotnet "$dir/app/cli/llama4.dll" kernels --arch sm_90a --quiet

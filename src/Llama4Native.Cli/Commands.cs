@@ -98,6 +98,8 @@ public static class Commands
             Register(TokenizeVerb.Spec, TokenizeVerb.Run);
             Register(DevicesVerb.Spec, DevicesVerb.Run);
             Register(PreprocessVerb.Spec, PreprocessVerb.Run);
+            Register(ServeVerb.Spec, ServeVerb.Run);
+            Register(BenchServeVerb.Spec, BenchServeVerb.Run);
         }
     }
 }

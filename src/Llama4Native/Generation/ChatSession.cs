@@ -166,7 +166,7 @@ public sealed class ChatSession : IDisposable
     /// Where the first stop string starts (or −1), and how far the text is safe to emit: everything except a
     /// suffix that could still grow into a stop string.
     /// </summary>
-    static (int Safe, int StopAt) Scan(System.Text.StringBuilder sb, string[] stops, int from)
+    internal static (int Safe, int StopAt) Scan(System.Text.StringBuilder sb, string[] stops, int from)
     {
         if (stops.Length == 0) return (sb.Length, -1);
         var s = sb.ToString();

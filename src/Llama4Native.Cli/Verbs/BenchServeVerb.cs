@@ -1,0 +1,73 @@
+using System.Diagnostics;
+using Llama4Native.Generation;
+using Llama4Native.Model;
+using Llama4Native.Serving;
+
+namespace Llama4Native.Cli.Verbs;
+
+/// <summary>
+/// `llama4 bench-serve`: aggregate generated tokens/s of the serving scheduler at several concurrencies, in
+/// process (no HTTP): C requests of P random prompt tokens each, N greedy tokens each, all submitted at once to a
+/// scheduler with C slots; every level is run once to warm up (kernels, graphs per slot) and then measured.
+/// </summary>
+public static class BenchServeVerb
+{
+    public static readonly VerbSpec Spec = new("bench-serve", "serving throughput in process: aggregate generated tokens/s of the scheduler at several concurrencies",
+        [Common.Model,
+         new("concurrency", "LIST", "comma-separated concurrency levels (default 1,4,16)"),
+         new("prompt-tokens", "P", "random prompt tokens per request, 1 to 65536 (default 32)"),
+         new("new-tokens", "N", "greedy new tokens per request, 1 to 65536 (default 16)"),
+         Common.Device, Common.ComputeOpt,
+         new("seed", "S", "seed of the random prompts, an int (default 1)")]);
+
+    public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
+    {
+        var a = new Args(argv, Spec);
+        string dir = Common.ModelDir(a);
+        var levels = a.Get("concurrency", "1,4,16").Split(',').Select(s => int.TryParse(s, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var c) && c is >= 1 and <= 4096 ? c : throw new UsageException($"--concurrency: '{s}' is not a count from 1 to 4096")).ToArray();
+        int p = a.GetInt("prompt-tokens", 32, 1, 1 << 16), n = a.GetInt("new-tokens", 16, 1, 1 << 16);
+        var compute = Common.Compute(a);
+        int context = p + n + 1;
+        using var model = Llama4Model.Load(dir, new Llama4ModelOptions(Common.DeviceSpec(a), compute, context, 256));
+        using var scheduler = new ServingScheduler(SequentialStepEngine.For(model, levels.Max(), context), null,
+                                                   new ServingOptions { MaxQueue = levels.Max(), StepTokenBudget = 512 });
+        var rng = new Random(a.GetInt("seed", 1));
+        int vocab = model.Config.Text.VocabSize;
+        stdout.WriteLine($"device {model.Device.Name}, {model.Compute}; model {dir}; {p} prompt tokens, {n} new tokens per request (greedy)");
+        stdout.WriteLine("| concurrency | generated tokens | wall s | aggregate tokens/s | × concurrency 1 | mean time to first token ms |");
+        stdout.WriteLine("| ---: | ---: | ---: | ---: | ---: | ---: |");
+        double? baseline = null;
+        foreach (var c in levels)
+        {
+            Round(c);                                   // warm-up
+            var (tokens, wall, ttft) = Round(c);
+            double rate = tokens / wall.TotalSeconds;
+            baseline ??= rate;
+            stdout.WriteLine($"| {c} | {tokens} | {wall.TotalSeconds:0.000} | {rate:0.0} | {rate / baseline.Value:0.00} | {ttft.TotalMilliseconds:0} |");
+        }
+        stdout.WriteLine("(the step engine runs a step's sequences one after another: the kernels do not batch yet)");
+        return 0;
+
+        // Random ids, never the image placeholder (a text-only request).
+        int Token()
+        {
+            int t;
+            do t = rng.Next(vocab); while (t == scheduler.Engine.ImageToken);
+            return t;
+        }
+
+        (int Tokens, TimeSpan Wall, TimeSpan MeanTtft) Round(int c)
+        {
+            var sw = Stopwatch.StartNew();
+            var seqs = Enumerable.Range(0, c).Select(_ => scheduler.Submit(new ServingRequest
+            {
+                Prompt = Enumerable.Range(0, p).Select(_ => Token()).ToArray(),
+                Options = new GenerationOptions { MaxNewTokens = n, StopAtModelStops = false },
+            })).ToList();
+            var results = seqs.Select(s => s.Completion.GetAwaiter().GetResult()).ToList();
+            var wall = sw.Elapsed;
+            if (results.FirstOrDefault(r => r.Reason == FinishReason.Error) is { } bad) throw new InvalidOperationException("a request failed: " + bad.Detail, bad.Error);
+            return (results.Sum(r => r.CompletionTokens), wall, TimeSpan.FromTicks((long)results.Average(r => r.TimeToFirstToken.Ticks)));
+        }
+    }
+}
