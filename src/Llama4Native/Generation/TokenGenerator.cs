@@ -185,9 +185,11 @@ public sealed class TokenGenerator : IDisposable
         Cache.EndPiece();
         unsafe
         {
-            dev.CopyDeviceToHost(sampler.Ptr + IdAt, idHost.Pointer, 4);
+            dev.CopyDeviceToHost(sampler.Ptr + IdAt, idHost.Pointer, 8);   // the id and Σ logits, one transfer
             dev.DefaultStream.Synchronize();
             deviceStateValid = true;
+            if (!float.IsFinite(((float*)idHost.Pointer)[1]))
+                throw NonFinite.Diagnose(weights, mode, history, callImages);
             return *(int*)idHost.Pointer;
         }
     }
@@ -198,8 +200,11 @@ public sealed class TokenGenerator : IDisposable
         Step.Decode(dev, sampler.Ptr + IdAt, g.Plan[g.Ids], g.Plan[g.Positions], Cache.RopeDescriptor, Cache.NopeDescriptor, Cache.Chunk);
         g.RunOnDevice();
         var logits = g.Plan[g.Logits];
-        Sample.Run(dev, logits.Slice(logits.Shape[0] - 1, 1), sampler.Ptr, Penalised(o) ? sampler.Ptr + CountsAt : DevicePtr.Null, sampler.Ptr + StepAt,
+        var row = logits.Slice(logits.Shape[0] - 1, 1);
+        Sample.Run(dev, row, sampler.Ptr, Penalised(o) ? sampler.Ptr + CountsAt : DevicePtr.Null, sampler.Ptr + StepAt,
                    new Tensor(sampler.Ptr + IdAt, DType.I32, new Shape(1)), DevicePtr.Null, update: true);
+        // The finiteness check rides along as in Choose: Σ logits next to the id, read back with it.
+        Gemv.Run(dev, row, new Tensor(ones.Ptr, DType.BF16, new Shape(1, Vocab)), new Tensor(sampler.Ptr + SumAt, DType.F32, new Shape(1, 1)));
     }
 
     /// <summary>

@@ -136,7 +136,10 @@ public class ConfigTests
         Assert.That(mav.TotalParams / 1e9, Is.InRange(398, 404), "Maverick is ~400B total");
         Assert.That(scout.ActiveParamsPerToken / 1e9, Is.InRange(16, 18), "17B active");
         Assert.That(mav.ActiveParamsPerToken / 1e9, Is.InRange(16, 18), "17B active");
-        Assert.That(scout.WeightBytesInt4 / 1e9, Is.InRange(50, 60), "int4 Scout ≈ 55 GB");
+        // SPEC § Quantization: int4_mixed Scout ≈ 51 GB int4 + 3.2 GB scales + 11 GB bf16 ≈ 66 GB; fp8_mixed Maverick ≈ 400 GB.
+        Assert.That(scout.WeightBytesInt4 / 1e9, Is.InRange(63, 69), "int4_mixed Scout ≈ 66 GB");
+        Assert.That(scout.WeightBytesBf16 / 1e9, Is.InRange(214, 220), "bf16 Scout ≈ 217 GB");
+        Assert.That(mav.WeightBytesFp8 / 1e9, Is.InRange(420, 440), "fp8_mixed Maverick ≈ 400 GB class (433 GB incl. the bf16 layers 0/47)");
         // KV: RoPE layers keep one chunk, NoPE layers everything.
         var t = Llama4Config.Parse(Presets.ConfigJson("scout")).Text;
         long perTok = 2L * 8 * 128 * 2;
