@@ -14,9 +14,11 @@ namespace Llama4Native;
 /// (`original/tokenizer.model`, `tokenizer.model` or `tokenizer.json`), loaded when the first session starts.</param>
 /// <param name="Quantize">On-the-fly weight quantization at load: int4 (int4_mixed, W4A16) or fp8 (fp8_mixed).</param>
 /// <param name="Int4GroupSize">Input elements per int4 scale (G); K of every int4 weight must be a multiple of it.</param>
+/// <param name="KvCache">How keys and values are stored: the compute dtype (default) or FP8 (e4m3 + a scale per token and kv head).</param>
 public sealed record Llama4ModelOptions(string Device = "auto", ComputeMode? Compute = null, int MaxContext = 8192, int MaxPrefillPiece = 256,
                                         Action<LoadProgress>? Progress = null, ITextCodec? Codec = null,
-                                        QuantizeMode Quantize = QuantizeMode.None, int Int4GroupSize = 128);
+                                        QuantizeMode Quantize = QuantizeMode.None, int Int4GroupSize = 128,
+                                        KvCacheFormat KvCache = KvCacheFormat.Default);
 
 /// <summary>
 /// A Llama 4 checkpoint loaded on a device: the entry point of the library.
@@ -90,7 +92,7 @@ public sealed class Llama4Model : IDisposable
         var codec = Codec;
         int ctx = maxContext ?? Options.MaxContext;
         var images = Config.Vision is { } v ? Vision.Llama4ImageProcessor.FromConfig(v) : null;
-        return new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec, images);
+        return new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx), kvCache: Options.KvCache), codec, images);
     }
 
     /// <summary>This model as a Microsoft.Extensions.AI chat client (one conversation, reusing its cache across turns).</summary>
