@@ -95,7 +95,7 @@
 #define ATTN_DEC_Q 8
 #endif
 #ifndef ATTN_DEC_BK
-#define ATTN_DEC_BK (ATTN_HEAD_DIM <= 128 ? 64 : 32)
+#define ATTN_DEC_BK (ATTN_HEAD_DIM <= 128 ? 32 : 16)
 #endif
 #ifndef ATTN_DEC_THREADS
 #define ATTN_DEC_THREADS 128
@@ -143,6 +143,33 @@ L4_DEV float kv_at(const float* p, const float*, long long o) { return p[o]; }
 L4_DEV float kv_at(const bf16* p, const float*, long long o) { return bf16_to_f32(p[o]); }
 L4_DEV float kv_at(const uint8_t* p, const float* sc, long long o) { return e4m3_to_f32(p[o]) * sc[o / D]; }
 L4_DEV const float* kv_scales(const float* sc, long long base) { return sc ? sc + base / D : sc; }
+// 8 consecutive K/V elements o..o+7 (o % 8 == 0 within a row) as floats: one 16-byte load (bf16; two for f32; one
+// 8-byte load of e4m3 codes) where the address allows, element loads otherwise (unaligned K/V, e.g. a shifted view).
+L4_DEV void kv_load8(const float* p, const float*, long long o, float v[8]) {
+    if (aligned16(p + o)) { load8(p + o, v); return; }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = p[o + e];
+}
+L4_DEV void kv_load8(const bf16* p, const float*, long long o, float v[8]) {
+    if (aligned16(p + o)) { load8(p + o, v); return; }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = bf16_to_f32(p[o + e]);
+}
+L4_DEV void kv_load8(const uint8_t* p, const float* sc, long long o, float v[8]) {
+    const float s = sc[o / D];
+    if (((unsigned long long)(p + o) & 7ull) == 0) {
+        const uint2 u = vload<uint2>(p + o);
+        const uint32_t w[2] = {u.x, u.y};
+#pragma unroll
+        for (int h = 0; h < 4; ++h) {
+            const float2 f = e4m3x2_to_f32x2((uint16_t)(w[h >> 1] >> (16 * (h & 1))));
+            v[2 * h] = f.x * s; v[2 * h + 1] = f.y * s;
+        }
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = e4m3_to_f32(p[o + e]) * s;
+}
 
 // ------------------------------------------------------------------------------------------ fwd (CUDA cores)
 template <class T, class KT>
@@ -246,6 +273,7 @@ L4_DEV void decode_split(const T* Q, const KT* K, const KT* V, float* o_part, fl
                          int total_q, const float* k_scale, const float* v_scale) {
     __shared__ float Qs[DQ][D];
     __shared__ float Ks[DBK][D + 1];  // +1: threads = keys read a column without bank conflicts
+    __shared__ __align__(16) float Vs[DBK][D];
     __shared__ float P[DQ][DBK];
     __shared__ float Ms[DQ], Ls[DQ], As[DQ];
     // A block's DQ "rows" are (query row, head) combos of ONE kv head: combo c = r·G + gi is query row r of
@@ -295,9 +323,21 @@ L4_DEV void decode_split(const T* Q, const KT* K, const KT* V, float* o_part, fl
     for (int j0 = lo; j0 < hi; j0 += DBK) {
         const int n = min(DBK, hi - j0);
         __syncthreads();  // Qs/Ms ready (first tile); the previous tile's Ks, P, As are consumed
-        for (int idx = tid; idx < DBK * D; idx += DNT) {
-            const int j = idx / D, i = idx % D;
-            Ks[j][i] = j < n ? kv_at(Kh, Ksc, (long long)(j0 + j) * kv_row_stride + i) : 0.f;
+        // K and V tiles: 8 elements (16 bytes of bf16) per thread and load, converted to f32 once
+        for (int idx = tid; idx < DBK * (D / 8); idx += DNT) {
+            const int j = idx / (D / 8), c = idx % (D / 8);
+            float kv[8], vv[8];
+            if (j < n) {
+                const long long o = (long long)(j0 + j) * kv_row_stride + 8 * c;
+                kv_load8(Kh, Ksc, o, kv);
+                kv_load8(Vh, Vsc, o, vv);
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) kv[e] = vv[e] = 0.f;
+            }
+#pragma unroll
+            for (int e = 0; e < 8; ++e) Ks[j][8 * c + e] = kv[e];
+            store8(&Vs[j][8 * c], vv);
         }
         __syncthreads();
         // scores: thread = key (consecutive threads, consecutive keys)
@@ -326,7 +366,7 @@ L4_DEV void decode_split(const T* Q, const KT* K, const KT* V, float* o_part, fl
             if (lane == 0) { Ms[rr] = mt; Ls[rr] = Ls[rr] * alpha + sum; As[rr] = alpha; }
         }
         __syncthreads();
-        // P·V: thread = dim, V rows straight from global memory (coalesced)
+        // P·V: thread = dim, V from the shared tile (consecutive dims: no bank conflicts)
 #pragma unroll
         for (int rr = 0; rr < DQ; ++rr)
             if (rr < nr)
@@ -337,7 +377,7 @@ L4_DEV void decode_split(const T* Q, const KT* K, const KT* V, float* o_part, fl
             const int i = tid + k * DNT;
             if (i < D) {
                 for (int j = 0; j < n; ++j) {
-                    const float v = kv_at(Vh, Vsc, (long long)(j0 + j) * kv_row_stride + i);
+                    const float v = Vs[j][i];
 #pragma unroll
                     for (int rr = 0; rr < DQ; ++rr)
                         if (rr < nr) acc[rr][k] += P[rr][j] * v;

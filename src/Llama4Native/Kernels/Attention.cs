@@ -20,7 +20,7 @@ public static class Attention
 
     const int FwdRows = 32, FwdThreads = 128;   // ATTN_BQ, 4·ATTN_BQ
     const int MmaRows = 64, MmaThreads = 128;   // MBQ, MNT (fixed in the kernel)
-    const int DecRows = 8, DecThreads = 128, DecTile = 64, CombineThreads = 128; // ATTN_DEC_Q, ATTN_DEC_THREADS, ATTN_DEC_BK, ATTN_COMBINE_THREADS
+    const int DecRows = 8, DecThreads = 128, DecTile = 32, CombineThreads = 128; // ATTN_DEC_Q, ATTN_DEC_THREADS, ATTN_DEC_BK, ATTN_COMBINE_THREADS
     /// <summary>Head dims the op table (and so every test and benchmark) compiles; any positive multiple of 8 works
     /// (the tensor-core variant needs a multiple of 16; 88 is the vision encoder's).</summary>
     public static readonly int[] TableHeadDims = [16, 64, 88, 128];
@@ -39,12 +39,25 @@ public static class Attention
 
     public static KernelDefines Defines(int headDim) => headDim == 128 ? KernelDefines.None : KernelDefines.Of(("ATTN_HEAD_DIM", headDim));
 
-    /// <summary>Keys per split for a bound on the kv length: about 16 splits, whole 64-key tiles, at least 256 keys.</summary>
-    public static int DefaultKeysPerSplit(int maxKv) => Math.Max(256, (((maxKv + 15) / 16) + DecTile - 1) / DecTile * DecTile);
+    /// <summary>Blocks the split-KV grid aims for: two waves of an H100/H200's 132 SMs.</summary>
+    public const int TargetBlocks = 2 * 132;
+    /// <summary>Fewest keys a split takes (4 tiles): shorter splits would make the combine cost more than it saves.</summary>
+    public const int MinKeysPerSplit = 4 * DecTile;
+
+    /// <summary>Keys per split for a bound on the kv length when each split has <paramref name="blocksPerSplit"/> blocks
+    /// (Hkv · query tiles · sequences): enough splits that the grid reaches <see cref="TargetBlocks"/> at any length, whole
+    /// tiles, at least <see cref="MinKeysPerSplit"/> keys. Depends only on host bounds, so a captured step stays valid.</summary>
+    public static int DefaultKeysPerSplit(int maxKv, long blocksPerSplit = 1)
+    {
+        long splits = Math.Clamp((TargetBlocks + blocksPerSplit - 1) / Math.Max(1, blocksPerSplit), 1, TargetBlocks);
+        long kps = (Math.Max(1, maxKv) + splits - 1) / splits;
+        return (int)Math.Max(MinKeysPerSplit, (kps + DecTile - 1) / DecTile * DecTile);
+    }
 
     public static int Splits(int maxKv, int keysPerSplit) => Math.Max(1, (maxKv + keysPerSplit - 1) / keysPerSplit);
 
-    /// <summary>Workspace of the split-KV variant: o_part [nsplit, totalQ, H, d] and ml_part [nsplit, totalQ, H, 2], f32.</summary>
+    /// <summary>Workspace of the split-KV variant: o_part [nsplit, totalQ, H, d] and ml_part [nsplit, totalQ, H, 2], f32. With the
+    /// default split (keysPerSplit = 0) it is sized for the most splits any grid may use (one block per split).</summary>
     public static long WorkspaceBytes(long totalQ, int heads, int headDim, int maxKv, int keysPerSplit = 0)
     {
         int kps = keysPerSplit > 0 ? keysPerSplit : DefaultKeysPerSplit(maxKv);
@@ -85,8 +98,10 @@ public static class Attention
         string t = KernelCheck.Name(q.DType);
         float sc = (float)(scale ?? 1.0 / Math.Sqrt(d));
         var defines = Defines(d);
+        // Auto: every decode-sized call (≤ DecRows query rows) takes split-KV when a workspace is given, at any history
+        // length (no threshold: the grid simply has fewer splits for short histories).
         bool split = variant == Variant.SplitKv
-                     || (variant == Variant.Auto && batch.MaxQ <= DecRows && batch.MaxKv >= 1024 && !workspace.IsNull);
+                     || (variant == Variant.Auto && batch.MaxQ <= DecRows && !workspace.IsNull);
         ulong qp = q.Ptr.Value, kp = k.Ptr.Value, vp = v.Ptr.Value, op_ = o.Ptr.Value, ksc = k.Scale.Value, vsc = v.Scale.Value;
         string kvSuffix = f8 ? "_f8" : "";
         ulong qs = batch.QStart.Value, kl = batch.KvLen.Value, qpos = batch.QPos0.Value, kpos = batch.KvPos0.Value, koff = batch.KvOff.Value;
@@ -111,13 +126,13 @@ public static class Attention
             dev.Launch(fn, new Dim3(KernelCheck.Blocks(batch.MaxQ, FwdRows), (uint)heads, (uint)batch.Count), FwdThreads, 0, args, stream);
             return;
         }
-        int kps = keysPerSplit > 0 ? keysPerSplit : DefaultKeysPerSplit(batch.MaxKv);
+        // a block per tile of DecRows (query row, head) combos of one kv head: the G heads of a kv head share its K/V reads
+        long qTiles = ((long)batch.MaxQ * (heads / kv.KvHeads) + DecRows - 1) / DecRows;
+        int kps = keysPerSplit > 0 ? keysPerSplit : DefaultKeysPerSplit(batch.MaxKv, qTiles * kv.KvHeads * batch.Count);
         int nsplit = Splits(batch.MaxKv, kps);
         long need = WorkspaceBytes(totalQ, heads, d, batch.MaxKv, kps);
         if (workspace.IsNull || workspaceBytes < need)
             throw new ArgumentException($"{op}: the split-KV variant needs a workspace of {need} bytes, got {workspaceBytes}");
-        // a block per tile of DecRows (query row, head) combos of one kv head: the G heads of a kv head share its K/V reads
-        long qTiles = ((long)batch.MaxQ * (heads / kv.KvHeads) + DecRows - 1) / DecRows;
         if (qTiles * kv.KvHeads > 65535) throw new ArgumentException($"{op}: Hkv·ceil(maxQ·G/{DecRows}) = {qTiles * kv.KvHeads} exceeds gridDim.y; use the fwd variant");
         ulong opart = workspace.Value, mlpart = workspace.Value + (ulong)((long)nsplit * totalQ * heads * d * sizeof(float));
         var fs = dev.Kernels.Get(File, $"attn_decode_split_{t}{kvSuffix}", defines);

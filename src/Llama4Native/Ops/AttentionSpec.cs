@@ -105,6 +105,12 @@ public sealed class AttentionSpec : OpSpec
             yield return C("fwd-shd", t, 40, 8, 128, 8192, "scout.prefill.chunked", (2048, 2048, 0, 0));
             yield return C("fwd-shd", t, 40, 8, 128, 0, "scout.prefill.global", (2048, 2048, 0, 0));
         }
+        // Scout decode over long histories (issue #15): one token, 8K / 128K / 1M keys, bf16 and FP8 KV, default splits
+        foreach (var (kv, label) in new[] { (8192, "8k"), (131072, "128k"), (1048576, "1m") })
+        {
+            yield return C("split-hsd", "bf16", 40, 8, 128, 0, $"scout.decode.{label}", (1, kv, kv - 1, 0));
+            yield return C("split-hsd-f8", "bf16", 40, 8, 128, 0, $"scout.decode.{label}", (1, kv, kv - 1, 0));
+        }
         yield return C("mma-shd", "bf16", 40, 8, 128, 8192, "scout.prefill.chunked", (2048, 2048, 0, 0));
         yield return C("mma-shd", "bf16", 40, 8, 128, 0, "scout.prefill.global", (2048, 2048, 0, 0));
         // the vision encoder: 17 tiles (16 + global) of 577 tokens, 16 heads of 88, bidirectional
