@@ -19,9 +19,12 @@
 //   * `attn_decode_split_*` + `attn_decode_combine_*` (decode: 1..few query rows, long histories): one block
 //     per (key split, kv head × tile of ATTN_DEC_Q (query row, head) combos, sequence) so a single sequence
 //     still fills the GPU and the G = H/Hkv query heads of a kv head share every K/V tile it reads (Scout:
-//     5 heads, one pass over the cache instead of five); threads map to
-//     KEYS for the scores (K tile in shared, rows padded by one float: conflict-free) and to DIMS for P·V
-//     (V rows read straight from global memory, coalesced). Each block writes a partial (m, l, unnormalised
+//     5 heads, one pass over the cache instead of five). K and V tiles of ATTN_DEC_BK keys are read with one
+//     16-byte load per 8 elements (8-byte for e4m3; element loads only for unaligned views) and converted to f32
+//     in shared memory once; threads map to KEYS for the scores (K rows padded by one float: conflict-free) and
+//     to DIMS for P·V (V from shared). The host picks the split count from the bounds so the grid reaches about
+//     two waves of 132 SMs at any history length (Attention.DefaultKeysPerSplit), and Auto uses this kernel for
+//     every decode-sized call — no length threshold. Each block writes a partial (m, l, unnormalised
 //     O) in fp32; the combine kernel merges the splits of each (row, head). The grid is sized from the host's
 //     UPPER BOUNDS (max query rows, max kv length); blocks beyond a sequence's actual range exit at once
 //     (empty splits write m = -inf, l = 0, which the combine skips), so nothing data-dependent goes to the host
@@ -77,7 +80,8 @@
 //       live in registers (a run-time d would force local memory or a fixed worst-case size); the op table
 //       builds 16, 64 and 128.
 //   ATTN_BQ 32 (query rows per fwd block; block = 4·ATTN_BQ), ATTN_BK (keys per fwd tile; 32, 16 for d > 128)
-//   ATTN_DEC_Q 8 ((query row, head) combos per decode block), ATTN_DEC_BK (keys per decode tile; 64, 32 for d > 128),
+//   ATTN_DEC_Q 8 ((query row, head) combos per decode block), ATTN_DEC_BK (keys per decode tile; 32, 16 for d > 128;
+//       K and V f32 tiles: 2·32·129·4 ≈ 33 KB static shared at d = 128),
 //   ATTN_DEC_THREADS 128, ATTN_COMBINE_THREADS 128 (multiples of 32).
 
 #include "common.cuh"

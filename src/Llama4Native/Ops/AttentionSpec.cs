@@ -62,6 +62,10 @@ public sealed class AttentionSpec : OpSpec
             yield return C("fwd-shd", t, 2, 2, 16, 0, "vision.bidir.tiny", (65, 65, 65, 0), (65, 65, 65, 0), (65, 65, 65, 0));
             yield return C("fwd-shd", t, 2, 1, 88, 8, "d88.causal.c8", (30, 30, 0, 0));
             yield return C("split-hsd", t, 2, 1, 88, 0, "d88", (1, 150, 149, 0), (2, 70, 68, 0));
+            // positions near 2^31 (issue #15: overflow at long context): the last keys before int.MaxValue, causal and chunked
+            yield return C("split-hsd", t, 10, 2, 16, 0, "pos2^31", (2, 150, int.MaxValue - 1, int.MaxValue - 150));
+            yield return C("split-hsd", t, 10, 2, 16, 8192, "pos2^31.c8192", (1, 100, int.MaxValue, int.MaxValue - 99));
+            yield return C("fwd-hsd", t, 4, 2, 16, 16, "pos2^31.c16", (20, 40, int.MaxValue - 19, int.MaxValue - 39));
         }
         yield return C("fwd-shd1", "bf16", 2, 2, 88, 0, "vision.bidir.d88.unaligned.kv", (33, 33, 33, 0));
         yield return C("mma-shd", "bf16", 2, 2, 16, 0, "vision.bidir.tiny", (65, 65, 65, 0), (65, 65, 65, 0), (65, 65, 65, 0));
