@@ -19,13 +19,19 @@
 //   * `attn_decode_split_*` + `attn_decode_combine_*` (decode: 1..few query rows, long histories): one block
 //     per (key split, kv head × tile of ATTN_DEC_Q (query row, head) combos, sequence) so a single sequence
 //     still fills the GPU and the G = H/Hkv query heads of a kv head share every K/V tile it reads (Scout:
-//     5 heads, one pass over the cache instead of five); threads map to
-//     KEYS for the scores (K tile in shared, rows padded by one float: conflict-free) and to DIMS for P·V
-//     (V rows read straight from global memory, coalesced). Each block writes a partial (m, l, unnormalised
+//     5 heads, one pass over the cache instead of five). K and V tiles of ATTN_DEC_BK keys are read with one
+//     16-byte load per 8 elements (8-byte for e4m3; element loads only for unaligned views) and converted to f32
+//     in shared memory once; threads map to KEYS for the scores (K rows padded by one float: conflict-free) and
+//     to DIMS for P·V (V from shared). The host picks the split count from the bounds so the grid reaches about
+//     two waves of 132 SMs at any history length (Attention.DefaultKeysPerSplit), and Auto uses this kernel for
+//     every decode-sized call — no length threshold. Each block writes a partial (m, l, unnormalised
 //     O) in fp32; the combine kernel merges the splits of each (row, head). The grid is sized from the host's
 //     UPPER BOUNDS (max query rows, max kv length); blocks beyond a sequence's actual range exit at once
 //     (empty splits write m = -inf, l = 0, which the combine skips), so nothing data-dependent goes to the host
 //     and the launch is CUDA-graph capturable.
+// FP8 KV cache (the *_f8 entry points): K and V hold e4m3 codes with one f32 scale per (token, kv head) row of d
+// codes, written by step.cu's kv_append_*_f8 (FBGEMM's row rule); the loads here multiply code × scale, so the
+// attention maths is unchanged and K/V traffic halves vs bf16. A row's scale index is its element offset / d.
 // A query row that sees no key at all (only possible with inconsistent positions) yields zeros, not NaN.
 // Positions are absolute and must be ≥ 0: key slot j of sequence b sits at kv_pos0[b] + j, query row r at
 // q_pos0[b] + r; visible iff kpos ≤ qpos and (chunk == 0 or kpos / chunk == qpos / chunk). So one kernel
@@ -62,7 +68,10 @@
 // |                                          | block = ATTN_DEC_THREADS, shared = 0 (static)                        |
 // | attn_decode_combine_f32, _bf16           | (const float* o_part, const float* ml_part, T* O [total_q,H,d], int H, int nsplit, int total_q) |
 // |                                          | grid = (total_q, H), block = ATTN_COMBINE_THREADS, shared = 0        |
-// T = float or bf16 (Q, K, V, O all the same dtype); scores, softmax and accumulation are fp32 throughout.
+// | attn_fwd_{f32,bf16}_f8,                  | the same plus (const float* k_scale, const float* v_scale) at the end; K, V are |
+// | attn_decode_split_{f32,bf16}_f8          |  e4m3 codes (the FP8 KV cache), one f32 scale per (token, kv head) row of d codes at |
+// |                                          |  index (element offset) / d — kv_off, strides must be multiples of d |
+// T = float or bf16 (Q, K, V, O all the same dtype; or K, V e4m3 with scales); scores, softmax and accumulation are fp32 throughout.
 // scale is d^-0.5 for Llama 4 (a parameter so a caller can fold other factors in).
 //
 // Compile-time parameters (part of the JIT cache key):
@@ -71,7 +80,8 @@
 //       live in registers (a run-time d would force local memory or a fixed worst-case size); the op table
 //       builds 16, 64 and 128.
 //   ATTN_BQ 32 (query rows per fwd block; block = 4·ATTN_BQ), ATTN_BK (keys per fwd tile; 32, 16 for d > 128)
-//   ATTN_DEC_Q 8 ((query row, head) combos per decode block), ATTN_DEC_BK (keys per decode tile; 64, 32 for d > 128),
+//   ATTN_DEC_Q 8 ((query row, head) combos per decode block), ATTN_DEC_BK (keys per decode tile; 32, 16 for d > 128;
+//       K and V f32 tiles: 2·32·129·4 ≈ 33 KB static shared at d = 128),
 //   ATTN_DEC_THREADS 128, ATTN_COMBINE_THREADS 128 (multiples of 32).
 
 #include "common.cuh"
@@ -89,7 +99,7 @@
 #define ATTN_DEC_Q 8
 #endif
 #ifndef ATTN_DEC_BK
-#define ATTN_DEC_BK (ATTN_HEAD_DIM <= 128 ? 64 : 32)
+#define ATTN_DEC_BK (ATTN_HEAD_DIM <= 128 ? 32 : 16)
 #endif
 #ifndef ATTN_DEC_THREADS
 #define ATTN_DEC_THREADS 128
@@ -130,11 +140,46 @@ L4_DEV void key_range(int qa, int qb, int kp0, int nkv, int chunk, int* lo, int*
     *lo = chunk > 0 ? max(0, (qa / chunk) * chunk - kp0) : 0;
 }
 
+// K/V element loads. f32/bf16: the value. e4m3 (the FP8 KV cache): the code times its (token, kv head) scale; the
+// caller passes the scale array already offset by base / D (base = the head's element offset, a multiple of D), so
+// element o of the head's run (o = j·row_stride + i, row_stride a multiple of D) has scale sc[o / D].
+L4_DEV float kv_at(const float* p, const float*, long long o) { return p[o]; }
+L4_DEV float kv_at(const bf16* p, const float*, long long o) { return bf16_to_f32(p[o]); }
+L4_DEV float kv_at(const uint8_t* p, const float* sc, long long o) { return e4m3_to_f32(p[o]) * sc[o / D]; }
+L4_DEV const float* kv_scales(const float* sc, long long base) { return sc ? sc + base / D : sc; }
+// 8 consecutive K/V elements o..o+7 (o % 8 == 0 within a row) as floats: one 16-byte load (bf16; two for f32; one
+// 8-byte load of e4m3 codes) where the address allows, element loads otherwise (unaligned K/V, e.g. a shifted view).
+L4_DEV void kv_load8(const float* p, const float*, long long o, float v[8]) {
+    if (aligned16(p + o)) { load8(p + o, v); return; }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = p[o + e];
+}
+L4_DEV void kv_load8(const bf16* p, const float*, long long o, float v[8]) {
+    if (aligned16(p + o)) { load8(p + o, v); return; }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = bf16_to_f32(p[o + e]);
+}
+L4_DEV void kv_load8(const uint8_t* p, const float* sc, long long o, float v[8]) {
+    const float s = sc[o / D];
+    if (((unsigned long long)(p + o) & 7ull) == 0) {
+        const uint2 u = vload<uint2>(p + o);
+        const uint32_t w[2] = {u.x, u.y};
+#pragma unroll
+        for (int h = 0; h < 4; ++h) {
+            const float2 f = e4m3x2_to_f32x2((uint16_t)(w[h >> 1] >> (16 * (h & 1))));
+            v[2 * h] = f.x * s; v[2 * h + 1] = f.y * s;
+        }
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = e4m3_to_f32(p[o + e]) * s;
+}
+
 // ------------------------------------------------------------------------------------------ fwd (CUDA cores)
-template <class T>
-L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, const int* kv_len, const int* q_pos0,
+template <class T, class KT>
+L4_DEV void fwd(const T* Q, const KT* K, const KT* V, T* O, const int* q_start, const int* kv_len, const int* q_pos0,
                 const int* kv_pos0, const long long* kv_off, int H, int Hkv, int kv_row_stride, int kv_head_stride,
-                int chunk, float scale) {
+                int chunk, float scale, const float* k_scale, const float* v_scale) {
     __shared__ float Ks[BK][DP];
     __shared__ float Vs[BK][DP];
     const int b = blockIdx.z, h = blockIdx.y;
@@ -143,8 +188,10 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
     const int nkv = kv_len[b], qp0 = q_pos0[b], kp0 = kv_pos0[b];
     const int kh = h / (H / Hkv);
     const long long base = kv_off[b] + (long long)kh * kv_head_stride;
-    const T* Kh = K + base;
-    const T* Vh = V + base;
+    const KT* Kh = K + base;
+    const KT* Vh = V + base;
+    const float* Ksc = kv_scales(k_scale, base);
+    const float* Vsc = kv_scales(v_scale, base);
     const int tid = threadIdx.x, row = tid >> 2, part = tid & 3;
     const int r = min(r0 + row, nq - 1);  // rows past the end mirror the last row (shuffles need all lanes)
     const bool live = r0 + row < nq;
@@ -175,8 +222,8 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
             float kv = 0.f, vv = 0.f;
             if (j < n && dim_ok(i)) {
                 const long long o = (long long)(j0 + j) * kv_row_stride + i;
-                kv = to_f32(*(Kh + o));
-                vv = to_f32(*(Vh + o));
+                kv = kv_at(Kh, Ksc, o);
+                vv = kv_at(Vh, Vsc, o);
             }
             Ks[j][i] = kv;
             Vs[j][i] = vv;
@@ -223,13 +270,14 @@ L4_DEV void fwd(const T* Q, const T* K, const T* V, T* O, const int* q_start, co
 }
 
 // ------------------------------------------------------------------------------------------ split-KV decode
-template <class T>
-L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, float* ml_part, const int* q_start,
+template <class T, class KT>
+L4_DEV void decode_split(const T* Q, const KT* K, const KT* V, float* o_part, float* ml_part, const int* q_start,
                          const int* kv_len, const int* q_pos0, const int* kv_pos0, const long long* kv_off, int H,
                          int Hkv, int kv_row_stride, int kv_head_stride, int chunk, float scale, int keys_per_split,
-                         int total_q) {
+                         int total_q, const float* k_scale, const float* v_scale) {
     __shared__ float Qs[DQ][D];
     __shared__ float Ks[DBK][D + 1];  // +1: threads = keys read a column without bank conflicts
+    __shared__ __align__(16) float Vs[DBK][D];
     __shared__ float P[DQ][DBK];
     __shared__ float Ms[DQ], Ls[DQ], As[DQ];
     // A block's DQ "rows" are (query row, head) combos of ONE kv head: combo c = r·G + gi is query row r of
@@ -259,8 +307,10 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
         return;
     }
     const long long base = kv_off[b] + (long long)kh * kv_head_stride;
-    const T* Kh = K + base;
-    const T* Vh = V + base;
+    const KT* Kh = K + base;
+    const KT* Vh = V + base;
+    const float* Ksc = kv_scales(k_scale, base);
+    const float* Vsc = kv_scales(v_scale, base);
     const float sl2 = scale * LOG2E;
 
     for (int idx = tid; idx < DQ * D; idx += DNT) {
@@ -277,9 +327,21 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
     for (int j0 = lo; j0 < hi; j0 += DBK) {
         const int n = min(DBK, hi - j0);
         __syncthreads();  // Qs/Ms ready (first tile); the previous tile's Ks, P, As are consumed
-        for (int idx = tid; idx < DBK * D; idx += DNT) {
-            const int j = idx / D, i = idx % D;
-            Ks[j][i] = j < n ? to_f32(*(Kh + (long long)(j0 + j) * kv_row_stride + i)) : 0.f;
+        // K and V tiles: 8 elements (16 bytes of bf16) per thread and load, converted to f32 once
+        for (int idx = tid; idx < DBK * (D / 8); idx += DNT) {
+            const int j = idx / (D / 8), c = idx % (D / 8);
+            float kv[8], vv[8];
+            if (j < n) {
+                const long long o = (long long)(j0 + j) * kv_row_stride + 8 * c;
+                kv_load8(Kh, Ksc, o, kv);
+                kv_load8(Vh, Vsc, o, vv);
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) kv[e] = vv[e] = 0.f;
+            }
+#pragma unroll
+            for (int e = 0; e < 8; ++e) Ks[j][8 * c + e] = kv[e];
+            store8(&Vs[j][8 * c], vv);
         }
         __syncthreads();
         // scores: thread = key (consecutive threads, consecutive keys)
@@ -308,7 +370,7 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
             if (lane == 0) { Ms[rr] = mt; Ls[rr] = Ls[rr] * alpha + sum; As[rr] = alpha; }
         }
         __syncthreads();
-        // P·V: thread = dim, V rows straight from global memory (coalesced)
+        // P·V: thread = dim, V from the shared tile (consecutive dims: no bank conflicts)
 #pragma unroll
         for (int rr = 0; rr < DQ; ++rr)
             if (rr < nr)
@@ -319,7 +381,7 @@ L4_DEV void decode_split(const T* Q, const T* K, const T* V, float* o_part, floa
             const int i = tid + k * DNT;
             if (i < D) {
                 for (int j = 0; j < n; ++j) {
-                    const float v = to_f32(*(Vh + (long long)(j0 + j) * kv_row_stride + i));
+                    const float v = Vs[j][i];
 #pragma unroll
                     for (int rr = 0; rr < DQ; ++rr)
                         if (rr < nr) acc[rr][k] += P[rr][j] * v;
@@ -538,10 +600,21 @@ L4_DEV void fwd_mma(const bf16* Q, const bf16* K, const bf16* V, bf16* O, const 
 #define L4_ATTN_FWD_ARGS Q, K, V, O, q_start, kv_len, q_pos0, kv_pos0, kv_off, H, Hkv, kv_row_stride, kv_head_stride, chunk, scale
 
 extern "C" __global__ void __launch_bounds__(4 * ATTN_BQ) attn_fwd_f32(L4_ATTN_FWD_PARAMS(float)) {
-    l4_attn::fwd<float>(L4_ATTN_FWD_ARGS);
+    l4_attn::fwd<float, float>(L4_ATTN_FWD_ARGS, nullptr, nullptr);
 }
 extern "C" __global__ void __launch_bounds__(4 * ATTN_BQ) attn_fwd_bf16(L4_ATTN_FWD_PARAMS(bf16)) {
-    l4_attn::fwd<bf16>(L4_ATTN_FWD_ARGS);
+    l4_attn::fwd<bf16, bf16>(L4_ATTN_FWD_ARGS, nullptr, nullptr);
+}
+// FP8 KV cache: K, V are e4m3 codes, k_scale / v_scale one f32 per (token, kv head) row of d codes.
+#define L4_ATTN_FWD_F8_PARAMS(T) \
+    const T *Q, const uint8_t *K, const uint8_t *V, T *O, const int *q_start, const int *kv_len, const int *q_pos0, \
+        const int *kv_pos0, const long long *kv_off, int H, int Hkv, int kv_row_stride, int kv_head_stride, int chunk, \
+        float scale, const float *k_scale, const float *v_scale
+extern "C" __global__ void __launch_bounds__(4 * ATTN_BQ) attn_fwd_f32_f8(L4_ATTN_FWD_F8_PARAMS(float)) {
+    l4_attn::fwd<float, uint8_t>(L4_ATTN_FWD_ARGS, k_scale, v_scale);
+}
+extern "C" __global__ void __launch_bounds__(4 * ATTN_BQ) attn_fwd_bf16_f8(L4_ATTN_FWD_F8_PARAMS(bf16)) {
+    l4_attn::fwd<bf16, uint8_t>(L4_ATTN_FWD_ARGS, k_scale, v_scale);
 }
 extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma_bf16(L4_ATTN_FWD_PARAMS(bf16)) {
     // The tensor-core tiles need d % 16 == 0; the wrapper never launches this kernel otherwise.
@@ -557,10 +630,20 @@ extern "C" __global__ void __launch_bounds__(128) attn_fwd_mma_bf16(L4_ATTN_FWD_
         scale, keys_per_split, total_q
 
 extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS) attn_decode_split_f32(L4_ATTN_SPLIT_PARAMS(float)) {
-    l4_attn::decode_split<float>(L4_ATTN_SPLIT_ARGS);
+    l4_attn::decode_split<float, float>(L4_ATTN_SPLIT_ARGS, nullptr, nullptr);
 }
 extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS) attn_decode_split_bf16(L4_ATTN_SPLIT_PARAMS(bf16)) {
-    l4_attn::decode_split<bf16>(L4_ATTN_SPLIT_ARGS);
+    l4_attn::decode_split<bf16, bf16>(L4_ATTN_SPLIT_ARGS, nullptr, nullptr);
+}
+#define L4_ATTN_SPLIT_F8_PARAMS(T) \
+    const T *Q, const uint8_t *K, const uint8_t *V, float *o_part, float *ml_part, const int *q_start, const int *kv_len, \
+        const int *q_pos0, const int *kv_pos0, const long long *kv_off, int H, int Hkv, int kv_row_stride, \
+        int kv_head_stride, int chunk, float scale, int keys_per_split, int total_q, const float *k_scale, const float *v_scale
+extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS) attn_decode_split_f32_f8(L4_ATTN_SPLIT_F8_PARAMS(float)) {
+    l4_attn::decode_split<float, uint8_t>(L4_ATTN_SPLIT_ARGS, k_scale, v_scale);
+}
+extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS) attn_decode_split_bf16_f8(L4_ATTN_SPLIT_F8_PARAMS(bf16)) {
+    l4_attn::decode_split<bf16, uint8_t>(L4_ATTN_SPLIT_ARGS, k_scale, v_scale);
 }
 
 extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_THREADS)

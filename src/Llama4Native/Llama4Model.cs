@@ -14,9 +14,11 @@ namespace Llama4Native;
 /// (`original/tokenizer.model`, `tokenizer.model` or `tokenizer.json`), loaded when the first session starts.</param>
 /// <param name="Quantize">On-the-fly weight quantization at load: int4 (int4_mixed, W4A16) or fp8 (fp8_mixed).</param>
 /// <param name="Int4GroupSize">Input elements per int4 scale (G); K of every int4 weight must be a multiple of it.</param>
+/// <param name="KvCache">How keys and values are stored: the compute dtype (default) or FP8 (e4m3 + a scale per token and kv head).</param>
 public sealed record Llama4ModelOptions(string Device = "auto", ComputeMode? Compute = null, int MaxContext = 8192, int MaxPrefillPiece = 256,
                                         Action<LoadProgress>? Progress = null, ITextCodec? Codec = null,
-                                        QuantizeMode Quantize = QuantizeMode.None, int Int4GroupSize = 128);
+                                        QuantizeMode Quantize = QuantizeMode.None, int Int4GroupSize = 128,
+                                        KvCacheFormat KvCache = KvCacheFormat.Default);
 
 /// <summary>
 /// A Llama 4 checkpoint loaded on a device: the entry point of the library.
@@ -121,7 +123,7 @@ public sealed class Llama4Model : IDisposable
         {
             // Checked again under the lock: a concurrent Dispose either sees this session or makes this call throw.
             ObjectDisposedException.ThrowIf(disposed, this);
-            var s = new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx)), codec, images, Forget, GenerationDefaults);
+            var s = new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx), kvCache: Options.KvCache), codec, images, Forget, GenerationDefaults);
             sessions.Add(s);
             return s;
         }

@@ -60,7 +60,8 @@ public sealed class TokenGenerator : IDisposable
     readonly HostBuffer idHost;
     bool deviceStateValid; // the device's descriptors and sampled id describe the host's position and pending token
 
-    public TokenGenerator(ModelWeights weights, ComputeMode mode, int maxContext, int maxPiece = 256, bool captureDecode = false)
+    public TokenGenerator(ModelWeights weights, ComputeMode mode, int maxContext, int maxPiece = 256, bool captureDecode = false,
+                          KvCacheFormat kvCache = KvCacheFormat.Default)
     {
         if (captureDecode && !weights.Device.CanCapture) throw new NotSupportedException($"{weights.Device.Name} cannot capture graphs");
         CaptureDecode = captureDecode;
@@ -69,7 +70,8 @@ public sealed class TokenGenerator : IDisposable
         var c = weights.Config.Text;
         MaxPiece = Math.Min(maxPiece, maxContext);
         Vocab = c.VocabSize;
-        Cache = new KvCache(weights.Device, c, mode == ComputeMode.F32 ? DType.F32 : DType.BF16, maxContext, MaxPiece);
+        Cache = new KvCache(weights.Device, c, mode == ComputeMode.F32 ? DType.F32 : DType.BF16, maxContext, MaxPiece,
+                            kvCache == KvCacheFormat.Fp8 ? DType.F8E4M3 : null);
         modelStops = [.. c.EosTokenIds, .. Llama4StopTokens.Where(t => t < Vocab)];
         sampler = weights.Device.Allocate(CountsAt + 4L * Vocab);
         idHost = weights.Device.AllocatePinned(16);

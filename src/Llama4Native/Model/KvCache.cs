@@ -4,6 +4,10 @@ using Llama4Native.Tensors;
 
 namespace Llama4Native.Model;
 
+/// <summary>How a <see cref="KvCache"/> stores keys and values: <see cref="Default"/> = the compute dtype (bf16 or f32);
+/// <see cref="Fp8"/> = e4m3 codes with one f32 scale per (token, kv head), quantized when written (half of bf16's bytes + 1/d).</summary>
+public enum KvCacheFormat { Default, Fp8 }
+
 /// <summary>The prompt plus generated tokens would exceed the context the KV cache was sized for.</summary>
 public sealed class ContextLengthException(string message) : Exception(message);
 
@@ -27,10 +31,12 @@ public sealed class KvCache : IDisposable
     readonly Device dev;
     readonly TextConfig cfg;
     readonly DeviceBuffer[] k, v;
+    readonly DeviceBuffer?[] ks, vs; // FP8 KV: one f32 scale per (slot, kv head); null for a float cache
     readonly int[] capacity;
     readonly DeviceBuffer meta;      // two descriptor sets: [0] RoPE layers, [1] NoPE layers
     readonly DeviceBuffer splitWorkspace; // partials of the split-KV decode attention (long histories)
     readonly int rowBytes;           // bytes of one slot: Hkv·d elements
+    readonly int scaleRowBytes;      // FP8: bytes of one slot's scales (Hkv f32); 0 otherwise
     int ropeBase;                    // absolute position of RoPE slot 0
     int pieceTokens = -1;
 
@@ -39,18 +45,28 @@ public sealed class KvCache : IDisposable
     public int Chunk { get; }
     /// <summary>Tokens consumed so far = the position of the next token.</summary>
     public int Position { get; private set; }
+    /// <summary>The activations' dtype (the pieces' K/V as projected); <see cref="KvDType"/> is how they are stored.</summary>
     public DType DType { get; }
+    /// <summary>Storage: <see cref="DType"/> (default) or <see cref="DType.F8E4M3"/> (e4m3 codes + an f32 scale per (token, kv head)).</summary>
+    public DType KvDType { get; }
+    /// <summary>Device bytes of keys and values (FP8: codes plus scales).</summary>
     public long Bytes { get; }
 
-    public KvCache(Device device, TextConfig config, DType dtype, int maxContext, int maxPiece)
+    /// <param name="kvDType">null = <paramref name="dtype"/>; <see cref="DType.F8E4M3"/> = the FP8 KV cache (quantized when written)</param>
+    public KvCache(Device device, TextConfig config, DType dtype, int maxContext, int maxPiece, DType? kvDType = null)
     {
+        KvDType = kvDType ?? dtype;
+        if (KvDType != dtype && KvDType != DType.F8E4M3)
+            throw new ArgumentException($"kv cache: stores {dtype} pieces as {dtype} or F8E4M3, not {KvDType}");
         if (maxPiece < 1 || maxContext < 1 || maxPiece > maxContext)
             throw new ArgumentException($"kv cache: need 1 ≤ maxPiece ({maxPiece}) ≤ maxContext ({maxContext})");
         dev = device; cfg = config; DType = dtype; MaxContext = maxContext; MaxPiece = maxPiece;
         Chunk = config.AttentionChunkSize;
         int layers = config.NumHiddenLayers;
         k = new DeviceBuffer[layers]; v = new DeviceBuffer[layers]; capacity = new int[layers];
-        rowBytes = config.NumKeyValueHeads * config.HeadDim * dtype.Size();
+        ks = new DeviceBuffer?[layers]; vs = new DeviceBuffer?[layers];
+        rowBytes = config.NumKeyValueHeads * config.HeadDim * KvDType.Size();
+        scaleRowBytes = KvDType == DType.F8E4M3 ? config.NumKeyValueHeads * 4 : 0;
         try
         {
             for (int i = 0; i < layers; i++)
@@ -59,6 +75,12 @@ public sealed class KvCache : IDisposable
                 k[i] = dev.Allocate((long)capacity[i] * rowBytes);
                 v[i] = dev.Allocate((long)capacity[i] * rowBytes);
                 Bytes += 2L * capacity[i] * rowBytes;
+                if (scaleRowBytes > 0)
+                {
+                    ks[i] = dev.Allocate((long)capacity[i] * scaleRowBytes);
+                    vs[i] = dev.Allocate((long)capacity[i] * scaleRowBytes);
+                    Bytes += 2L * capacity[i] * scaleRowBytes;
+                }
             }
             meta = dev.Allocate(2 * DescriptorBytes);
             // Decode steps over long histories split the keys across blocks (the prefill kernel would use one
@@ -67,7 +89,7 @@ public sealed class KvCache : IDisposable
         }
         catch
         {
-            foreach (var b in k.Concat(v)) b?.Dispose();
+            foreach (var b in k.Concat(v).Concat(ks).Concat(vs)) b?.Dispose();
             throw;
         }
     }
@@ -113,16 +135,25 @@ public sealed class KvCache : IDisposable
         long slot = chunked ? Position - ropeBase : Position;
         int hkv = cfg.NumKeyValueHeads, d = cfg.HeadDim, t = pieceTokens;
         var p = meta.Ptr + (chunked ? 0 : DescriptorBytes);
-        var rows = new Shape(capacity[layer], (long)hkv * d);
+        var (kc, vc) = Stored(layer);
         Step.KvAppend(dev, kNew.Reshape(t, (long)hkv * d), vNew.Reshape(t, (long)hkv * d),
-                      new Tensor(k[layer].Ptr, DType, rows), new Tensor(v[layer].Ptr, DType, rows), p, t, stream);
+                      ks[layer] is null ? kc.Reshape(capacity[layer], (long)hkv * d) : kc,
+                      vs[layer] is null ? vc.Reshape(capacity[layer], (long)hkv * d) : vc, p, t, stream);
         int kvLen = (int)(slot + t);
         var batch = new Attention.Batch(p, p + 8, p + 12, p + 16, p + 24, Count: 1, MaxQ: t, MaxKv: Bound(kvLen, capacity[layer]));
-        var shape = new Shape(capacity[layer], hkv, d);
-        // Auto: split-KV for decode over long histories, tensor cores for bf16 prefill, CUDA cores for fp32.
-        Attention.Run(dev, q, new Tensor(k[layer].Ptr, DType, shape), new Tensor(v[layer].Ptr, DType, shape), o, batch,
+        // Auto: split-KV for decode over long histories, tensor cores for bf16 prefill, CUDA cores for fp32 (and FP8 KV).
+        Attention.Run(dev, q, kc, vc, o, batch,
                       new Attention.KvLayout(hkv, hkv * d, d), chunked ? Chunk : 0, stream,
                       Attention.Variant.Auto, scale, splitWorkspace.Ptr, splitWorkspace.Bytes);
+    }
+
+    /// <summary>Layer <paramref name="layer"/>'s keys and values as stored, [capacity, Hkv, d] (FP8: quantized tensors, scales [capacity, Hkv]).</summary>
+    public (Tensor K, Tensor V) Stored(int layer)
+    {
+        var shape = new Shape(capacity[layer], cfg.NumKeyValueHeads, cfg.HeadDim);
+        if (ks[layer] is null) return (new Tensor(k[layer].Ptr, KvDType, shape), new Tensor(v[layer].Ptr, KvDType, shape));
+        return (Tensor.Quantized(k[layer].Ptr, KvDType, shape, ks[layer]!.Ptr, cfg.HeadDim),
+                Tensor.Quantized(v[layer].Ptr, KvDType, shape, vs[layer]!.Ptr, cfg.HeadDim));
     }
 
     /// <summary>
@@ -166,6 +197,9 @@ public sealed class KvCache : IDisposable
                 if (!Chunked(i)) continue;
                 dev.CopyDeviceToDevice(k[i].Ptr + from * rowBytes, k[i].Ptr, keep * rowBytes, stream);
                 dev.CopyDeviceToDevice(v[i].Ptr + from * rowBytes, v[i].Ptr, keep * rowBytes, stream);
+                if (ks[i] is null) continue;
+                dev.CopyDeviceToDevice(ks[i]!.Ptr + from * scaleRowBytes, ks[i]!.Ptr, keep * scaleRowBytes, stream);
+                dev.CopyDeviceToDevice(vs[i]!.Ptr + from * scaleRowBytes, vs[i]!.Ptr, keep * scaleRowBytes, stream);
             }
         ropeBase = newBase;
     }
@@ -179,6 +213,7 @@ public sealed class KvCache : IDisposable
     public void Dispose()
     {
         foreach (var b in k.Concat(v)) b.Dispose();
+        foreach (var b in ks.Concat(vs)) b?.Dispose();
         meta.Dispose();
         splitWorkspace.Dispose();
     }

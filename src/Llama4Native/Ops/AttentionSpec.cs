@@ -62,6 +62,10 @@ public sealed class AttentionSpec : OpSpec
             yield return C("fwd-shd", t, 2, 2, 16, 0, "vision.bidir.tiny", (65, 65, 65, 0), (65, 65, 65, 0), (65, 65, 65, 0));
             yield return C("fwd-shd", t, 2, 1, 88, 8, "d88.causal.c8", (30, 30, 0, 0));
             yield return C("split-hsd", t, 2, 1, 88, 0, "d88", (1, 150, 149, 0), (2, 70, 68, 0));
+            // positions near 2^31 (issue #15: overflow at long context): the last keys before int.MaxValue, causal and chunked
+            yield return C("split-hsd", t, 10, 2, 16, 0, "pos2^31", (2, 150, int.MaxValue - 1, int.MaxValue - 150));
+            yield return C("split-hsd", t, 10, 2, 16, 8192, "pos2^31.c8192", (1, 100, int.MaxValue, int.MaxValue - 99));
+            yield return C("fwd-hsd", t, 4, 2, 16, 16, "pos2^31.c16", (20, 40, int.MaxValue - 19, int.MaxValue - 39));
         }
         yield return C("fwd-shd1", "bf16", 2, 2, 88, 0, "vision.bidir.d88.unaligned.kv", (33, 33, 33, 0));
         yield return C("mma-shd", "bf16", 2, 2, 16, 0, "vision.bidir.tiny", (65, 65, 65, 0), (65, 65, 65, 0), (65, 65, 65, 0));
@@ -81,6 +85,16 @@ public sealed class AttentionSpec : OpSpec
         yield return C("mma-hsd1", "bf16", 4, 2, 64, 0, "unaligned.kv", (70, 70, 0, 0));
         yield return C("fwd-shd1", "bf16", 4, 2, 16, 0, "unaligned.kv", (20, 20, 0, 0));
         yield return C("split-hsd1", "bf16", 4, 2, 16, 0, "unaligned.kv", (2, 100, 98, 0));
+        // FP8 KV cache ("…-f8"): K/V e4m3 with a scale per (token, kv head); the reference attends over the same codes × scales
+        foreach (var t in new[] { "f32", "bf16" })
+        {
+            yield return C("fwd-hsd-f8", t, 8, 2, 64, 8, "prefill.g4.c8", (40, 40, 0, 0));
+            yield return C("fwd-shd-f8", t, 6, 2, 16, 0, "b3", (1, 50, 49, 0), (17, 17, 0, 0), (6, 23, 17, 0));
+            yield return C("fwd-hsd-f8", t, 3, 3, 88, 0, "vision.d88", (20, 20, 20, 0));
+            yield return C("split-hsd-f8", t, 40, 8, 128, 0, "decode.g5.d128", (1, 200, 199, 0));
+            yield return C("split-shd-f8", t, 10, 2, 16, 8, "b3.c8", (1, 7, 102, 96), (3, 190, 187, 0), (2, 65, 63, 0));
+            yield return C("split-hsd-f8", t, 2, 1, 88, 0, "d88", (1, 150, 149, 0), (2, 70, 68, 0));
+        }
     }
 
     public override IEnumerable<OpCase> PerfCases()
@@ -94,6 +108,12 @@ public sealed class AttentionSpec : OpSpec
             // Scout prefill of 2048 tokens
             yield return C("fwd-shd", t, 40, 8, 128, 8192, "scout.prefill.chunked", (2048, 2048, 0, 0));
             yield return C("fwd-shd", t, 40, 8, 128, 0, "scout.prefill.global", (2048, 2048, 0, 0));
+        }
+        // Scout decode over long histories (issue #15): one token, 8K / 128K / 1M keys, bf16 and FP8 KV, default splits
+        foreach (var (kv, label) in new[] { (8192, "8k"), (131072, "128k"), (1048576, "1m") })
+        {
+            yield return C("split-hsd", "bf16", 40, 8, 128, 0, $"scout.decode.{label}", (1, kv, kv - 1, 0));
+            yield return C("split-hsd-f8", "bf16", 40, 8, 128, 0, $"scout.decode.{label}", (1, kv, kv - 1, 0));
         }
         yield return C("mma-shd", "bf16", 40, 8, 128, 8192, "scout.prefill.chunked", (2048, 2048, 0, 0));
         yield return C("mma-shd", "bf16", 40, 8, 128, 0, "scout.prefill.global", (2048, 2048, 0, 0));
@@ -110,7 +130,7 @@ public sealed class AttentionSpec : OpSpec
         readonly DType dt; readonly K.Variant variant; readonly int h, hkv, d, chunk, totalQ, keysPerSplit; readonly bool split;
         readonly AttentionSeq[] seqs; readonly float[] q, k, v; readonly long rowStride, headStride;
         readonly Tensor tq, tk, tv, to; readonly K.Batch batch; readonly K.KvLayout layout;
-        readonly DevicePtr ws; readonly long wsBytes; readonly double visiblePairs;
+        readonly DevicePtr ws; readonly long wsBytes; readonly double visiblePairs; readonly bool f8;
 
         public Instance(Device dev, OpCase c, Random rng) : base(dev, c)
         {
@@ -121,6 +141,7 @@ public sealed class AttentionSpec : OpSpec
             split = c.Variant.StartsWith("split", StringComparison.Ordinal);
             variant = split ? K.Variant.SplitKv : c.Variant.StartsWith("mma", StringComparison.Ordinal) ? K.Variant.Mma : K.Variant.Fwd;
             bool hsd = c.Variant.Contains("hsd", StringComparison.Ordinal);
+            f8 = c.Variant.EndsWith("-f8", StringComparison.Ordinal);
             int shift = c.Variant.EndsWith('1') ? 1 : 0; // "…1": every sequence's K/V start one element late (unaligned rows)
             seqs = new AttentionSeq[nb];
             int maxKv = 0, maxQ = 0; long sumKv = 0;
@@ -149,8 +170,16 @@ public sealed class AttentionSpec : OpSpec
                                 k[e] = float.NaN; v[e] = float.NaN;
                             }
             tq = new Tensor(Track(DeviceData.Upload(dev, q, dt)).Ptr, dt, new Shape(totalQ, h, d));
-            tk = new Tensor(Track(DeviceData.Upload(dev, k, dt)).Ptr, dt, new Shape(kvElems));
-            tv = new Tensor(Track(DeviceData.Upload(dev, v, dt)).Ptr, dt, new Shape(kvElems));
+            if (f8)
+            {   // quantize every (token, kv head) row of d: the codes and scales go to the device, k/v become codes × scale
+                // (the NaN rows of the spare slots quantize to NaN codes: reading them still poisons the output)
+                (tk, k) = Fp8(dev, k, d); (tv, v) = Fp8(dev, v, d);
+            }
+            else
+            {
+                tk = new Tensor(Track(DeviceData.Upload(dev, k, dt)).Ptr, dt, new Shape(kvElems));
+                tv = new Tensor(Track(DeviceData.Upload(dev, v, dt)).Ptr, dt, new Shape(kvElems));
+            }
             to = new Tensor(Track(DeviceData.Poisoned(dev, (long)totalQ * h * d, dt)).Ptr, dt, new Shape(totalQ, h, d));
             var qStart = new int[nb + 1];
             for (int b = 0; b < nb; b++) qStart[b + 1] = qStart[b] + seqs[b].QLen;
@@ -174,7 +203,23 @@ public sealed class AttentionSpec : OpSpec
                         if (R.Visible((long)s.QPos0 + r, (long)s.KvPos0 + j, chunk)) visiblePairs++;
         }
 
-        public override double Bytes => tq.Bytes + to.Bytes + 2.0 * seqs.Sum(s => (double)s.KvLen) * hkv * d * dt.Size();
+        (Tensor, float[]) Fp8(Device dev, float[] x, int d)
+        {
+            int rows = x.Length / d;
+            var codes = new byte[x.Length]; var scales = new float[rows]; var deq = new float[x.Length];
+            for (int r = 0; r < rows; r++)
+            {
+                var row = x.AsSpan(r * d, d);
+                bool nan = float.IsNaN(row[0]);
+                scales[r] = QuantizeFp8.Row(row, codes.AsSpan(r * d, d), float.PositiveInfinity);
+                for (int i = 0; i < d; i++) deq[r * d + i] = nan ? float.NaN : QuantizeFp8.ToFloat(codes[r * d + i]) * scales[r];
+            }
+            var data = Track(DeviceData.Upload<byte>(dev, codes)).Ptr;
+            var sc = Track(DeviceData.Upload<float>(dev, scales)).Ptr;
+            return (Tensor.Quantized(data, DType.F8E4M3, new Shape(rows, d), sc, d), deq);
+        }
+
+        public override double Bytes => tq.Bytes + to.Bytes + 2.0 * seqs.Sum(s => (double)s.KvLen) * hkv * (f8 ? d + 4 : d * dt.Size());
         public override double Flops => 4.0 * visiblePairs * h * d;
 
         public override void Launch(DeviceStream? stream = null) =>

@@ -23,6 +23,10 @@ public sealed class RopeSpec : OpSpec
             foreach (var v in new[] { "rope", "rope-llama3", "rope-qknorm", "temperature" })
                 foreach (var s in new long[][] { [1, 1, 2], [5, 4, 16], [7, 2, 16], [3, 8, 64], [2, 40, 128], [3, 1, 130] })
                     yield return new OpCase(Name, v, t, s);
+        // positions near 2^31 (issue #15: overflow at long context): the second sequence ends at int.MaxValue
+        foreach (var t in new[] { "f32", "bf16" })
+            foreach (var v in new[] { "rope-llama3", "rope-qknorm", "temperature" })
+                yield return new OpCase(Name, v, t, [6, 2, 16, int.MaxValue - 2], "pos2^31");
     }
     public override IEnumerable<OpCase> PerfCases()
     {
@@ -44,7 +48,8 @@ public sealed class RopeSpec : OpSpec
             (t, heads, d) = ((int)c[0], (int)c[1], (int)c[2]);
             x = DeviceData.Normal(rng, (long)t * heads * d, 1f, dt);
             // Two packed sequences: positions 0.. and, for the second, from somewhere past a million.
-            int split = t / 2, start2 = rng.Next(1_000_000, 10_000_000);
+            // (an optional 4th dim fixes the second sequence's first position, e.g. near int.MaxValue)
+            int split = t / 2, start2 = c.Dims.Length > 3 ? (int)c[3] : rng.Next(1_000_000, 10_000_000);
             pos = Enumerable.Range(0, t).Select(i => i < split ? i : start2 + i - split).ToArray();
             freq = TextConfig.ComputeInvFreq(d, 5e5, variant == "rope" ? null : d <= 16 ? TinyScout : Scout);
             tx = new Tensor(Track(DeviceData.Upload(dev, x, dt)).Ptr, dt, new Shape(t, heads, d));

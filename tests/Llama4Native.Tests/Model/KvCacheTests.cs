@@ -76,7 +76,7 @@ public class KvCacheTests
     }
 
     /// <summary>
-    /// Past 1,024 cached keys a decode step takes the split-KV attention, and RoPE layers have re-based their
+    /// Over more than 1,000 cached keys (a decode step takes the split-KV attention, several splits), RoPE layers have re-based their
     /// windows dozens of times: the step's logits must still equal the cache-less forward of the whole sequence.
     /// </summary>
     [Test]
