@@ -56,8 +56,18 @@ struct l4emu_thread_hdr { uint3 threadIdx; unsigned lin; const l4emu_block_info*
 // max_threads: the first __launch_bounds__ argument (0: none); a bigger block fails to launch, as on the GPU.
 struct l4emu_kernel { const char* name; void (*entry)(void** args); unsigned max_threads; };
 
+// Checker flags (l4emu_launch_ex; L4EMU_CHECK=race,memory,sync,init|all). A checked launch needs the module
+// built with -fsanitize=thread (EmuCompiler's checked variant): see "checker" in runtime.cpp.
+#define L4EMU_CHK_RACE 1u
+#define L4EMU_CHK_MEMORY 2u
+#define L4EMU_CHK_SYNC 4u
+#define L4EMU_CHK_INIT 8u
+#define L4EMU_CHK_ANALYZE 16u
+#define L4EMU_CHK_ALL 31u
+
 extern "C" {
-extern unsigned l4emu_stack_shift;  // log2 of the fiber stack region size, fixed at load time
+extern unsigned l4emu_stack_shift;
+void l4emu_rt_quiet(int on);  // checker: accesses between on=1 and on=0 are not the kernel's (argument unpacking)  // log2 of the fiber stack region size, fixed at load time
 // op: 0 plain, 1 count, 2 and, 3 or. Returns the popcount of `pred` over the block (count semantics).
 int l4emu_rt_syncthreads(int op, int pred);
 // Warp collective: every participating lane deposits `mine`; the last lane to arrive calls
@@ -111,10 +121,11 @@ static inline const l4emu_thread_hdr* l4emu_self() {
 constexpr int warpSize = 32;
 
 // ---- block barriers
-static inline void __syncthreads() { l4emu_rt_syncthreads(0, 0); }
-static inline int __syncthreads_count(int p) { return l4emu_rt_syncthreads(1, p); }
-static inline int __syncthreads_and(int p) { return l4emu_rt_syncthreads(2, p); }
-static inline int __syncthreads_or(int p) { return l4emu_rt_syncthreads(3, p); }
+// Always inlined: the runtime tells barriers apart by their call site (the checker's sync check).
+__attribute__((always_inline)) static inline void __syncthreads() { l4emu_rt_syncthreads(0, 0); }
+__attribute__((always_inline)) static inline int __syncthreads_count(int p) { return l4emu_rt_syncthreads(1, p); }
+__attribute__((always_inline)) static inline int __syncthreads_and(int p) { return l4emu_rt_syncthreads(2, p); }
+__attribute__((always_inline)) static inline int __syncthreads_or(int p) { return l4emu_rt_syncthreads(3, p); }
 
 // ---- warp collectives
 static inline void __syncwarp(unsigned mask = 0xffffffffu) {

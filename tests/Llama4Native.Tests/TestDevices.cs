@@ -8,6 +8,9 @@ public static class TestDevices
 {
     public static Device Emulated() => new EmuDevice();
 
+    /// <summary>The emulator with every check on (race, memory, sync, init): a report fails the launch.</summary>
+    public static Device EmulatedChecked(EmuCheck check = EmuCheck.All) => new EmuDevice(new EmuOptions(Check: check));
+
     public static Device CudaOrIgnore()
     {
         if (!DeviceFactory.TryCreateCuda(0, out var dev, out var reason)) Assert.Ignore($"no CUDA device: {reason}");

@@ -7,7 +7,9 @@ namespace Llama4Native.Devices.Emulated;
 /// <summary>Settings of the emulated device.</summary>
 /// <param name="Threads">Worker threads that run blocks (0 = one per core).</param>
 /// <param name="MemoryBytes">The "device memory" capacity it reports and enforces (0 = the host's available memory).</param>
-public sealed record EmuOptions(int Threads = 0, long MemoryBytes = 0);
+/// <param name="Check">The checker (race, memory, sync, init; see <see cref="EmuCheck"/>): null = L4EMU_CHECK.
+/// Any check makes the device compile the instrumented variant of each module and allocate with guard zones.</param>
+public sealed record EmuOptions(int Threads = 0, long MemoryBytes = 0, EmuCheck? Check = null);
 
 /// <summary>
 /// The emulated device: device memory is host memory, kernels are the same `.cu` files compiled by g++
@@ -22,12 +24,22 @@ public sealed unsafe class EmuDevice : Device
     long used;
     readonly EmuStream defaultStream = new();
     readonly KernelLibrary kernels;
+    readonly bool instrumented;
+    EmuCheck check;
     bool disposed;
+
+    /// <summary>Guard bytes on each side of a checked allocation (a multiple of the 256-byte alignment).</summary>
+    public const long GuardBytes = 256;
 
     public EmuDevice(EmuOptions? options = null, EmuCompiler? compiler = null)
     {
         options ??= new EmuOptions();
-        var comp = compiler ?? new EmuCompiler();
+        var check = options.Check ?? EmuChecks.FromEnvironment();
+        var comp = compiler ?? new EmuCompiler(instrumented: check != EmuCheck.None);
+        if (check != EmuCheck.None && !comp.Instrumented)
+            throw new ArgumentException($"emulator checks ({check}) need the instrumented kernel variant: pass new EmuCompiler(instrumented: true) or no compiler");
+        instrumented = comp.Instrumented;
+        this.check = check;
         rt = EmuRuntime.Get(comp.RuntimePath);
         int threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount;
         rt.SetThreads(threads);
@@ -37,6 +49,21 @@ public sealed unsafe class EmuDevice : Device
     }
 
     public int Threads { get; }
+
+    /// <summary>The checks every launch runs (settable per launch on a device built with checks; a checked
+    /// launch runs its blocks one at a time). A report fails the launch with an <see cref="EmulatorException"/>.</summary>
+    public EmuCheck Check
+    {
+        get => check;
+        set
+        {
+            if (value != EmuCheck.None && !instrumented)
+                throw new InvalidOperationException("this emulated device was created without checks, so its kernels are not instrumented: create it with EmuOptions(Check: ...) or L4EMU_CHECK");
+            check = value;
+        }
+    }
+    /// <summary>True when kernels are the instrumented variant and allocations have guard zones.</summary>
+    public bool Instrumented => instrumented;
     public override DeviceKind Kind => DeviceKind.Emulated;
     public override string Name => $"emulated device ({Threads} host threads, {rt.Version})";
     public override string Arch => "emu";
@@ -58,25 +85,48 @@ public sealed unsafe class EmuDevice : Device
                 $"out of device memory on the emulated device: asked for {Format.Bytes(bytes)}, {Format.Bytes(FreeMemory)} free of {Format.Bytes(capacity)}. " +
                 "Use a smaller model or context, or raise EmuOptions.MemoryBytes.", bytes, FreeMemory);
         }
-        void* p = bytes == 0 ? null : NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 256);
+        long guard = instrumented ? GuardBytes : 0;
+        void* p = bytes == 0 ? null : NativeMemory.AlignedAlloc((nuint)(Math.Max(bytes, 1) + 2 * guard), 256);
         if (p == null && bytes != 0)
         {
             Interlocked.Add(ref used, -bytes);
             throw new DeviceOutOfMemoryException($"out of host memory backing the emulated device: asked for {Format.Bytes(bytes)}", bytes, FreeMemory);
         }
-        return new EmuBuffer(this, p, bytes);
+        if (p != null && instrumented)
+        {
+            // Poisoned (0xff: NaN in f32/bf16) so a read of never-written memory shows even unchecked; the
+            // checker's init shadow says "never written" until an upload, memset or kernel store.
+            NativeMemory.Fill(p, (nuint)(bytes + 2 * guard), 0xff);
+            p = (byte*)p + guard;
+            if (!rt.RegisterMemory(p, bytes, guard))
+            {
+                NativeMemory.AlignedFree((byte*)p - guard);
+                Interlocked.Add(ref used, -bytes);
+                throw new DeviceOutOfMemoryException($"out of host memory for the checker's shadow of {Format.Bytes(bytes)}", bytes, FreeMemory);
+            }
+        }
+        return new EmuBuffer(this, p, bytes, guard);
     }
 
     public override HostBuffer AllocatePinned(long bytes) => new AlignedHostBuffer(bytes);
 
-    public override void CopyHostToDevice(void* src, DevicePtr dst, long bytes, DeviceStream? stream = null) =>
+    public override void CopyHostToDevice(void* src, DevicePtr dst, long bytes, DeviceStream? stream = null)
+    {
         Buffer.MemoryCopy(src, (void*)dst.Value, bytes, bytes);
+        if (instrumented) rt.MarkWritten((void*)dst.Value, bytes);
+    }
     public override void CopyDeviceToHost(DevicePtr src, void* dst, long bytes, DeviceStream? stream = null) =>
         Buffer.MemoryCopy((void*)src.Value, dst, bytes, bytes);
-    public override void CopyDeviceToDevice(DevicePtr src, DevicePtr dst, long bytes, DeviceStream? stream = null) =>
+    public override void CopyDeviceToDevice(DevicePtr src, DevicePtr dst, long bytes, DeviceStream? stream = null)
+    {
         Buffer.MemoryCopy((void*)src.Value, (void*)dst.Value, bytes, bytes);
-    public override void Memset(DevicePtr dst, byte value, long bytes, DeviceStream? stream = null) =>
+        if (instrumented) rt.MarkWritten((void*)dst.Value, bytes);
+    }
+    public override void Memset(DevicePtr dst, byte value, long bytes, DeviceStream? stream = null)
+    {
         NativeMemory.Fill((void*)dst.Value, (nuint)bytes, value);
+        if (instrumented) rt.MarkWritten((void*)dst.Value, bytes);
+    }
 
     public override KernelModule LoadModule(CompiledModule compiled) =>
         new EmuModule(compiled, rt);
@@ -84,7 +134,7 @@ public sealed unsafe class EmuDevice : Device
     public override void Launch(KernelFunction function, Dim3 grid, Dim3 block, uint sharedBytes, void** args, DeviceStream? stream = null)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
-        rt.Launch(function, grid, block, sharedBytes, args);
+        rt.Launch(function, grid, block, sharedBytes, args, check);
     }
 
     public override void Synchronize() { }
@@ -98,7 +148,7 @@ public sealed unsafe class EmuDevice : Device
 
     internal void Release(long bytes) => Interlocked.Add(ref used, -bytes);
 
-    sealed class EmuBuffer(EmuDevice dev, void* p, long bytes) : DeviceBuffer
+    sealed class EmuBuffer(EmuDevice dev, void* p, long bytes, long guard) : DeviceBuffer
     {
         void* ptr = p;
         public override Device Device => dev;
@@ -109,7 +159,8 @@ public sealed unsafe class EmuDevice : Device
             var q = ptr;
             ptr = null;
             if (q == null) return;
-            NativeMemory.AlignedFree(q);
+            if (guard != 0) dev.rt.UnregisterMemory(q);
+            NativeMemory.AlignedFree((byte*)q - guard);
             dev.Release(bytes);
         }
     }
