@@ -123,3 +123,19 @@ public sealed class CheckerPlantedBugTests
         Assert.That(() => EmuChecks.Parse("races"), Throws.ArgumentException.With.Message.Contains("race, memory, sync, init"));
     }
 }
+
+/// <summary>LLAMA4_TEST_SEED replays: a test's seed is a fixed function of (run seed, test name), the same in
+/// every process (the expected values were computed independently, in Python, from the same FNV-1a +
+/// splitmix64 definition).</summary>
+[TestFixture]
+public sealed class TestSeedTests
+{
+    [Test]
+    public void SeedsAreTheSameInEveryProcess()
+    {
+        Assert.That(TestSeed.For(12345, "rmsnorm/block/f32,f32>f32/3x7"), Is.EqualTo(-2103864268));
+        Assert.That(TestSeed.For(-7, "a"), Is.EqualTo(-1611966926));
+        Assert.That(TestSeed.For(1, "a"), Is.Not.EqualTo(TestSeed.For(2, "a")));
+        Assert.That(TestSeed.For(1, "a"), Is.Not.EqualTo(TestSeed.For(1, "b")));
+    }
+}
