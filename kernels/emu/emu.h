@@ -67,6 +67,7 @@ struct l4emu_kernel { const char* name; void (*entry)(void** args); unsigned max
 
 extern "C" {
 extern unsigned l4emu_stack_shift;
+void l4emu_rt_vec(const void* p, unsigned size);  // analysis: a vector access of `size` bytes at p follows
 void l4emu_rt_quiet(int on);  // checker: accesses between on=1 and on=0 are not the kernel's (argument unpacking)  // log2 of the fiber stack region size, fixed at load time
 // op: 0 plain, 1 count, 2 and, 3 or. Returns the popcount of `pred` over the block (count semantics).
 int l4emu_rt_syncthreads(int op, int pred);
@@ -279,6 +280,9 @@ static inline void __trap() { l4emu_rt_trap("__trap() called"); }
 // vload/vstore (common.cuh) call this first, so the emulator fails such a launch with a message.
 static inline void l4emu_check_aligned(const void* p, unsigned align, const char* what) {
     if (__builtin_expect((reinterpret_cast<uintptr_t>(p) & (align - 1)) != 0, 0)) l4emu_rt_misaligned(p, align, what);
+#ifdef __SANITIZE_THREAD__
+    l4emu_rt_vec(p, align);  // instrumented (checked) modules only: the analysis counts the access once
+#endif
 }
 // CUDA's device min/max overloads (same-type, plus the mixed int/unsigned ones nvcc accepts).
 #define L4EMU_MINMAX(R, A, B) \

@@ -455,7 +455,92 @@ inline int cell_access(Worker::Chk& c, Cell& x, unsigned t, int kind, bool share
     return 0;
 }
 
-void analysis_record(Worker&, Fiber*, uintptr_t, unsigned, int, bool, void*) {}
+// ---------------------------------------------------------------- analysis (L4EMU_CHK_ANALYZE)
+// Memory efficiency from the same hooks. A "warp instruction" is the k-th execution of one access site
+// (pc) by the lanes of one warp. Global: requested bytes ÷ (32-byte sectors touched × 32), as Nsight's
+// load/store efficiency. Shared: bank conflicts as wavefronts per phase (4-byte banks, 32 of them; 8-byte
+// accesses run in 2 phases of 16 lanes, 16-byte ones in 4 phases of 8 lanes; lanes reading the same word
+// share it). Vector accesses (vload/vstore, split by the instrumentation into 4-byte pieces) count as one
+// instruction of their full size: emu.h announces them (l4emu_rt_vec). Only the first kAnalyzeBlocks blocks
+// of a launch are recorded.
+struct SiteStats { const char* kernel; void* pc; bool shared, store; uint64_t instrs = 0, bytes = 0, sectors = 0, wavefronts = 0, phases = 0, max_ways = 0; };
+struct Analysis {
+    std::map<std::pair<const char*, void*>, SiteStats> sites;  // by (kernel, pc): over the launches analysed
+    struct Lane { uintptr_t a; unsigned size; };
+    struct Instr { void* pc; bool shared, store; std::vector<Lane> lanes; };
+    std::map<std::tuple<void*, unsigned, unsigned>, Instr> open;   // (pc, warp, k) in the current block
+    std::map<std::pair<void*, unsigned>, unsigned> count;          // (pc, thread) -> executions so far
+    // per fiber: the vector access announced by l4emu_rt_vec, whose 4-byte pieces follow
+    struct Vec { uintptr_t a = 0; unsigned size = 0, left = 0; void* pc = nullptr; };
+    std::vector<Vec> vec;
+    bool landing = false;
+};
+constexpr uint64_t kAnalyzeBlocks = 4;
+Analysis* g_analysis = nullptr;
+
+void analysis_flush(const char* kernel) {
+    Analysis& an = *g_analysis;
+    for (auto& [key, in] : an.open) {
+        SiteStats& st = an.sites[{kernel, in.pc}];
+        st.kernel = kernel; st.pc = in.pc; st.shared = in.shared; st.store = in.store;
+        st.instrs++;
+        if (!in.shared) {
+            std::vector<uintptr_t> sec;
+            for (auto& l : in.lanes) {
+                st.bytes += l.size;
+                for (uintptr_t s = l.a >> 5; s <= (l.a + l.size - 1) >> 5; ++s) sec.push_back(s);
+            }
+            std::sort(sec.begin(), sec.end());
+            st.sectors += std::unique(sec.begin(), sec.end()) - sec.begin();
+        } else {
+            unsigned size = 4;
+            for (auto& l : in.lanes) size = std::max(size, l.size);
+            const unsigned per_phase = size >= 16 ? 8 : size >= 8 ? 16 : 32;
+            // lanes are in arrival order; group them by lane index (stored in .size's high bits below)
+            std::map<unsigned, std::vector<std::pair<unsigned, uintptr_t>>> phases;  // phase -> (bank, word)
+            for (auto& l : in.lanes) {
+                const unsigned lane = l.size >> 16, sz = l.size & 0xffff;
+                st.bytes += sz;
+                for (uintptr_t wd = l.a >> 2; wd <= (l.a + sz - 1) >> 2; ++wd) phases[lane / per_phase].emplace_back(unsigned(wd & 31), wd);
+            }
+            for (auto& [ph, v] : phases) {
+                std::sort(v.begin(), v.end());
+                v.erase(std::unique(v.begin(), v.end()), v.end());
+                unsigned ways = 0;
+                for (size_t i = 0; i < v.size();) {
+                    size_t j = i;
+                    while (j < v.size() && v[j].first == v[i].first) ++j;
+                    ways = std::max<unsigned>(ways, unsigned(j - i));
+                    i = j;
+                }
+                st.wavefronts += ways; st.phases++;
+                st.max_ways = std::max<uint64_t>(st.max_ways, ways);
+            }
+        }
+    }
+    an.open.clear();
+    an.count.clear();
+}
+
+void analysis_record(Worker& w, Fiber* f, uintptr_t a, unsigned size, int kind, bool shared, void* pc) {
+    Analysis& an = *g_analysis;
+    if (an.landing) return;
+    const uint3 b = w.info.blockIdx;
+    const uint64_t lin = b.x + (uint64_t)w.info.gridDim.x * (b.y + (uint64_t)w.info.gridDim.y * b.z);
+    if (lin >= kAnalyzeBlocks) return;
+    if (an.vec.size() <= f->lin) an.vec.resize(f->lin + 1);
+    Analysis::Vec& v = an.vec[f->lin];
+    if (v.left && a >= v.a && a + size <= v.a + v.size) {  // a piece of an announced vector access
+        const bool first = v.left == v.size;
+        v.left -= std::min(v.left, size);
+        if (!first) return;
+        a = v.a; size = v.size; pc = v.pc;
+    } else v.left = 0;
+    const unsigned k = an.count[{pc, f->lin}]++;
+    auto& in = an.open[{pc, f->lin / 32, k}];
+    in.pc = pc; in.shared = shared; in.store = kind & 1;
+    in.lanes.push_back({a, shared ? (size | ((f->lin & 31) << 16)) : size});
+}
 
 // The hook behind every instrumented access. pc: the return address of the hook call (the access site).
 void chk_access(const void* p, unsigned size, int kind, void* pc) {
@@ -561,7 +646,10 @@ void chk_access(const void* p, unsigned size, int kind, void* pc) {
 }
 
 void chk_landing(Fiber* f, void* dst, void* pc) {
-    if (g_chk && g_chk->cur == f) chk_access(dst, 16, 1, pc);
+    if (!g_chk || g_chk->cur != f) return;
+    if (g_analysis) g_analysis->landing = true;  // counted once, at issue
+    chk_access(dst, 16, 1, pc);
+    if (g_analysis) g_analysis->landing = false;
 }
 
 // "at common.cuh:208 (inlined in rmsnorm.cu:45)" for a return address, via addr2line (binutils) over the
@@ -585,6 +673,9 @@ std::string symbolize(void* pc) {
             if (!s.empty() && s[0] != '?') frames.push_back(s);
         }
         pclose(p);
+        // The innermost frames inside the emulator's own header (vload's alignment hook, the barrier
+        // wrappers) are not the kernel's line: start at the first frame outside emu.h.
+        while (frames.size() > 1 && frames[0].compare(0, 6, "emu.h:") == 0) frames.erase(frames.begin());
         for (size_t i = 0; i < frames.size(); ++i) out += (i == 0 ? "at " : i == 1 ? " (inlined in " : " in ") + frames[i];
         if (frames.size() > 1) out += ")";
     }
@@ -608,6 +699,7 @@ void chk_begin_launch(Worker& w, const Launch& L) {
     if (!w.chk) w.chk = new Worker::Chk;
     Worker::Chk& c = *w.chk;
     c.flags = L.chk;
+    c.analysis = (L.chk & L4EMU_CHK_ANALYZE) ? (g_analysis ? g_analysis : (g_analysis = new Analysis)) : nullptr;
     c.images_valid = false;
     c.last = nullptr;
     if (!c.dyn_sh) c.dyn_sh = new_shadow(Worker::kDynBytes + 2 * Worker::kDynGuard);
@@ -716,6 +808,7 @@ bool run_block(Worker& w, const Launch& L, uint64_t linear_block) {
     Fiber* first = w.pop();
     first->state = RUNNING;
     switch_to(w, nullptr, first);
+    if (L.chk && w.chk->analysis) analysis_flush(L.k->name);
     return !w.failed;
 }
 
@@ -962,6 +1055,9 @@ L4EMU_EXPORT int l4emu_launch_ex(void* fn, unsigned gx, unsigned gy, unsigned gz
     L.cp_deferred = cp_deferred();
     L.total = (uint64_t)gx * gy * gz;
     L.chk = check & L4EMU_CHK_ALL;
+    // Analysis of big launches (the perf cases): only the first kAnalyzeBlocks blocks run (their accesses
+    // are the sample); the results of such a launch are incomplete. L4EMU_ANALYZE_ALL=1 runs every block.
+    if ((L.chk & L4EMU_CHK_ANALYZE) && !getenv("L4EMU_ANALYZE_ALL")) L.total = std::min<uint64_t>(L.total, kAnalyzeBlocks);
     if (L.chk) {
         L.mod = module_of(k);
         chk_begin_launch(worker(), L);
@@ -1068,6 +1164,30 @@ L4EMU_EXPORT unsigned l4emu_check_flags(const char* spec) {
         i = j + 1;
     }
     return f;
+}
+// vload/vstore in an instrumented module: the next `size` bytes of accesses at p by this thread are one
+// vector instruction (the analysis counts it once, at its full size).
+L4EMU_EXPORT void l4emu_rt_vec(const void* p, unsigned size) {
+    Worker* w = g_chk;
+    if (!w || !g_analysis || !w->chk || !w->chk->analysis || !w->cur) return;
+    Fiber* f = w->cur;
+    if (g_analysis->vec.size() <= f->lin) g_analysis->vec.resize(f->lin + 1);
+    g_analysis->vec[f->lin] = Analysis::Vec{reinterpret_cast<uintptr_t>(p), size, size, __builtin_return_address(0)};
+}
+// The analysis so far, one line per access site, tab-separated:
+// kernel, site, space (global|shared), kind (load|store), instructions, bytes, sectors, wavefronts, phases, max ways.
+// reset != 0 clears it after. The text stays valid until the next call.
+L4EMU_EXPORT const char* l4emu_analysis_report(int reset) {
+    static std::string out;
+    out.clear();
+    std::lock_guard<std::mutex> lk(g_launch_mutex);
+    if (!g_analysis) return "";
+    for (auto& [key, st] : g_analysis->sites)
+        out += fmt("%s\t%s\t%s\t%s\t%llu\t%llu\t%llu\t%llu\t%llu\t%llu\n", st.kernel, symbolize(st.pc).c_str(), st.shared ? "shared" : "global",
+                   st.store ? "store" : "load", (unsigned long long)st.instrs, (unsigned long long)st.bytes, (unsigned long long)st.sectors,
+                   (unsigned long long)st.wavefronts, (unsigned long long)st.phases, (unsigned long long)st.max_ways);
+    if (reset) g_analysis->sites.clear();
+    return out.c_str();
 }
 // Kernel argument unpacking (module.h) is not kernel code: on = 1 before, 0 after.
 L4EMU_EXPORT void l4emu_rt_quiet(int on) {

@@ -1,4 +1,5 @@
 using Llama4Native.Devices;
+using Llama4Native.Devices.Emulated;
 using Llama4Native.Ops;
 
 namespace Llama4Native.Cli.Verbs;
@@ -6,21 +7,48 @@ namespace Llama4Native.Cli.Verbs;
 /// <summary>`llama4 selftest`: every op case on this machine's device against the C# reference — the test suite a user can run on their own GPU.</summary>
 public static class SelftestVerb
 {
-    public const string Help = "check every kernel against the C# reference on a device (--device, --filter)";
+    public const string Help = "check every kernel against the C# reference on a device (--device, --filter, --seed, " +
+                               "--check race,memory,sync,init|all: the emulator's checker)";
+
+    /// <summary>The seed of one case: a fixed function of (run seed, case id), the same in every process
+    /// (FNV-1a + splitmix64; HashCode.Combine is randomised per process and could not replay).</summary>
+    public static int CaseSeed(int run, string id)
+    {
+        unchecked
+        {
+            ulong h = 14695981039346656037UL;
+            foreach (var ch in id) { h ^= ch; h *= 1099511628211UL; }
+            ulong z = h ^ ((ulong)(uint)run * 0x9E3779B97F4A7C15UL);
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            return (int)(z ^ (z >> 31));
+        }
+    }
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
-        var a = new Args(argv, ["device", "filter", "seed"]);
-        using var dev = DeviceFactory.Create(a.Get("device", "auto"));
+        var a = new Args(argv, ["device", "filter", "seed", "check"]);
+        var deviceSpec = a.Get("device", "auto");
+        Device dev;
+        if (a.Get("check") is { } check)
+        {
+            // The checker is the emulator's: every load/store of every kernel checked, a report fails the case.
+            if (deviceSpec is not ("emu" or "auto"))
+                throw new ArgumentException($"--check needs the emulated device (--device emu); '{deviceSpec}' was given");
+            dev = new EmuDevice(new EmuOptions(Check: EmuChecks.Parse(check)));
+        }
+        else dev = DeviceFactory.Create(deviceSpec);
+        using var _ = dev;
         int seed = a.GetInt("seed", Environment.TickCount);
-        stdout.WriteLine($"device: {dev.Name} ({dev.Arch}); seed {seed}");
+        var checks = dev is EmuDevice { Check: not EmuCheck.None } emu ? $"; checks {emu.Check}" : "";
+        stdout.WriteLine($"device: {dev.Name} ({dev.Arch}); seed {seed}{checks}");
         int passed = 0, failed = 0;
         foreach (var c in OpSpecs.AllCases().Where(c => OpSpecs.Matches(c, a.Get("filter"))))
         {
             string verdict;
             try
             {
-                using var inst = OpSpecs.For(c).Create(dev, c, new Random(HashCode.Combine(seed, c.Id)));
+                using var inst = OpSpecs.For(c).Create(dev, c, new Random(CaseSeed(seed, c.Id)));
                 inst.Launch();
                 var r = inst.Check();
                 verdict = r.Passed ? "ok" : "FAILED " + r;

@@ -62,6 +62,11 @@ public sealed unsafe class EmuDevice : Device
             check = value;
         }
     }
+    /// <summary>The memory-efficiency analysis of the launches made with <see cref="EmuCheck.Analyze"/> since the
+    /// last reset: one row per access site (see <see cref="EmuSiteStats"/>).</summary>
+    public IReadOnlyList<EmuSiteStats> Analysis(bool reset = true) =>
+        rt.AnalysisReport(reset).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(EmuSiteStats.Parse).ToList();
+
     /// <summary>True when kernels are the instrumented variant and allocations have guard zones.</summary>
     public bool Instrumented => instrumented;
     public override DeviceKind Kind => DeviceKind.Emulated;
@@ -180,6 +185,24 @@ public sealed unsafe class EmuDevice : Device
         public override float ElapsedMs(DeviceEvent end) =>
             (float)Stopwatch.GetElapsedTime(stamp, ((EmuEvent)end).stamp).TotalMilliseconds;
         public override void Dispose() { }
+    }
+}
+
+/// <summary>One access site's memory efficiency (kernels/emu/runtime.cpp, "analysis"): warp instructions, bytes
+/// the lanes asked for, 32-byte sectors touched (global), wavefronts over phases (shared; 1.0 = no conflict).</summary>
+public sealed record EmuSiteStats(string Kernel, string Site, bool Shared, bool Store, long Instructions, long Bytes, long Sectors,
+                                  long Wavefronts, long Phases, long MaxWays)
+{
+    /// <summary>Global: requested bytes ÷ (sectors × 32), as Nsight's load/store efficiency.</summary>
+    public double Efficiency => Sectors == 0 ? 1 : (double)Bytes / (Sectors * 32.0);
+    /// <summary>Shared: average bank-conflict ways per phase (1 = conflict-free).</summary>
+    public double Ways => Phases == 0 ? 1 : (double)Wavefronts / Phases;
+
+    internal static EmuSiteStats Parse(string line)
+    {
+        var f = line.Split('\t');
+        return new(f[0], f[1].StartsWith("at ", StringComparison.Ordinal) ? f[1][3..] : f[1], f[2] == "shared", f[3] == "store",
+                   long.Parse(f[4]), long.Parse(f[5]), long.Parse(f[6]), long.Parse(f[7]), long.Parse(f[8]), long.Parse(f[9]));
     }
 }
 

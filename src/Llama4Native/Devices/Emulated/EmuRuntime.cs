@@ -14,6 +14,7 @@ internal sealed unsafe class EmuRuntime
     readonly delegate* unmanaged<void*, nuint, nuint, int> memRegister;
     readonly delegate* unmanaged<void*, void> memUnregister;
     readonly delegate* unmanaged<void*, nuint, void> memWritten;
+    readonly delegate* unmanaged<int, byte*> analysisReport;
     readonly delegate* unmanaged<byte*> lastError;
     readonly delegate* unmanaged<int, void> setThreads;
 
@@ -24,6 +25,7 @@ internal sealed unsafe class EmuRuntime
         memRegister = (delegate* unmanaged<void*, nuint, nuint, int>)NativeLibrary.GetExport(h, "l4emu_mem_register");
         memUnregister = (delegate* unmanaged<void*, void>)NativeLibrary.GetExport(h, "l4emu_mem_unregister");
         memWritten = (delegate* unmanaged<void*, nuint, void>)NativeLibrary.GetExport(h, "l4emu_mem_written");
+        analysisReport = (delegate* unmanaged<int, byte*>)NativeLibrary.GetExport(h, "l4emu_analysis_report");
         lastError = (delegate* unmanaged<byte*>)NativeLibrary.GetExport(h, "l4emu_last_error");
         setThreads = (delegate* unmanaged<int, void>)NativeLibrary.GetExport(h, "l4emu_set_threads");
         var version = (delegate* unmanaged<byte*>)NativeLibrary.GetExport(h, "l4emu_version");
@@ -36,6 +38,7 @@ internal sealed unsafe class EmuRuntime
     public bool RegisterMemory(void* p, long bytes, long guard) => memRegister(p, (nuint)bytes, (nuint)guard) == 0;
     public void UnregisterMemory(void* p) => memUnregister(p);
     public void MarkWritten(void* p, long bytes) => memWritten(p, (nuint)bytes);
+    public string AnalysisReport(bool reset) => Marshal.PtrToStringUTF8((nint)analysisReport(reset ? 1 : 0)) ?? "";
 
     public void Launch(KernelFunction f, Dim3 grid, Dim3 block, uint shared, void** args, EmuCheck check = EmuCheck.None)
     {
