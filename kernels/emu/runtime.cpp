@@ -465,7 +465,7 @@ inline int cell_access(Worker::Chk& c, Cell& x, unsigned t, int kind, bool share
 // of a launch are recorded.
 struct SiteStats { const char* kernel; void* pc; bool shared, store; uint64_t instrs = 0, bytes = 0, sectors = 0, wavefronts = 0, phases = 0, max_ways = 0; };
 struct Analysis {
-    std::map<std::pair<const char*, void*>, SiteStats> sites;  // by (kernel, pc): over the launches analysed
+    std::map<std::tuple<const char*, void*, int>, SiteStats> sites;  // by (kernel, pc, space·2 + store): over the launches analysed
     struct Lane { uintptr_t a; unsigned size; };
     struct Instr { void* pc; bool shared, store; std::vector<Lane> lanes; };
     std::map<std::tuple<void*, unsigned, unsigned>, Instr> open;   // (pc, warp, k) in the current block
@@ -481,7 +481,7 @@ Analysis* g_analysis = nullptr;
 void analysis_flush(const char* kernel) {
     Analysis& an = *g_analysis;
     for (auto& [key, in] : an.open) {
-        SiteStats& st = an.sites[{kernel, in.pc}];
+        SiteStats& st = an.sites[{kernel, in.pc, int(in.shared) * 2 + int(in.store)}];
         st.kernel = kernel; st.pc = in.pc; st.shared = in.shared; st.store = in.store;
         st.instrs++;
         if (!in.shared) {
@@ -536,8 +536,10 @@ void analysis_record(Worker& w, Fiber* f, uintptr_t a, unsigned size, int kind, 
         if (!first) return;
         a = v.a; size = v.size; pc = v.pc;
     } else v.left = 0;
-    const unsigned k = an.count[{pc, f->lin}]++;
-    auto& in = an.open[{pc, f->lin / 32, k}];
+    // one counter per (site, space, kind): a cp.async is a global read and a shared write at one site
+    void* key = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(pc) * 4 + (shared ? 2 : 0) + (kind & 1));
+    const unsigned k = an.count[{key, f->lin}]++;
+    auto& in = an.open[{key, f->lin / 32, k}];
     in.pc = pc; in.shared = shared; in.store = kind & 1;
     in.lanes.push_back({a, shared ? (size | ((f->lin & 31) << 16)) : size});
 }
