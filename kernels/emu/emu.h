@@ -56,8 +56,19 @@ struct l4emu_thread_hdr { uint3 threadIdx; unsigned lin; const l4emu_block_info*
 // max_threads: the first __launch_bounds__ argument (0: none); a bigger block fails to launch, as on the GPU.
 struct l4emu_kernel { const char* name; void (*entry)(void** args); unsigned max_threads; };
 
+// Checker flags (l4emu_launch_ex; L4EMU_CHECK=race,memory,sync,init|all). A checked launch needs the module
+// built with -fsanitize=thread (EmuCompiler's checked variant): see "checker" in runtime.cpp.
+#define L4EMU_CHK_RACE 1u
+#define L4EMU_CHK_MEMORY 2u
+#define L4EMU_CHK_SYNC 4u
+#define L4EMU_CHK_INIT 8u
+#define L4EMU_CHK_ANALYZE 16u
+#define L4EMU_CHK_ALL 31u
+
 extern "C" {
-extern unsigned l4emu_stack_shift;  // log2 of the fiber stack region size, fixed at load time
+extern unsigned l4emu_stack_shift;
+void l4emu_rt_vec(const void* p, unsigned size);  // analysis: a vector access of `size` bytes at p follows
+void l4emu_rt_quiet(int on);  // checker: accesses between on=1 and on=0 are not the kernel's (argument unpacking)  // log2 of the fiber stack region size, fixed at load time
 // op: 0 plain, 1 count, 2 and, 3 or. Returns the popcount of `pred` over the block (count semantics).
 int l4emu_rt_syncthreads(int op, int pred);
 // Warp collective: every participating lane deposits `mine`; the last lane to arrive calls
@@ -111,10 +122,11 @@ static inline const l4emu_thread_hdr* l4emu_self() {
 constexpr int warpSize = 32;
 
 // ---- block barriers
-static inline void __syncthreads() { l4emu_rt_syncthreads(0, 0); }
-static inline int __syncthreads_count(int p) { return l4emu_rt_syncthreads(1, p); }
-static inline int __syncthreads_and(int p) { return l4emu_rt_syncthreads(2, p); }
-static inline int __syncthreads_or(int p) { return l4emu_rt_syncthreads(3, p); }
+// Always inlined: the runtime tells barriers apart by their call site (the checker's sync check).
+__attribute__((always_inline)) static inline void __syncthreads() { l4emu_rt_syncthreads(0, 0); }
+__attribute__((always_inline)) static inline int __syncthreads_count(int p) { return l4emu_rt_syncthreads(1, p); }
+__attribute__((always_inline)) static inline int __syncthreads_and(int p) { return l4emu_rt_syncthreads(2, p); }
+__attribute__((always_inline)) static inline int __syncthreads_or(int p) { return l4emu_rt_syncthreads(3, p); }
 
 // ---- warp collectives
 static inline void __syncwarp(unsigned mask = 0xffffffffu) {
@@ -268,6 +280,9 @@ static inline void __trap() { l4emu_rt_trap("__trap() called"); }
 // vload/vstore (common.cuh) call this first, so the emulator fails such a launch with a message.
 static inline void l4emu_check_aligned(const void* p, unsigned align, const char* what) {
     if (__builtin_expect((reinterpret_cast<uintptr_t>(p) & (align - 1)) != 0, 0)) l4emu_rt_misaligned(p, align, what);
+#ifdef __SANITIZE_THREAD__
+    l4emu_rt_vec(p, align);  // instrumented (checked) modules only: the analysis counts the access once
+#endif
 }
 // CUDA's device min/max overloads (same-type, plus the mixed int/unsigned ones nvcc accepts).
 #define L4EMU_MINMAX(R, A, B) \

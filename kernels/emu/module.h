@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -15,7 +16,11 @@
 template <class Sig> struct l4emu_entry_of;
 template <class... P> struct l4emu_entry_of<void(P...)> {
     template <void (*K)(P...), std::size_t... I> static void call(void** a, std::index_sequence<I...>) {
-        K(*static_cast<std::remove_cv_t<std::remove_reference_t<P>>*>(a[I])...);
+        // Reading the host's argument array is not a kernel access: the checker ignores it.
+        l4emu_rt_quiet(1);
+        std::tuple<std::remove_cv_t<std::remove_reference_t<P>>...> v{*static_cast<std::remove_cv_t<std::remove_reference_t<P>>*>(a[I])...};
+        l4emu_rt_quiet(0);
+        K(std::get<I>(v)...);
     }
     template <void (*K)(P...)> static void entry(void** a) {
         // Parameter probe (graph capture copies argument values): a = {nullptr, L4EMU_PROBE, unsigned out[1 + n]}.
@@ -37,8 +42,12 @@ template <class... P> struct l4emu_entry_of<void(P...)> {
 #define L4EMU_LB_FIRST(a, ...) (a)
 #define L4EMU_KERNEL_LB(k, ...) {#k, &l4emu_entry_of<decltype(k)>::template entry<&k>, (unsigned)L4EMU_LB_FIRST(__VA_ARGS__, 0)},
 #define L4EMU_MODULE_BEGIN static const l4emu_kernel l4emu_module_table[] = {
+// l4emu_module_tls_touch: the checker calls it on the thread that runs a checked launch so that the module's
+// TLS block (its static __shared__ variables, see emu.h) exists; dlinfo(RTLD_DI_TLS_DATA) then finds it.
 #define L4EMU_MODULE_END \
     {nullptr, nullptr, 0u}}; \
+    static thread_local char l4emu_tls_anchor; \
+    extern "C" __attribute__((visibility("default"))) void* l4emu_module_tls_touch(void) { return &l4emu_tls_anchor; } \
     extern "C" __attribute__((visibility("default"))) void* l4emu_get_function(const char* name) { \
         for (const l4emu_kernel* k = l4emu_module_table; k->name; ++k) \
             if (std::strcmp(k->name, name) == 0) return const_cast<l4emu_kernel*>(k); \

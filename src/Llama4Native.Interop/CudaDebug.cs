@@ -12,7 +12,10 @@ public static class CudaDebug
     /// debugging only. Initialised from the environment variable <c>LLAMA4_CUDA_SYNC=1</c>; settable.
     /// Ignored while the stream is being captured into a graph (synchronising would break the capture).
     /// </summary>
-    public static bool SyncAfterLaunch { get; set; } = Environment.GetEnvironmentVariable("LLAMA4_CUDA_SYNC") == "1";
+    public static bool SyncAfterLaunch { get; set; } = FromEnvironmentValue(Environment.GetEnvironmentVariable("LLAMA4_CUDA_SYNC"));
+
+    /// <summary>How a LLAMA4_CUDA_SYNC value is read: on only for "1".</summary>
+    public static bool FromEnvironmentValue(string? value) => value == "1";
 
     /// <summary>
     /// Synchronises <paramref name="stream"/> (context already current) and throws a

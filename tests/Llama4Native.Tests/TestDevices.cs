@@ -8,6 +8,9 @@ public static class TestDevices
 {
     public static Device Emulated() => new EmuDevice();
 
+    /// <summary>The emulator with every check on (race, memory, sync, init): a report fails the launch.</summary>
+    public static Device EmulatedChecked(EmuCheck check = EmuCheck.All) => new EmuDevice(new EmuOptions(Check: check));
+
     public static Device CudaOrIgnore()
     {
         if (!DeviceFactory.TryCreateCuda(0, out var dev, out var reason)) Assert.Ignore($"no CUDA device: {reason}");
@@ -21,10 +24,19 @@ public static class TestSeed
     /// <summary>The run's seed: set LLAMA4_TEST_SEED to this to replay every test's inputs.</summary>
     public static int Run => runSeed;
     static readonly int runSeed = int.TryParse(Environment.GetEnvironmentVariable("LLAMA4_TEST_SEED"), out var s) ? s : Random.Shared.Next();
-    public static int For(string name)
+    /// <summary>The seed of one test: a fixed function of (run seed, name), the same in every process
+    /// (HashCode.Combine is randomised per process, so it cannot replay).</summary>
+    public static int For(string name) => For(runSeed, name);
+    public static int For(int run, string name)
     {
-        int seed = HashCode.Combine(runSeed, StableHash(name));
-        return seed;
+        unchecked
+        {   // FNV-1a over the name, mixed with the run seed (splitmix64 finaliser)
+            ulong h = 14695981039346656037UL;
+            foreach (var c in name) { h ^= c; h *= 1099511628211UL; }
+            ulong z = h ^ ((ulong)(uint)run * 0x9E3779B97F4A7C15UL);
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            return (int)(z ^ (z >> 31));
+        }
     }
-    static int StableHash(string s) { unchecked { int h = 17; foreach (var c in s) h = h * 31 + c; return h; } }
 }

@@ -17,6 +17,23 @@ public static class KernelsVerb
          new("filter", "TEXT", "only kernel files whose name contains TEXT"),
          new("quiet", null, "print only problems")]);
 
+    /// <summary>
+    /// Every compile-time specialisation the runtime can request, per kernel file (the defaults for every file,
+    /// plus these): attention's head dims (Attention.TableHeadDims: 16, 64, 88 (vision), 128), the GEMM tile
+    /// config, MoE's prefill and decode tile configs. A wrapper that gains a define must add it here.
+    /// </summary>
+    public static IEnumerable<KernelDefines> Specializations(string file)
+    {
+        var list = new List<KernelDefines> { KernelDefines.None };
+        switch (file)
+        {
+            case "attention.cu": list.AddRange(Attention.TableHeadDims.Select(Attention.Defines)); break;
+            case "gemm.cu": list.Add(Gemm.MmaConfig.Default.Defines); break;
+            case "moe.cu": list.Add(Moe.Config.Default.Defines); list.Add(Moe.Config.Decode.Defines); break;
+        }
+        return list.Distinct();
+    }
+
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
         var a = new Args(argv, Spec);
@@ -33,16 +50,18 @@ public static class KernelsVerb
                 stdout.WriteLine($"  {"file",-14} {"kernel",-34} {"regs",5} {"spill st/ld",12} {"smem",7} {"stack",6}");
             }
             foreach (var file in KernelSources.KernelFiles.Where(f => a.Get("filter") is not { } flt || f.Contains(flt, StringComparison.Ordinal)))
+            foreach (var defines in Specializations(file))
             {
                 try
                 {
-                    var (module, info) = compiler.CompileWithInfo(file, KernelDefines.None);
+                    var (module, info) = compiler.CompileWithInfo(file, defines);
+                    if (!a.Flag("quiet") && defines.Key.Length > 0) stdout.WriteLine($"  {file} with {defines}");
                     // NVRTC warnings are errors here: a warning in a kernel is a bug on some target.
                     var warnings = module.Log.Split('\n').Where(l => l.Contains("warning", StringComparison.OrdinalIgnoreCase)).ToList();
                     if (warnings.Count > 0)
                     {
                         errors++;
-                        stderr.WriteLine($"  {file}: {warnings.Count} warning(s) for {arch}:\n    " + string.Join("\n    ", warnings));
+                        stderr.WriteLine($"  {file} ({defines}): {warnings.Count} warning(s) for {arch}:\n    " + string.Join("\n    ", warnings));
                     }
                     foreach (var k in info.OrderBy(k => k.Name, StringComparer.Ordinal))
                     {
@@ -55,7 +74,7 @@ public static class KernelsVerb
                 catch (KernelCompileException e)
                 {
                     errors++;
-                    stderr.WriteLine($"  {file}: compile error for {arch}\n{e.Log}");
+                    stderr.WriteLine($"  {file} ({defines}): compile error for {arch}\n{e.Log}");
                 }
             }
         }

@@ -83,7 +83,31 @@ public sealed class LayerNormSpec : OpSpec
                 if (sig.In(1) == DType.BF16) R.Forward(x, Bits.ToBf16(w), Bits.ToBf16(b), want, rows, cols, Eps);
                 else R.Forward(x, w, b, want, rows, cols, Eps);
             }
-            return OpCheck.Compare("y", got, want, Tolerances.For("layernorm", sig.Output));
+            return OpCheck.Compare("y", got, want, sig.Output == DType.F32 ? F32Tolerance() : Tolerances.For("layernorm", sig.Output));
+        }
+
+        // f32 output. The kernel's mean is an fp32 sum of `cols` values, then × 1/cols: every add rounds by at
+        // most 2^-24 of its partial sum, and a value reaches the total through at most ⌈log2 cols⌉ + 2 adds
+        // (short per-thread chains, then the shuffle/shared-memory tree), so |δmean| ≤ (⌈log2 cols⌉ + 2)·2^-24·|mean|
+        // (+1 for the × 1/cols). y = (x − mean)·inv·w + b carries δmean into every output as |w|·inv·|δmean|; it
+        // does not cancel. At the "offset" cases' mean of 64 that is ~4e-5 — the ~1.2–1.5e-5 errors seen, which
+        // the flat atol 1e-5 rejected about 1 run in 10. The rest (variance, rsqrt, ·w, +b) is relative,
+        // ~(log2 cols)·2^-24, inside Tolerances' rtol 2e-5 and its atol 1e-5 for results near 0.
+        Tolerance F32Tolerance()
+        {
+            var tol = Tolerances.For("layernorm", DType.F32);
+            var wf = sig.In(1) == DType.BF16 ? Bits.FromBf16(Bits.ToBf16(w)) : w;
+            double maxW = wf.Max(v => Math.Abs((double)v)), worst = 0;
+            double depth = Math.Ceiling(Math.Log2(Math.Max(cols, 2))) + 3;
+            for (int r = 0; r < rows; r++)
+            {
+                var xr = x.AsSpan(r * cols, cols);
+                double mean = 0; foreach (var v in xr) mean += v; mean /= cols;
+                double var_ = 0; foreach (var v in xr) var_ += (v - mean) * (v - mean); var_ /= cols;
+                double inv = 1 / Math.Sqrt(var_ + Eps);
+                worst = Math.Max(worst, depth * Math.Pow(2, -24) * Math.Abs(mean) * inv * maxW);
+            }
+            return new Tolerance(tol.Atol + worst, tol.Rtol);
         }
     }
 }

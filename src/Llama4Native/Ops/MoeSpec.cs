@@ -50,8 +50,8 @@ public sealed class MoeSpec : OpSpec
         yield return new OpCase(Name, "mma-bm16-one", "bf16", [40, 64, 136, 4, 1], "multi-tile");
         yield return new OpCase(Name, "mma-bm64", "bf16", [1, 64, 48, 16, 2]);
         yield return new OpCase(Name, "simple-bm16", "f32", [69, 100, 70, 8, 2], "odd");
-        // Past the size where the expert weights become a device-side constant fill (the perf cases' check path).
-        yield return new OpCase(Name, "mma", "bf16", [3, 4096, 8200, 2, 1], "const-weights");
+        // Past the size where the expert weights are built on the device (the perf cases' check path).
+        yield return new OpCase(Name, "mma", "bf16", [3, 4096, 8200, 2, 1], "pattern-weights");
     }
 
     public override IEnumerable<OpCase> PerfCases()
@@ -88,9 +88,11 @@ public sealed class MoeSpec : OpSpec
             forced = parts.Contains("bm16") ? K.Config.Decode : parts.Contains("bm64") ? K.Config.Default : null;
             cfg = forced ?? K.For(t, k);
             long nWgu = (long)e * d * 2 * i, nWd = (long)e * i * d;
-            // Real Llama 4 sizes: the expert weights are a byte fill on the device (no host copy of 4–32 GB; values don't
-            // change the timing). Check() still verifies every step, against constant weights, for the cases the
-            // benchmark checks (the decode ones).
+            // Real Llama 4 sizes: the expert weights are built on the device (no host copy of 4–32 GB; values don't
+            // change the timing): every row of expert e's gate_up is the same pattern over its 2I columns, every row of
+            // its down the same pattern over D, both depending on (column, expert) through a hash — so a kernel that
+            // permutes columns or experts, or mixes gate and up, gets different numbers. Check() verifies every
+            // step cheaply: a weight constant along K reduces each output to a few distinct dot products.
             perf = nWgu > (1L << 26);
 
             x = DeviceData.Normal(rng, (long)t * d, 1f, dt);
@@ -115,8 +117,8 @@ public sealed class MoeSpec : OpSpec
             {
                 twgu = new Tensor(Track(dev.Allocate(nWgu * 2)).Ptr, DType.BF16, new Shape(e, d, 2L * i));
                 twd = new Tensor(Track(dev.Allocate(nWd * 2)).Ptr, DType.BF16, new Shape(e, i, d));
-                dev.Memset(twgu.Ptr, 0x3c, twgu.Bytes);  // bf16 0x3c3c ≈ 0.0115
-                dev.Memset(twd.Ptr, 0x3c, twd.Bytes);
+                FillRows(dev, twgu.Ptr, e, d, 2 * i, GuPattern);
+                FillRows(dev, twd.Ptr, e, i, d, DownPattern);
             }
             else
             {
@@ -214,10 +216,21 @@ public sealed class MoeSpec : OpSpec
                 float sc = slot >= 0 ? score[slot] : 0f;
                 if (!perf) R.GateUpRow(xr, sc, wgu, wTiles[r / cfg.BM], d, i, wantH.AsSpan(r * i, i), bf16);
                 else
-                {   // constant weights: every column of the row is the same; one column of a [1, D, 2] weight gives it
-                    var one = new float[1];
-                    R.GateUpRow(xr, sc, ConstWeights(d * 2), 0, d, 1, one, bf16);
-                    wantH.AsSpan(r * i, i).Fill(one[0]);
+                {   // weights constant along D: column c of expert ex is one [1, D, 2] (gate, up) pair of patterns
+                    int ex = wTiles[r / cfg.BM];
+                    var memo = new Dictionary<(float, float), float>();
+                    var one = new float[1]; var w2 = new float[d * 2];
+                    for (int col = 0; col < i; col++)
+                    {
+                        var key = (GuPattern(col, ex), GuPattern(i + col, ex));
+                        if (!memo.TryGetValue(key, out var val))
+                        {
+                            for (int q = 0; q < d; q++) { w2[2 * q] = key.Item1; w2[2 * q + 1] = key.Item2; }
+                            R.GateUpRow(xr, sc, w2, 0, d, 1, one, bf16);
+                            memo[key] = val = one[0];
+                        }
+                        wantH[(long)r * i + col] = val;
+                    }
                 }
             }
             c = OpCheck.Compare("h", h, wantH, tolStep);
@@ -229,9 +242,20 @@ public sealed class MoeSpec : OpSpec
             for (int r = 0; r < total; r++)
             {
                 if (!perf) { R.DownRow(h.AsSpan(r * i, i), wd, wTiles[r / cfg.BM], i, d, wantO.AsSpan(r * d, d), bf16); continue; }
-                var one = new float[1];
-                R.DownRow(h.AsSpan(r * i, i), ConstWeights(i), 0, i, 1, one, bf16);
-                wantO.AsSpan(r * d, d).Fill(one[0]);
+                int ex = wTiles[r / cfg.BM];
+                var memo = new Dictionary<float, float>();
+                var one = new float[1]; var w1 = new float[i];
+                for (int col = 0; col < d; col++)
+                {
+                    float q = DownPattern(col, ex);
+                    if (!memo.TryGetValue(q, out var val))
+                    {
+                        w1.AsSpan().Fill(q);
+                        R.DownRow(h.AsSpan(r * i, i), w1, 0, i, 1, one, bf16);
+                        memo[q] = val = one[0];
+                    }
+                    wantO[(long)r * d + col] = val;
+                }
             }
             c = OpCheck.Compare("out", o, wantO, tolStep);
             if (!c.Passed) return c;
@@ -247,8 +271,32 @@ public sealed class MoeSpec : OpSpec
             return OpCheck.Compare("y (whole layer)", y, layerY, tolLayer);
         }
 
-        /// <summary>What the perf cases' weights hold: every bf16 is 0x3c3c (a byte fill).</summary>
-        static float[] ConstWeights(int n) { var w = new float[n]; w.AsSpan().Fill(Reference.BF16.ToFloat(0x3c3c)); return w; }
+        /// <summary>The perf cases' weights: one of 16 values (j+1)/64 (exact in bf16) per (column, expert), by a hash that
+        /// has no short period in either, so a permutation of columns or experts changes the result.</summary>
+        static float Pattern(long col, int expert, uint salt)
+        {
+            uint hsh = unchecked((uint)col * 2654435761u ^ (uint)expert * 40503u * 97u ^ salt);
+            hsh ^= hsh >> 15; hsh = unchecked(hsh * 2246822519u); hsh ^= hsh >> 13;
+            return ((hsh & 15) + 1) / 64f;
+        }
+        static float GuPattern(long col, int expert) => Pattern(col, expert, 0x9e3779b9u);
+        static float DownPattern(long col, int expert) => Pattern(col, expert, 0x85ebca6bu);
+
+        /// <summary>w[e, r, c] = pattern(c, e) for rows r &lt; rows: one uploaded row per expert, then doubling
+        /// device-to-device copies (log2(rows) per expert).</summary>
+        void FillRows(Device dev, DevicePtr p, int experts, int rows, int cols, Func<long, int, float> pattern)
+        {
+            long rowBytes = (long)cols * 2;
+            for (int ex = 0; ex < experts; ex++)
+            {
+                var row = new float[cols];
+                for (int col = 0; col < cols; col++) row[col] = pattern(col, ex);
+                var baseP = p + (long)ex * rows * rowBytes;
+                using (var up = DeviceData.Upload(dev, row, DType.BF16)) dev.CopyDeviceToDevice(up.Ptr, baseP, rowBytes);
+                for (long done = 1; done < rows; done *= 2)
+                    dev.CopyDeviceToDevice(baseP, baseP + done * rowBytes, Math.Min(done, rows - done) * rowBytes);
+            }
+        }
 
         bool NearTie(float a, float b) => Math.Abs(a - b) <= (bf16 ? Math.Max(Math.Abs(a), Math.Abs(b)) / 128 : 1e-5 * (1 + Math.Abs(a)));
         static double Sigmoid(float v) => 1.0 / (1.0 + Math.Exp(-(double)v));

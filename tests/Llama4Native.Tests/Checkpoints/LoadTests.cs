@@ -211,8 +211,10 @@ public class LoadTests
     public void EmulatedDeviceWhenAvailable()
     {
         EmuDevice emu;
+        // Only a missing C++ compiler is a reason to skip; any other failure to build the device is a bug.
         try { emu = new EmuDevice(new EmuOptions(Threads: 1)); }
-        catch (Exception e) { Assert.Ignore($"emulated device unavailable here: {e.GetType().Name}: {e.Message}"); return; }
+        catch (Llama4Native.Kernels.KernelCompileException e) when (e.Message.Contains("cannot run the C++ compiler"))
+        { Assert.Ignore($"emulated device unavailable here: {e.Message}"); return; }
         using (emu)
         {
             string dir = FixtureModel("tiny-maverick-fp8");

@@ -57,24 +57,10 @@ public class CudaDriverTests
     [Test]
     public void Unknown_result_codes_still_format()
     {
+        // Unknown to our enum and to the driver (cuGetErrorName fails for it): the number, never an empty name.
         var e = new CudaException((CUresult)12345, "cuSomething()");
-        Assert.That(e.ResultName, Is.EqualTo("CUresult(12345)").Or.Not.Empty);
-    }
-
-    [Test]
-    public unsafe void Kernel_argument_idiom_points_at_typed_locals()
-    {
-        // The cuLaunchKernel convention: one pointer per parameter, each at a correctly typed local.
-        CUdeviceptr y = new(0x7000_0000_1000);
-        CUdeviceptr x = new(0x7000_0000_2000);
-        float a = 2.5f;
-        int n = 1000;
-        void** args = stackalloc void*[] { &y, &x, &a, &n };
-        Assert.That(sizeof(CUdeviceptr), Is.EqualTo(8), "a T* kernel parameter is 8 bytes");
-        Assert.That(((CUdeviceptr*)args[0])->Value, Is.EqualTo(0x7000_0000_1000UL));
-        Assert.That(*(ulong*)args[1], Is.EqualTo(0x7000_0000_2000UL));
-        Assert.That(*(float*)args[2], Is.EqualTo(2.5f));
-        Assert.That(*(int*)args[3], Is.EqualTo(1000));
+        Assert.That(e.ResultName, Is.EqualTo("CUresult(12345)"));
+        Assert.That(e.Message, Does.StartWith("cuSomething() failed: CUresult(12345)"));
     }
 
     [Test]
@@ -92,9 +78,14 @@ public class CudaDriverTests
     }
 
     [Test]
-    public void Sync_after_launch_defaults_from_the_environment()
+    public void Sync_after_launch_is_on_only_for_exactly_1()
     {
-        bool expected = Environment.GetEnvironmentVariable("LLAMA4_CUDA_SYNC") == "1";
-        Assert.That(CudaDebug.SyncAfterLaunch, Is.EqualTo(expected));
+        Assert.That(CudaDebug.FromEnvironmentValue("1"), Is.True);
+        Assert.That(CudaDebug.FromEnvironmentValue(null), Is.False);
+        Assert.That(CudaDebug.FromEnvironmentValue(""), Is.False);
+        Assert.That(CudaDebug.FromEnvironmentValue("0"), Is.False);
+        bool saved = CudaDebug.SyncAfterLaunch;
+        try { CudaDebug.SyncAfterLaunch = !saved; Assert.That(CudaDebug.SyncAfterLaunch, Is.EqualTo(!saved)); }
+        finally { CudaDebug.SyncAfterLaunch = saved; }
     }
 }

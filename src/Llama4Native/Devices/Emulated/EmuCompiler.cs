@@ -20,9 +20,25 @@ public sealed class EmuCompiler : IKernelCompiler
     readonly Lazy<string> sourceDir;
     readonly Lazy<string> runtimePath;
 
-    public EmuCompiler(KernelCache? cache = null, string? cxx = null)
+    /// <summary>Extra flags of the checked variant: every load/store calls the emulator's checker hooks
+    /// (g++'s ThreadSanitizer instrumentation, linked WITHOUT libtsan: kernels/emu/runtime.cpp defines the
+    /// __tsan_* hooks), and DWARF line tables so a report names the source line.</summary>
+    public static readonly string[] CheckedFlags = ["-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0", "-g"];
+
+    readonly IReadOnlyDictionary<string, string>? overrides;
+
+    /// <param name="cache">Where compiled modules live (default: the user's kernel cache).</param>
+    /// <param name="cxx">The C++ compiler (default: LLAMA4_CXX or g++).</param>
+    /// <param name="instrumented">Build the checked variant of each module (see <see cref="CheckedFlags"/>);
+    /// unchecked modules keep their speed, the two variants are cached side by side.</param>
+    /// <param name="sourceOverrides">Kernel sources that replace the embedded ones (path relative to
+    /// `kernels/` → text), e.g. a kernel with a planted bug in a test.</param>
+    public EmuCompiler(KernelCache? cache = null, string? cxx = null, bool instrumented = false,
+                       IReadOnlyDictionary<string, string>? sourceOverrides = null)
     {
         this.cache = cache ?? KernelCache.Default;
+        Instrumented = instrumented;
+        overrides = sourceOverrides is { Count: > 0 } ? sourceOverrides : null;
         Cxx = cxx ?? Environment.GetEnvironmentVariable("LLAMA4_CXX") ?? "g++";
         compilerVersion = new(() => RunChecked(Cxx, ["-dumpfullversion", "-dumpversion"], "(version probe)").Trim());
         sourceDir = new(ExtractSources);
@@ -31,6 +47,8 @@ public sealed class EmuCompiler : IKernelCompiler
 
     public string Target => "emu";
     public string Cxx { get; }
+    /// <summary>True for the checked variant (instrumented loads/stores).</summary>
+    public bool Instrumented { get; }
     public string CompilerVersion => compilerVersion.Value;
 
     /// <summary>The emulator runtime shared object, built on first use.</summary>
@@ -42,13 +60,16 @@ public sealed class EmuCompiler : IKernelCompiler
     {
         var entries = KernelSources.EntryPoints(file);
         if (entries.Count == 0) throw new KernelCompileException(file, Target, "(scan)", "no __global__ functions found");
-        var key = KernelCache.Digest(KernelSources.Hash(file, EmuFiles), defines.Key, string.Join(' ', CommonFlags), CompilerVersion);
-        var name = $"{Path.GetFileNameWithoutExtension(file)}-{key}.so";
+        var flags = Instrumented ? CommonFlags.Concat(CheckedFlags).ToArray() : CommonFlags;
+        var srcHash = KernelSources.Hash(file, EmuFiles);
+        if (overrides != null) srcHash = KernelCache.Digest(srcHash, string.Join("\0", overrides.OrderBy(o => o.Key, StringComparer.Ordinal).Select(o => o.Key + "\0" + o.Value)));
+        var key = KernelCache.Digest(srcHash, defines.Key, string.Join(' ', flags), CompilerVersion);
+        var name = $"{Path.GetFileNameWithoutExtension(file)}-{(Instrumented ? "checked-" : "")}{key}.so";
         var path = cache.PathFor(Target, name);
         if (File.Exists(path)) return new CompiledModule(file, key, [], path, "(cached)");
 
         var rt = RuntimePath;
-        var src = sourceDir.Value;
+        var src = overrides == null ? sourceDir.Value : OverrideDir(key);
         // The registration unit (written by kernels/emu/gen_module.sh, the same generator the shell build
         // uses): the kernel file, then one line per entry point, so the module exports them by name with a
         // trampoline that unpacks cuLaunchKernel-style void** args and knows each kernel's launch bounds.
@@ -62,10 +83,45 @@ public sealed class EmuCompiler : IKernelCompiler
         var args = new List<string>(CommonFlags) { "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-fno-gnu-unique",
                                                    "-include", Path.Combine(src, "emu", "emu.h"), "-DCUDA_EMU", "-I", src };
         args.AddRange(defines.AsOptions());
-        args.AddRange([unit, "-o", tmp, "-L", rtDir, "-l:libl4emu.so", $"-Wl,-rpath,{rtDir}"]);
-        var log = RunChecked(Cxx, args, file);
+        string log;
+        if (Instrumented)
+        {
+            // Compile instrumented, link plain: g++ would add libtsan at a -fsanitize=thread link, and the
+            // hooks must be the emulator's.
+            var obj = tmp + ".o";
+            args.AddRange(CheckedFlags);
+            args.AddRange(["-c", unit, "-o", obj]);
+            log = RunChecked(Cxx, args, file);
+            try
+            {
+                log += RunChecked(Cxx, ["-shared", "-fPIC", "-pthread", obj, "-o", tmp, "-L", rtDir, "-l:libl4emu.so", $"-Wl,-rpath,{rtDir}"], file + " (link)");
+            }
+            finally { File.Delete(obj); }
+        }
+        else
+        {
+            args.AddRange([unit, "-o", tmp, "-L", rtDir, "-l:libl4emu.so", $"-Wl,-rpath,{rtDir}"]);
+            log = RunChecked(Cxx, args, file);
+        }
         File.Move(tmp, path, overwrite: true);
         return new CompiledModule(file, key, [], path, log);
+    }
+
+    // The embedded sources with the overrides written over them, in a folder of their own.
+    string OverrideDir(string key)
+    {
+        var dir = cache.PathFor(Target, "src-override-" + key);
+        if (Directory.Exists(dir)) return dir;
+        var tmp = dir + "." + Guid.NewGuid().ToString("N") + ".tmp";
+        foreach (var (rel, text) in KernelSources.All.Concat(overrides!).GroupBy(kv => kv.Key).Select(g => g.Last()))
+        {
+            var p = Path.Combine(tmp, rel);
+            Directory.CreateDirectory(Path.GetDirectoryName(p)!);
+            File.WriteAllText(p, text);
+        }
+        try { Directory.Move(tmp, dir); }
+        catch (IOException) when (Directory.Exists(dir)) { Directory.Delete(tmp, true); }
+        return dir;
     }
 
     string ExtractSources()

@@ -7,7 +7,9 @@ namespace Llama4Native.Devices.Emulated;
 /// <summary>Settings of the emulated device.</summary>
 /// <param name="Threads">Worker threads that run blocks (0 = one per core).</param>
 /// <param name="MemoryBytes">The "device memory" capacity it reports and enforces (0 = the host's available memory).</param>
-public sealed record EmuOptions(int Threads = 0, long MemoryBytes = 0);
+/// <param name="Check">The checker (race, memory, sync, init; see <see cref="EmuCheck"/>): null = L4EMU_CHECK.
+/// Any check makes the device compile the instrumented variant of each module and allocate with guard zones.</param>
+public sealed record EmuOptions(int Threads = 0, long MemoryBytes = 0, EmuCheck? Check = null);
 
 /// <summary>
 /// The emulated device: device memory is host memory, kernels are the same `.cu` files compiled by g++
@@ -22,12 +24,22 @@ public sealed unsafe class EmuDevice : Device
     long used;
     readonly EmuStream defaultStream = new();
     readonly KernelLibrary kernels;
+    readonly bool instrumented;
+    EmuCheck check;
     bool disposed;
+
+    /// <summary>Guard bytes on each side of a checked allocation (a multiple of the 256-byte alignment).</summary>
+    public const long GuardBytes = 256;
 
     public EmuDevice(EmuOptions? options = null, EmuCompiler? compiler = null)
     {
         options ??= new EmuOptions();
-        var comp = compiler ?? new EmuCompiler();
+        var check = options.Check ?? EmuChecks.FromEnvironment();
+        var comp = compiler ?? new EmuCompiler(instrumented: check != EmuCheck.None);
+        if (check != EmuCheck.None && !comp.Instrumented)
+            throw new ArgumentException($"emulator checks ({check}) need the instrumented kernel variant: pass new EmuCompiler(instrumented: true) or no compiler");
+        instrumented = comp.Instrumented;
+        this.check = check;
         rt = EmuRuntime.Get(comp.RuntimePath);
         int threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount;
         rt.SetThreads(threads);
@@ -37,6 +49,26 @@ public sealed unsafe class EmuDevice : Device
     }
 
     public int Threads { get; }
+
+    /// <summary>The checks every launch runs (settable per launch on a device built with checks; a checked
+    /// launch runs its blocks one at a time). A report fails the launch with an <see cref="EmulatorException"/>.</summary>
+    public EmuCheck Check
+    {
+        get => check;
+        set
+        {
+            if (value != EmuCheck.None && !instrumented)
+                throw new InvalidOperationException("this emulated device was created without checks, so its kernels are not instrumented: create it with EmuOptions(Check: ...) or L4EMU_CHECK");
+            check = value;
+        }
+    }
+    /// <summary>The memory-efficiency analysis of the launches made with <see cref="EmuCheck.Analyze"/> since the
+    /// last reset: one row per access site (see <see cref="EmuSiteStats"/>).</summary>
+    public IReadOnlyList<EmuSiteStats> Analysis(bool reset = true) =>
+        rt.AnalysisReport(reset).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(EmuSiteStats.Parse).ToList();
+
+    /// <summary>True when kernels are the instrumented variant and allocations have guard zones.</summary>
+    public bool Instrumented => instrumented;
     public override DeviceKind Kind => DeviceKind.Emulated;
     public override string Name => $"emulated device ({Threads} host threads, {rt.Version})";
     public override string Arch => "emu";
@@ -59,13 +91,27 @@ public sealed unsafe class EmuDevice : Device
                 $"out of device memory on the emulated device: asked for {Format.Bytes(bytes)}, {Format.Bytes(FreeMemory)} free of {Format.Bytes(capacity)}. " +
                 "Use a smaller model or context, or raise EmuOptions.MemoryBytes.", bytes, FreeMemory);
         }
-        void* p = bytes == 0 ? null : NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 256);
+        long guard = instrumented ? GuardBytes : 0;
+        void* p = bytes == 0 ? null : NativeMemory.AlignedAlloc((nuint)(Math.Max(bytes, 1) + 2 * guard), 256);
         if (p == null && bytes != 0)
         {
             Interlocked.Add(ref used, -bytes);
             throw new DeviceOutOfMemoryException($"out of host memory backing the emulated device: asked for {Format.Bytes(bytes)}", bytes, FreeMemory);
         }
-        return new EmuBuffer(this, p, bytes);
+        if (p != null && instrumented)
+        {
+            // Poisoned (0xff: NaN in f32/bf16) so a read of never-written memory shows even unchecked; the
+            // checker's init shadow says "never written" until an upload, memset or kernel store.
+            NativeMemory.Fill(p, (nuint)(bytes + 2 * guard), 0xff);
+            p = (byte*)p + guard;
+            if (!rt.RegisterMemory(p, bytes, guard))
+            {
+                NativeMemory.AlignedFree((byte*)p - guard);
+                Interlocked.Add(ref used, -bytes);
+                throw new DeviceOutOfMemoryException($"out of host memory for the checker's shadow of {Format.Bytes(bytes)}", bytes, FreeMemory);
+            }
+        }
+        return new EmuBuffer(this, p, bytes, guard);
     }
 
     public override HostBuffer AllocatePinned(long bytes) => new AlignedHostBuffer(bytes);
@@ -74,6 +120,7 @@ public sealed unsafe class EmuDevice : Device
     {
         NoCapture("a host-to-device copy");
         Buffer.MemoryCopy(src, (void*)dst.Value, bytes, bytes);
+        if (instrumented) rt.MarkWritten((void*)dst.Value, bytes);
     }
     public override void CopyDeviceToHost(DevicePtr src, void* dst, long bytes, DeviceStream? stream = null)
     {
@@ -84,11 +131,13 @@ public sealed unsafe class EmuDevice : Device
     {
         if (capture is not null) { capture.Add(EmuGraph.Node.Copy(src, dst, bytes)); return; }
         Buffer.MemoryCopy((void*)src.Value, (void*)dst.Value, bytes, bytes);
+        if (instrumented) rt.MarkWritten((void*)dst.Value, bytes);
     }
     public override void Memset(DevicePtr dst, byte value, long bytes, DeviceStream? stream = null)
     {
         if (capture is not null) { capture.Add(EmuGraph.Node.Fill(dst, value, bytes)); return; }
         NativeMemory.Fill((void*)dst.Value, (nuint)bytes, value);
+        if (instrumented) rt.MarkWritten((void*)dst.Value, bytes);
     }
 
     public override KernelModule LoadModule(CompiledModule compiled) =>
@@ -99,7 +148,7 @@ public sealed unsafe class EmuDevice : Device
         ObjectDisposedException.ThrowIf(disposed, this);
         if (capture is not null) { capture.Add(EmuGraph.Node.Launch(function, grid, block, sharedBytes, args)); return; }
         LaunchObserver?.Invoke(function, grid, block, sharedBytes);
-        rt.Launch(function, grid, block, sharedBytes, args);
+        rt.Launch(function, grid, block, sharedBytes, args, check);
     }
 
     public override void Synchronize() => NoCapture("a host synchronisation");
@@ -127,6 +176,9 @@ public sealed unsafe class EmuDevice : Device
         return new EmuGraph(this, [.. list]);
     }
 
+    /// <summary>Marks bytes written for the checker's init check (a replayed copy or fill).</summary>
+    internal void Written(DevicePtr dst, long bytes) { if (instrumented) rt.MarkWritten((void*)dst.Value, bytes); }
+
     internal void Replay(EmuGraph.Node n)
     {
         NoCapture("a graph launch");
@@ -145,7 +197,7 @@ public sealed unsafe class EmuDevice : Device
 
     internal void Release(long bytes) => Interlocked.Add(ref used, -bytes);
 
-    sealed class EmuBuffer(EmuDevice dev, void* p, long bytes) : DeviceBuffer
+    sealed class EmuBuffer(EmuDevice dev, void* p, long bytes, long guard) : DeviceBuffer
     {
         void* ptr = p;
         public override Device Device => dev;
@@ -156,7 +208,8 @@ public sealed unsafe class EmuDevice : Device
             var q = ptr;
             ptr = null;
             if (q == null) return;
-            NativeMemory.AlignedFree(q);
+            if (guard != 0) dev.rt.UnregisterMemory(q);
+            NativeMemory.AlignedFree((byte*)q - guard);
             dev.Release(bytes);
         }
     }
@@ -176,6 +229,24 @@ public sealed unsafe class EmuDevice : Device
         public override float ElapsedMs(DeviceEvent end) =>
             (float)Stopwatch.GetElapsedTime(stamp, ((EmuEvent)end).stamp).TotalMilliseconds;
         public override void Dispose() { }
+    }
+}
+
+/// <summary>One access site's memory efficiency (kernels/emu/runtime.cpp, "analysis"): warp instructions, bytes
+/// the lanes asked for, 32-byte sectors touched (global), wavefronts over phases (shared; 1.0 = no conflict).</summary>
+public sealed record EmuSiteStats(string Kernel, string Site, bool Shared, bool Store, long Instructions, long Bytes, long Sectors,
+                                  long Wavefronts, long Phases, long MaxWays)
+{
+    /// <summary>Global: requested bytes ÷ (sectors × 32), as Nsight's load/store efficiency.</summary>
+    public double Efficiency => Sectors == 0 ? 1 : (double)Bytes / (Sectors * 32.0);
+    /// <summary>Shared: average bank-conflict ways per phase (1 = conflict-free).</summary>
+    public double Ways => Phases == 0 ? 1 : (double)Wavefronts / Phases;
+
+    internal static EmuSiteStats Parse(string line)
+    {
+        var f = line.Split('\t');
+        return new(f[0], f[1].StartsWith("at ", StringComparison.Ordinal) ? f[1][3..] : f[1], f[2] == "shared", f[3] == "store",
+                   long.Parse(f[4]), long.Parse(f[5]), long.Parse(f[6]), long.Parse(f[7]), long.Parse(f[8]), long.Parse(f[9]));
     }
 }
 

@@ -45,10 +45,14 @@ internal sealed unsafe class EmuGraph(EmuDevice dev, EmuGraph.Node[] nodes) : De
                 void** args = stackalloc void*[Math.Max(1, count)];
                 for (int i = 0; i < count; i++) args[i] = blob + offsets[i];
                 dev.LaunchObserver?.Invoke(fn, grid, block, shared);
-                rt.Launch(fn, grid, block, shared, args);
+                rt.Launch(fn, grid, block, shared, args, dev.Check);
             }
-            else if (fill >= 0) NativeMemory.Fill((void*)dst.Value, (nuint)bytes, (byte)fill);
-            else Buffer.MemoryCopy((void*)src.Value, (void*)dst.Value, bytes, bytes);
+            else
+            {
+                if (fill >= 0) NativeMemory.Fill((void*)dst.Value, (nuint)bytes, (byte)fill);
+                else Buffer.MemoryCopy((void*)src.Value, (void*)dst.Value, bytes, bytes);
+                dev.Written(dst, bytes);
+            }
         }
 
         public void Free() { if (blob != null) { NativeMemory.AlignedFree(blob); blob = null; } }

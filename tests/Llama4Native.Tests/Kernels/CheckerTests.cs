@@ -1,0 +1,141 @@
+using Llama4Native.Devices.Emulated;
+using Llama4Native.Kernels;
+using Llama4Native.Ops;
+
+namespace Llama4Native.Tests.Kernels;
+
+/// <summary>
+/// The emulator's checker (kernels/emu/runtime.cpp, "checker") proven on real kernels: each case copies a
+/// kernel's source at test time, plants one bug by a textual edit that must match exactly once (so the test
+/// breaks loudly when the kernel changes), compiles the instrumented variant and runs an op-table case.
+/// The launch must fail with the right check naming the right source line. The clean kernels are the
+/// op-table cases themselves (<see cref="EmulatedKernelTests"/> runs all of them checked, 0 reports).
+/// </summary>
+[TestFixture, Category("Emulator")]
+public sealed class CheckerPlantedBugTests
+{
+    /// <param name="Name">test name</param>
+    /// <param name="File">kernel source to edit (relative to kernels/)</param>
+    /// <param name="Find">exact text to replace (must occur once)</param>
+    /// <param name="Replace">the bug</param>
+    /// <param name="Case">op-table case id prefix to run</param>
+    /// <param name="Check">expected check: race, memory, sync, init</param>
+    /// <param name="SiteFile">file of the expected reported line</param>
+    /// <param name="SiteText">unique text on the expected line (in the edited source)</param>
+    /// <param name="Checks">the checks enabled (default all)</param>
+    public sealed record Plant(string Name, string File, string Find, string Replace, string Case, string Check, string SiteFile, string SiteText,
+                               EmuCheck Checks = EmuCheck.All)
+    {
+        public override string ToString() => Name;
+    }
+
+    const string ReduceBarrier1 = "    __syncthreads();  // a previous call may still be reading l4_red\n";
+    const string ReduceStore = "    if (lane == 0) l4_red[warp] = v;\n";
+
+    public static IEnumerable<TestCaseData> Plants() => new Plant[]
+    {
+        // WAR at common.cuh's reduction-array reuse: the barrier before refilling l4_red removed. layernorm's
+        // block variant calls block_sum twice (mean, then variance), so a warp refills l4_red while other
+        // warps may still read the first call's partials.
+        new("race-war-reduction-reuse", "common.cuh", ReduceBarrier1, "", "layernorm/block/f32,f32>f32/7x1000",
+            "race", "common.cuh", "if (lane == 0) l4_red[warp] = v;"),
+        // The barrier between the per-warp partials and their read removed. Threads run one at a time, so the
+        // early readers read before the late writers: with all checks that is an init report (the slot was never
+        // written in this block); with the race check alone, the pair is reported at the late write.
+        new("race-raw-reduction", "common.cuh", ReduceStore + "    __syncthreads();\n", ReduceStore, "rmsnorm/block/",
+            "race", "common.cuh", "if (lane == 0) l4_red[warp] = v;", EmuCheck.Race),
+        new("init-raw-reduction", "common.cuh", ReduceStore + "    __syncthreads();\n", ReduceStore, "rmsnorm/block/",
+            "init", "common.cuh", "v = lane < nwarps ? l4_red[lane] : ident;"),
+        // Off-by-one global read/write: `e <= n` in add's scalar tail.
+        new("memory-off-by-one", "add.cu", "for (long long e = done + tid; e < n; e += stride)", "for (long long e = done + tid; e <= n; e += stride)",
+            "add/default/f32/7", "memory", "add.cu", "e <= n"),
+        // Index shifted by one: softmax writes y[c + 1].
+        new("memory-index-shift", "softmax.cu", "        yr[c] = e;\n", "        yr[c + 1] = e;\n", "softmax/block/f32/",
+            "memory", "softmax.cu", "yr[c + 1] = e;"),
+        // Read before the write: every lane reads l4_red (32 slots), only nwarps were written in this block.
+        new("init-read-before-write", "common.cuh", "    v = lane < nwarps ? l4_red[lane] : ident;\n", "    v = l4_red[lane];\n", "rmsnorm/block/",
+            "init", "common.cuh", "v = l4_red[lane];"),
+        // A barrier under a lane condition: lanes 0 reach one __syncthreads, the others the next one.
+        new("sync-barrier-under-lane-condition", "common.cuh", ReduceBarrier1, "    if (lane == 0) __syncthreads();\n", "rmsnorm/block/",
+            "sync", "common.cuh", "if (lane == 0) __syncthreads();"),
+        // Divergent __syncthreads_count-style barrier in sample's argmax: only lane-0 threads wait.
+        new("sync-divergent-argmax-barrier", "sample.cu", "    __syncthreads();\n    if (lane == 0) { sv[warp] = v; si[warp] = i; }\n",
+            "    if (lane == 0) __syncthreads();\n    if (lane == 0) { sv[warp] = v; si[warp] = i; }\n", "sample/greedy/",
+            "sync", "sample.cu", "if (lane == 0) __syncthreads();"),
+        // Overrun of the requested dynamic shared memory: gemm's B tiles start 64 elements late.
+        new("memory-dynamic-smem-overrun", "gemm.cu", "bf16* Bs = smem + STAGES * A_STAGE;", "bf16* Bs = smem + STAGES * A_STAGE + 64;",
+            "gemm/mma-nk/bf16,bf16>f32/130x70x200", "memory", "gemm.cu", "else l4_load_tile<BN, BK, B_LD, NT>(Bs + stage * B_STAGE"),
+    }.Select(p => new TestCaseData(p).SetName("planted." + p.Name));
+
+    [TestCaseSource(nameof(Plants))]
+    public void IsReportedWithItsLine(Plant p)
+    {
+        var original = KernelSources.Get(p.File);
+        int at = original.IndexOf(p.Find, StringComparison.Ordinal);
+        Assert.That(at, Is.GreaterThanOrEqualTo(0), $"{p.File} no longer contains the text this planted bug edits: update the test");
+        Assert.That(original.IndexOf(p.Find, at + 1, StringComparison.Ordinal), Is.LessThan(0), $"{p.File}: the edited text occurs twice");
+        var mutated = original[..at] + p.Replace + original[(at + p.Find.Length)..];
+        var siteSource = p.SiteFile == p.File ? mutated : KernelSources.Get(p.SiteFile);
+        var lines = siteSource.Split('\n');
+        var hits = Enumerable.Range(0, lines.Length).Where(i => lines[i].Contains(p.SiteText, StringComparison.Ordinal)).ToList();
+        Assert.That(hits, Has.Count.EqualTo(1), $"{p.SiteFile}: the expected site text must be on exactly one line");
+        var site = $"{p.SiteFile}:{hits[0] + 1}";
+
+        var overrides = new Dictionary<string, string> { [p.File] = mutated };
+        using var dev = new EmuDevice(new EmuOptions(Check: p.Checks), new EmuCompiler(instrumented: true, sourceOverrides: overrides));
+        var c = OpSpecs.AllCases().First(x => x.Id.StartsWith(p.Case, StringComparison.Ordinal));
+        using var inst = OpSpecs.For(c).Create(dev, c, new Random(TestSeed.For(c.Id)));
+        var ex = Assert.Throws<EmulatorException>(() => inst.Launch(), $"planted bug '{p.Name}' in {p.File} was not reported (case {c.Id})")!;
+        TestContext.Out.WriteLine(ex.Message);
+        Assert.That(ex.Check, Is.EqualTo(p.Check), ex.Message);
+        Assert.That(ex.Message, Does.Contain(site), $"expected the report to name {site}: {ex.Message}");
+    }
+
+    [Test]
+    public void CleanKernelsReportNothing()
+    {
+        // The same cases as above, unedited, on a checked device.
+        using var dev = new EmuDevice(new EmuOptions(Check: EmuCheck.All));
+        foreach (var prefix in new[] { "layernorm/block/f32,f32>f32/7x1000", "rmsnorm/block/", "add/default/f32/7", "softmax/block/f32/", "sample/greedy/", "gemm/mma-nk/bf16,bf16>f32/130x70x200" })
+        {
+            var c = OpSpecs.AllCases().First(x => x.Id.StartsWith(prefix, StringComparison.Ordinal));
+            using var inst = OpSpecs.For(c).Create(dev, c, new Random(TestSeed.For(c.Id)));
+            Assert.DoesNotThrow(() => inst.Launch(), c.Id);
+            Assert.That(inst.Check().Passed, Is.True, c.Id);
+        }
+    }
+
+    [Test]
+    public void UncheckedDeviceRefusesChecks()
+    {
+        using var dev = new EmuDevice(new EmuOptions(Check: EmuCheck.None));
+        Assert.That(dev.Instrumented, Is.False);
+        var ex = Assert.Throws<InvalidOperationException>(() => dev.Check = EmuCheck.Race)!;
+        Assert.That(ex.Message, Does.Contain("EmuOptions(Check:"));
+    }
+
+    [Test]
+    public void ParsesCheckSpecs()
+    {
+        Assert.That(EmuChecks.Parse("all"), Is.EqualTo(EmuCheck.All));
+        Assert.That(EmuChecks.Parse("race, memory"), Is.EqualTo(EmuCheck.Race | EmuCheck.Memory));
+        Assert.That(EmuChecks.Parse(""), Is.EqualTo(EmuCheck.None));
+        Assert.That(() => EmuChecks.Parse("races"), Throws.ArgumentException.With.Message.Contains("race, memory, sync, init"));
+    }
+}
+
+/// <summary>LLAMA4_TEST_SEED replays: a test's seed is a fixed function of (run seed, test name), the same in
+/// every process (the expected values were computed independently, in Python, from the same FNV-1a +
+/// splitmix64 definition).</summary>
+[TestFixture]
+public sealed class TestSeedTests
+{
+    [Test]
+    public void SeedsAreTheSameInEveryProcess()
+    {
+        Assert.That(TestSeed.For(12345, "rmsnorm/block/f32,f32>f32/3x7"), Is.EqualTo(-2103864268));
+        Assert.That(TestSeed.For(-7, "a"), Is.EqualTo(-1611966926));
+        Assert.That(TestSeed.For(1, "a"), Is.Not.EqualTo(TestSeed.For(2, "a")));
+        Assert.That(TestSeed.For(1, "a"), Is.Not.EqualTo(TestSeed.For(1, "b")));
+    }
+}
