@@ -97,6 +97,7 @@ public static class Commands
             Register(TokenizeVerb.Spec, TokenizeVerb.Run);
             Register(DevicesVerb.Spec, DevicesVerb.Run);
             Register(PreprocessVerb.Spec, PreprocessVerb.Run);
+            Register(SoakVerb.Spec, SoakVerb.Run);
         }
     }
 }
