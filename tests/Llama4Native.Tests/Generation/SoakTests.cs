@@ -10,8 +10,8 @@ namespace Llama4Native.Tests.Generation;
 /// Bounds, from the data: after a full collection the managed heap moves by ±0.2 MiB between samples (JIT, tiered
 /// compilation, pooled buffers; measured slopes −0.6 and −2.8 KiB/generation) — a slope below +2 KiB/generation is
 /// that noise, while the smallest leak that matters (one logits row of the real vocabulary, 790 KiB, or even one
-/// prompt's ids and text, a few KiB) is above it. RSS is noisier (the GC returns memory lazily; 300- and 10,000-run
-/// slopes were −3.7 and ≈0 KiB/generation) so its bound is 64 KiB/generation, which still catches a leaked logits
+/// prompt's ids and text, a few KiB) is above it. RSS is noisier (the GC returns memory lazily; the 300-generation run's
+/// slope was −3.7 KiB/generation, its samples within ±4 MiB) so its bound is 64 KiB/generation, which still catches a leaked logits
 /// row. Device memory is exact: after the last session is disposed it is what the weights alone use.
 /// </summary>
 [Category("Emulator")]
