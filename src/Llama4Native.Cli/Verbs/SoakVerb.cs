@@ -57,7 +57,7 @@ public static class SoakVerb
     }
 
     /// <summary>The soak itself (also used by the test): samples at generation 0 and every <paramref name="every"/>.</summary>
-    public static Result Soak(Llama4Model model, int n, int tokens, int every, int sessionEvery, int seed, Action<Sample>? progress = null)
+    public static Result Soak(Llama4Model model, int n, int tokens, int every, int sessionEvery, int seed, Action<Sample>? progress = null, double warmup = 0.2)
     {
         var rng = new Random(seed);
         var sw = Stopwatch.StartNew();
@@ -83,7 +83,7 @@ public static class SoakVerb
             }
         }
         finally { chat.Dispose(); }
-        int warm = samples.Count / 5;
+        int warm = Math.Min(samples.Count - 2, (int)(samples.Count * warmup));
         var tail = samples.Skip(warm).ToList();
         return new Result(samples, Slope(tail, s => s.Rss), Slope(tail, s => s.Managed), Slope(tail, s => s.Device), warm);
     }
