@@ -100,6 +100,7 @@ public static class Commands
             Register(PreprocessVerb.Spec, PreprocessVerb.Run);
             Register(ServeVerb.Spec, ServeVerb.Run);
             Register(BenchServeVerb.Spec, BenchServeVerb.Run);
+            Register(SoakVerb.Spec, SoakVerb.Run);
         }
     }
 }

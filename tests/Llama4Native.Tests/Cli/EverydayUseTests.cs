@@ -145,6 +145,22 @@ public class EverydayUseTests
         finally { Directory.Delete(dir, true); }
     }
 
+    [TestCase("80GiB", "80 GiB total")]
+    [TestCase("141GiB", "141 GiB total")]
+    [TestCase("80GB", "74.51 GiB total")]
+    [TestCase("80 GB", "74.51 GiB total")]
+    [TestCase("512MiB", "512 MiB total")]
+    public void InspectFitsAgainstAGivenMemorySize(string size, string shown)
+    {
+        foreach (var args in new[] { new[] { "--preset", "scout" }, ["--config", Path.Combine(CkptTestUtil.FixtureModel("tiny-scout"), "config.json")],
+                                     ["--model", CkptTestUtil.FixtureModel("tiny-scout")] })
+        {
+            var r = Run(["inspect", .. args, "--device-memory", size, "--quantize", "int4", "--int4-group-size", "64", "--context", "1000"]);
+            Assert.That(r.Rc, Is.EqualTo(0), r.Err);
+            Assert.That(r.Out, Does.Contain($"--device-memory {shown.Split(" total")[0]}").And.Contain(shown));
+        }
+    }
+
     [Test, Category("Emulator")]
     public void ChatCommandsAreNotSentToTheModel()
     {
