@@ -25,14 +25,19 @@ template <class... P> struct l4emu_entry_of<void(P...)> {
     template <void (*K)(P...)> static void entry(void** a) {
         // Parameter probe (graph capture copies argument values): a = {nullptr, L4EMU_PROBE, unsigned out[1 + n]}.
         // A real launch never passes a null first argument pointer.
-        if constexpr (sizeof...(P) > 0)
+        // The probe reads the host's argument array, not device memory: quiet for the checker, like the unpacking.
+        if constexpr (sizeof...(P) > 0) {
+            l4emu_rt_quiet(1);
             if (a[0] == nullptr && a[1] == reinterpret_cast<void*>(L4EMU_PROBE)) {
                 unsigned* out = static_cast<unsigned*>(a[2]);
                 unsigned i = 0;
                 out[i++] = sizeof...(P);
                 ((out[i++] = (unsigned)sizeof(std::remove_cv_t<std::remove_reference_t<P>>)), ...);
+                l4emu_rt_quiet(0);
                 return;
             }
+            l4emu_rt_quiet(0);
+        }
         call<K>(a, std::index_sequence_for<P...>{});
     }
 };

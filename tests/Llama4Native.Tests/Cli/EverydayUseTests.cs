@@ -155,7 +155,7 @@ public class EverydayUseTests
         foreach (var args in new[] { new[] { "--preset", "scout" }, ["--config", Path.Combine(CkptTestUtil.FixtureModel("tiny-scout"), "config.json")],
                                      ["--model", CkptTestUtil.FixtureModel("tiny-scout")] })
         {
-            var r = Run(["inspect", .. args, "--device-memory", size, "--quantize", "int4", "--int4-group-size", "64", "--context", "1000"]);
+            var r = Run(["inspect", .. args, "--device-memory", size, "--quantize", "int4", "--int4-group-size", "16", "--context", "1000"]);
             Assert.That(r.Rc, Is.EqualTo(0), r.Err);
             Assert.That(r.Out, Does.Contain($"--device-memory {shown.Split(" total")[0]}").And.Contain(shown));
         }
