@@ -163,10 +163,9 @@ L4_DEV void kv_load8(const uint8_t* p, const float* sc, long long o, float v[8])
     const float s = sc[o / D];
     if (((unsigned long long)(p + o) & 7ull) == 0) {
         const uint2 u = vload<uint2>(p + o);
-        const uint32_t w[2] = {u.x, u.y};
 #pragma unroll
         for (int h = 0; h < 4; ++h) {
-            const float2 f = e4m3x2_to_f32x2((uint16_t)(w[h >> 1] >> (16 * (h & 1))));
+            const float2 f = e4m3x2_to_f32x2((uint16_t)((h < 2 ? u.x : u.y) >> (16 * (h & 1))));
             v[2 * h] = f.x * s; v[2 * h + 1] = f.y * s;
         }
         return;
@@ -415,19 +414,19 @@ L4_DEV void decode_combine(const float* o_part, const float* ml_part, T* O, int 
     float M = neg_inf();
     for (int s = 0; s < nsplit; ++s) {
         const float* ml = ml_part + (s * stride + rh) * 2;
-        if (ml[1] > 0.f) M = fmaxf(M, ml[0]);
+        if (!(ml[1] <= 0.f)) M = fmaxf(M, ml[0]);
     }
     float L = 0.f;
     for (int s = 0; s < nsplit; ++s) {
         const float* ml = ml_part + (s * stride + rh) * 2;
-        if (ml[1] > 0.f) L += ml[1] * exp2f(ml[0] - M);
+        if (!(ml[1] <= 0.f)) L += ml[1] * exp2f(ml[0] - M);
     }
-    const float inv = L > 0.f ? 1.f / L : 0.f;
+    const float inv = !(L <= 0.f) ? 1.f / L : 0.f;  // NaN stays NaN: a non-finite split must not vanish
     for (int i = threadIdx.x; i < D; i += ATTN_COMBINE_THREADS) {
         float o = 0.f;
         for (int s = 0; s < nsplit; ++s) {
             const float* ml = ml_part + (s * stride + rh) * 2;
-            if (ml[1] > 0.f) o += o_part[(s * stride + rh) * D + i] * exp2f(ml[0] - M);
+            if (!(ml[1] <= 0.f)) o += o_part[(s * stride + rh) * D + i] * exp2f(ml[0] - M);
         }
         *(O + rh * D + i) = from_f32<T>(o * inv);
     }
@@ -639,10 +638,10 @@ extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS) attn_decode_split
     const T *Q, const uint8_t *K, const uint8_t *V, float *o_part, float *ml_part, const int *q_start, const int *kv_len, \
         const int *q_pos0, const int *kv_pos0, const long long *kv_off, int H, int Hkv, int kv_row_stride, \
         int kv_head_stride, int chunk, float scale, int keys_per_split, int total_q, const float *k_scale, const float *v_scale
-extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS) attn_decode_split_f32_f8(L4_ATTN_SPLIT_F8_PARAMS(float)) {
+extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS, 1) attn_decode_split_f32_f8(L4_ATTN_SPLIT_F8_PARAMS(float)) {
     l4_attn::decode_split<float, uint8_t>(L4_ATTN_SPLIT_ARGS, k_scale, v_scale);
 }
-extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS) attn_decode_split_bf16_f8(L4_ATTN_SPLIT_F8_PARAMS(bf16)) {
+extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS, 1) attn_decode_split_bf16_f8(L4_ATTN_SPLIT_F8_PARAMS(bf16)) {
     l4_attn::decode_split<bf16, uint8_t>(L4_ATTN_SPLIT_ARGS, k_scale, v_scale);
 }
 

@@ -50,8 +50,8 @@ L4_DEV void colscale(const T* __restrict__ w, float* __restrict__ s, int K, int 
     const int tx = threadIdx.x, ty = threadIdx.y, n = blockIdx.x * 32 + tx;
     const long long e = blockIdx.z;
     float amax = 0.f;
-    if (n < N)
-        for (int k = ty; k < K; k += 8) amax = fmaxf(amax, fabsf(to_f32(w[(e * K + k) * N + n])));
+    const int kend = n < N ? K : 0;  // one path to the barrier for every thread (no branch around it)
+    for (int k = ty; k < kend; k += 8) amax = fmaxf(amax, fabsf(to_f32(w[(e * K + k) * N + n])));
     red[ty][tx] = amax;
     __syncthreads();
     if (ty == 0 && n < N) {
