@@ -28,6 +28,7 @@ public static class KernelsVerb
         switch (file)
         {
             case "attention.cu": list.AddRange(Attention.TableHeadDims.Select(Attention.Defines)); break;
+            case "paged_attention.cu": list.AddRange(Attention.TableHeadDims.Select(PagedAttention.Defines)); break;
             case "gemm.cu": list.Add(Gemm.MmaConfig.Default.Defines); break;
             case "moe.cu": list.Add(Moe.Config.Default.Defines); list.Add(Moe.Config.Decode.Defines); break;
         }
