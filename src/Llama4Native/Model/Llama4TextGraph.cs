@@ -49,6 +49,11 @@ public sealed class Llama4TextGraph : IDisposable
     readonly int imageToken;
     readonly AttentionBatch? batch;
     readonly KvCache? cache;
+    readonly PagedKvCache? paged;
+    /// <summary>Paged (batched) graphs: the sequences of a step, one logits row each.</summary>
+    public int Sequences { get; }
+    /// <summary>Paged graphs: each sequence's last row in the step [B] int32 (the rows whose logits are computed).</summary>
+    public Value? LastRows { get; }
     readonly Moe.Workspace? moe;
     readonly DeviceBuffer freqs;
     readonly Device dev;
@@ -64,6 +69,18 @@ public sealed class Llama4TextGraph : IDisposable
     /// generation step needs, and at V = 202,048 the largest GEMM of a prefill piece otherwise.
     /// </summary>
     public Llama4TextGraph(ModelWeights w, int tokens, ComputeMode mode, KvCache? cache = null, bool lastLogitsOnly = false)
+        : this(w, tokens, mode, cache, lastLogitsOnly, null, 0) { }
+
+    /// <summary>
+    /// A graph over a BATCH: <paramref name="tokens"/> rows from <paramref name="sequences"/> sequences of a
+    /// <see cref="PagedKvCache"/> (decode rows and prefill pieces mixed), each row at its own sequence's position;
+    /// the dense layers and the MoE take the rows as they are, attention goes through the cache's pages. Logits are
+    /// [B, V]: each sequence's last row. Run it with <see cref="RunBatch"/>.
+    /// </summary>
+    public Llama4TextGraph(ModelWeights w, int tokens, int sequences, ComputeMode mode, PagedKvCache paged)
+        : this(w, tokens, mode, null, false, paged ?? throw new ArgumentNullException(nameof(paged)), sequences) { }
+
+    Llama4TextGraph(ModelWeights w, int tokens, ComputeMode mode, KvCache? cache, bool lastLogitsOnly, PagedKvCache? paged, int sequences)
     {
         var cfg = w.Config.Text;
         dev = w.Device;
@@ -78,7 +95,15 @@ public sealed class Llama4TextGraph : IDisposable
         Ids = g.Input("ids", DType.I32, new Shape(t));
         Positions = g.Input("pos", DType.I32, new Shape(t));
         this.cache = cache;
-        if (cache is null) batch = AttentionBatch.Single(dev, t);
+        this.paged = paged;
+        Sequences = paged is null ? 1 : sequences;
+        if (paged is not null)
+        {
+            if (paged.DType != act || tokens > paged.MaxStepTokens || sequences < 1 || sequences > Math.Min(tokens, paged.Slots))
+                throw new ArgumentException($"the paged kv cache holds {paged.DType} steps of ≤ {paged.MaxStepTokens} rows and {paged.Slots} sequences; " +
+                                            $"this graph needs {act}, {tokens} rows and {sequences} sequences (1 ≤ B ≤ rows)");
+        }
+        else if (cache is null) batch = AttentionBatch.Single(dev, t);
         else if (cache.DType != act || tokens > cache.MaxPiece)
             throw new ArgumentException($"the kv cache holds {cache.DType} pieces of ≤ {cache.MaxPiece} tokens; this graph needs {act} and {tokens}");
         freqs = Ops.DeviceData.Upload(dev, cfg.RopeInvFreq, DType.F32);
@@ -142,7 +167,9 @@ public sealed class Llama4TextGraph : IDisposable
             int layer = i;
             var att = g.Node(p + "attn", act, new Shape(t, (long)h * hd), [q, k, v], (in NodeContext c) =>
             {
-                if (cache is not null)
+                if (paged is not null)
+                    paged.StoreAndAttend(layer, c[0].Reshape(t, h, hd), c[1].Reshape(t, hkv, hd), c[2].Reshape(t, hkv, hd), c.Output.Reshape(t, h, hd), scale, c.Stream);
+                else if (cache is not null)
                     cache.StoreAndAttend(layer, c[0].Reshape(t, h, hd), c[1].Reshape(t, hkv, hd), c[2].Reshape(t, hkv, hd), c.Output.Reshape(t, h, hd), scale, c.Stream);
                 else
                     batch!.Run(c.Device, c[0].Reshape(t, h, hd), c[1].Reshape(t, hkv, hd), c[2].Reshape(t, hkv, hd),
@@ -187,7 +214,15 @@ public sealed class Llama4TextGraph : IDisposable
         var xn = g.Node("output_norm", act, new Shape(t, d), [x, W("output_norm")],
                         (in NodeContext c) => RmsNorm.Run(c.Device, c[0], c[1], c.Output, eps, c.Stream));
         var head = w.TryGet("output", out var lm) ? lm.Tensor : w["tok_embd"].Tensor; // tied embeddings
-        Logits = lastLogitsOnly
+        if (paged is not null)
+        {   // each sequence's last row (a gather through the embedding kernel), then the lm_head on B rows
+            int b = Sequences;
+            LastRows = g.Input("last_rows", DType.I32, new Shape(b));
+            var last = g.Node("output_norm.last", act, new Shape(b, d), [xn, LastRows.Value],
+                              (in NodeContext c) => Embedding.Run(c.Device, c[1], c[0], c.Output, DevicePtr.Null, c.Stream));
+            Logits = g.Node("output", DType.F32, new Shape(b, cfg.VocabSize), [last, g.Bind("lm_head", head)], (in NodeContext c) => Project(c));
+        }
+        else Logits = lastLogitsOnly
             ? g.Node("output", DType.F32, new Shape(1, cfg.VocabSize), [xn, g.Bind("lm_head", head)], (in NodeContext c) =>
                   Project(new NodeContext(c.Device, c.Stream, [c[0].Slice(c[0].Shape[0] - 1, 1), c[1]], c.Output)))
             : g.Node("output", DType.F32, new Shape(t, cfg.VocabSize), [xn, g.Bind("lm_head", head)], (in NodeContext c) => Project(c));
@@ -245,6 +280,7 @@ public sealed class Llama4TextGraph : IDisposable
     public Tensor Run(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null,
                       Tensor? imageRows = null)
     {
+        if (paged is not null) throw new InvalidOperationException("this graph runs a batch over a paged kv cache: use RunBatch");
         if (ids.Length != Tokens) throw new ArgumentException($"this graph was built for {Tokens} tokens, got {ids.Length}");
         int vocab = (int)Plan[Logits].Shape[1];
         for (int i = 0; i < ids.Length; i++)
@@ -276,6 +312,49 @@ public sealed class Llama4TextGraph : IDisposable
         try { Plan.Run(null, dumpWhere, dump); }
         catch { cache?.AbortPiece(); throw; }
         cache?.EndPiece();
+        return Plan[Logits];
+    }
+
+    /// <summary>
+    /// Runs one step of a batch (a paged graph): <paramref name="pieces"/> = (slot, tokens) per sequence — a prefill
+    /// piece or the one token to decode — whose rows are packed in this order; each continues its slot's sequence in the
+    /// paged cache. Returns logits [B, V] f32 on the device (row b = pieces[b]'s last token; valid until the next run).
+    /// No image rows (early fusion goes through the single-sequence path).
+    /// </summary>
+    public Tensor RunBatch(ReadOnlySpan<(int Slot, ReadOnlyMemory<int> Ids)> pieces)
+    {
+        if (paged is null) throw new InvalidOperationException("RunBatch needs a graph built over a PagedKvCache");
+        if (pieces.Length != Sequences) throw new ArgumentException($"this graph was built for {Sequences} sequences, got {pieces.Length}");
+        int vocab = (int)Plan[Logits].Shape[1];
+        var ids = new int[Tokens];
+        var pos = new int[Tokens];
+        var last = new int[pieces.Length];
+        var seqs = new (int Slot, int Rows)[pieces.Length];
+        int n = 0;
+        for (int b = 0; b < pieces.Length; b++)
+        {
+            var (slot, tokens) = pieces[b];
+            if (tokens.Length < 1) throw new ArgumentException($"sequence {b} (slot {slot}) has no tokens in this step");
+            if (n + tokens.Length > Tokens) throw new ArgumentException($"the pieces hold more than the {Tokens} rows this graph was built for");
+            int p0 = paged.Length(slot);
+            var span = tokens.Span;
+            for (int i = 0; i < span.Length; i++)
+            {
+                if ((uint)span[i] >= (uint)vocab) throw new ArgumentException($"token id {span[i]} of slot {slot} is out of range [0, {vocab}) for this model");
+                ids[n] = span[i]; pos[n] = p0 + i; n++;
+            }
+            last[b] = n - 1;
+            seqs[b] = (slot, span.Length);
+        }
+        if (n != Tokens) throw new ArgumentException($"this graph was built for {Tokens} rows, the pieces hold {n}");
+        imageCount = 0;
+        paged.BeginStep(seqs);
+        dev.Upload<int>(ids, Plan[Ids].Ptr);
+        dev.Upload<int>(pos, Plan[Positions].Ptr);
+        dev.Upload<int>(last, Plan[LastRows!.Value].Ptr);
+        try { Plan.Run((DeviceStream?)null, (Func<string, bool>?)null, null); }
+        catch { paged.AbortStep(); throw; }
+        paged.EndStep();
         return Plan[Logits];
     }
 
