@@ -18,7 +18,8 @@ public static class BenchServeVerb
          new("prompt-tokens", "P", "random prompt tokens per request, 1 to 65536 (default 32)"),
          new("new-tokens", "N", "greedy new tokens per request, 1 to 65536 (default 16)"),
          Common.Device, Common.ComputeOpt,
-         new("seed", "S", "seed of the random prompts, an int (default 1)")]);
+         new("seed", "S", "seed of the random prompts, an int (default 1)"),
+         new("engine", "KIND", "batched (one forward per step over a paged KV cache) or sequential (default batched)")]);
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
@@ -26,10 +27,15 @@ public static class BenchServeVerb
         string dir = Common.ModelDir(a);
         var levels = a.Get("concurrency", "1,4,16").Split(',').Select(s => int.TryParse(s, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var c) && c is >= 1 and <= 4096 ? c : throw new UsageException($"--concurrency: '{s}' is not a count from 1 to 4096")).ToArray();
         int p = a.GetInt("prompt-tokens", 32, 1, 1 << 16), n = a.GetInt("new-tokens", 16, 1, 1 << 16);
+        string engineKind = a.Get("engine", "batched");
+        if (engineKind is not ("batched" or "sequential")) throw new UsageException($"--engine must be batched or sequential, not '{engineKind}'");
         var compute = Common.Compute(a);
         int context = p + n + 1;
         using var model = Llama4Model.Load(dir, new Llama4ModelOptions(Common.DeviceSpec(a), compute, context, 256));
-        using var scheduler = new ServingScheduler(SequentialStepEngine.For(model, levels.Max(), context), null,
+        IStepEngine engine = engineKind == "batched"
+            ? new BatchedStepEngine(model.Weights, model.Compute, levels.Max(), context, Math.Min(256, context), maxStepTokens: levels.Max() + 512)
+            : SequentialStepEngine.For(model, levels.Max(), context);
+        using var scheduler = new ServingScheduler(engine, null,
                                                    new ServingOptions { MaxQueue = levels.Max(), StepTokenBudget = 512 });
         var rng = new Random(a.GetInt("seed", 1));
         int vocab = model.Config.Text.VocabSize;
@@ -45,7 +51,8 @@ public static class BenchServeVerb
             baseline ??= rate;
             stdout.WriteLine($"| {c} | {tokens} | {wall.TotalSeconds:0.000} | {rate:0.0} | {rate / baseline.Value:0.00} | {ttft.TotalMilliseconds:0} |");
         }
-        stdout.WriteLine("(the step engine runs a step's sequences one after another: the kernels do not batch yet)");
+        stdout.WriteLine(engineKind == "batched" ? "(batched engine: a step's sequences in one forward over a paged KV cache)"
+                                                 : "(sequential engine: a step's sequences one after another)");
         return 0;
 
         // Random ids, never the image placeholder (a text-only request).

@@ -25,6 +25,8 @@ public static class ServeVerb
          new("max-context", "N", "tokens per sequence, 2 to 2^31-1 (default 8192)"),
          new("max-queue", "N", "requests waiting beyond the batch before 429, 0 to 1000000 (default 64)"),
          new("step-tokens", "N", "prompt tokens fed per scheduler step, 1 to 1048576 (default 512)"),
+         new("engine", "KIND", "batched (a step's sequences in one forward over a paged KV cache), sequential (one after another; " +
+                               "takes images) or auto (default: batched for text-only models, sequential when the model has a vision tower)"),
          Common.Quantize, Common.Int4Group, Common.Device, Common.ComputeOpt,
          new("tokenizer", "PATH", "the tokenizer (default: the checkpoint's original/tokenizer.model, tokenizer.model or tokenizer.json)"),
          new("model-id", "NAME", "the model id clients use (default: the folder name)"),
@@ -35,6 +37,8 @@ public static class ServeVerb
         var a = new Args(argv, Spec);
         int port = a.GetInt("port", 8000, 0, 65535), batch = a.GetInt("max-batch", 8, 1, 4096), context = a.GetInt("max-context", 8192, 2, int.MaxValue);
         int queue = a.GetInt("max-queue", 64, 0, 1_000_000), stepTokens = a.GetInt("step-tokens", 512, 1, 1 << 20);
+        string engineKind = a.Get("engine", "auto");
+        if (engineKind is not ("auto" or "batched" or "sequential")) throw new UsageException($"--engine must be auto, batched or sequential, not '{engineKind}'");
         var q = Common.Quantization(a);
         var quantize = q.Mode; int group = q.Int4GroupSize;
         var compute = Common.Compute(a);
@@ -67,7 +71,11 @@ public static class ServeVerb
         using var model = Llama4Model.Load(dir, new Llama4ModelOptions(Common.DeviceSpec(a), compute, context, 256,
                                                                      p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec, quantize, group));
         bar.Done();
-        using var scheduler = new ServingScheduler(SequentialStepEngine.For(model, batch, context), codec,
+        bool batched = engineKind == "batched" || (engineKind == "auto" && config.Vision is null);
+        IStepEngine engine = batched
+            ? new BatchedStepEngine(model.Weights, model.Compute, batch, context, Math.Min(256, context), maxStepTokens: batch + stepTokens, kvFormat: model.Options.KvCache)
+            : SequentialStepEngine.For(model, batch, context);
+        using var scheduler = new ServingScheduler(engine, codec,
                                                    new ServingOptions { MaxQueue = queue, StepTokenBudget = stepTokens });
         var images = config.Vision is { } v ? Vision.Llama4ImageProcessor.FromConfig(v) : null;
         var options = new Llama4ServerOptions
@@ -79,7 +87,8 @@ public static class ServeVerb
         };
         var server = Llama4Server.StartAsync(scheduler, codec, images, options).GetAwaiter().GetResult();
         stderr.WriteLine($"model: {dir} on {model.Device.Name} ({model.Compute}); {batch} sequences × {context} tokens; queue {queue}");
-        stderr.WriteLine("note: the kernels do not batch sequences yet — a step runs its sequences one after another (see README, Serving)");
+        stderr.WriteLine(batched ? $"engine: batched (one forward per step, paged KV: {((BatchedStepEngine)engine).Cache.NopePages} pages of {engine.KvBlockTokens} tokens)"
+                                 : "engine: sequential — a step runs its sequences one after another (images are served)");
         stdout.WriteLine($"serving '{options.ModelId}' at {server.BaseAddress} (OpenAI API under /v1{(key is null ? "" : ", API key required")}); Ctrl-C stops");
         stdout.Flush();
         server.WaitForShutdownAsync().GetAwaiter().GetResult();

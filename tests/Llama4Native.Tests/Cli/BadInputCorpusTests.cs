@@ -69,6 +69,7 @@ public class BadInputCorpusTests
     {
         // --- run: numbers ---------------------------------------------------------------------------------
         yield return C(2, "got '0,5'", "run", "--temperature", "0,5");
+        yield return C(2, "--engine must be auto, batched or sequential, not 'paged'", "serve", "--engine", "paged");
         yield return C(2, "got '1,000'", "run", "--max-new-tokens", "1,000");
         yield return C(2, "finite", "run", "--temperature", "NaN");
         yield return C(2, "finite", "run", "--temperature", "Infinity");
