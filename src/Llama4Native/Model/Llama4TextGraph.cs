@@ -319,9 +319,10 @@ public sealed class Llama4TextGraph : IDisposable
     /// Runs one step of a batch (a paged graph): <paramref name="pieces"/> = (slot, tokens) per sequence — a prefill
     /// piece or the one token to decode — whose rows are packed in this order; each continues its slot's sequence in the
     /// paged cache. Returns logits [B, V] f32 on the device (row b = pieces[b]'s last token; valid until the next run).
-    /// No image rows (early fusion goes through the single-sequence path).
+    /// No image rows (early fusion goes through the single-sequence path). Dumps the nodes <paramref name="dumpWhere"/> selects.
     /// </summary>
-    public Tensor RunBatch(ReadOnlySpan<(int Slot, ReadOnlyMemory<int> Ids)> pieces)
+    public Tensor RunBatch(ReadOnlySpan<(int Slot, ReadOnlyMemory<int> Ids)> pieces, Func<string, bool>? dumpWhere = null,
+                           Action<string, Tensor, float[]>? dump = null)
     {
         if (paged is null) throw new InvalidOperationException("RunBatch needs a graph built over a PagedKvCache");
         if (pieces.Length != Sequences) throw new ArgumentException($"this graph was built for {Sequences} sequences, got {pieces.Length}");
@@ -352,7 +353,7 @@ public sealed class Llama4TextGraph : IDisposable
         dev.Upload<int>(ids, Plan[Ids].Ptr);
         dev.Upload<int>(pos, Plan[Positions].Ptr);
         dev.Upload<int>(last, Plan[LastRows!.Value].Ptr);
-        try { Plan.Run((DeviceStream?)null, (Func<string, bool>?)null, null); }
+        try { Plan.Run(null, dumpWhere, dump); }
         catch { paged.AbortStep(); throw; }
         paged.EndStep();
         return Plan[Logits];
