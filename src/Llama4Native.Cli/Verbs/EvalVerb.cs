@@ -15,7 +15,7 @@ namespace Llama4Native.Cli.Verbs;
 /// replace the &lt;|patch|&gt; embeddings, and the output also gets `image_features` [tiles, n, Vo] and
 /// `image_features_projected` [tiles·n, D].
 /// </summary>
-public static class EvalVerb
+internal static class EvalVerb
 {
     public static readonly VerbSpec Spec = new("eval", "one teacher-forced forward pass (input_ids, and pixel_values when present) → logits and per-layer outputs",
         [Common.Model,
