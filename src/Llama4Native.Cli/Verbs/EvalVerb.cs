@@ -83,6 +83,10 @@ internal static class EvalVerb
                 }
                 if (Dumped(name)) Keep("dump." + name, t, data);
             }, imageRows);
+        // NaN weights or pixels: name the first node that produced non-finite values and exit 1 (as generation does),
+        // never write NaN logits with exit 0. Nothing is written.
+        if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.Sum(logits)) && logits.Any(v => !float.IsFinite(v)))
+            throw Generation.NonFinite.Diagnose(weights, mode, ids, images);
         outputs.Insert(0, ("logits", DType.F32, [ids.Length, logits.Length / ids.Length], MemoryMarshal.AsBytes(logits.AsSpan()).ToArray()));
         if (generate > 0)
         {
