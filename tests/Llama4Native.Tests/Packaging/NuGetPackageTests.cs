@@ -45,7 +45,7 @@ public sealed class NuGetPackageTests
             using (var zip = ZipFile.OpenRead(nupkg))
             {
                 var names = zip.Entries.Select(e => e.FullName).ToList();
-                Assert.That(names, Is.SupersetOf(new[] { "README.md", "lib/net10.0/Llama4Native.dll", "lib/net10.0/Llama4Native.xml", "lib/net10.0/Llama4Native.Interop.dll" }));
+                Assert.That(names, Is.SupersetOf(new[] { "README.md", "lib/net10.0/Llama4Native.dll", "lib/net10.0/Llama4Native.xml", "lib/net10.0/Llama4Native.Interop.dll", "lib/net10.0/Llama4Native.Interop.xml" }));
                 using var nuspec = new StreamReader(zip.GetEntry("Llama4Native.nuspec")!.Open());
                 string spec = nuspec.ReadToEnd();
                 Assert.That(spec, Does.Contain("Microsoft.Extensions.AI.Abstractions"));
