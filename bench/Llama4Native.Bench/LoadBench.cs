@@ -99,7 +99,7 @@ public class LoadBench
 /// would otherwise dominate and measure the hypervisor, not the loader. <see cref="FirstTouch"/> = true turns
 /// the pool off to measure that too.
 /// </summary>
-public sealed unsafe class HostMemoryDevice(bool firstTouch = false) : Device
+internal sealed unsafe class HostMemoryDevice(bool firstTouch = false) : Device
 {
     public bool FirstTouch { get; } = firstTouch;
     readonly Dictionary<long, Stack<nint>> pool = new();

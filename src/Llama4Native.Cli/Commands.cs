@@ -9,7 +9,7 @@ namespace Llama4Native.Cli;
 /// them and returns an exit code: 0 done, 1 error, 2 usage (a bad command line; nothing was loaded).
 /// `llama4 --help`, `llama4 help VERB`, `llama4 VERB --help` (or -h) and `llama4 --version` print to stdout.
 /// </summary>
-public static class Commands
+internal static class Commands
 {
     public delegate int Verb(string[] args, TextWriter stdout, TextWriter stderr);
 
@@ -106,4 +106,4 @@ public static class Commands
 }
 
 /// <summary>Bad command-line usage: printed without a stack trace, exit code 2.</summary>
-public sealed class UsageException(string message) : Exception(message);
+internal sealed class UsageException(string message) : Exception(message);

@@ -1,6 +1,6 @@
 namespace Llama4Native.Cli;
 
-public static class Program
+internal static class Program
 {
     public static int Main(string[] args) => Commands.Run(args, Console.Out, Console.Error);
 }

@@ -5,7 +5,7 @@ namespace Llama4Native.Interop;
 /// <c>ToString()</c> gives the same text as <c>cuGetErrorName</c> even when no driver is loaded.
 /// Codes marked "sticky" leave the context unusable: the process must exit to use the device again.
 /// </summary>
-public enum CUresult
+internal enum CUresult
 {
     CUDA_SUCCESS = 0,
     CUDA_ERROR_INVALID_VALUE = 1,
@@ -137,7 +137,7 @@ public enum CUresult
     CUDA_ERROR_UNKNOWN = 999,
 }
 
-public static class CUresultExtensions
+internal static class CUresultExtensions
 {
     /// <summary>
     /// True for the errors after which the context is corrupt: every later call on it fails with the same

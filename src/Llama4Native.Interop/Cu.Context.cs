@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Llama4Native.Interop;
 
-public static partial class Cu
+internal static partial class Cu
 {
     /// <summary>
     /// Retains the device's primary context (the one the runtime API shares), creating it on first retain;

@@ -6,7 +6,7 @@ namespace Llama4Native.Interop;
 /// The device attributes we read (values from cuda.h's <c>CUdevice_attribute</c>). All are ints;
 /// units are in the comments.
 /// </summary>
-public enum CUdevice_attribute
+internal enum CUdevice_attribute
 {
     CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 1,
     CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X = 2,
@@ -57,7 +57,7 @@ public enum CUdevice_attribute
     CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED = 115,
 }
 
-public static partial class Cu
+internal static partial class Cu
 {
     /// <summary>Number of devices this process may use (after CUDA_VISIBLE_DEVICES). 0 is a success.</summary>
     [LibraryImport(NativeLibraryNames.Cuda)]

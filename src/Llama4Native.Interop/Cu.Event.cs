@@ -4,7 +4,7 @@ namespace Llama4Native.Interop;
 
 /// <summary>Flags of cuEventCreate (<c>CU_EVENT_*</c>).</summary>
 [Flags]
-public enum CuEventFlags : uint
+internal enum CuEventFlags : uint
 {
     /// <summary>Records timestamps (needed for cuEventElapsedTime); slightly slower to record.</summary>
     Default = 0x0,
@@ -15,7 +15,7 @@ public enum CuEventFlags : uint
     Interprocess = 0x4,
 }
 
-public static partial class Cu
+internal static partial class Cu
 {
     /// <summary>Creates an event in the current context.</summary>
     [LibraryImport(NativeLibraryNames.Cuda)]

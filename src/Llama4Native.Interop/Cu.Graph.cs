@@ -4,7 +4,7 @@ namespace Llama4Native.Interop;
 
 /// <summary>Flags of cuGraphInstantiateWithFlags (<c>CUgraphInstantiate_flags</c>).</summary>
 [Flags]
-public enum CuGraphInstantiateFlags : ulong
+internal enum CuGraphInstantiateFlags : ulong
 {
     None = 0,
     /// <summary>Free graph-owned allocations at the end of each launch.</summary>
@@ -15,7 +15,7 @@ public enum CuGraphInstantiateFlags : ulong
     UseNodePriority = 8,
 }
 
-public static partial class Cu
+internal static partial class Cu
 {
     /// <summary>
     /// Turns a graph into an executable one: validates and preallocates everything a launch needs (ms for

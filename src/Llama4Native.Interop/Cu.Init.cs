@@ -13,11 +13,12 @@ namespace Llama4Native.Interop;
 /// asynchronous error (a faulting kernel) — sticky ones (<see cref="CUresultExtensions.IsSticky"/>) then
 /// come back from every call on that context.
 /// </summary>
-public static partial class Cu
+internal static partial class Cu
 {
     static Cu() => NativeLibraryResolver.EnsureRegistered();
 
     /// <summary>Throws <see cref="CudaException"/> unless <paramref name="r"/> is CUDA_SUCCESS.</summary>
+    /// <param name="r">The status a driver call returned.</param>
     /// <param name="expr">The call's source text, filled in by the compiler.</param>
     public static void Check(CUresult r, [CallerArgumentExpression(nameof(r))] string expr = "")
     {

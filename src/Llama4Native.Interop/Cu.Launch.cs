@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Llama4Native.Interop;
 
-public static partial class Cu
+internal static partial class Cu
 {
     /// <summary>
     /// Queues a kernel on <paramref name="hStream"/>. Returns as soon as it is queued: a fault inside the
@@ -26,7 +26,17 @@ public static partial class Cu
     /// <paramref name="extra"/> is the alternative packed-buffer convention; we pass null.
     /// </para>
     /// </summary>
+    /// <param name="f">The kernel, from cuModuleGetFunction.</param>
+    /// <param name="gridDimX">Blocks along x.</param>
+    /// <param name="gridDimY">Blocks along y.</param>
+    /// <param name="gridDimZ">Blocks along z.</param>
+    /// <param name="blockDimX">Threads per block along x.</param>
+    /// <param name="blockDimY">Threads per block along y.</param>
+    /// <param name="blockDimZ">Threads per block along z.</param>
     /// <param name="sharedMemBytes">Dynamic shared memory per block, bytes.</param>
+    /// <param name="hStream">The stream the launch is queued on (default stream: zero).</param>
+    /// <param name="kernelParams">One pointer per kernel parameter, each to a local holding its value.</param>
+    /// <param name="extra">The packed-buffer alternative to <paramref name="kernelParams"/>; we pass null.</param>
     [LibraryImport(NativeLibraryNames.Cuda)]
     public static unsafe partial CUresult cuLaunchKernel(CUfunction f,
         uint gridDimX, uint gridDimY, uint gridDimZ,
@@ -35,7 +45,7 @@ public static partial class Cu
 }
 
 /// <summary>A grid or block extent as cuLaunchKernel takes it.</summary>
-public readonly record struct LaunchDims(uint X, uint Y = 1, uint Z = 1)
+internal readonly record struct LaunchDims(uint X, uint Y = 1, uint Z = 1)
 {
     public ulong Count => (ulong)X * Y * Z;
     public static implicit operator LaunchDims(uint x) => new(x);

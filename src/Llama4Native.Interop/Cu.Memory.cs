@@ -4,7 +4,7 @@ namespace Llama4Native.Interop;
 
 /// <summary>Flags of cuMemHostAlloc (<c>CU_MEMHOSTALLOC_*</c>).</summary>
 [Flags]
-public enum CuMemHostAllocFlags : uint
+internal enum CuMemHostAllocFlags : uint
 {
     None = 0,
     /// <summary>Pinned for every context, not just the current one.</summary>
@@ -17,7 +17,7 @@ public enum CuMemHostAllocFlags : uint
 
 /// <summary>Flags of cuMemHostRegister (<c>CU_MEMHOSTREGISTER_*</c>).</summary>
 [Flags]
-public enum CuMemHostRegisterFlags : uint
+internal enum CuMemHostRegisterFlags : uint
 {
     None = 0,
     Portable = 0x1,
@@ -26,7 +26,7 @@ public enum CuMemHostRegisterFlags : uint
     ReadOnly = 0x8,
 }
 
-public static partial class Cu
+internal static partial class Cu
 {
     /// <summary>
     /// Allocates <paramref name="bytesize"/> bytes of device memory in the current context, aligned to at

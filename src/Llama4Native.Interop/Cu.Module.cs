@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Llama4Native.Interop;
 
 /// <summary>Options of cuModuleLoadDataEx (<c>CUjit_option</c>), the subset we pass.</summary>
-public enum CUjit_option
+internal enum CUjit_option
 {
     /// <summary>Value: unsigned int, max registers per thread for the JIT.</summary>
     CU_JIT_MAX_REGISTERS = 0,
@@ -26,7 +26,7 @@ public enum CUjit_option
 }
 
 /// <summary>Kernel attributes (<c>CUfunction_attribute</c>). Read-only unless noted; all are ints.</summary>
-public enum CUfunction_attribute
+internal enum CUfunction_attribute
 {
     /// <summary>Largest block this kernel can launch with, given its register use.</summary>
     CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 0,
@@ -60,7 +60,7 @@ public enum CUfunction_attribute
     CU_FUNC_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE = 15,
 }
 
-public static partial class Cu
+internal static partial class Cu
 {
     /// <summary>
     /// Loads a CUBIN, fatbin or NUL-terminated PTX image into the current context (PTX is JIT-compiled

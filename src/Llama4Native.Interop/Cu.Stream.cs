@@ -4,7 +4,7 @@ namespace Llama4Native.Interop;
 
 /// <summary>Flags of cuStreamCreate (<c>CU_STREAM_*</c>).</summary>
 [Flags]
-public enum CuStreamFlags : uint
+internal enum CuStreamFlags : uint
 {
     /// <summary>Synchronises with the legacy NULL stream.</summary>
     Default = 0x0,
@@ -13,7 +13,7 @@ public enum CuStreamFlags : uint
 }
 
 /// <summary>How a capture restricts "unsafe" calls (cuMemAlloc, sync calls) made meanwhile (<c>CUstreamCaptureMode</c>).</summary>
-public enum CUstreamCaptureMode
+internal enum CUstreamCaptureMode
 {
     /// <summary>Unsafe calls from ANY thread fail while any thread captures in global mode.</summary>
     CU_STREAM_CAPTURE_MODE_GLOBAL = 0,
@@ -24,7 +24,7 @@ public enum CUstreamCaptureMode
 }
 
 /// <summary>Capture state of a stream (<c>CUstreamCaptureStatus</c>).</summary>
-public enum CUstreamCaptureStatus
+internal enum CUstreamCaptureStatus
 {
     CU_STREAM_CAPTURE_STATUS_NONE = 0,
     CU_STREAM_CAPTURE_STATUS_ACTIVE = 1,
@@ -32,7 +32,7 @@ public enum CUstreamCaptureStatus
     CU_STREAM_CAPTURE_STATUS_INVALIDATED = 2,
 }
 
-public static partial class Cu
+internal static partial class Cu
 {
     /// <summary>Creates a stream in the current context. Fails with CUDA_ERROR_OUT_OF_MEMORY (rare) or INVALID_CONTEXT.</summary>
     [LibraryImport(NativeLibraryNames.Cuda)]

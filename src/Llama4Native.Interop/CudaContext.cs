@@ -15,7 +15,7 @@ namespace Llama4Native.Interop;
 /// calls or finalizers run in. Disposing the context while resources live only drops our own count.
 /// </para>
 /// </summary>
-public sealed class CudaContext : SafeHandle
+internal sealed class CudaContext : SafeHandle
 {
     private CudaContext(CUdevice device, CUcontext context) : base(0, ownsHandle: true)
     {
@@ -164,7 +164,7 @@ public sealed class CudaContext : SafeHandle
 /// resource), and binds the context before destroying the resource. During process exit the driver may
 /// already be gone (CUDA_ERROR_DEINITIALIZED): that counts as released.
 /// </summary>
-public abstract class CudaContextResource : SafeHandle
+internal abstract class CudaContextResource : SafeHandle
 {
     private readonly bool _contextRefAdded;
 

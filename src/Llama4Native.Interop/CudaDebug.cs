@@ -4,7 +4,7 @@ namespace Llama4Native.Interop;
 /// Debug switches for the CUDA path. Kernel faults are asynchronous: without help they surface at some
 /// later synchronising call with no hint of which kernel caused them.
 /// </summary>
-public static class CudaDebug
+internal static class CudaDebug
 {
     /// <summary>
     /// When true, every launch made through <see cref="CudaFunction.Launch"/> (and the runtime's launch

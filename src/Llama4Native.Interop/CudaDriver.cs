@@ -8,7 +8,7 @@ namespace Llama4Native.Interop;
 /// it to choose between the CUDA device and the emulator. Everything else here requires it to have
 /// succeeded (<see cref="EnsureAvailable"/>).
 /// </summary>
-public static class CudaDriver
+internal static class CudaDriver
 {
     private static readonly Lock Gate = new();
     private static nint _library;
@@ -156,7 +156,7 @@ public static class CudaDriver
 }
 
 /// <summary>What we know about one device. Sizes in bytes, clocks in kHz.</summary>
-public sealed record CudaDeviceInfo(
+internal sealed record CudaDeviceInfo(
     int Ordinal, CUdevice Device, string Name,
     int ComputeCapabilityMajor, int ComputeCapabilityMinor,
     int MultiprocessorCount, long TotalMemoryBytes,

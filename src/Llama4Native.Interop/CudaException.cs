@@ -6,7 +6,7 @@ namespace Llama4Native.Interop;
 /// </summary>
 public sealed class CudaException : Exception
 {
-    public CudaException(CUresult result, string expression, string? detail = null)
+    internal CudaException(CUresult result, string expression, string? detail = null)
         : this(result, expression, detail, Cu.DescribeResult(result)) { }
 
     private CudaException(CUresult result, string expression, string? detail, (string Name, string Text) d)
@@ -19,7 +19,9 @@ public sealed class CudaException : Exception
         Detail = detail;
     }
 
-    public CUresult Result { get; }
+    internal CUresult Result { get; }
+    /// <summary>The driver's numeric error code (the <c>CUresult</c> value, e.g. 2 for out of memory).</summary>
+    public int ErrorCode => (int)Result;
     /// <summary>"CUDA_ERROR_OUT_OF_MEMORY" (from cuGetErrorName when the driver is loaded).</summary>
     public string ResultName { get; }
     /// <summary>"out of memory" (from cuGetErrorString; empty when the driver is not loaded).</summary>

@@ -1,7 +1,7 @@
 namespace Llama4Native.Interop;
 
 /// <summary>An owned device allocation (cuMemAlloc_v2 / cuMemFree_v2). Freeing synchronises the device.</summary>
-public sealed class CudaDeviceMemory : CudaContextResource
+internal sealed class CudaDeviceMemory : CudaContextResource
 {
     internal CudaDeviceMemory(CudaContext context, CUdeviceptr ptr, long bytes) : base(context, (nint)ptr.Value) => Bytes = bytes;
 
@@ -14,7 +14,7 @@ public sealed class CudaDeviceMemory : CudaContextResource
 }
 
 /// <summary>Owned page-locked host memory (cuMemHostAlloc / cuMemFreeHost).</summary>
-public sealed unsafe class CudaPinnedMemory : CudaContextResource
+internal sealed unsafe class CudaPinnedMemory : CudaContextResource
 {
     internal CudaPinnedMemory(CudaContext context, void* p, long bytes) : base(context, (nint)p) => Bytes = bytes;
 
@@ -27,7 +27,7 @@ public sealed unsafe class CudaPinnedMemory : CudaContextResource
 }
 
 /// <summary>A page-locked registration of host memory we do not own (cuMemHostRegister_v2 / cuMemHostUnregister).</summary>
-public sealed unsafe class CudaHostRegistration : CudaContextResource
+internal sealed unsafe class CudaHostRegistration : CudaContextResource
 {
     internal CudaHostRegistration(CudaContext context, void* p, long bytes) : base(context, (nint)p) => Bytes = bytes;
 

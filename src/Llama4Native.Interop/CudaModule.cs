@@ -3,7 +3,7 @@ using System.Text;
 namespace Llama4Native.Interop;
 
 /// <summary>An owned loaded module (cuModuleLoadDataEx / cuModuleUnload) and its kernels.</summary>
-public sealed class CudaModule : CudaContextResource
+internal sealed class CudaModule : CudaContextResource
 {
     private const int LogBytes = 16 * 1024;
 
@@ -83,7 +83,7 @@ public sealed class CudaModule : CudaContextResource
 /// <summary>
 /// A kernel of a loaded module. Not owned: valid while <see cref="Module"/> is loaded.
 /// </summary>
-public sealed class CudaFunction
+internal sealed class CudaFunction
 {
     internal CudaFunction(CudaModule module, CUfunction handle, string name)
     {

@@ -1,7 +1,7 @@
 namespace Llama4Native.Interop;
 
 /// <summary>An owned stream (cuStreamCreate / cuStreamDestroy_v2), and stream capture into graphs.</summary>
-public sealed class CudaStream : CudaContextResource
+internal sealed class CudaStream : CudaContextResource
 {
     internal CudaStream(CudaContext context, CUstream s) : base(context, s.Value) { }
 
@@ -46,7 +46,7 @@ public sealed class CudaStream : CudaContextResource
 }
 
 /// <summary>An owned event (cuEventCreate / cuEventDestroy_v2).</summary>
-public sealed class CudaEvent : CudaContextResource
+internal sealed class CudaEvent : CudaContextResource
 {
     internal CudaEvent(CudaContext context, CUevent e, CuEventFlags flags) : base(context, e.Value) => Flags = flags;
 
@@ -79,7 +79,7 @@ public sealed class CudaEvent : CudaContextResource
 }
 
 /// <summary>An owned graph from stream capture (cuGraphDestroy).</summary>
-public sealed class CudaGraph : CudaContextResource
+internal sealed class CudaGraph : CudaContextResource
 {
     internal CudaGraph(CudaContext context, CUgraph g) : base(context, g.Value) { }
 
@@ -97,7 +97,7 @@ public sealed class CudaGraph : CudaContextResource
 }
 
 /// <summary>An owned executable graph (cuGraphExecDestroy).</summary>
-public sealed class CudaGraphExec : CudaContextResource
+internal sealed class CudaGraphExec : CudaContextResource
 {
     internal CudaGraphExec(CudaContext context, CUgraphExec g) : base(context, g.Value) { }
 

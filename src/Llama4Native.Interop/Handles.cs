@@ -5,7 +5,7 @@ namespace Llama4Native.Interop;
 // (CudaContext, CudaStream, ...) are SafeHandles that hand these out.
 
 /// <summary>A device address (<c>CUdeviceptr</c>, 64-bit on every platform we support).</summary>
-public readonly record struct CUdeviceptr(ulong Value)
+internal readonly record struct CUdeviceptr(ulong Value)
 {
     public static readonly CUdeviceptr Null = default;
     public bool IsNull => Value == 0;
@@ -15,38 +15,38 @@ public readonly record struct CUdeviceptr(ulong Value)
 }
 
 /// <summary>A device ordinal as the driver numbers them (<c>CUdevice</c>, an int).</summary>
-public readonly record struct CUdevice(int Value)
+internal readonly record struct CUdevice(int Value)
 {
     public override string ToString() => $"CUdevice({Value})";
 }
 
 /// <summary>A context (<c>CUcontext</c>). We only ever use a device's primary context.</summary>
-public readonly record struct CUcontext(nint Value)
+internal readonly record struct CUcontext(nint Value)
 {
     public bool IsNull => Value == 0;
 }
 
 /// <summary>A stream (<c>CUstream</c>). <see cref="Null"/> is the legacy default stream of the current context.</summary>
-public readonly record struct CUstream(nint Value)
+internal readonly record struct CUstream(nint Value)
 {
     public static readonly CUstream Null = default;
     public bool IsNull => Value == 0;
 }
 
 /// <summary>An event (<c>CUevent</c>).</summary>
-public readonly record struct CUevent(nint Value);
+internal readonly record struct CUevent(nint Value);
 
 /// <summary>A loaded module (<c>CUmodule</c>).</summary>
-public readonly record struct CUmodule(nint Value);
+internal readonly record struct CUmodule(nint Value);
 
 /// <summary>A kernel entry point inside a module (<c>CUfunction</c>); valid while its module is loaded.</summary>
-public readonly record struct CUfunction(nint Value);
+internal readonly record struct CUfunction(nint Value);
 
 /// <summary>A graph (<c>CUgraph</c>): a recorded DAG of work, not yet executable.</summary>
-public readonly record struct CUgraph(nint Value);
+internal readonly record struct CUgraph(nint Value);
 
 /// <summary>An instantiated, launchable graph (<c>CUgraphExec</c>).</summary>
-public readonly record struct CUgraphExec(nint Value);
+internal readonly record struct CUgraphExec(nint Value);
 
 /// <summary>An NVRTC program (<c>nvrtcProgram</c>).</summary>
-public readonly record struct nvrtcProgram(nint Value);
+internal readonly record struct nvrtcProgram(nint Value);

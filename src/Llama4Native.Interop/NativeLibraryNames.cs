@@ -6,7 +6,7 @@ namespace Llama4Native.Interop;
 /// neither has a name the default probing finds everywhere (the driver is versioned, NVRTC's soname
 /// changes with every CUDA major release and often lives outside the loader path).
 /// </summary>
-public static class NativeLibraryNames
+internal static class NativeLibraryNames
 {
     /// <summary>Logical name of the CUDA driver API library.</summary>
     public const string Cuda = "llama4native-cuda";

@@ -4,7 +4,7 @@ using System.Runtime.InteropServices;
 namespace Llama4Native.Interop;
 
 /// <summary>NVRTC status codes (<c>nvrtcResult</c>, through CUDA 13).</summary>
-public enum nvrtcResult
+internal enum nvrtcResult
 {
     NVRTC_SUCCESS = 0,
     NVRTC_ERROR_OUT_OF_MEMORY = 1,
@@ -39,7 +39,7 @@ public enum nvrtcResult
 /// searched. Nothing is cached on failure, so setting <see cref="NvrtcLocator.ExplicitPath"/> and
 /// retrying works.
 /// </summary>
-public static partial class Nvrtc
+internal static partial class Nvrtc
 {
     static Nvrtc() => NativeLibraryResolver.EnsureRegistered();
 
@@ -145,7 +145,7 @@ public static partial class Nvrtc
 /// <summary>An NVRTC call failed; for compile failures <see cref="Log"/> is the full program log.</summary>
 public sealed class NvrtcException : Exception
 {
-    public NvrtcException(nvrtcResult result, string expression, string? log = null)
+    internal NvrtcException(nvrtcResult result, string expression, string? log = null)
         : base(Format(result, expression, log))
     {
         Result = result;
@@ -153,8 +153,10 @@ public sealed class NvrtcException : Exception
         Log = log ?? "";
     }
 
-    public nvrtcResult Result { get; }
+    internal nvrtcResult Result { get; }
+    /// <summary>The NVRTC status name, e.g. "NVRTC_ERROR_COMPILATION".</summary>
     public string ResultName => Enum.IsDefined(Result) ? Result.ToString() : $"nvrtcResult({(int)Result})";
+    /// <summary>The failing call's source text.</summary>
     public string Expression { get; }
     /// <summary>The program log (compiler diagnostics with file:line), or empty.</summary>
     public string Log { get; }

@@ -8,7 +8,8 @@ namespace Llama4Native.Interop;
 /// <param name="Cubin">The CUBIN (ELF) when asked for, else null.</param>
 /// <param name="Log">The program log — warnings and, with <c>--ptxas-options=-v</c>, register/spill/shared use. Always set, also on success.</param>
 /// <param name="NvrtcMajor">NVRTC version that compiled it (part of any cache key).</param>
-public sealed record NvrtcCompileResult(byte[] Ptx, byte[]? Cubin, string Log, int NvrtcMajor, int NvrtcMinor)
+/// <param name="NvrtcMinor">Minor version of that NVRTC (part of any cache key too).</param>
+internal sealed record NvrtcCompileResult(byte[] Ptx, byte[]? Cubin, string Log, int NvrtcMajor, int NvrtcMinor)
 {
     /// <summary>The PTX as text, without the trailing NUL.</summary>
     public string PtxText => Encoding.ASCII.GetString(Ptx.AsSpan().TrimEnd((byte)0));
@@ -23,7 +24,7 @@ public sealed record NvrtcCompileResult(byte[] Ptx, byte[]? Cubin, string Log, i
 /// <c>headers</c>. Options are spelled <c>-arch=sm_90a</c> or <c>--gpu-architecture=compute_90a</c>.
 /// Thread-safe: each call owns its program.
 /// </summary>
-public static class NvrtcCompiler
+internal static class NvrtcCompiler
 {
     /// <summary>
     /// Compiles <paramref name="source"/> (file name <paramref name="name"/> in diagnostics) with in-memory

@@ -7,7 +7,10 @@ namespace Llama4Native.Interop;
 /// <param name="Origin">Which search step found it, e.g. "LLAMA4_NVRTC" or "cache above the app folder".</param>
 /// <param name="LibraryPath">Full path, or the bare soname when the default loader found it and /proc did not tell us more.</param>
 /// <param name="BuiltinsPath">The builtins library we preloaded, or null when none was found beside it (then libnvrtc must find it itself).</param>
-public sealed record NvrtcLocation(string Origin, string LibraryPath, string? BuiltinsPath, int Major, int Minor, nint Handle)
+/// <param name="Major">NVRTC major version (nvrtcVersion).</param>
+/// <param name="Minor">NVRTC minor version.</param>
+/// <param name="Handle">The loaded library handle (NativeLibrary.Load).</param>
+internal sealed record NvrtcLocation(string Origin, string LibraryPath, string? BuiltinsPath, int Major, int Minor, nint Handle)
 {
     public string Describe() =>
         $"NVRTC {Major}.{Minor} from {LibraryPath} ({Origin}); builtins: {BuiltinsPath ?? "not preloaded (none beside it)"}";
@@ -40,7 +43,7 @@ public sealed class NvrtcNotFoundException(string message, IReadOnlyList<string>
 /// beside the chosen one (libnvrtc-builtins.so.M.m / nvrtc-builtins64_Mm.dll) is loaded by full path,
 /// because libnvrtc dlopens it by bare name at its first compile and would not find it in our folders.
 /// </summary>
-public static class NvrtcLocator
+internal static class NvrtcLocator
 {
     public const string EnvironmentVariable = "LLAMA4_NVRTC";
     public const string CacheEnvironmentVariable = "LLAMA4_CACHE";

@@ -6,7 +6,7 @@ namespace Llama4Native.Interop;
 /// Resource use of one kernel as ptxas reported it (<c>--ptxas-options=-v</c>). Sizes in bytes;
 /// spill bytes are per thread and are the cheapest sign of register pressure we have without a GPU.
 /// </summary>
-public sealed record PtxasKernelInfo(
+internal sealed record PtxasKernelInfo(
     string Name, string Arch, int Registers,
     int SpillStoreBytes, int SpillLoadBytes, int StackFrameBytes,
     int SharedMemoryBytes, int ConstantMemoryBytes, int CumulativeStackBytes, int Barriers)
@@ -26,7 +26,7 @@ public sealed record PtxasKernelInfo(
 /// "N bytes cumulative stack size", and on newer ptxas "used N barriers". Non-entry (device) functions
 /// get a "Function properties" block of their own, which is skipped.
 /// </summary>
-public static partial class PtxasInfo
+internal static partial class PtxasInfo
 {
     [GeneratedRegex(@"Compiling entry function '(?<name>[^']+)' for '(?<arch>[^']+)'")]
     private static partial Regex EntryLine();

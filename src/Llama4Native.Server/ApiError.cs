@@ -6,7 +6,7 @@ namespace Llama4Native.Server;
 /// A request the server refuses, written as OpenAI's error body
 /// <c>{"error": {"message", "type", "param", "code"}}</c> with <see cref="Status"/> (and Retry-After when set).
 /// </summary>
-public sealed class ApiError(int status, string type, string message, string? param = null, string? code = null, TimeSpan? retryAfter = null)
+internal sealed class ApiError(int status, string type, string message, string? param = null, string? code = null, TimeSpan? retryAfter = null)
     : Exception(message)
 {
     public int Status { get; } = status;

@@ -19,7 +19,7 @@ using Microsoft.Extensions.Logging;
 namespace Llama4Native.Server;
 
 /// <summary>Where and how the server listens, and the bounds it puts on requests.</summary>
-public sealed record Llama4ServerOptions
+internal sealed record Llama4ServerOptions
 {
     /// <summary>"127.0.0.1" (default), "localhost", "0.0.0.0"/"*" (every interface) or an IP address.</summary>
     public string Host { get; init; } = "127.0.0.1";
@@ -56,7 +56,7 @@ public sealed record Llama4ServerOptions
 /// Shutdown (SIGTERM, Ctrl-C, <see cref="StopAsync"/>): admission stops at once (503), running requests get
 /// <see cref="Llama4ServerOptions.ShutdownTimeout"/> to finish, then their connections are aborted, which cancels them.
 /// </summary>
-public sealed class Llama4Server : IAsyncDisposable
+internal sealed class Llama4Server : IAsyncDisposable
 {
     readonly WebApplication app;
     readonly ServingScheduler scheduler;

@@ -5,7 +5,7 @@ using Llama4Native.Generation;
 namespace Llama4Native.Server;
 
 /// <summary>What a chat or completion request asks for, checked field by field (a bad field is a 400 naming it).</summary>
-public sealed class ParsedRequest
+internal sealed class ParsedRequest
 {
     public string? Model;
     public List<Message>? Messages;            // chat
@@ -24,7 +24,7 @@ public sealed class ParsedRequest
 /// a forced tool_choice, logprobs, non-text response formats, <c>echo</c>, <c>suffix</c>, <c>best_of</c> ≠ 1, image URLs that are
 /// not <c>data:</c> URLs.
 /// </summary>
-public static class OpenAiRequests
+internal static class OpenAiRequests
 {
     public static ParsedRequest Chat(JsonElement root, Llama4ServerOptions limits)
     {

@@ -15,7 +15,7 @@ namespace Llama4Native.Server;
 /// template puts around its (usually empty) text, as message text cannot carry special tokens here; tool results
 /// are ipython turns.
 /// </summary>
-public static class ToolCalls
+internal static class ToolCalls
 {
     public const string Instruction =
         "Given the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.\n\n" +

@@ -36,12 +36,17 @@ public sealed class Llama4Model : IDisposable
     readonly HashSet<ChatSession> sessions = [];
     bool disposed;
 
-    public Device Device { get; }
-    public ModelWeights Weights { get; }
-    public Llama4Config Config => Weights.Config;
+    internal Device Device { get; }
+    internal ModelWeights Weights { get; }
+    internal Llama4Config Config => Weights.Config;
+    /// <summary>The activation precision in use: <see cref="Llama4ModelOptions.Compute"/>, or its default for the device.</summary>
     public ComputeMode Compute { get; }
+    /// <summary>The options the model was loaded with.</summary>
     public Llama4ModelOptions Options { get; }
+    /// <summary>The checkpoint folder the weights came from (after resolving a Hugging Face hub cache folder).</summary>
     public string Path { get; }
+    /// <summary>The name of the device the weights live on, e.g. "emu" or "cuda:0 (NVIDIA H100 80GB HBM3)".</summary>
+    public string DeviceName => Device.Name;
     /// <summary>The checkpoint's generation_config.json defaults (HF semantics; see <see cref="GenerationConfig"/>),
     /// used when a generation passes no options; plain <see cref="GenerationOptions"/> defaults when it has none.</summary>
     public GenerationOptions GenerationDefaults { get; }
@@ -61,7 +66,16 @@ public sealed class Llama4Model : IDisposable
     /// options, the config, generation_config.json, and the tokenizer when the checkpoint has one (against the
     /// model's vocabulary).
     /// </summary>
-    public static Llama4Model Load(string path, Llama4ModelOptions? options = null, Device? device = null)
+    /// <param name="path">The checkpoint folder (config.json, *.safetensors, optionally a tokenizer and generation_config.json).</param>
+    /// <param name="options">How to load it; null = the defaults of <see cref="Llama4ModelOptions"/>.</param>
+    /// <returns>The loaded model; dispose it to free its device memory.</returns>
+    /// <exception cref="CheckpointException">The folder is not a valid Llama 4 checkpoint (the message names the file and the problem).</exception>
+    /// <exception cref="ConfigException">config.json or generation_config.json is invalid.</exception>
+    /// <exception cref="DeviceOutOfMemoryException">The weights do not fit on the device.</exception>
+    public static Llama4Model Load(string path, Llama4ModelOptions? options = null) => Load(path, options, null);
+
+    /// <summary>As <see cref="Load(string, Llama4ModelOptions?)"/>, on a device the caller owns (tests, benchmarks, tools).</summary>
+    internal static Llama4Model Load(string path, Llama4ModelOptions? options, Device? device)
     {
         ArgumentNullException.ThrowIfNull(path);
         options ??= new Llama4ModelOptions();
@@ -106,7 +120,7 @@ public sealed class Llama4Model : IDisposable
             {
                 throw new InvalidOperationException(
                     $"{e.Message}: this checkpoint has no tokenizer. Copy the release's original/tokenizer.model next to config.json, " +
-                    "or pass Llama4ModelOptions.Codec (e.g. Llama4TextCodec.Create(Llama4Tokenizer.FromFile(path), model.Config))", e);
+                    "or pass your own ITextCodec as Llama4ModelOptions.Codec", e);
             }
         }
     }

@@ -4,7 +4,7 @@ using Llama4Native.Devices.Emulated;
 namespace Llama4Native.Tests;
 
 /// <summary>Devices for tests: the emulator always; CUDA only where a driver and a GPU exist.</summary>
-public static class TestDevices
+internal static class TestDevices
 {
     public static Device Emulated() => new EmuDevice();
 

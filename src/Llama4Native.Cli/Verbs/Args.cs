@@ -7,14 +7,14 @@ namespace Llama4Native.Cli.Verbs;
 
 /// <summary>One option of a verb: <c>--name VALUE</c> (or a flag when <paramref name="Value"/> is null), its help
 /// line, and whether it may be given several times (otherwise a second occurrence is a usage error).</summary>
-public sealed record Opt(string Name, string? Value, string Help, bool Many = false)
+internal sealed record Opt(string Name, string? Value, string Help, bool Many = false)
 {
     public bool IsFlag => Value is null;
 }
 
 /// <summary>A verb's command line: its name, a one-line summary, optional details, and every option it accepts.
 /// `llama4 VERB --help` prints it; the parser accepts nothing else.</summary>
-public sealed class VerbSpec(string name, string summary, IEnumerable<Opt> options, string? details = null)
+internal sealed class VerbSpec(string name, string summary, IEnumerable<Opt> options, string? details = null)
 {
     public string Name { get; } = name;
     public string Summary { get; } = summary;
@@ -38,7 +38,7 @@ public sealed class VerbSpec(string name, string summary, IEnumerable<Opt> optio
 }
 
 /// <summary>`--help` or `-h` was given: Commands prints the verb's help on stdout and exits 0.</summary>
-public sealed class HelpRequested(VerbSpec spec) : Exception("help requested")
+internal sealed class HelpRequested(VerbSpec spec) : Exception("help requested")
 {
     public VerbSpec Spec { get; } = spec;
 }
@@ -49,7 +49,7 @@ public sealed class HelpRequested(VerbSpec spec) : Exception("help requested")
 /// naming the fix. Numbers are parsed culture-invariantly with no thousands separators (`0,5` is an error, not 5),
 /// and non-finite numbers are rejected.
 /// </summary>
-public sealed class Args
+internal sealed class Args
 {
     readonly Dictionary<string, List<string>> values = new(StringComparer.Ordinal);
     readonly HashSet<string> flags = new(StringComparer.Ordinal);
@@ -195,7 +195,7 @@ public sealed class Args
 }
 
 /// <summary>Options shared by several verbs, with their parsing: one spelling and one help line everywhere.</summary>
-public static class Common
+internal static class Common
 {
     public static readonly Opt Model = new("model", "DIR", "checkpoint folder (config.json + *.safetensors), a Hugging Face hub cache snapshot, or a hub cache repo folder (models--org--name)");
     public static readonly Opt Device = new("device", "SPEC", "auto (first GPU, else the emulator), cuda, cuda:N or emu (default auto)");

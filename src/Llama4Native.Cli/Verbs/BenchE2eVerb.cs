@@ -14,7 +14,7 @@ namespace Llama4Native.Cli.Verbs;
 /// a kernel on the device (a full-size model on a machine with little disk). On a device that can capture graphs,
 /// decode is measured host-driven and with the captured step replayed.
 /// </summary>
-public static class BenchE2eVerb
+internal static class BenchE2eVerb
 {
     public static readonly VerbSpec Spec = new("bench-e2e", "end-to-end load / prefill / decode speed on any checkpoint and device (after a warm-up run); " +
                                                "--preset NAME --synthetic runs a full-size model with random weights made on the device",

@@ -10,7 +10,7 @@ namespace Llama4Native.Cli.Verbs;
 /// with device events and prints µs, GB/s and TFLOP/s; `--shapes` writes the cases for torch_compare.py.
 /// On the emulator the correctness cases are timed instead (real shapes would take hours there).
 /// </summary>
-public static class BenchKernelsVerb
+internal static class BenchKernelsVerb
 {
     public static readonly VerbSpec Spec = new("bench-kernels", "time every kernel's perf cases on a device (GB/s, TFLOP/s); --json/--shapes for reports; " +
                                                "--device emu --analyze: coalescing and bank conflicts per access site instead",

@@ -9,7 +9,7 @@ namespace Llama4Native.Cli.Verbs;
 /// Load throughput of a (page-cached) checkpoint into a device arena, next to the host memcpy bandwidth
 /// measured in the same run, so the ratio says how close loading gets to the machine's copy speed.
 /// </summary>
-public static class BenchLoadVerb
+internal static class BenchLoadVerb
 {
     public static readonly VerbSpec Spec = new("bench-load", "measure checkpoint load GB/s (page-cached) vs memcpy GB/s on this machine",
         [Common.Model, Common.Device,

@@ -9,7 +9,7 @@ namespace Llama4Native.Cli.Verbs;
 /// (bench-kernels --json), PyTorch's on the same shapes (torch_compare.py) and the test summary — into one
 /// markdown report, and prints the short table last (the device tool shows the end of the output).
 /// </summary>
-public static class BenchReportVerb
+internal static class BenchReportVerb
 {
     public static readonly VerbSpec Spec = new("bench-report", "join bench-kernels/torch_compare/test results into a markdown report (used by bench/gpu-check.sh)",
         [new("kernels", "FILE", "bench-kernels --json output (required)"),

@@ -10,7 +10,7 @@ namespace Llama4Native.Cli.Verbs;
 /// process (no HTTP): C requests of P random prompt tokens each, N greedy tokens each, all submitted at once to a
 /// scheduler with C slots; every level is run once to warm up (kernels, graphs per slot) and then measured.
 /// </summary>
-public static class BenchServeVerb
+internal static class BenchServeVerb
 {
     public static readonly VerbSpec Spec = new("bench-serve", "serving throughput in process: aggregate generated tokens/s of the scheduler at several concurrencies",
         [Common.Model,

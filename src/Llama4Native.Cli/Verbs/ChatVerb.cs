@@ -6,7 +6,7 @@ namespace Llama4Native.Cli.Verbs;
 /// `llama4 chat`: an interactive conversation that keeps its history (and KV cache) across turns.
 /// Ctrl-C stops the reply being written, not the program; /reset starts over; /exit (or end of input) quits.
 /// </summary>
-public static class ChatVerb
+internal static class ChatVerb
 {
     public static readonly VerbSpec Spec = new("chat", "interactive chat keeping the history (and KV cache) across turns; Ctrl-C stops a reply",
         [.. Common.ModelOptions, .. Common.SamplingOptions, new("system", "TEXT", "a system message for the conversation")],

@@ -5,7 +5,7 @@ namespace Llama4Native.Cli.Verbs;
 
 /// <summary>`llama4 devices`: the CUDA devices (name, memory, compute capability, driver) — or why there are none —
 /// and the emulated device, which is always there.</summary>
-public static class DevicesVerb
+internal static class DevicesVerb
 {
     public static readonly VerbSpec Spec = new("devices", "list the CUDA devices (name, memory, compute capability, driver) or why there are none, and the emulator", []);
 

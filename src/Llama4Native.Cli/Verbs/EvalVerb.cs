@@ -15,7 +15,7 @@ namespace Llama4Native.Cli.Verbs;
 /// replace the &lt;|patch|&gt; embeddings, and the output also gets `image_features` [tiles, n, Vo] and
 /// `image_features_projected` [tiles·n, D].
 /// </summary>
-public static class EvalVerb
+internal static class EvalVerb
 {
     public static readonly VerbSpec Spec = new("eval", "one teacher-forced forward pass (input_ids, and pixel_values when present) → logits and per-layer outputs",
         [Common.Model,
@@ -83,6 +83,10 @@ public static class EvalVerb
                 }
                 if (Dumped(name)) Keep("dump." + name, t, data);
             }, imageRows);
+        // NaN weights or pixels: name the first node that produced non-finite values and exit 1 (as generation does),
+        // never write NaN logits with exit 0. Nothing is written.
+        if (!float.IsFinite(System.Numerics.Tensors.TensorPrimitives.Sum(logits)) && logits.Any(v => !float.IsFinite(v)))
+            throw Generation.NonFinite.Diagnose(weights, mode, ids, images);
         outputs.Insert(0, ("logits", DType.F32, [ids.Length, logits.Length / ids.Length], MemoryMarshal.AsBytes(logits.AsSpan()).ToArray()));
         if (generate > 0)
         {

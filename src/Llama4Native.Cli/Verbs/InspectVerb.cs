@@ -8,7 +8,7 @@ namespace Llama4Native.Cli.Verbs;
 /// llama4 inspect --model DIR | --preset NAME | --config FILE [--context N] [--device SPEC|none] [--device-memory SIZE] [--quantize MODE] [--names]
 /// Architecture, layer kinds, parameters, bytes per dtype, memory for weights and KV cache, and whether it fits.
 /// </summary>
-public static class InspectVerb
+internal static class InspectVerb
 {
     public static readonly VerbSpec Spec = new("inspect", "describe a checkpoint: layers, parameters, bytes per dtype, memory for weights + KV cache, and whether it fits",
         [

@@ -10,7 +10,7 @@ namespace Llama4Native.Cli.Verbs;
 /// compile error or any spill: every kernel we ship is a hot kernel. The CUBINs land in the kernel cache,
 /// which is how the GPU bundle gets its precompiled kernels.
 /// </summary>
-public static class KernelsVerb
+internal static class KernelsVerb
 {
     public static readonly VerbSpec Spec = new("kernels", "compile every kernel with NVRTC (sm_90a, sm_80); print registers/spills/smem; fail on errors or spills",
         [new("arch", "SM", "a target such as sm_90a or sm_80 (default both)", Many: true),

@@ -8,7 +8,7 @@ namespace Llama4Native.Cli.Verbs;
 /// data goes to a temporary file next to it that is renamed over the target when complete, so a failed run never
 /// leaves half a file.
 /// </summary>
-public static class OutputFile
+internal static class OutputFile
 {
     public static void Check(string path, string option)
     {

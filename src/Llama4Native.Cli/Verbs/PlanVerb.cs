@@ -10,7 +10,7 @@ namespace Llama4Native.Cli.Verbs;
 ///   [--context N] [--batch 1] [--device-memory 80GiB] [--bandwidth TB/s] [--tflops N] [--steps N] [--capture] [--json]
 /// Builds the real graphs on the recording device and prints the memory plan, one decode step and one prefill, modelled.
 /// </summary>
-public static class PlanVerb
+internal static class PlanVerb
 {
     public static readonly VerbSpec Spec = new("plan",
         "dry-run a model on the recording device: memory plan, launches/bytes/syncs per decode step and prefill, modelled speed",

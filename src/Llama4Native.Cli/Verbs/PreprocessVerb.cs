@@ -15,7 +15,7 @@ namespace Llama4Native.Cli.Verbs;
 /// widened), the tile grid of each image, and the expanded image-token layout string of the prompt — the way to
 /// check our preprocessing against HF's on any image.
 /// </summary>
-public static class PreprocessVerb
+internal static class PreprocessVerb
 {
     public static readonly VerbSpec Spec = new("preprocess", "run the HF-exact image processor: pixel_values, tile grids and the image-token layout",
         [

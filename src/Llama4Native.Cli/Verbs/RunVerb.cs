@@ -10,7 +10,7 @@ namespace Llama4Native.Cli.Verbs;
 /// tiny random-weight Llama 4 with the real vocabulary (synthesised on first use), so a fresh clone shows the
 /// whole pipeline — clearly labelled: its output is gibberish.
 /// </summary>
-public static class RunVerb
+internal static class RunVerb
 {
     public static readonly VerbSpec Spec = new("run", "generate a reply to a prompt: the reply streams to stdout, the stats to stderr",
         [

@@ -5,7 +5,7 @@ using Llama4Native.Ops;
 namespace Llama4Native.Cli.Verbs;
 
 /// <summary>`llama4 selftest`: every op case on this machine's device against the C# reference — the test suite a user can run on their own GPU.</summary>
-public static class SelftestVerb
+internal static class SelftestVerb
 {
     public static readonly VerbSpec Spec = new("selftest", "check every kernel against the C# reference on a device",
         [Common.Device,

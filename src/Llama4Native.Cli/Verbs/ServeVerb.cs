@@ -13,7 +13,7 @@ namespace Llama4Native.Cli.Verbs;
 /// requests --shutdown-timeout seconds and cancels the rest. Self-contained (its own option parsing and model
 /// loading) so it ports to another CLI parser as one piece.
 /// </summary>
-public static class ServeVerb
+internal static class ServeVerb
 {
     public static readonly VerbSpec Spec = new("serve", "OpenAI-compatible HTTP server (POST /v1/chat/completions, /v1/completions; GET /v1/models, /health, /metrics) " +
                                                "over the continuous-batching scheduler; no --model serves the tiny random-weight demo",

@@ -9,7 +9,7 @@ namespace Llama4Native.Cli.Verbs;
 /// after the warm-up — a leak shows as a positive trend. Every <c>--new-session-every</c> generations the session is
 /// disposed and a new one created, so allocation and release are soaked too.
 /// </summary>
-public static class SoakVerb
+internal static class SoakVerb
 {
     public static readonly VerbSpec Spec = new("soak", "many short generations in one process; host and device memory sampled, growth trend reported",
         [

@@ -9,7 +9,7 @@ namespace Llama4Native.Cli.Verbs;
 /// Writes a deterministic random-weight checkpoint in the exact Hugging Face layout. Refuses a non-empty folder
 /// without --force (which first removes the old shards and index, so none are left stale), and checks free space.
 /// </summary>
-public static class SynthVerb
+internal static class SynthVerb
 {
     public static readonly VerbSpec Spec = new("synth", "write a deterministic random-weight checkpoint in the Hugging Face layout",
         [

@@ -4,7 +4,7 @@ using Llama4Native.Text;
 namespace Llama4Native.Cli.Verbs;
 
 /// <summary>`llama4 tokenize [--allow-special] --tokenizer PATH`: stdin text → JSON array of ids on stdout.</summary>
-public static class TokenizeVerb
+internal static class TokenizeVerb
 {
     public static readonly VerbSpec Spec = new("tokenize", "encode stdin with the Llama 4 tokenizer, print the ids as JSON",
         [new("tokenizer", "PATH", "tokenizer.model, tokenizer.json, a checkpoint folder, or 'demo' (o200k_base + Llama 4 specials) (required)"),

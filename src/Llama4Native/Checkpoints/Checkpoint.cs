@@ -6,7 +6,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Checkpoints;
 
 /// <summary>A checkpoint tensor bound to its row of the name table and to its bytes in a mapped shard.</summary>
-public sealed record CheckpointTensor(ExpectedTensor Expected, SafetensorsFile File, TensorEntry Entry)
+internal sealed record CheckpointTensor(ExpectedTensor Expected, SafetensorsFile File, TensorEntry Entry)
 {
     public string Name => Expected.Ours;
     public DType DType => Entry.DType;
@@ -21,7 +21,7 @@ public sealed record CheckpointTensor(ExpectedTensor Expected, SafetensorsFile F
 /// (dtype and shape). Opening fails with one <see cref="CheckpointException"/> listing ALL missing, ALL
 /// unexpected and ALL mismatched tensors. The shards stay mapped until Dispose.
 /// </summary>
-public sealed class Checkpoint : IDisposable
+internal sealed class Checkpoint : IDisposable
 {
     public const string IndexFile = "model.safetensors.index.json";
     public const string SingleFile = "model.safetensors";

@@ -14,13 +14,13 @@ public sealed class CheckpointException : Exception
     /// <summary>Every problem found; one for a parse error, possibly many for a name/shape check.</summary>
     public IReadOnlyList<string> Problems { get; }
 
-    public CheckpointException(string file, string? tensor, string problem, Exception? inner = null)
+    internal CheckpointException(string file, string? tensor, string problem, Exception? inner = null)
         : base(Format(file, tensor, [problem]), inner)
     {
         File = file; Tensor = tensor; Problems = [problem];
     }
 
-    public CheckpointException(string file, IReadOnlyList<string> problems)
+    internal CheckpointException(string file, IReadOnlyList<string> problems)
         : base(Format(file, null, problems))
     {
         File = file; Problems = problems;

@@ -9,7 +9,7 @@ namespace Llama4Native.Checkpoints;
 /// full-size model benchmarked with no checkpoint on disk. Each tensor gets <see cref="Synth"/>'s initialisation
 /// (linear ~ N(0, 1/fan_in), norms ~ 1 + N(0, 0.1²), embeddings ~ N(0, 1)) from its own seed.
 /// </summary>
-public static class DeviceSynth
+internal static class DeviceSynth
 {
     public static void Fill(ModelWeights w, ulong seed = 0)
     {

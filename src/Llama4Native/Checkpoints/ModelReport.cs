@@ -9,7 +9,7 @@ namespace Llama4Native.Checkpoints;
 /// token), bytes per dtype, and device memory for the weights (bf16 / FP8 / int4) and for a KV cache.
 /// Computed from the config through the name table, plus the checkpoint's real dtypes when the shards are there.
 /// </summary>
-public sealed class ModelReport
+internal sealed class ModelReport
 {
     public required Llama4Config Config { get; init; }
     /// <summary>All parameters (text + vision + projector).</summary>

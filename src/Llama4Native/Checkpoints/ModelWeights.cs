@@ -10,7 +10,7 @@ namespace Llama4Native.Checkpoints;
 /// <param name="Offset">Byte offset in the arena (a multiple of <see cref="WeightLoader.Alignment"/>).</param>
 /// <param name="SourceDType">The dtype in the checkpoint file.</param>
 /// <param name="HfName">The checkpoint name it was read from.</param>
-public sealed record DeviceWeight(string Name, Tensor Tensor, long Offset, DType SourceDType, string HfName)
+internal sealed record DeviceWeight(string Name, Tensor Tensor, long Offset, DType SourceDType, string HfName)
 {
     public DevicePtr Ptr => Tensor.Ptr;
     public DType DType => Tensor.DType;
@@ -22,7 +22,7 @@ public sealed record DeviceWeight(string Name, Tensor Tensor, long Offset, DType
 /// A loaded model's weights on one device: the config, ONE device allocation (the arena) and, for each of
 /// our tensor names, a view into it. Dispose frees the arena; the views die with it.
 /// </summary>
-public sealed class ModelWeights : IDisposable
+internal sealed class ModelWeights : IDisposable
 {
     public Llama4Config Config { get; }
     public Device Device { get; }

@@ -6,7 +6,7 @@ namespace Llama4Native.Checkpoints;
 /// Llama-4-Maverick-17B-128E (../shared/SPEC-llama4.md). They are data, read through the same parser as
 /// any checkpoint's config.json.
 /// </summary>
-public static class Presets
+internal static class Presets
 {
     public static readonly IReadOnlyList<string> Names = ["tiny-scout", "tiny-maverick", "tiny-maverick-fp8", "tiny-demo", "scout", "maverick", "maverick-fp8"];
 

@@ -20,7 +20,7 @@ public enum QuantizeMode
 /// <param name="Mode">The recipe.</param>
 /// <param name="Int4GroupSize">G for <see cref="QuantizeMode.Int4"/>: input elements per scale (128 for the real models).</param>
 /// <param name="ActivationScaleUb">FP8's activation scale upper bound (<c>activation_scale_ub</c>, 1200 in the release).</param>
-public sealed record QuantizeOptions(QuantizeMode Mode = QuantizeMode.None, int Int4GroupSize = 128, float ActivationScaleUb = 1200f)
+internal sealed record QuantizeOptions(QuantizeMode Mode = QuantizeMode.None, int Int4GroupSize = 128, float ActivationScaleUb = 1200f)
 {
     public static readonly QuantizeOptions None = new();
 

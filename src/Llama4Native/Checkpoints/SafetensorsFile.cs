@@ -8,7 +8,7 @@ namespace Llama4Native.Checkpoints;
 /// (<see cref="SafetensorsHeader"/>); tensor data is handed out as pointers/spans straight into the
 /// mapping — no copies. The mapping lives until Dispose; pointers must not outlive it.
 /// </summary>
-public sealed unsafe class SafetensorsFile : IDisposable
+internal sealed unsafe class SafetensorsFile : IDisposable
 {
     public string Path { get; }
     public long Length { get; }

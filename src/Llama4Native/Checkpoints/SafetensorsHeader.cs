@@ -6,7 +6,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Checkpoints;
 
 /// <summary>One tensor of a safetensors file: dtype, shape and its byte range [Begin, End) in the data section.</summary>
-public sealed record TensorEntry(string Name, DType DType, long[] Shape, long Begin, long End)
+internal sealed record TensorEntry(string Name, DType DType, long[] Shape, long Begin, long End)
 {
     public long Bytes => End - Begin;
     public long ElementCount
@@ -29,7 +29,7 @@ public sealed record TensorEntry(string Name, DType DType, long[] Shape, long Be
 /// tile the data section exactly — no overlap, no gap, nothing past the end. Every failure is a
 /// <see cref="CheckpointException"/> naming the file and, when relevant, the tensor.
 /// </summary>
-public sealed class SafetensorsHeader
+internal sealed class SafetensorsHeader
 {
     public const long MaxHeaderBytes = 100_000_000;
     const int MaxJsonDepth = 8;

@@ -5,7 +5,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Checkpoints;
 
 /// <summary>Writes safetensors files: synthetic checkpoints, and `llama4 eval` outputs (logits, layer outputs, dumps).</summary>
-public static class SafetensorsWriter
+internal static class SafetensorsWriter
 {
     /// <summary>The safetensors header bytes (length prefix + space-padded JSON) for tensors written in this order.</summary>
     public static byte[] Header(IReadOnlyList<(string Name, DType DType, long[] Shape, long Bytes)> tensors, IReadOnlyDictionary<string, string>? metadata = null)

@@ -13,11 +13,11 @@ namespace Llama4Native.Checkpoints;
 /// <param name="Seed">Everything written is a function of the seed and the config.</param>
 /// <param name="MaxShardBytes">transformers' max_shard_size: a shard is closed before it would exceed this (a single larger tensor gets a shard of its own).</param>
 /// <param name="Progress">(bytes written, bytes total), after each slice.</param>
-public sealed record SynthOptions(DType DType = DType.BF16, ulong Seed = 0, long MaxShardBytes = 5_000_000_000,
+internal sealed record SynthOptions(DType DType = DType.BF16, ulong Seed = 0, long MaxShardBytes = 5_000_000_000,
                                   Action<long, long>? Progress = null);
 
 /// <summary>One tensor of a synthetic checkpoint: its checkpoint name, dtype, shape and initialisation.</summary>
-public sealed record SynthTensor(string Hf, DType DType, long[] Shape, double Mean, double Std)
+internal sealed record SynthTensor(string Hf, DType DType, long[] Shape, double Mean, double Std)
 {
     public long Bytes
     {
@@ -33,7 +33,7 @@ public sealed record SynthTensor(string Hf, DType DType, long[] Shape, double Me
 /// indexed by a counter-based random stream, so the output is fast to make, streamed in slices (never
 /// whole in memory), and identical for a given seed whatever the thread count.
 /// </summary>
-public static class Synth
+internal static class Synth
 {
     const long SliceElements = 1 << 20;
 

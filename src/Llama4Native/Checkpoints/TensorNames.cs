@@ -5,7 +5,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Checkpoints;
 
 /// <summary>What a tensor is, which decides the dtypes it may have.</summary>
-public enum TensorKind
+internal enum TensorKind
 {
     /// <summary>RMSNorm / LayerNorm weight: a float dtype.</summary>
     Norm,
@@ -18,14 +18,14 @@ public enum TensorKind
 }
 
 /// <summary>How often a row of the table repeats.</summary>
-public enum TensorRepeat { Once, EveryTextLayer, MoeLayers, DenseLayers, EveryVisionLayer }
+internal enum TensorRepeat { Once, EveryTextLayer, MoeLayers, DenseLayers, EveryVisionLayer }
 
 /// <summary>
 /// One row of the name table. <see cref="Hf"/> and <see cref="Ours"/> are templates: <c>{lm}</c> is the text
 /// model's prefix (<c>language_model.</c> in Llama4ForConditionalGeneration, empty in Llama4ForCausalLM) and
 /// <c>{i}</c> the layer index. <see cref="ShapeDoc"/> is the shape formula in config letters.
 /// </summary>
-public sealed record TensorRule(
+internal sealed record TensorRule(
     string Hf, string Ours, TensorRepeat Repeat, TensorKind Kind, string ShapeDoc,
     Func<Llama4Config, long[]> Shape,
     Func<Llama4Config, bool>? When = null,
@@ -33,7 +33,7 @@ public sealed record TensorRule(
     Func<Llama4Config, long[]>? ScaleShape = null);
 
 /// <summary>A tensor the config says the checkpoint must hold (or an FP8 scale companion it may hold).</summary>
-public sealed record ExpectedTensor(string Ours, string Hf, long[] Shape, TensorRule Rule, int Layer, bool IsScale = false)
+internal sealed record ExpectedTensor(string Ours, string Hf, long[] Shape, TensorRule Rule, int Layer, bool IsScale = false)
 {
     /// <summary>The module path transformers uses for <c>modules_to_not_convert</c> (the name without its parameter).</summary>
     public string Module => Hf[..Hf.LastIndexOf('.')];
@@ -48,7 +48,7 @@ public sealed record ExpectedTensor(string Ours, string Hf, long[] Shape, Tensor
 /// Im dense MLP width; vision: Dv hidden, Iv MLP width, C channels, P patch, N patches per tile,
 /// Pin/Pout projector dims, Vo vision_output_dim.
 /// </summary>
-public static class TensorNames
+internal static class TensorNames
 {
     static long[] S(params long[] d) => d;
     static TextConfig T(Llama4Config c) => c.Text;

@@ -6,17 +6,23 @@ using Llama4Native.Tensors;
 
 namespace Llama4Native.Checkpoints;
 
-/// <summary>Load progress: bytes of the arena image uploaded so far.</summary>
+/// <summary>Load progress, reported through <see cref="Llama4ModelOptions.Progress"/> while the weights are uploaded.</summary>
+/// <param name="BytesDone">Bytes of the device weight arena uploaded so far.</param>
+/// <param name="BytesTotal">Bytes of the whole arena (weights after any quantization, with alignment).</param>
+/// <param name="Elapsed">Time since the upload started.</param>
 public readonly record struct LoadProgress(long BytesDone, long BytesTotal, TimeSpan Elapsed)
 {
+    /// <summary>The share done, 0 to 1 (1 for an empty model).</summary>
     public double Fraction => BytesTotal == 0 ? 1 : (double)BytesDone / BytesTotal;
+    /// <summary>Upload speed so far in GB/s (10⁹ bytes per second); 0 before any time has passed.</summary>
     public double GBps => Elapsed.TotalSeconds > 0 ? BytesDone / 1e9 / Elapsed.TotalSeconds : 0;
+    /// <summary>Time left at the speed so far; null until the first bytes are done.</summary>
     public TimeSpan? Eta => BytesDone > 0 && Elapsed.Ticks > 0
         ? TimeSpan.FromSeconds(Elapsed.TotalSeconds * (BytesTotal - BytesDone) / BytesDone) : null;
 }
 
 /// <summary>Device bytes of a model's weights: the arena <paramref name="Total"/> (with alignment) and the bytes by stored format.</summary>
-public sealed record WeightFootprint(long Total, IReadOnlyDictionary<string, long> ByFormat);
+internal sealed record WeightFootprint(long Total, IReadOnlyDictionary<string, long> ByFormat);
 
 /// <summary>How to load.</summary>
 /// <param name="UpcastToF32">Convert BF16/F16 weights to F32 while staging (the exact-parity path); FP8 stays FP8.</param>
@@ -27,7 +33,7 @@ public sealed record WeightFootprint(long Total, IReadOnlyDictionary<string, lon
 /// cache-sized window makes the second one read from cache: measured 4.4 vs 3.1 GB/s at 8 MiB here).</param>
 /// <param name="Progress">Called after each staged slice, from the loading thread.</param>
 /// <param name="Quantize">On-the-fly quantization (null = none): int4_mixed or fp8_mixed, done on the device.</param>
-public sealed record LoadOptions(
+internal sealed record LoadOptions(
     bool UpcastToF32 = false,
     Func<string, bool>? Include = null,
     int StagingBuffers = 4,
@@ -53,7 +59,7 @@ public sealed record LoadOptions(
 /// holds the bf16 model: the arena is the quantized size, the scratch one expert's bf16 slice.
 /// </para>
 /// </summary>
-public static class WeightLoader
+internal static class WeightLoader
 {
     public const int Alignment = 256;
 

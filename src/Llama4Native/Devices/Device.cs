@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Llama4Native.Devices;
 
 /// <summary>A device address. On CUDA a CUdeviceptr; on the emulator a host address.</summary>
-public readonly record struct DevicePtr(ulong Value)
+internal readonly record struct DevicePtr(ulong Value)
 {
     public static readonly DevicePtr Null = default;
     public bool IsNull => Value == 0;
@@ -11,10 +11,10 @@ public readonly record struct DevicePtr(ulong Value)
     public override string ToString() => $"0x{Value:x}";
 }
 
-public enum DeviceKind { Cuda, Emulated, Recording }
+internal enum DeviceKind { Cuda, Emulated, Recording }
 
 /// <summary>Grid or block extent, as cuLaunchKernel takes it.</summary>
-public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
+internal readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 {
     public ulong Count => (ulong)X * Y * Z;
     public static implicit operator Dim3(uint x) => new(x);
@@ -28,7 +28,7 @@ public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 /// Copies and launches are ordered on a <see cref="DeviceStream"/> (null = the device's default stream)
 /// and are asynchronous on CUDA; the emulator executes them in order, at once.
 /// </summary>
-public abstract class Device : IDisposable
+internal abstract class Device : IDisposable
 {
     public abstract DeviceKind Kind { get; }
     /// <summary>Human-readable name, e.g. "NVIDIA H100 80GB HBM3" or "emulated (2 host threads)".</summary>
@@ -110,7 +110,7 @@ public abstract class Device : IDisposable
 }
 
 /// <summary>A captured sequence of launches (a CUDA graph exec, or a recorded launch list), replayed by <see cref="Launch"/>.</summary>
-public abstract class DeviceGraph : IDisposable
+internal abstract class DeviceGraph : IDisposable
 {
     /// <summary>Kernel launches (and copies) captured.</summary>
     public abstract int Nodes { get; }
@@ -120,7 +120,7 @@ public abstract class DeviceGraph : IDisposable
 }
 
 /// <summary>An owned device allocation; freed on Dispose.</summary>
-public abstract class DeviceBuffer : IDisposable
+internal abstract class DeviceBuffer : IDisposable
 {
     public abstract Device Device { get; }
     public abstract DevicePtr Ptr { get; }
@@ -129,7 +129,7 @@ public abstract class DeviceBuffer : IDisposable
 }
 
 /// <summary>Owned host memory usable as a fast copy source/target for a device.</summary>
-public abstract class HostBuffer : IDisposable
+internal abstract class HostBuffer : IDisposable
 {
     public abstract unsafe void* Pointer { get; }
     public abstract long Bytes { get; }
@@ -137,7 +137,7 @@ public abstract class HostBuffer : IDisposable
     public abstract void Dispose();
 }
 
-public abstract class DeviceStream : IDisposable
+internal abstract class DeviceStream : IDisposable
 {
     public abstract void Synchronize();
     /// <summary>The native handle (CUstream) or 0 on the emulator; for interop and graph capture.</summary>
@@ -145,7 +145,7 @@ public abstract class DeviceStream : IDisposable
     public abstract void Dispose();
 }
 
-public abstract class DeviceEvent : IDisposable
+internal abstract class DeviceEvent : IDisposable
 {
     public abstract void Record(DeviceStream? stream = null);
     public abstract void Synchronize();
@@ -155,14 +155,14 @@ public abstract class DeviceEvent : IDisposable
 }
 
 /// <summary>A loaded module; owns the native module and hands out its functions.</summary>
-public abstract class KernelModule : IDisposable
+internal abstract class KernelModule : IDisposable
 {
     public abstract KernelFunction GetFunction(string name);
     public abstract void Dispose();
 }
 
 /// <summary>A kernel entry point of a loaded module.</summary>
-public sealed class KernelFunction(string name, nint handle, KernelModule module)
+internal sealed class KernelFunction(string name, nint handle, KernelModule module)
 {
     public string Name { get; } = name;
     /// <summary>CUfunction on CUDA; the emulator's function handle otherwise.</summary>
@@ -176,11 +176,20 @@ public sealed class KernelFunction(string name, nint handle, KernelModule module
 /// <summary>Compiled code for one kernel file with one set of compile-time options.</summary>
 /// <param name="Image">CUBIN or NUL-terminated PTX bytes (CUDA), or empty (emulator).</param>
 /// <param name="LibraryPath">The emulator's shared object; null on CUDA.</param>
-public sealed record CompiledModule(string SourceName, string Key, byte[] Image, string? LibraryPath, string Log);
+internal sealed record CompiledModule(string SourceName, string Key, byte[] Image, string? LibraryPath, string Log);
 
-public sealed class DeviceOutOfMemoryException(string message, long requested, long free, Exception? inner = null)
-    : Exception(message, inner)
+/// <summary>
+/// A device allocation did not fit (model weights, a session's KV cache or its scratch memory). The message says
+/// what was being allocated and how to make it fit (a smaller context, quantized weights, another device).
+/// </summary>
+public sealed class DeviceOutOfMemoryException : Exception
 {
-    public long RequestedBytes { get; } = requested;
-    public long FreeBytes { get; } = free;
+    internal DeviceOutOfMemoryException(string message, long requested, long free, Exception? inner = null) : base(message, inner)
+    {
+        RequestedBytes = requested; FreeBytes = free;
+    }
+    /// <summary>The size of the allocation that failed, in bytes.</summary>
+    public long RequestedBytes { get; }
+    /// <summary>The device's free memory when it failed, in bytes.</summary>
+    public long FreeBytes { get; }
 }

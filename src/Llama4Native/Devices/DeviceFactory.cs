@@ -3,7 +3,7 @@ using Llama4Native.Devices.Emulated;
 namespace Llama4Native.Devices;
 
 /// <summary>Picks a device from a spec: "auto" (the first GPU, else the emulator), "cuda", "cuda:N", or "emu".</summary>
-public static class DeviceFactory
+internal static class DeviceFactory
 {
     public static Device Create(string spec = "auto")
     {

@@ -3,7 +3,7 @@ namespace Llama4Native.Devices;
 /// <summary>What one launch must move through memory (bytes read + written, each operand once: the compulsory
 /// traffic) and the floating-point operations it does (a multiply-add = 2), as its wrapper declares them from its
 /// operands through <see cref="Device.Cost"/>.</summary>
-public readonly record struct KernelCost(long Bytes, double Flops)
+internal readonly record struct KernelCost(long Bytes, double Flops)
 {
     public static KernelCost operator +(KernelCost a, KernelCost b) => new(a.Bytes + b.Bytes, a.Flops + b.Flops);
 

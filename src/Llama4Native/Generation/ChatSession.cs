@@ -45,10 +45,18 @@ public sealed class ChatSession : IDisposable
     /// <summary>Whether <see cref="Dispose"/> has been called (the session's device memory is freed or being freed).</summary>
     public bool IsDisposed => disposed;
 
+    /// <summary>Counts and timings of the last completed generation; null before the first.</summary>
     public GenerationStats? LastStats => gen.LastStats;
+    /// <summary>Tokens held in the session's KV cache (the dialog fed so far, replies included).</summary>
     public int ContextUsed => gen.Cache.Position;
+    /// <summary>The most tokens the session can hold, prompt and reply together.</summary>
     public int MaxContext => gen.Cache.MaxContext;
 
+    /// <summary>Streams the reply to a single user message: a new one-message dialog (the session starts over unless
+    /// it had seen exactly that message before). See <see cref="GenerateAsync(IReadOnlyList{Message}, GenerationOptions?, CancellationToken)"/>.</summary>
+    /// <param name="prompt">The user's text.</param>
+    /// <param name="options">Sampling and stopping; null = <see cref="Defaults"/>.</param>
+    /// <param name="ct">Cancels between tokens; the session stays usable.</param>
     public IAsyncEnumerable<GeneratedPiece> GenerateAsync(string prompt, GenerationOptions? options = null, CancellationToken ct = default) =>
         GenerateAsync([new Message(MessageRole.User, prompt)], options, ct);
 

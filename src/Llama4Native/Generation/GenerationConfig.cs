@@ -9,7 +9,7 @@ namespace Llama4Native.Generation;
 /// <c>eos_token_id</c> (an int or a list) become stop tokens; <c>max_new_tokens</c> and <c>repetition_penalty</c> are
 /// read too. Other keys are ignored. Explicit options win over every value here.
 /// </summary>
-public static class GenerationConfig
+internal static class GenerationConfig
 {
     public const string FileName = "generation_config.json";
 

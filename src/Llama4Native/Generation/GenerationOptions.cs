@@ -3,7 +3,9 @@ namespace Llama4Native.Generation;
 /// <summary>How to pick tokens and when to stop. Temperature 0 is greedy (argmax, ties to the lowest id).</summary>
 public sealed record GenerationOptions
 {
+    /// <summary>The most tokens to generate (a stop token counts); 0 only feeds the prompt.</summary>
     public int MaxNewTokens { get; init; } = 256;
+    /// <summary>Softmax temperature: 0 is greedy, 1 samples the model's distribution, higher flattens it (at most <see cref="MaxTemperature"/>).</summary>
     public float Temperature { get; init; }
     /// <summary>Keep the k most likely tokens (0 = all).</summary>
     public int TopK { get; init; }
@@ -64,9 +66,16 @@ public sealed record GenerationOptions
 }
 
 /// <summary>What one generation cost: prompt tokens, new tokens, time to first token and decode speed.</summary>
+/// <param name="PromptTokens">Tokens fed before the first new one (only the part of the dialog not already cached).</param>
+/// <param name="NewTokens">Tokens generated.</param>
+/// <param name="TimeToFirstToken">From the call to the first new token (prompt processing included).</param>
+/// <param name="Total">From the call to the end of generation.</param>
+/// <param name="StopReason">Why it ended: a stop token or string, the token limit, the context limit; null if it did not end normally.</param>
 public sealed record GenerationStats(int PromptTokens, int NewTokens, TimeSpan TimeToFirstToken, TimeSpan Total, string? StopReason)
 {
+    /// <summary>Decode speed: tokens after the first, per second after the first (0 with fewer than two tokens).</summary>
     public double DecodeTokensPerSecond => NewTokens > 1 ? (NewTokens - 1) / Math.Max(1e-9, (Total - TimeToFirstToken).TotalSeconds) : 0;
+    /// <summary>One line for logs, e.g. "12 prompt tokens, 8 new; first token 40 ms; 25.0 tokens/s; stop: eot".</summary>
     public override string ToString() =>
         $"{PromptTokens} prompt tokens, {NewTokens} new; first token {TimeToFirstToken.TotalMilliseconds:0} ms; {DecodeTokensPerSecond:0.0} tokens/s; stop: {StopReason ?? "none"}";
 }

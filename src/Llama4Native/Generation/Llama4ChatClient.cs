@@ -23,6 +23,9 @@ public sealed class Llama4ChatClient : IChatClient
     readonly SemaphoreSlim gate = new(1, 1);
     readonly ChatClientMetadata metadata;
 
+    /// <summary>A client with its own session on <paramref name="model"/> (see also <see cref="Llama4Model.AsChatClient"/>).
+    /// Dispose the client to free the session; the model stays loaded.</summary>
+    /// <param name="model">A loaded model; it must outlive the client.</param>
     public Llama4ChatClient(Llama4Model model)
     {
         this.model = model;
@@ -30,6 +33,12 @@ public sealed class Llama4ChatClient : IChatClient
         metadata = new ChatClientMetadata("llama4native", null, System.IO.Path.GetFileName(model.Path.TrimEnd('/', '\\')));
     }
 
+    /// <summary>Generates the whole reply to <paramref name="messages"/> (see <see cref="GetStreamingResponseAsync"/> for what is accepted).
+    /// The response carries the finish reason and the token counts of this call.</summary>
+    /// <param name="messages">The whole conversation, at least one message.</param>
+    /// <param name="options">Sampling and stopping (temperature, top-p, top-k, penalties, seed, max output tokens, stop
+    /// sequences); null = greedy, up to 256 tokens.</param>
+    /// <param name="cancellationToken">Cancels between tokens.</param>
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         var text = new StringBuilder();
@@ -48,6 +57,12 @@ public sealed class Llama4ChatClient : IChatClient
         };
     }
 
+    /// <summary>Streams the reply to <paramref name="messages"/>, one update per generated token with text. Messages
+    /// may hold text and <c>image/*</c> <see cref="DataContent"/>; an empty conversation is an <see cref="ArgumentException"/>,
+    /// anything unsupported a <see cref="NotSupportedException"/> (see the class summary) — both thrown before any token.</summary>
+    /// <param name="messages">The whole conversation, at least one message.</param>
+    /// <param name="options">Sampling and stopping; null = greedy, up to 256 tokens.</param>
+    /// <param name="cancellationToken">Cancels between tokens.</param>
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
                                                                                 [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -132,6 +147,10 @@ public sealed class Llama4ChatClient : IChatClient
         StopStrings = o.StopSequences is { } s ? [.. s] : [],
     };
 
+    /// <summary>Returns the client's <see cref="ChatClientMetadata"/> (provider "llama4native", model id = the checkpoint
+    /// folder's name), the client itself, or the <see cref="Llama4Model"/> it runs on; null for anything else or a key.</summary>
+    /// <param name="serviceType">The type asked for.</param>
+    /// <param name="serviceKey">Must be null (keyed services are not offered).</param>
     public object? GetService(Type serviceType, object? serviceKey = null) =>
         serviceKey is not null ? null
         : serviceType == typeof(ChatClientMetadata) ? metadata
@@ -139,5 +158,6 @@ public sealed class Llama4ChatClient : IChatClient
         : serviceType.IsInstanceOfType(model) ? model
         : null;
 
+    /// <summary>Frees the client's session (cancelling a running generation); the model stays loaded.</summary>
     public void Dispose() { session.Dispose(); gate.Dispose(); }
 }

@@ -9,9 +9,11 @@ namespace Llama4Native.Generation;
 /// instead of sampling from garbage. <see cref="Node"/> is the first graph node whose output was not finite (in
 /// execution order: vision nodes first when the prompt had images), or null when it could not be pinned.
 /// </summary>
-public sealed class NonFiniteException(string message, string? node) : Exception(message)
+public sealed class NonFiniteException : Exception
 {
-    public string? Node { get; } = node;
+    internal NonFiniteException(string message, string? node) : base(message) { Node = node; }
+    /// <summary>The first graph node whose output held NaN or infinity, e.g. "layers.0.attn.q_proj"; null if not found.</summary>
+    public string? Node { get; }
 }
 
 /// <summary>

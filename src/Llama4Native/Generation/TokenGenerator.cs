@@ -16,7 +16,7 @@ namespace Llama4Native.Generation;
 /// temperature, top-k/top-p/min-p and a seeded draw) from the logits row left there by the forward, so a step
 /// brings back one int, not V floats; <see cref="LastLogits"/> downloads the row only when asked.
 /// </summary>
-public sealed class TokenGenerator : IDisposable
+internal sealed class TokenGenerator : IDisposable
 {
     /// <summary>Llama 4's stop tokens: &lt;|end_of_text|&gt;, &lt;|eom|&gt;, &lt;|eot|&gt;.</summary>
     public static readonly int[] Llama4StopTokens = [200001, 200007, 200008];

@@ -4,10 +4,10 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Graph;
 
 /// <summary>A value in a graph: an input, a bound tensor (weights) or a node's output.</summary>
-public readonly record struct Value(int Id);
+internal readonly record struct Value(int Id);
 
 /// <summary>What a node's kernel sees: its device and stream, its inputs and its output, all resolved to tensors.</summary>
-public readonly ref struct NodeContext(Device device, DeviceStream? stream, ReadOnlySpan<Tensor> inputs, Tensor output)
+internal readonly ref struct NodeContext(Device device, DeviceStream? stream, ReadOnlySpan<Tensor> inputs, Tensor output)
 {
     public Device Device { get; } = device;
     public DeviceStream? Stream { get; } = stream;
@@ -17,7 +17,7 @@ public readonly ref struct NodeContext(Device device, DeviceStream? stream, Read
 }
 
 /// <summary>Launches a node's kernels. Must not synchronise the host or allocate device memory.</summary>
-public delegate void NodeKernel(in NodeContext ctx);
+internal delegate void NodeKernel(in NodeContext ctx);
 
 /// <summary>
 /// A computation described once as named nodes (`blk.3.attn_q`), in execution order. Values are planned
@@ -25,7 +25,7 @@ public delegate void NodeKernel(in NodeContext ctx);
 /// can be dumped by name pattern while running. A node may write in place into one of its inputs
 /// (<c>inPlaceOf</c>: residual adds, RoPE) — its output then shares that input's storage.
 /// </summary>
-public sealed class ComputeGraph
+internal sealed class ComputeGraph
 {
     internal enum Kind { Input, Bound, Node }
 

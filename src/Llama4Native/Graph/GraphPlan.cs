@@ -9,7 +9,7 @@ namespace Llama4Native.Graph;
 /// Running it launches every node in order on one stream without a host synchronisation, so the same
 /// plan can be captured into a CUDA graph (fixed addresses, no allocation per run).
 /// </summary>
-public sealed class GraphPlan : IDisposable
+internal sealed class GraphPlan : IDisposable
 {
     public const int Alignment = 256;
     readonly ComputeGraph g;
@@ -123,7 +123,7 @@ public sealed class GraphPlan : IDisposable
 }
 
 /// <summary>A node failed: the message names it, so a fault points at `blk.3.attn_q`, not at a kernel among hundreds.</summary>
-public sealed class GraphExecutionException(string node, Exception inner) : Exception($"graph node '{node}' failed: {inner.Message}", inner)
+internal sealed class GraphExecutionException(string node, Exception inner) : Exception($"graph node '{node}' failed: {inner.Message}", inner)
 {
     public string Node { get; } = node;
 }

@@ -4,7 +4,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/add.cu`: y = a + b elementwise (the residual adds); y may alias a or b.</summary>
-public static class Add
+internal static class Add
 {
     public const string File = "add.cu";
     const int Threads = 256; // ADD_THREADS default

@@ -13,7 +13,7 @@ namespace Llama4Native.Kernels;
 /// cache (<see cref="DType.F8E4M3"/> via <c>Tensor.Quantized</c>, Group = d: a scale per (token, kv head) row), with
 /// f32 or bf16 Q/O: dequantized in the loads (fwd and split variants; Auto never picks mma for FP8).
 /// </summary>
-public static class Attention
+internal static class Attention
 {
     public const string File = "attention.cu";
     public enum Variant { Auto, Fwd, Mma, SplitKv }

@@ -4,7 +4,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/bias_act.cu`: y = act(x + bias) elementwise (bias over the last dim, optional), fp32 math.</summary>
-public static class BiasAct
+internal static class BiasAct
 {
     public const string File = "bias_act.cu";
     /// <summary>None: identity. GeluErf: 0.5·v·(1 + erf(v/√2)), torch's nn.GELU() default.</summary>

@@ -4,7 +4,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/convert.cu`: element type conversion f32 ⇄ bf16 (round to nearest even).</summary>
-public static class DTypeConvert
+internal static class DTypeConvert
 {
     public const string File = "convert.cu";
     const int Threads = 256; // CONVERT_THREADS default

@@ -4,7 +4,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/embedding.cu`: out[t, :] = table[ids[t], :]; a bad id writes zeros and raises a device flag.</summary>
-public static class Embedding
+internal static class Embedding
 {
     public const string File = "embedding.cu";
     const int Threads = 128; // EMBEDDING_THREADS default

@@ -4,7 +4,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/fill.cu`: out[i] = mean + std·N(0,1), a pure function of (seed, i): synthetic weights made on the device.</summary>
-public static class Fill
+internal static class Fill
 {
     public const string File = "fill.cu";
     const int Threads = 256; // FILL_THREADS default

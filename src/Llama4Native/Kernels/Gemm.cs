@@ -8,7 +8,7 @@ namespace Llama4Native.Kernels;
 /// `kernels/gemm.cu`: C[M, N] = A[M, K] · B, bf16 (or f32) operands, fp32 accumulation, C f32 or bf16.
 /// B is either [N, K] (nn.Linear weights: C = A·Bᵀ) or [K, N] (Llama 4's fused expert weights: C = A·B).
 /// </summary>
-public static class Gemm
+internal static class Gemm
 {
     public const string File = "gemm.cu";
     public enum Variant { Auto, Mma, Simple }

@@ -9,7 +9,7 @@ namespace Llama4Native.Kernels;
 /// sm_89+, an exact bf16 pair on sm_80) for M &gt; <see cref="GemvMaxRows"/>, a 16-byte-load GEMV for decode.
 /// <see cref="Linear"/> = <see cref="QuantizeFp8.Rows"/> + <see cref="Run"/> (FbgemmFp8Linear).
 /// </summary>
-public static class GemmFp8
+internal static class GemmFp8
 {
     public const string File = "gemm_fp8.cu";
     public enum Variant { Auto, Mma, Gemv }

@@ -9,7 +9,7 @@ namespace Llama4Native.Kernels;
 /// tensor-core GEMM for bf16 x with more rows (prefill; the weight enters the MMA as bf16(q·s)), and a plain
 /// fp32 loop (f32 x: the exact-parity mode, Σ x·(q·s) in fp32).
 /// </summary>
-public static class GemmInt4
+internal static class GemmInt4
 {
     public const string File = "gemm_int4.cu";
     public enum Variant { Auto, Gemv, Mma, Simple }

@@ -7,7 +7,7 @@ namespace Llama4Native.Kernels;
 /// `kernels/gemv.cu`: y[m, N] = x[m, K] · Wᵀ for nn.Linear weights W [N, K] bf16 and m ≤ 8 rows of x (batched
 /// decode; also lm_head), fp32 accumulation. Memory-bound: W is streamed once with 16-byte coalesced loads.
 /// </summary>
-public static class Gemv
+internal static class Gemv
 {
     public const string File = "gemv.cu";
     public const int MaxRows = 8;      // GEMV_MAX_M

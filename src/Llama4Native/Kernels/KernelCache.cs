@@ -9,7 +9,7 @@ namespace Llama4Native.Kernels;
 /// file and renamed, so concurrent processes never read half a file.
 /// Location: $LLAMA4_CACHE/kernels, else $XDG_CACHE_HOME/llama4native/kernels, else ~/.cache/llama4native/kernels.
 /// </summary>
-public sealed class KernelCache(string root)
+internal sealed class KernelCache(string root)
 {
     public string Root { get; } = root;
 

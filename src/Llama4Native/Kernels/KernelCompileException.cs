@@ -1,7 +1,7 @@
 namespace Llama4Native.Kernels;
 
 /// <summary>A kernel failed to compile (NVRTC or g++). Carries the command/options and the full log.</summary>
-public sealed class KernelCompileException(string file, string target, string command, string log, Exception? inner = null)
+internal sealed class KernelCompileException(string file, string target, string command, string log, Exception? inner = null)
     : Exception($"compiling kernels/{file} for {target} failed.\ncommand: {command}\n{log}", inner)
 {
     public string File { get; } = file;

@@ -4,7 +4,7 @@ namespace Llama4Native.Kernels;
 /// Compile-time parameters of a kernel file (tile sizes, variants): `-D NAME=VALUE` for NVRTC and g++ alike.
 /// They are part of the JIT cache key; sizes are run-time arguments and never belong here.
 /// </summary>
-public readonly struct KernelDefines : IEquatable<KernelDefines>
+internal readonly struct KernelDefines : IEquatable<KernelDefines>
 {
     readonly KeyValuePair<string, string>[]? items;
     public static readonly KernelDefines None = default;

@@ -4,7 +4,7 @@ using Llama4Native.Devices;
 namespace Llama4Native.Kernels;
 
 /// <summary>Turns a kernel file plus its defines into loadable code for one target (NVRTC or g++).</summary>
-public interface IKernelCompiler
+internal interface IKernelCompiler
 {
     /// <summary>The target, e.g. "sm_90a" or "emu"; also the cache sub-folder.</summary>
     string Target { get; }
@@ -15,7 +15,7 @@ public interface IKernelCompiler
 /// A device's kernels: compiled at first use for the device's exact target, cached on disk by the
 /// compiler and in memory here, one loaded module per (file, defines). Thread-safe.
 /// </summary>
-public sealed class KernelLibrary(Device device, IKernelCompiler compiler) : IDisposable
+internal sealed class KernelLibrary(Device device, IKernelCompiler compiler) : IDisposable
 {
     readonly ConcurrentDictionary<(string File, KernelDefines Defines), Lazy<KernelModule>> modules = new();
     readonly ConcurrentDictionary<(string File, KernelDefines Defines, string Entry), KernelFunction> functions = new();

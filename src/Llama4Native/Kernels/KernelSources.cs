@@ -10,7 +10,7 @@ namespace Llama4Native.Kernels;
 /// that links the library needs no repo checkout. Setting LLAMA4_KERNELS to a `kernels/` folder overrides
 /// them (edit-and-rerun while developing a kernel).
 /// </summary>
-public static partial class KernelSources
+internal static partial class KernelSources
 {
     static readonly Lazy<IReadOnlyDictionary<string, string>> all = new(Load);
 

@@ -4,7 +4,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/layernorm.cu`: y = (x − mean) / sqrt(var + eps) · w + b per row (torch's nn.LayerNorm), fp32 math.</summary>
-public static class LayerNorm
+internal static class LayerNorm
 {
     public const string File = "layernorm.cu";
     public enum Variant { Auto, Block, Warp }

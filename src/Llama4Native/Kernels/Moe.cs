@@ -12,7 +12,7 @@ namespace Llama4Native.Kernels;
 /// <see cref="Forward"/> runs all five with a <see cref="Workspace"/> sized once for the largest T.
 /// Activations f32 (exact parity: CUDA-core kernels) or bf16 (tensor cores); weights bf16.
 /// </summary>
-public static class Moe
+internal static class Moe
 {
     public const string File = "moe.cu";
     public enum Variant { Auto, Mma, Simple }

@@ -11,7 +11,7 @@ namespace Llama4Native.Kernels;
 /// <see cref="ScratchBytes"/>). Weights: F8E4M3 output-major, wgu [E, 2I, D] (rows 0..I−1 gate, I..2I−1 up; scales
 /// [E, 2I]), wd [E, D, I] (scales [E, D]). Activations f32 (the FP8 GEMM outputs still bf16-rounded) or bf16.
 /// </summary>
-public static class MoeFp8
+internal static class MoeFp8
 {
     public const string File = "moe_fp8.cu";
 

@@ -12,7 +12,7 @@ namespace Llama4Native.Kernels;
 /// bf16(q·s)), a GEMV per tile (bf16, T·k ≤ <see cref="Moe.DecodeMaxRows"/>: bound by the expert's int4 weight stream),
 /// and plain fp32 loops (f32 activations: exact parity, Σ a·(q·s)).
 /// </summary>
-public static class MoeInt4
+internal static class MoeInt4
 {
     public const string File = "moe_int4.cu";
     /// <summary>Auto: f32 → Simple; bf16 → Gemv when T·k ≤ <see cref="Moe.DecodeMaxRows"/> (and G % 8 == 0), else Mma.

@@ -7,7 +7,7 @@ namespace Llama4Native.Kernels;
 /// `kernels/patch_unfold.cu`: pixel tiles [tiles, C, H, W] → patch rows [tiles·(H/P)·(W/P), C·P·P], features ordered
 /// (channel, ky, kx), patches row-major — HF's Llama4UnfoldConvolution before its linear (nn.Unfold, stride P).
 /// </summary>
-public static class PatchUnfold
+internal static class PatchUnfold
 {
     public const string File = "patch_unfold.cu";
     const int Threads = 128; // PATCH_UNFOLD_THREADS default

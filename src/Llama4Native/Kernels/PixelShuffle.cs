@@ -7,7 +7,7 @@ namespace Llama4Native.Kernels;
 /// `kernels/pixel_shuffle.cu`: HF's pixel_shuffle(x, ratio) per tile, [tiles, N, C] (N = G²) → [tiles, (G·r)², C/r²];
 /// ratio 0.5: [tiles, N/4, 4C]. Refuses what HF's views would refuse.
 /// </summary>
-public static class PixelShuffle
+internal static class PixelShuffle
 {
     public const string File = "pixel_shuffle.cu";
     const int Threads = 256; // PIXEL_SHUFFLE_THREADS default

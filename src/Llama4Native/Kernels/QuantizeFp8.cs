@@ -10,7 +10,7 @@ namespace Llama4Native.Kernels;
 /// layout (HF's routed experts are input-major [E, K, N]); <see cref="Relayout"/>: an FP8 checkpoint's input-major
 /// e4m3 experts [E, K, N] → [E, N, K] on the device (the per-output-channel scales [E, N] are already in place).
 /// </summary>
-public static class QuantizeFp8
+internal static class QuantizeFp8
 {
     public const string File = "quantize_fp8.cu";
     const int Threads = 128;   // QF8_THREADS

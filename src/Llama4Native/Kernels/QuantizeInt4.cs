@@ -8,7 +8,7 @@ namespace Llama4Native.Kernels;
 /// fp32 rule of SPEC-llama4.md § Quantization: per output row, groups of G consecutive input elements,
 /// <c>s = max(max|w|, 1e-6) / 8</c>, <c>q = clamp(round_half_even(w / s), -8, 7)</c>, packed even-k-low.
 /// </summary>
-public static class QuantizeInt4
+internal static class QuantizeInt4
 {
     public const string File = "quantize_int4.cu";
     const int Threads = 256;         // QI4_THREADS

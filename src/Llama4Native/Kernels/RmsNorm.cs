@@ -4,7 +4,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/rmsnorm.cu`: y = x · rsqrt(mean(x²) + eps) · w per row, fp32 math (w absent = Llama 4's QK norm).</summary>
-public static class RmsNorm
+internal static class RmsNorm
 {
     public const string File = "rmsnorm.cu";
     public enum Variant { Auto, Block, Warp }

@@ -4,7 +4,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/rope.cu`: rotary embedding on interleaved pairs (+ optional weightless QK norm), and NoPE temperature tuning; in place.</summary>
-public static class Rope
+internal static class Rope
 {
     public const string File = "rope.cu";
     const int Threads = 256; // ROPE_THREADS default

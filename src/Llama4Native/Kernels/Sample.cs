@@ -7,7 +7,7 @@ namespace Llama4Native.Kernels;
 /// <summary>Per-row sampling settings; the exact layout of `l4_sample_params` in kernels/sample.cu (36 bytes).
 /// <see cref="Seed"/> and <see cref="SeedHi"/> are the low and high halves of the 64-bit seed (the Philox key).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public record struct SampleParams(float Temperature, int TopK, float TopP, float MinP, float Repetition, float Frequency, float Presence, uint Seed, uint SeedHi = 0)
+internal record struct SampleParams(float Temperature, int TopK, float TopP, float MinP, float Repetition, float Frequency, float Presence, uint Seed, uint SeedHi = 0)
 {
     /// <summary>Bytes per row on the device.</summary>
     public const int Size = 36;
@@ -19,7 +19,7 @@ public record struct SampleParams(float Temperature, int TopK, float TopP, float
 }
 
 /// <summary>`kernels/sample.cu`: next token ids from logits on the device (penalties, temperature, top-k, top-p, min-p, Philox race).</summary>
-public static class Sample
+internal static class Sample
 {
     public const string File = "sample.cu";
     const int Threads = 512; // SAMPLE_THREADS default

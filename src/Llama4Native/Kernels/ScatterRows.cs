@@ -7,7 +7,7 @@ namespace Llama4Native.Kernels;
 /// `kernels/scatter_rows.cu`: dst[index[i], :] = src[i, :] for i &lt; n (early fusion: image features into the
 /// &lt;|patch|&gt; rows), converting dtype; rows not listed are untouched, an index outside [0, T) is skipped.
 /// </summary>
-public static class ScatterRows
+internal static class ScatterRows
 {
     public const string File = "scatter_rows.cu";
     const int Threads = 128; // SCATTER_ROWS_THREADS default

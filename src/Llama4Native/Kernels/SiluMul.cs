@@ -4,7 +4,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/silu_mul.cu`: the SwiGLU gate, out = silu(gate) · up, fp32 math.</summary>
-public static class SiluMul
+internal static class SiluMul
 {
     public const string File = "silu_mul.cu";
     const int Threads = 256; // SILU_MUL_THREADS default

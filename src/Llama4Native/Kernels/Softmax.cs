@@ -4,7 +4,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/softmax.cu`: row-wise softmax in fp32 (a fully −inf row gives zeros).</summary>
-public static class Softmax
+internal static class Softmax
 {
     public const string File = "softmax.cu";
     public enum Variant { Auto, Block, Warp }

@@ -5,7 +5,7 @@ namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/step.cu`: the decode step's state advanced on the device (ids, positions, attention descriptors)
 /// and the KV append at the slot the descriptor implies — what lets a decode step be captured and replayed.</summary>
-public static class Step
+internal static class Step
 {
     public const string File = "step.cu";
     const int Threads = 128; // STEP_THREADS default

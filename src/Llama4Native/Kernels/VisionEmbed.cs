@@ -7,7 +7,7 @@ namespace Llama4Native.Kernels;
 /// `kernels/vision_embed.cu`: y[t, j] = patches[t, j] + pos[j] (j &lt; N), y[t, N] = cls + pos[N] — HF appends the
 /// class embedding LAST, then adds the positional embedding.
 /// </summary>
-public static class VisionEmbed
+internal static class VisionEmbed
 {
     public const string File = "vision_embed.cu";
     const int Threads = 128; // VISION_EMBED_THREADS default

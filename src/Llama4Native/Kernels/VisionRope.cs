@@ -8,7 +8,7 @@ namespace Llama4Native.Kernels;
 /// j &lt; d/4 turns by (col+1)·f_j, the rest by (row+1)·f_(j−d/4), f_k = θ^(−4k/d); the class token (last of each tile)
 /// is not rotated.
 /// </summary>
-public static class VisionRope
+internal static class VisionRope
 {
     public const string File = "vision_rope.cu";
     const int Threads = 256; // VISION_ROPE_THREADS default

@@ -5,7 +5,7 @@ namespace Llama4Native.Model;
 /// (the image processor's bf16 values, held as floats: exact). Each tile becomes
 /// <see cref="VisionConfig.TokensPerTile"/> rows that replace the prompt's &lt;|patch|&gt; tokens in order.
 /// </summary>
-public sealed class ImageTiles
+internal sealed class ImageTiles
 {
     public float[] Pixels { get; }
     public int Count { get; }
@@ -31,14 +31,20 @@ public sealed class ImageTiles
 }
 
 /// <summary>The number of &lt;|patch|&gt; tokens in a prompt differs from the image rows given for it.</summary>
-public sealed class ImageTokenMismatchException(string message, int patchTokens, int imageRows) : ArgumentException(message)
+public sealed class ImageTokenMismatchException : ArgumentException
 {
-    public int PatchTokens { get; } = patchTokens;
-    public int ImageRows { get; } = imageRows;
+    internal ImageTokenMismatchException(string message, int patchTokens, int imageRows) : base(message)
+    {
+        PatchTokens = patchTokens; ImageRows = imageRows;
+    }
+    /// <summary>The &lt;|patch|&gt; tokens in the prompt.</summary>
+    public int PatchTokens { get; }
+    /// <summary>The image embedding rows the images produced.</summary>
+    public int ImageRows { get; }
 }
 
 /// <summary>Early fusion bookkeeping on the host: where the &lt;|patch|&gt; tokens are, and whether the counts agree.</summary>
-public static class EarlyFusion
+internal static class EarlyFusion
 {
     /// <summary>Positions (in <paramref name="ids"/>) of the tokens equal to <paramref name="imageToken"/>, in order.</summary>
     public static int[] PatchPositions(ReadOnlySpan<int> ids, int imageToken)

@@ -6,10 +6,19 @@ namespace Llama4Native.Model;
 
 /// <summary>How a <see cref="KvCache"/> stores keys and values: <see cref="Default"/> = the compute dtype (bf16 or f32);
 /// <see cref="Fp8"/> = e4m3 codes with one f32 scale per (token, kv head), quantized when written (half of bf16's bytes + 1/d).</summary>
-public enum KvCacheFormat { Default, Fp8 }
+public enum KvCacheFormat
+{
+    /// <summary>Keys and values in the compute dtype (exact).</summary>
+    Default,
+    /// <summary>Keys and values as FP8 e4m3 with a scale per token and kv head: about half the memory of bf16, a small accuracy cost.</summary>
+    Fp8,
+}
 
 /// <summary>The prompt plus generated tokens would exceed the context the KV cache was sized for.</summary>
-public sealed class ContextLengthException(string message) : Exception(message);
+public sealed class ContextLengthException : Exception
+{
+    internal ContextLengthException(string message) : base(message) { }
+}
 
 /// <summary>
 /// Keys and values of one sequence for every layer, preallocated, laid out [slot, Hkv, d] per layer.
@@ -26,7 +35,7 @@ public sealed class ContextLengthException(string message) : Exception(message);
 /// advanced on the device by <see cref="Step.Decode"/> for a captured decode step (<see cref="BeginDeviceStep"/>);
 /// keys and values are appended by a kernel at the slot the descriptor implies, so nothing in a step is host-addressed.
 /// </summary>
-public sealed class KvCache : IDisposable
+internal sealed class KvCache : IDisposable
 {
     readonly Device dev;
     readonly TextConfig cfg;

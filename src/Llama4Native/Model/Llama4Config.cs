@@ -17,7 +17,7 @@ namespace Llama4Native.Model;
 /// Derived values (layer kinds, MoE layers, head_dim, RoPE inverse frequencies) are computed once here;
 /// the model code reads them, it never re-derives them.
 /// </summary>
-public sealed class Llama4Config
+internal sealed class Llama4Config
 {
     public const string ConditionalGeneration = "Llama4ForConditionalGeneration";
     public const string CausalLM = "Llama4ForCausalLM";
@@ -162,11 +162,11 @@ public sealed class Llama4Config
 }
 
 /// <summary>llama3 RoPE scaling (<c>rope_scaling</c> / <c>rope_parameters</c>).</summary>
-public sealed record RopeScaling(string RopeType, double Factor, double LowFreqFactor, double HighFreqFactor,
+internal sealed record RopeScaling(string RopeType, double Factor, double LowFreqFactor, double HighFreqFactor,
                                  int OriginalMaxPositionEmbeddings);
 
 /// <summary>The decoder's fields (Llama4TextConfig). Letters in comments: D, L, H, Hkv, d, E, k, I, V.</summary>
-public sealed class TextConfig
+internal sealed class TextConfig
 {
     public int VocabSize { get; private init; }              // V
     public int HiddenSize { get; private init; }             // D
@@ -476,7 +476,7 @@ public sealed class TextConfig
 }
 
 /// <summary>The vision tower's fields (Llama4VisionConfig). Letters: Dv, Lv, Hv, Iv, P (patch), S (image), C (channels).</summary>
-public sealed class VisionConfig
+internal sealed class VisionConfig
 {
     public int HiddenSize { get; private init; }          // Dv
     public int NumHiddenLayers { get; private init; }     // Lv
@@ -581,7 +581,7 @@ public sealed class VisionConfig
 /// understood. A tensor is FP8 exactly when its dtype in the checkpoint is F8_E4M3; this list says which
 /// modules must NOT be, and the loader enforces it.
 /// </summary>
-public sealed class QuantizationConfig
+internal sealed class QuantizationConfig
 {
     public string QuantMethod { get; private init; } = "";
     public string[] ModulesToNotConvert { get; private init; } = [];
@@ -619,9 +619,15 @@ public sealed class QuantizationConfig
 }
 
 /// <summary>A config.json that cannot be used. The message names the file and lists every problem.</summary>
-public sealed class ConfigException(string file, IReadOnlyList<string> problems)
-    : Exception($"{file}: {problems.Count} problem{(problems.Count == 1 ? "" : "s")}:\n  - " + string.Join("\n  - ", problems))
+public sealed class ConfigException : Exception
 {
-    public string File { get; } = file;
-    public IReadOnlyList<string> Problems { get; } = problems;
+    internal ConfigException(string file, IReadOnlyList<string> problems)
+        : base($"{file}: {problems.Count} problem{(problems.Count == 1 ? "" : "s")}:\n  - " + string.Join("\n  - ", problems))
+    {
+        File = file; Problems = problems;
+    }
+    /// <summary>The file at fault (config.json or generation_config.json), as given.</summary>
+    public string File { get; }
+    /// <summary>Every problem found, one sentence each.</summary>
+    public IReadOnlyList<string> Problems { get; }
 }

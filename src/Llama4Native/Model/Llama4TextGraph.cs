@@ -32,7 +32,7 @@ public enum ComputeMode
 /// → sigmoid-scaled inputs → grouped expert GEMMs → combine). Nothing here knows about a fixture's shapes:
 /// every size comes from <see cref="TextConfig"/>.
 /// </summary>
-public sealed class Llama4TextGraph : IDisposable
+internal sealed class Llama4TextGraph : IDisposable
 {
     public ComputeGraph Graph { get; }
     public GraphPlan Plan { get; }

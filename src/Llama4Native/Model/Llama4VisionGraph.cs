@@ -32,7 +32,7 @@ namespace Llama4Native.Model;
 /// dumped node is always the tensor HF has at that point. Same executor, arena planning and dumps as the text
 /// graph; no host synchronisation between nodes (the tile count is a host scalar fixed before the run).
 /// </summary>
-public sealed class Llama4VisionGraph : IDisposable
+internal sealed class Llama4VisionGraph : IDisposable
 {
     public ComputeGraph Graph { get; }
     public GraphPlan Plan { get; }

@@ -6,7 +6,7 @@ using R = Llama4Native.Reference.Add;
 namespace Llama4Native.Ops;
 
 /// <summary>add cases. Dims: n. Variant "inplace" writes y over a (the residual stream).</summary>
-public sealed class AddSpec : OpSpec
+internal sealed class AddSpec : OpSpec
 {
     public override string Name => "add";
     public override IEnumerable<OpCase> Cases()

@@ -13,7 +13,7 @@ namespace Llama4Native.Ops;
 /// sequences' keys packed [ΣTkv, Hkv, d]; a trailing 1 shifts every K/V offset by one element (unaligned rows). The split variant runs with 64 keys per split (several splits even
 /// for short histories) below 4096 keys, the default above. Q, K, V ~ N(0, 1).
 /// </summary>
-public sealed class AttentionSpec : OpSpec
+internal sealed class AttentionSpec : OpSpec
 {
     public override string Name => "attention";
 

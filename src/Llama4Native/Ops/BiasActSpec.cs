@@ -9,7 +9,7 @@ namespace Llama4Native.Ops;
 /// bias_act cases. Dims: rows, n. Variant "&lt;none|gelu&gt;[-nobias][-inplace]". Types "x,bias>y" with a bias,
 /// "x>y" without. x ~ N(0, 2²): GELU's negative tail (1 + erf → 0) and its linear region both get exercised.
 /// </summary>
-public sealed class BiasActSpec : OpSpec
+internal sealed class BiasActSpec : OpSpec
 {
     public override string Name => "bias_act";
     static readonly string[] Biased = ["f32,f32>f32", "f32,bf16>f32", "bf16,bf16>bf16", "f32,bf16>bf16"];

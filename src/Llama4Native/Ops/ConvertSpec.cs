@@ -6,7 +6,7 @@ using R = Llama4Native.Reference.DTypeConvert;
 namespace Llama4Native.Ops;
 
 /// <summary>convert cases. Dims: n. Types: "bf16>f32" or "f32>bf16".</summary>
-public sealed class ConvertSpec : OpSpec
+internal sealed class ConvertSpec : OpSpec
 {
     public override string Name => "convert";
     public override IEnumerable<OpCase> Cases()

@@ -5,7 +5,7 @@ using BF16 = Llama4Native.Reference.BF16;
 namespace Llama4Native.Ops;
 
 /// <summary>Moving test data to and from a device in any dtype, as floats on the host side.</summary>
-public static class DeviceData
+internal static class DeviceData
 {
     /// <summary>N(0, std²) samples (Box–Muller), rounded to <paramref name="dtype"/> so host and device see the same values.</summary>
     public static float[] Normal(Random rng, long n, float std = 1f, DType dtype = DType.F32)

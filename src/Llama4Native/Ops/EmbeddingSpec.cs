@@ -6,7 +6,7 @@ using R = Llama4Native.Reference.Embedding;
 namespace Llama4Native.Ops;
 
 /// <summary>embedding cases. Dims: T, V, D. Types "table>out". Variant "badid" puts one out-of-range id in and expects the flag.</summary>
-public sealed class EmbeddingSpec : OpSpec
+internal sealed class EmbeddingSpec : OpSpec
 {
     public override string Name => "embedding";
     public override IEnumerable<OpCase> Cases()

@@ -7,7 +7,7 @@ namespace Llama4Native.Ops;
 
 /// <summary>fill cases (synthetic weights on the device). Dims: n, seed. Compared with the double reference: fp32
 /// logf/cosf/sqrtf differ from double by a few ulp, which a bf16 rounding can turn into one bf16 ulp.</summary>
-public sealed class FillSpec : OpSpec
+internal sealed class FillSpec : OpSpec
 {
     public override string Name => "fill";
     public override IEnumerable<OpCase> Cases()

@@ -14,7 +14,7 @@ namespace Llama4Native.Ops;
 /// Types "x>y": x is what was quantized (f32/bf16; f32 = N(0,1)), y bf16 or f32 (holding bf16 values).
 /// Operands: xq, xs = quantize_fp8_per_row(x, 1200) and wq, ws = the row quantization of W ~ N(0, 1/K), so |y| ~ 1.
 /// </summary>
-public sealed class GemmFp8Spec : OpSpec
+internal sealed class GemmFp8Spec : OpSpec
 {
     public override string Name => "gemm_fp8";
 

@@ -12,7 +12,7 @@ namespace Llama4Native.Ops;
 /// Scales ~ U(0.5, 1.5)/(4.6·√K), so w' = q·s ~ N(0, 1/K)-sized and |y| ~ 1 for x ~ N(0, 1) at every K.
 /// The mma path is checked against the reference with bf16(q·s) weights (what it feeds the tensor cores).
 /// </summary>
-public sealed class GemmInt4Spec : OpSpec
+internal sealed class GemmInt4Spec : OpSpec
 {
     public override string Name => "gemm_int4";
 

@@ -10,7 +10,7 @@ namespace Llama4Native.Ops;
 /// gemm cases. Dims: M, N, K. Variant "&lt;mma|simple&gt;-&lt;nk|kn&gt;" (B layout). Types "A,B>C".
 /// A ~ N(0, 1), B ~ N(0, 1/K) like real weights, so |C| ~ 1 at every K.
 /// </summary>
-public sealed class GemmSpec : OpSpec
+internal sealed class GemmSpec : OpSpec
 {
     public override string Name => "gemm";
 

@@ -10,7 +10,7 @@ namespace Llama4Native.Ops;
 /// gemv cases (decode projections). Variant "warp" (a warp per GEMV_ROWS_PER_WARP outputs), "warp-misaligned" (x not 16-byte aligned). Dims: m, N, K. Types "x,w>y" (w always bf16).
 /// x ~ N(0, 1), W ~ N(0, 1/K) like real weights, so |y| ~ 1 at every K.
 /// </summary>
-public sealed class GemvSpec : OpSpec
+internal sealed class GemvSpec : OpSpec
 {
     public override string Name => "gemv";
 

@@ -10,7 +10,7 @@ namespace Llama4Native.Ops;
 /// label "offset" adds 64 to every x (a mean far from 0 next to a unit spread: the one-pass E[x²] − mean² variance
 /// would cancel catastrophically there).
 /// </summary>
-public sealed class LayerNormSpec : OpSpec
+internal sealed class LayerNormSpec : OpSpec
 {
     public override string Name => "layernorm";
     static readonly string[] Types = ["f32,f32>f32", "f32,bf16>f32", "bf16,bf16>bf16"];

@@ -18,7 +18,7 @@ namespace Llama4Native.Ops;
 /// so a permutation of experts, rows or columns shows. Each step is checked against the reference fed the device's own
 /// inputs to that step: the grouping (exact), aq/as (bit-exact), h, hq/hs (bit-exact), out, y; then y from x alone.
 /// </summary>
-public sealed class MoeFp8Spec : OpSpec
+internal sealed class MoeFp8Spec : OpSpec
 {
     public override string Name => "moe_fp8";
     const float Ub = 1200f;

@@ -16,7 +16,7 @@ namespace Llama4Native.Ops;
 /// fed the device's own inputs to that step: the grouping (exact), h, out, y; then y against the whole layer from x with
 /// the device's routing. The mma path is checked with bf16(q·s) weights (what it feeds the tensor cores).
 /// </summary>
-public sealed class MoeInt4Spec : OpSpec
+internal sealed class MoeInt4Spec : OpSpec
 {
     public override string Name => "moe_int4";
 

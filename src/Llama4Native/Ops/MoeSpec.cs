@@ -18,7 +18,7 @@ namespace Llama4Native.Ops;
 /// logits — SPEC: "router margins can be tiny"), the grouping (exact), h, out, y; then y against the whole-layer
 /// reference from x alone.
 /// </summary>
-public sealed class MoeSpec : OpSpec
+internal sealed class MoeSpec : OpSpec
 {
     public override string Name => "moe";
 

@@ -4,7 +4,7 @@ using Llama4Native.Devices;
 namespace Llama4Native.Ops;
 
 /// <summary>Times one op case on a device with device events: warm-up, then repetitions filling ~the budget.</summary>
-public static class OpBench
+internal static class OpBench
 {
     public sealed record Result(OpCase Case, double Microseconds, int Reps, double GBps, double TFlops, string Check);
 

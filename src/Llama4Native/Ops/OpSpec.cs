@@ -12,7 +12,7 @@ namespace Llama4Native.Ops;
 /// <param name="Types">Dtype signature, e.g. "f32" or "bf16>f32" (inputs>output).</param>
 /// <param name="Dims">Sizes, in the order the op documents (e.g. rows, cols).</param>
 /// <param name="Label">What the case is for ("odd", "scout.attn_q", …).</param>
-public sealed record OpCase(string Op, string Variant, string Types, long[] Dims, string Label = "")
+internal sealed record OpCase(string Op, string Variant, string Types, long[] Dims, string Label = "")
 {
     public string Id => $"{Op}/{Variant}/{Types}/{string.Join('x', Dims)}{(Label.Length > 0 ? "/" + Label : "")}";
     public override string ToString() => Id;
@@ -20,7 +20,7 @@ public sealed record OpCase(string Op, string Variant, string Types, long[] Dims
 }
 
 /// <summary>An op's cases, and how to run one on a device and check it against the reference.</summary>
-public abstract class OpSpec
+internal abstract class OpSpec
 {
     public abstract string Name { get; }
     /// <summary>Correctness cases: tiny, odd, non-multiple-of-tile sizes, every variant and dtype.</summary>
@@ -32,7 +32,7 @@ public abstract class OpSpec
 }
 
 /// <summary>One prepared case on one device: launch it (repeatedly, for timing) and check it.</summary>
-public abstract class OpInstance(Device device, OpCase c) : IDisposable
+internal abstract class OpInstance(Device device, OpCase c) : IDisposable
 {
     readonly List<DeviceBuffer> buffers = [];
     public Device Device { get; } = device;
@@ -52,7 +52,7 @@ public abstract class OpInstance(Device device, OpCase c) : IDisposable
 }
 
 /// <summary>The comparison of one output with its reference.</summary>
-public sealed record OpCheck(string Output, long Count, long Bad, double MaxAbs, double MaxRel, long FirstBad,
+internal sealed record OpCheck(string Output, long Count, long Bad, double MaxAbs, double MaxRel, long FirstBad,
                              float FirstBadGot, float FirstBadWant, Tolerance Tol)
 {
     public bool Passed => Bad == 0;
@@ -86,7 +86,7 @@ public sealed record OpCheck(string Output, long Count, long Bad, double MaxAbs,
 }
 
 /// <summary>An absolute + relative tolerance.</summary>
-public readonly record struct Tolerance(double Atol, double Rtol)
+internal readonly record struct Tolerance(double Atol, double Rtol)
 {
     public override string ToString() => $"atol {Atol:g2} + rtol {Rtol:g2}";
 }

@@ -1,7 +1,7 @@
 namespace Llama4Native.Ops;
 
 /// <summary>The one table of ops: tests, `llama4 selftest`, `llama4 bench-kernels` and the BenchmarkDotNet suite all read it.</summary>
-public static class OpSpecs
+internal static class OpSpecs
 {
     public static IReadOnlyList<OpSpec> All { get; } =
     [

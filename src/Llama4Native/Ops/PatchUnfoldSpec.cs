@@ -6,7 +6,7 @@ using R = Llama4Native.Reference.PatchUnfold;
 namespace Llama4Native.Ops;
 
 /// <summary>patch_unfold cases. Dims: tiles, C, H, W, P. Types "pixels>cols". A gather with one rounding: bit-exact.</summary>
-public sealed class PatchUnfoldSpec : OpSpec
+internal sealed class PatchUnfoldSpec : OpSpec
 {
     public override string Name => "patch_unfold";
     static readonly string[] Types = ["f32", "bf16", "bf16>f32", "f32>bf16"];

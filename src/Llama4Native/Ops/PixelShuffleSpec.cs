@@ -10,7 +10,7 @@ namespace Llama4Native.Ops;
 /// pixel_shuffle cases. Dims: tiles, N (= G², the tokens shuffled), C. Variant "r&lt;ratio&gt;[-dropcls]": the ratio,
 /// and whether x carries one more row per tile (the class token, last) that must be skipped. A permutation: exact.
 /// </summary>
-public sealed class PixelShuffleSpec : OpSpec
+internal sealed class PixelShuffleSpec : OpSpec
 {
     public override string Name => "pixel_shuffle";
 

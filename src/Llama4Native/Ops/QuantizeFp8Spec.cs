@@ -12,7 +12,7 @@ namespace Llama4Native.Ops;
 /// N, K, output-major), "weights-im" (dims E, N, K; the source is input-major [E, K, N], HF's routed experts),
 /// "relayout" (dims E, N, K; random e4m3 bytes input-major [E, K, N] → [E, N, K]). Types: the source dtype.
 /// </summary>
-public sealed class QuantizeFp8Spec : OpSpec
+internal sealed class QuantizeFp8Spec : OpSpec
 {
     public override string Name => "quantize_fp8";
 

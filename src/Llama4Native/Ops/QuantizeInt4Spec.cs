@@ -12,7 +12,7 @@ namespace Llama4Native.Ops;
 /// exact halves of its scale (ties round half to even: ±0.5, ±2.5, −7.5 → −8, 7.5 → 8 clamps to 7), and the row's
 /// largest magnitude at both signs (+max → 7, −max → −8). Types: the weight's dtype.
 /// </summary>
-public sealed class QuantizeInt4Spec : OpSpec
+internal sealed class QuantizeInt4Spec : OpSpec
 {
     public override string Name => "quantize_int4";
 

@@ -6,7 +6,7 @@ using R = Llama4Native.Reference.RmsNorm;
 namespace Llama4Native.Ops;
 
 /// <summary>rmsnorm cases. Dims: rows, cols. Types: "x,w>y" or "x>y" with variant "noweight-…".</summary>
-public sealed class RmsNormSpec : OpSpec
+internal sealed class RmsNormSpec : OpSpec
 {
     public override string Name => "rmsnorm";
     static readonly string[] Typed = ["f32,f32>f32", "f32,bf16>f32", "bf16,bf16>bf16"];

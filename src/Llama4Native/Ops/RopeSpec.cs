@@ -11,7 +11,7 @@ namespace Llama4Native.Ops;
 /// "rope-qknorm" (llama3 + the QK norm), "temperature". Positions are absolute and non-contiguous: two packed
 /// sequences, the second starting deep into its context.
 /// </summary>
-public sealed class RopeSpec : OpSpec
+internal sealed class RopeSpec : OpSpec
 {
     public override string Name => "rope";
     static readonly RopeScaling TinyScout = new("llama3", 16, 1, 1, 64);

@@ -12,7 +12,7 @@ namespace Llama4Native.Ops;
 /// reference's exactly, except on a row where the two candidates' race scores tie within float rounding
 /// (|Δscore| &lt; 1e-4); the chosen token's probability within atol 1e-6 + rtol 1e-4.
 /// </summary>
-public sealed class SampleSpec : OpSpec
+internal sealed class SampleSpec : OpSpec
 {
     public override string Name => "sample";
     static readonly string[] Variants = ["greedy", "sample", "topk", "topp", "minp", "penalty", "all"];

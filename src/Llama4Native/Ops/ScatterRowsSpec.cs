@@ -7,11 +7,11 @@ namespace Llama4Native.Ops;
 
 /// <summary>
 /// scatter_rows cases. Dims: n, D, T. Types "src>dst". index = n distinct random rows of [0, T) in increasing order
-/// (as <|patch|> positions are); dst starts random (rows not named must survive) with the named rows NaN (an
+/// (as &lt;|patch|&gt; positions are); dst starts random (rows not named must survive) with the named rows NaN (an
 /// unwritten one fails). Variant "outofrange": two extra entries −1 and T must be skipped — dst sits between two guard
 /// rows (rows −1 and T of the buffer) that are checked too. A copy: exact.
 /// </summary>
-public sealed class ScatterRowsSpec : OpSpec
+internal sealed class ScatterRowsSpec : OpSpec
 {
     public override string Name => "scatter_rows";
 

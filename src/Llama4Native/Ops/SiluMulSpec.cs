@@ -6,7 +6,7 @@ using R = Llama4Native.Reference.SiluMul;
 namespace Llama4Native.Ops;
 
 /// <summary>silu_mul cases. Variant "fused": dims T, I over gu [T, 2I]; variant "pair": dims n over g, u [n].</summary>
-public sealed class SiluMulSpec : OpSpec
+internal sealed class SiluMulSpec : OpSpec
 {
     public override string Name => "silu_mul";
     public override IEnumerable<OpCase> Cases()

@@ -6,7 +6,7 @@ using R = Llama4Native.Reference.Softmax;
 namespace Llama4Native.Ops;
 
 /// <summary>softmax cases. Dims: rows, cols. Some entries are −inf (masked scores), and one row is fully masked.</summary>
-public sealed class SoftmaxSpec : OpSpec
+internal sealed class SoftmaxSpec : OpSpec
 {
     public override string Name => "softmax";
     public override IEnumerable<OpCase> Cases()

@@ -10,7 +10,7 @@ namespace Llama4Native.Ops;
 /// bound]: the whole caches are compared (rows outside the piece must keep their random contents). Variant
 /// "step_decode" (i32), dims [q_pos0 of the previous piece, its length, chunk]: ids, pos and both descriptors.
 /// </summary>
-public sealed class StepSpec : OpSpec
+internal sealed class StepSpec : OpSpec
 {
     public override string Name => "step";
     public override IEnumerable<OpCase> Cases()

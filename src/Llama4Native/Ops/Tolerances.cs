@@ -7,7 +7,7 @@ namespace Llama4Native.Ops;
 /// kernels compute in fp32 and round once to the output dtype, so a bf16 output may land one bf16 ulp
 /// (relative 2^-8..2^-7) from the reference's rounding, and an fp32 output differs by accumulation order.
 /// </summary>
-public static class Tolerances
+internal static class Tolerances
 {
     /// <summary>One bf16 ulp, relative: the most that a single final rounding can add.</summary>
     public const double Bf16Ulp = 1.0 / 128;

@@ -3,7 +3,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Ops;
 
 /// <summary>Parses an op case's dtype signature: "f32", "bf16>f32", "f32,bf16>f32" (inputs &gt; output).</summary>
-public readonly record struct TypeSig(DType[] Inputs, DType Output)
+internal readonly record struct TypeSig(DType[] Inputs, DType Output)
 {
     public static TypeSig Parse(string s)
     {

@@ -6,7 +6,7 @@ using R = Llama4Native.Reference.VisionEmbed;
 namespace Llama4Native.Ops;
 
 /// <summary>vision_embed cases. Dims: tiles, N, Dv. Types "patches,cls>y" (pos has cls's dtype). One rounded add: bit-exact.</summary>
-public sealed class VisionEmbedSpec : OpSpec
+internal sealed class VisionEmbedSpec : OpSpec
 {
     public override string Name => "vision_embed";
     static readonly string[] Types = ["f32,f32>f32", "f32,bf16>f32", "bf16,bf16>bf16"];

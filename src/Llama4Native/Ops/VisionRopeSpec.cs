@@ -9,7 +9,7 @@ namespace Llama4Native.Ops;
 /// vision_rope cases. Dims: tiles, G (grid side), heads, d; x is [tiles·(G²+1), heads, d] rotated in place.
 /// Variant "unaligned": x starts one element past an aligned address (the element-wise path). θ = 10000.
 /// </summary>
-public sealed class VisionRopeSpec : OpSpec
+internal sealed class VisionRopeSpec : OpSpec
 {
     public override string Name => "vision_rope";
     const float Theta = 10000f;

@@ -1,7 +1,7 @@
 namespace Llama4Native.Reference;
 
 /// <summary>y = a + b elementwise (kernels/add.cu).</summary>
-public static class Add
+internal static class Add
 {
     /// <param name="a">[n]</param><param name="b">[n]</param><param name="y">[n]</param>
     public static void Forward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y)

@@ -7,7 +7,7 @@ namespace Llama4Native.Reference;
 /// <param name="QPos0">absolute position of query row 0</param>
 /// <param name="KvPos0">absolute position of key slot 0</param>
 /// <param name="KvOff">element offset of key slot 0, kv head 0, in K and V</param>
-public readonly record struct AttentionSeq(int QStart, int QLen, int KvLen, int QPos0, int KvPos0, long KvOff);
+internal readonly record struct AttentionSeq(int QStart, int QLen, int KvLen, int QPos0, int KvPos0, long KvOff);
 
 /// <summary>
 /// Reference for kernels/attention.cu, plain loops in double: for every query row r of sequence b and head h,
@@ -15,7 +15,7 @@ public readonly record struct AttentionSeq(int QStart, int QLen, int KvLen, int 
 /// kpos = KvPos0 + j, qpos = QPos0 + r, visible iff kpos ≤ qpos and, when chunk &gt; 0, kpos / chunk == qpos / chunk).
 /// GQA: head h reads kv head h / (H / Hkv). A row that sees no key yields zeros (the kernel's documented choice).
 /// </summary>
-public static class Attention
+internal static class Attention
 {
     public static bool Visible(long qpos, long kpos, int chunk) => kpos <= qpos && (chunk == 0 || kpos / chunk == qpos / chunk);
 

@@ -6,7 +6,7 @@ namespace Llama4Native.Reference;
 /// widening is exact; narrowing rounds to nearest, ties to even; every NaN becomes the canonical 0x7FFF, as the
 /// GPU's <c>cvt.rn.bf16.f32</c> does (torch writes 0x7FC0: compare NaNs as NaNs, not as bits).
 /// </summary>
-public static class BF16
+internal static class BF16
 {
     /// <summary>Widens bf16 bits to fp32 (exact).</summary>
     public static float ToFloat(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);

@@ -5,7 +5,7 @@ namespace Llama4Native.Reference;
 /// (or absent), act the identity or the exact-erf GELU 0.5·v·(1 + erf(v/√2)) (torch's nn.GELU() default). The
 /// sum and the activation in double; a bf16 output is rounded once. In place is allowed.
 /// </summary>
-public static class BiasAct
+internal static class BiasAct
 {
     public enum Activation { None = 0, GeluErf = 1 }
 

@@ -4,7 +4,7 @@ namespace Llama4Native.Reference;
 /// Reference for kernels/embedding.cu: <c>out[t, :] = table[ids[t], :]</c>. An id outside [0, vocab) writes a
 /// row of zeros (as the kernel does) and is reported through the return value, the kernel's error flag.
 /// </summary>
-public static class Embedding
+internal static class Embedding
 {
     /// <summary>fp32 table → fp32 out (kernel embedding_f32_f32). Returns the first out-of-range id, or null.</summary>
     /// <param name="ids">[T]</param><param name="table">[vocab, dim]</param><param name="output">[T, dim]</param>

@@ -1,7 +1,7 @@
 namespace Llama4Native.Reference;
 
 /// <summary>kernels/fill.cu's generator in plain code: splitmix64 of the index, Box–Muller, in double.</summary>
-public static class Fill
+internal static class Fill
 {
     static ulong SplitMix64(ulong x)
     {

@@ -1,7 +1,7 @@
 namespace Llama4Native.Reference;
 
 /// <summary>How B is stored in <c>C = A · B</c>.</summary>
-public enum GemmBLayout
+internal enum GemmBLayout
 {
     /// <summary>B stored [N, K] row-major (nn.Linear weights): C = A · Bᵀ. Kernels gemm_*_nk_*.</summary>
     NK,
@@ -15,7 +15,7 @@ public enum GemmBLayout
 /// exactly; the output is fp32 — round it with <see cref="BF16.FromFloat(ReadOnlySpan{float}, Span{ushort})"/>
 /// to compare a bf16-output kernel.
 /// </summary>
-public static class Gemm
+internal static class Gemm
 {
     /// <summary>fp32 operands.</summary>
     /// <param name="a">[m, k]</param><param name="b">[n, k] (NK) or [k, n] (KN)</param><param name="c">[m, n]</param>

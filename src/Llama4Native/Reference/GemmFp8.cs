@@ -5,7 +5,7 @@ namespace Llama4Native.Reference;
 /// with e4m3 codes xq [M, K] and wq [N, K] (output-major). The sum is exact in double (e4m3 products are exact); it is
 /// rounded to fp32 (what an fp32 accumulator holds at best), scaled in fp32 as (acc·xs)·ws, and rounded to bf16.
 /// </summary>
-public static class GemmFp8
+internal static class GemmFp8
 {
     public static void Forward(ReadOnlySpan<byte> xq, ReadOnlySpan<float> xs, ReadOnlySpan<byte> wq, ReadOnlySpan<float> ws,
                                Span<float> y, int m, int n, int k)

@@ -3,10 +3,10 @@ namespace Llama4Native.Reference;
 /// <summary>
 /// Reference for kernels/gemm_int4.cu: <c>y [m, n] = x [m, k] · dequant(W)ᵀ</c>, W int4 [n, k] (packed even-k-low,
 /// scales [n, k/group]), dequant = q·s (<see cref="QuantizeInt4.Dequantize"/>). Products and sums in double.
-/// <paramref name="bf16Weights"/>: the weight enters as bf16(q·s) — what the tensor-core path feeds its MMA —
+/// <c>bf16Weights</c>: the weight enters as bf16(q·s) — what the tensor-core path feeds its MMA —
 /// instead of the exact q·s (the GEMV and simple paths). Output fp32; round it to bf16 for a bf16-output kernel.
 /// </summary>
-public static class GemmInt4
+internal static class GemmInt4
 {
     /// <param name="x">[m, k]</param><param name="packed">[n, k/2] bytes</param><param name="scales">[n, k/group]</param><param name="y">[m, n]</param>
     public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<byte> packed, ReadOnlySpan<float> scales, Span<float> y,

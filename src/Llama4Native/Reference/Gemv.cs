@@ -6,7 +6,7 @@ namespace Llama4Native.Reference;
 /// (plain loops, products and sums in double) rather than keep a second copy of the same loops. Output fp32;
 /// round it to bf16 to compare a bf16-output kernel.
 /// </summary>
-public static class Gemv
+internal static class Gemv
 {
     /// <param name="x">[m, k] (fp32, or bf16 values widened exactly)</param><param name="w">[n, k] bf16 bits</param><param name="y">[m, n]</param>
     public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<ushort> w, Span<float> y, int m, int n, int k)

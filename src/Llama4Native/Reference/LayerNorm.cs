@@ -5,7 +5,7 @@ namespace Llama4Native.Reference;
 /// variance (torch's nn.LayerNorm). Mean and variance (of the centred values) in double; a bf16 output is rounded
 /// once. In place (x and y the same memory) is allowed.
 /// </summary>
-public static class LayerNorm
+internal static class LayerNorm
 {
     /// <summary>fp32 x, fp32 w and b → fp32 y (kernel layernorm_f32_f32_f32).</summary>
     /// <param name="x">[rows, cols]</param><param name="w">[cols]</param><param name="b">[cols]</param><param name="y">[rows, cols]</param>

@@ -11,12 +11,12 @@ namespace Llama4Native.Reference;
 /// Wgu [E, D, 2I], Wd [E, I, D] (input-major); the sum over a token's experts in ascending expert order, optionally
 /// added to an existing y (the shared expert's output).</item>
 /// </list>
-/// <paramref name="bf16"/> = the activation dtype is bf16: values are rounded to bf16 exactly where Hugging Face's
+/// <c>bf16</c> = the activation dtype is bf16: values are rounded to bf16 exactly where Hugging Face's
 /// bf16 forward rounds (the logits, the score, x·score, gate, up, silu(gate), the product, each expert's output, the
 /// sum over experts, the residual add); otherwise nothing is rounded. Inputs are floats holding the device's values
 /// (bf16 weights widened exactly).
 /// </summary>
-public static class Moe
+internal static class Moe
 {
     static float R(double v, bool bf16) => bf16 ? BF16.Round((float)v) : (float)v;
     static bool Better(float v, float best) => (float.IsNaN(v) && !float.IsNaN(best)) || v > best;

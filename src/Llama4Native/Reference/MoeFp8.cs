@@ -15,7 +15,7 @@ namespace Llama4Native.Reference;
 /// scales [E, 2I] and [E, D]; or, with <c>inputMajor</c>, exactly as an FP8 checkpoint stores them: gate_up_proj
 /// [E, D, 2I], down_proj [E, I, D], the same scales (one per output channel) — the golden math read straight off the file.
 /// </summary>
-public static class MoeFp8
+internal static class MoeFp8
 {
     static float R(double v, bool bf16) => bf16 ? BF16.Round((float)v) : (float)v;
 

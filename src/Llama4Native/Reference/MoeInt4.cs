@@ -6,7 +6,7 @@ namespace Llama4Native.Reference;
 /// <c>w' = q·s</c> (<see cref="QuantizeInt4.Dequantize"/>) transposed back to Hugging Face's input-major layout, which
 /// these helpers build. <c>bf16Weights</c>: w' rounded to bf16, what the tensor-core path feeds its MMA.
 /// </summary>
-public static class MoeInt4
+internal static class MoeInt4
 {
     /// <summary>wgu int4 [experts, 2·inter, dim] (packed [.., dim/2] bytes, scales [.., dim/group]) → float [experts, dim, 2·inter].</summary>
     public static float[] GateUpWeights(ReadOnlySpan<byte> packed, ReadOnlySpan<float> scales, int experts, int inter, int dim, int group, bool bf16Weights) =>

@@ -5,7 +5,7 @@ namespace Llama4Native.Reference;
 /// Llama4UnfoldConvolution. <c>cols[(t·Gh + py)·Gw + px, (c·P + ky)·P + kx] = pixels[t, c, py·P + ky, px·P + kx]</c>,
 /// Gh = H / P, Gw = W / P (floor). A copy: exact in any dtype (the caller rounds to bf16 if the output is bf16).
 /// </summary>
-public static class PatchUnfold
+internal static class PatchUnfold
 {
     /// <param name="pixels">[tiles, C, H, W]</param><param name="cols">[tiles·(H/P)·(W/P), C·P·P]</param>
     public static void Forward(ReadOnlySpan<float> pixels, Span<float> cols, int tiles, int c, int h, int w, int patch)

@@ -5,7 +5,7 @@ namespace Llama4Native.Reference;
 /// [G, Wr, C1], permute → [Wr, G, C1] (materialised), view [Wr, Wr, C2], permute → [Wr, Wr, C2] (materialised),
 /// view [Wr², C2] — with Wr = G·r, C1 = C/r, C2 = C/r² (sizes from Kernels.PixelShuffle.Sizes). A permutation: exact.
 /// </summary>
-public static class PixelShuffle
+internal static class PixelShuffle
 {
     /// <param name="x">[tiles, tokensIn, C]; the first N = G² rows of each tile are used</param>
     /// <param name="y">[tiles, Wr², C2]</param>

@@ -7,7 +7,7 @@ namespace Llama4Native.Reference;
 /// zero kept. The e4m3 rounding here is written independently of the kernels' integer trick: it rounds in double by
 /// the value grid (exact: every candidate and midpoint is a double).
 /// </summary>
-public static class QuantizeFp8
+internal static class QuantizeFp8
 {
     public const float MaxE4M3 = 448f;
     /// <summary>1/(448·512) rounded to fp32: the smallest scale (a zero row gets it).</summary>

@@ -7,7 +7,7 @@ namespace Llama4Native.Reference;
 /// <c>w' = q · s</c>. Storage: output-major [rows, K], two q per byte along K, the even k in the low nibble;
 /// scales [rows, K/group].
 /// </summary>
-public static class QuantizeInt4
+internal static class QuantizeInt4
 {
     /// <summary>The group's scale from its largest magnitude: max(amax, 1e-6) / 8 in fp32.</summary>
     public static float Scale(float amax) => MathF.Max(amax, 1e-6f) / 8f;

@@ -5,7 +5,7 @@ namespace Llama4Native.Reference;
 /// scale are computed in double (the oracle is more exact than the fp32 kernel); a bf16 output is rounded
 /// once. The weightless form is Llama 4's QK norm. In place (x and y the same memory) is allowed.
 /// </summary>
-public static class RmsNorm
+internal static class RmsNorm
 {
     /// <summary>fp32 x, fp32 w → fp32 y (kernel rmsnorm_f32_f32_f32).</summary>
     /// <param name="x">[rows, cols]</param><param name="w">[cols]</param><param name="y">[rows, cols]</param>

@@ -1,7 +1,7 @@
 namespace Llama4Native.Reference;
 
 /// <summary>Rotary embedding on interleaved pairs, the weightless QK norm, and NoPE temperature tuning (kernels/rope.cu).</summary>
-public static class Rope
+internal static class Rope
 {
     /// <summary>
     /// x[t, h, 2j..2j+1] rotated by angle = pos[t]·invFreq[j], the angle rounded to fp32 as the reference model

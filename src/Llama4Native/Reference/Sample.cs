@@ -8,7 +8,7 @@ namespace Llama4Native.Reference;
 /// exp/log/sums are in double, so the kernel may differ only where a mass or a race score sits on a float
 /// boundary.
 /// </summary>
-public static class Sample
+internal static class Sample
 {
     /// <summary>Philox-4x32-10 of counter c under key k (Random123 constants).</summary>
     public static (uint, uint, uint, uint) Philox(uint c0, uint c1, uint c2, uint c3, uint k0, uint k1)

@@ -5,7 +5,7 @@ namespace Llama4Native.Reference;
 /// features in order into the &lt;|patch|&gt; rows): <c>dst[index[i], :] = src[i, :]</c>; rows not named stay, an index
 /// outside [0, T) is skipped. A copy (the caller rounds to bf16 for a bf16 dst).
 /// </summary>
-public static class ScatterRows
+internal static class ScatterRows
 {
     /// <param name="src">[n, D]</param><param name="index">[n]</param><param name="dst">[T, D], updated in place</param>
     public static void Forward(ReadOnlySpan<float> src, ReadOnlySpan<int> index, Span<float> dst, int n, int d, int t)

@@ -5,7 +5,7 @@ namespace Llama4Native.Reference;
 /// double; a bf16 output is rounded once. The fused form reads one gate/up row per token, gate first
 /// (Llama 4's fused <c>gate_up_proj</c>): <c>gu [T, 2I]</c>, gate = <c>gu[:, :I]</c>, up = <c>gu[:, I:]</c>.
 /// </summary>
-public static class SiluMul
+internal static class SiluMul
 {
     public static double Silu(double x) => x / (1.0 + Math.Exp(-x));
 

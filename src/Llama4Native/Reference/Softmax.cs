@@ -5,7 +5,7 @@ namespace Llama4Native.Reference;
 /// give 0; a row whose entries are all -inf yields all zeros (the kernel's documented choice, where the
 /// mathematics is undefined); a NaN makes its row NaN, unless every other entry is -inf (then zeros, as the kernel). In place (x and y the same memory) is allowed.
 /// </summary>
-public static class Softmax
+internal static class Softmax
 {
     /// <param name="x">[rows, cols]</param><param name="y">[rows, cols]</param>
     public static void Forward(ReadOnlySpan<float> x, Span<float> y, int rows, int cols)

@@ -1,7 +1,7 @@
 namespace Llama4Native.Reference;
 
 /// <summary>The decode step's device bookkeeping (kernels/step.cu), in plain loops.</summary>
-public static class Step
+internal static class Step
 {
     /// <summary>Descriptor ints: q_start {0, T} | kv_len | q_pos0 | kv_pos0 | pad | kv_off (2 ints).</summary>
     public const int DescriptorInts = 8;

@@ -8,7 +8,7 @@ namespace Llama4Native.Reference;
 /// band…). It reads like SPEC-llama4.md: h = x + Attn(RMSNorm(x)); out = h + FFN(RMSNorm(h)).
 /// Weights are given as float arrays by our tensor name (bf16 weights upcast exactly).
 /// </summary>
-public static class TextModel
+internal static class TextModel
 {
     /// <summary>
     /// Logits [T, V] for <paramref name="ids"/> at positions 0..T-1; <paramref name="layerOut"/>[i] receives layer i's output [T, D].

@@ -5,7 +5,7 @@ namespace Llama4Native.Reference;
 /// positional_embedding_vlm): <c>y[t, j] = patches[t, j] + pos[j]</c> for j &lt; N and <c>y[t, N] = cls + pos[N]</c>.
 /// One fp32 add per element (exact as a double sum rounded to float); the caller rounds to bf16 for a bf16 output.
 /// </summary>
-public static class VisionEmbed
+internal static class VisionEmbed
 {
     /// <param name="patches">[tiles, N, Dv]</param><param name="cls">[Dv]</param><param name="pos">[N+1, Dv]</param>
     /// <param name="y">[tiles, N+1, Dv]</param>

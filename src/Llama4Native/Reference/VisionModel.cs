@@ -22,7 +22,7 @@ namespace Llama4Native.Reference;
 /// collected under the fixtures' golden names (<c>vision.patch_embeddings</c>, <c>vision.after_layernorm_pre</c>,
 /// <c>vision.layer_out.{i}</c>, <c>vision.encoder_out</c>, <c>vision.after_layernorm_post</c>, <c>vision.adapter_out</c>).
 /// </summary>
-public static class VisionModel
+internal static class VisionModel
 {
     /// <summary>image_features [tiles, n, Vo] for <paramref name="pixels"/> [tiles, C, S, S]. Each step is the
     /// reference of its kernel (PatchUnfold, VisionEmbed, LayerNorm, Gemm + BiasAct, VisionRope, Attention,

@@ -7,7 +7,7 @@ namespace Llama4Native.Reference;
 /// token G² (the class token) is left as is. f_k = fp32(1 / fp32(θ^(fp32(2k)/(d/2)))), the angle (pos+1)·f_k in
 /// fp32 and cos/sin rounded to fp32 — exactly HF's fp32 table; the complex product in double, rounded once.
 /// </summary>
-public static class VisionRope
+internal static class VisionRope
 {
     /// <summary>The fp32 angle HF's table holds for token <paramref name="t"/> (&lt; G²) and pair <paramref name="j"/>.</summary>
     public static float Angle(int t, int j, int d, int gridSide, float theta)

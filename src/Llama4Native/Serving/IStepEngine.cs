@@ -8,11 +8,11 @@ namespace Llama4Native.Serving;
 /// (the token sampled for it in the previous step). When <see cref="Sample"/> is set the engine chooses the next
 /// token from the logits after the piece's last token, with the slot's own sampling settings and seed.
 /// </summary>
-public readonly record struct StepPiece(int Slot, ReadOnlyMemory<int> Tokens, bool Sample, bool Decode);
+internal readonly record struct StepPiece(int Slot, ReadOnlyMemory<int> Tokens, bool Sample, bool Decode);
 
 /// <summary>What a step did for one piece: the sampled token (−1 when the piece did not sample), or the error
 /// that made this sequence fail (the others in the step go on).</summary>
-public readonly record struct StepResult(int Token, Exception? Error);
+internal readonly record struct StepResult(int Token, Exception? Error);
 
 /// <summary>
 /// The model side of serving: sequence slots, each with its own KV memory, advanced together one step at a
@@ -27,7 +27,7 @@ public readonly record struct StepResult(int Token, Exception? Error);
 /// request alone, so piece boundaries do not depend on the load either).
 /// </para>
 /// </summary>
-public interface IStepEngine : IDisposable
+internal interface IStepEngine : IDisposable
 {
     /// <summary>Sequences held at once (the most a step can hold).</summary>
     int Slots { get; }

@@ -27,7 +27,7 @@ namespace Llama4Native.Serving;
 /// <see cref="TokenGenerator"/> gives for the same prompt and settings.
 /// </para>
 /// </summary>
-public sealed class SequentialStepEngine : IStepEngine
+internal sealed class SequentialStepEngine : IStepEngine
 {
     readonly ModelWeights weights;
     readonly ComputeMode mode;

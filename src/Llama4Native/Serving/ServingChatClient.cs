@@ -13,7 +13,7 @@ namespace Llama4Native.Serving;
 /// HTTP API: every call feeds its whole conversation (no KV reuse across turns — <see cref="Llama4ChatClient"/>
 /// keeps one conversation's cache instead). A full queue surfaces as <see cref="ServerOverloadedException"/>.
 /// </summary>
-public sealed class ServingChatClient(ServingScheduler scheduler, ITextCodec codec, Llama4ImageProcessor? images = null, string modelId = "llama4") : IChatClient
+internal sealed class ServingChatClient(ServingScheduler scheduler, ITextCodec codec, Llama4ImageProcessor? images = null, string modelId = "llama4") : IChatClient
 {
     readonly ChatClientMetadata metadata = new("llama4native", null, modelId);
 

@@ -8,7 +8,7 @@ namespace Llama4Native.Serving;
 /// together with the scheduler's gauges (queue depth, running sequences, KV blocks). Token rates are the
 /// counters' rates (PromQL <c>rate(llama4_generation_tokens_total[1m])</c>).
 /// </summary>
-public sealed class ServingMetrics
+internal sealed class ServingMetrics
 {
     long submitted, admitted, rejected429, rejected503, stop, length, cancelled, errors;
     long promptTokens, generatedTokens, steps, stepPieces, stepTicks, queueTicks, ttftCount;

@@ -6,14 +6,14 @@ using Llama4Native.Vision;
 namespace Llama4Native.Serving;
 
 /// <summary>A codec that can also encode plain text (no chat format) for completion requests.</summary>
-public interface IPlainTextEncoder
+internal interface IPlainTextEncoder
 {
     /// <summary>Ids of <paramref name="text"/>, after begin-of-text when <paramref name="beginOfText"/>; specials in the text are not special.</summary>
     IReadOnlyList<int> EncodePlain(string text, bool beginOfText);
 }
 
 /// <summary>Prompts for serving: a dialog (with its images decoded and tiled) or plain text, as ids.</summary>
-public static class ServingPrompt
+internal static class ServingPrompt
 {
     /// <summary>The ids of <paramref name="messages"/> ending with the assistant header, and the tiles of their images
     /// in order. Images are decoded here (a broken one is an <see cref="ImageException"/> naming it) before anything

@@ -7,7 +7,7 @@ using Llama4Native.Model;
 namespace Llama4Native.Serving;
 
 /// <summary>How the scheduler admits and paces work.</summary>
-public sealed record ServingOptions
+internal sealed record ServingOptions
 {
     /// <summary>Requests waiting for a slot; one more is refused (<see cref="ServerOverloadedException"/>, HTTP 429).</summary>
     public int MaxQueue { get; init; } = 64;
@@ -20,7 +20,7 @@ public sealed record ServingOptions
 
 /// <summary>A request for one sequence: prompt ids, how to sample and stop, its images, and the token that
 /// says the client went away (the sequence is then cancelled and its slot freed at the next step).</summary>
-public sealed class ServingRequest
+internal sealed class ServingRequest
 {
     public required IReadOnlyList<int> Prompt { get; init; }
     public GenerationOptions Options { get; init; } = new();
@@ -29,14 +29,14 @@ public sealed class ServingRequest
     public CancellationToken Cancellation { get; init; }
 }
 
-public enum FinishReason { Stop, Length, Cancelled, Error }
+internal enum FinishReason { Stop, Length, Cancelled, Error }
 
 /// <summary>How a sequence ended: why, its token counts, and its timings (queue wait, time to first token, total; all from submission).</summary>
-public sealed record ServingResult(FinishReason Reason, string Detail, int PromptTokens, int CompletionTokens,
+internal sealed record ServingResult(FinishReason Reason, string Detail, int PromptTokens, int CompletionTokens,
                                    TimeSpan Queued, TimeSpan TimeToFirstToken, TimeSpan Total, Exception? Error = null);
 
 /// <summary>A submitted sequence: its pieces as they are generated, and how it ended.</summary>
-public sealed class ServingSequence
+internal sealed class ServingSequence
 {
     internal ServingSequence(long id, int promptTokens, ChannelReader<GeneratedPiece> pieces, Task<ServingResult> completion)
     {
@@ -52,13 +52,13 @@ public sealed class ServingSequence
 }
 
 /// <summary>Refused: the queue is full. Retry after <see cref="RetryAfter"/> (HTTP 429).</summary>
-public sealed class ServerOverloadedException(string message, TimeSpan retryAfter) : Exception(message)
+internal sealed class ServerOverloadedException(string message, TimeSpan retryAfter) : Exception(message)
 {
     public TimeSpan RetryAfter { get; } = retryAfter;
 }
 
 /// <summary>Refused: the server is shutting down (HTTP 503).</summary>
-public sealed class ServerShuttingDownException(string message, TimeSpan retryAfter) : Exception(message)
+internal sealed class ServerShuttingDownException(string message, TimeSpan retryAfter) : Exception(message)
 {
     public TimeSpan RetryAfter { get; } = retryAfter;
 }
@@ -73,7 +73,7 @@ public sealed class ServerShuttingDownException(string message, TimeSpan retryAf
 /// Stop tokens, stop strings, max new tokens and the end of the context end a sequence; a cancelled request is
 /// dropped at the next step. Text is decoded here (when a codec is given) so stop strings can end generation.
 /// </summary>
-public sealed class ServingScheduler : IDisposable
+internal sealed class ServingScheduler : IDisposable
 {
     readonly IStepEngine engine;
     readonly bool ownsEngine;
@@ -418,5 +418,5 @@ public sealed class ServingScheduler : IDisposable
 }
 
 /// <summary>The scheduler at one moment.</summary>
-public readonly record struct ServingSnapshot(int Waiting, int Running, int Slots, int KvBlocksUsed, int KvBlocks, int KvBlockTokens,
+internal readonly record struct ServingSnapshot(int Waiting, int Running, int Slots, int KvBlocksUsed, int KvBlocks, int KvBlockTokens,
                                               int KvPositions, bool Admitting);

@@ -5,9 +5,9 @@ namespace Llama4Native.Tensors;
 /// safetensors dtype): signed 4-bit integers in [-8, 7], two per byte along the innermost dimension, the even
 /// index in the low nibble (Meta's packing) — the storage of int4-quantized weights.
 /// </summary>
-public enum DType : byte { F32, BF16, F16, F8E4M3, I64, I32, U8, I4 }
+internal enum DType : byte { F32, BF16, F16, F8E4M3, I64, I32, U8, I4 }
 
-public static class DTypeInfo
+internal static class DTypeInfo
 {
     /// <summary>Bytes per element. Throws for <see cref="DType.I4"/> (half a byte): use <see cref="Bits"/> or <see cref="Tensor.Bytes"/>.</summary>
     public static int Size(this DType t) => t switch

@@ -4,7 +4,7 @@ using Llama4Native.Devices;
 namespace Llama4Native.Tensors;
 
 /// <summary>A shape of rank 0..4, stored inline so tensors are values (no allocation per token).</summary>
-public readonly struct Shape : IEquatable<Shape>
+internal readonly struct Shape : IEquatable<Shape>
 {
     public const int MaxRank = 4;
     [InlineArray(MaxRank)] struct Dims { long _0; }
@@ -62,7 +62,7 @@ public readonly struct Shape : IEquatable<Shape>
 /// Kernel wrappers dispatch on <see cref="DType"/>; the graph passes weights the same way whatever their format.
 /// </para>
 /// </summary>
-public readonly record struct Tensor(DevicePtr Ptr, DType DType, Shape Shape)
+internal readonly record struct Tensor(DevicePtr Ptr, DType DType, Shape Shape)
 {
     /// <summary>f32 scales of a quantized tensor (null for float tensors); layout in the type's summary.</summary>
     public DevicePtr Scale { get; init; }

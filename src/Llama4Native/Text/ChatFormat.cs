@@ -2,13 +2,13 @@ using Llama4Native.Vision;
 
 namespace Llama4Native.Text;
 
-public enum PromptRole { System, User, Assistant, Tool }
+internal enum PromptRole { System, User, Assistant, Tool }
 
 /// <summary>One item of a message's content: text, or an image given by its tile grid.</summary>
-public abstract record PromptContent;
-public sealed record PromptText(string Text) : PromptContent;
+internal abstract record PromptContent;
+internal sealed record PromptText(string Text) : PromptContent;
 /// <summary>An image split into <paramref name="Rows"/>×<paramref name="Cols"/> tiles (plus a global tile when more than one).</summary>
-public sealed record PromptImage(int Rows, int Cols) : PromptContent
+internal sealed record PromptImage(int Rows, int Cols) : PromptContent
 {
     /// <summary>The tile grid the Llama 4 image processor picks for an image of this size (FORMAT.md section 5).</summary>
     public static PromptImage FromSize(int width, int height, VisionTokenSettings settings)
@@ -22,7 +22,7 @@ public sealed record PromptImage(int Rows, int Cols) : PromptContent
 /// A chat message. <paramref name="EndOfMessage"/>: an assistant message that stopped with &lt;|eom|&gt; (tool call
 /// pending); <paramref name="PythonCall"/>: a code-interpreter call appended as &lt;|python_start|&gt;code&lt;|python_end|&gt;.
 /// </summary>
-public sealed record PromptMessage(PromptRole Role, IReadOnlyList<PromptContent> Content, bool EndOfMessage = false, string? PythonCall = null)
+internal sealed record PromptMessage(PromptRole Role, IReadOnlyList<PromptContent> Content, bool EndOfMessage = false, string? PythonCall = null)
 {
     public PromptMessage(PromptRole role, string text) : this(role, [new PromptText(text)]) { }
     public static PromptMessage System(string text) => new(PromptRole.System, text);
@@ -35,7 +35,7 @@ public sealed record PromptMessage(PromptRole Role, IReadOnlyList<PromptContent>
 /// Vision values that decide the image token layout, taken from the checkpoint's vision config (not hard-coded):
 /// patches per tile = (tile/patch)² · pixelShuffleRatio².
 /// </summary>
-public sealed record VisionTokenSettings(int TileSize = 336, int PatchSize = 14, double PixelShuffleRatio = 0.5, int MaxTiles = 16)
+internal sealed record VisionTokenSettings(int TileSize = 336, int PatchSize = 14, double PixelShuffleRatio = 0.5, int MaxTiles = 16)
 {
     public int PatchesPerTile
     {
@@ -56,7 +56,7 @@ public sealed record VisionTokenSettings(int TileSize = 336, int PatchSize = 14,
 /// inserted directly and message text is encoded with specials NOT allowed (no prompt injection through text).
 /// <code>&lt;|begin_of_text|&gt; (&lt;|header_start|&gt;role&lt;|header_end|&gt;\n\n content &lt;|eot|&gt;)* &lt;|header_start|&gt;assistant&lt;|header_end|&gt;\n\n</code>
 /// </summary>
-public sealed class ChatFormat(Llama4Tokenizer tokenizer, VisionTokenSettings? vision = null)
+internal sealed class ChatFormat(Llama4Tokenizer tokenizer, VisionTokenSettings? vision = null)
 {
     public Llama4Tokenizer Tokenizer { get; } = tokenizer;
     public VisionTokenSettings Vision { get; } = vision ?? new VisionTokenSettings();

@@ -8,7 +8,7 @@ namespace Llama4Native.Text;
 /// <see cref="Llama4Tokenizer"/> turns a dialog into ids, and a <see cref="StreamingDecoder"/> turns generated ids
 /// back into complete UTF-8 text (special tokens produce no text).
 /// </summary>
-public sealed class Llama4TextCodec(ChatFormat format) : ITextCodec
+internal sealed class Llama4TextCodec(ChatFormat format) : ITextCodec
 {
     public ChatFormat Format { get; } = format;
     public Llama4Tokenizer Tokenizer => Format.Tokenizer;

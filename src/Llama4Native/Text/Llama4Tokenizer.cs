@@ -13,7 +13,7 @@ namespace Llama4Native.Text;
 /// byte table for exact (streaming) decoding. Create with <see cref="FromFile"/>, <see cref="FromCheckpoint"/>,
 /// <see cref="FromTiktoken"/>, <see cref="FromHuggingFaceJson"/> or <see cref="CreateDemo"/>.
 /// </summary>
-public sealed class Llama4Tokenizer
+internal sealed class Llama4Tokenizer
 {
     public const int BaseVocabSize = 200_000;
     public const int SpecialCount = 2_048;
@@ -313,7 +313,7 @@ public sealed class Llama4Tokenizer
 /// Token-by-token text output: buffers an incomplete UTF-8 tail so a multi-byte character (or surrogate pair)
 /// is emitted whole, never half; invalid bytes become U+FFFD as in <see cref="Llama4Tokenizer.Decode(ReadOnlySpan{int})"/>.
 /// </summary>
-public sealed class StreamingDecoder
+internal sealed class StreamingDecoder
 {
     readonly Llama4Tokenizer tokenizer;
     readonly Decoder utf8 = new UTF8Encoding(false, false).GetDecoder();

@@ -12,7 +12,7 @@ namespace Llama4Native.Text;
 /// Text without surrogates is scanned by the same code reading one char per code point (the BMP fast path);
 /// <see cref="RegexSplit"/> is the plain-regex path kept for comparison and benchmarks.
 /// </summary>
-public sealed class O200kPreTokenizer : PreTokenizer
+internal sealed class O200kPreTokenizer : PreTokenizer
 {
     public const string Pattern =
         @"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";

@@ -1,7 +1,7 @@
 namespace Llama4Native;
 
 /// <summary>Human-readable numbers for messages and progress output.</summary>
-public static class Format
+internal static class Format
 {
     public static string Bytes(long b) => b switch
     {

@@ -19,7 +19,7 @@ namespace Llama4Native.Vision;
 /// </list>
 /// Pixels are interleaved RGB (HWC); separable passes over precomputed taps, rows in parallel, no per-pixel allocation.
 /// </summary>
-public static class AntialiasResize
+internal static class AntialiasResize
 {
     /// <summary>One pass's taps: for output i, input [Start[i], Start[i] + Count[i]) with int16 weights at K·i.</summary>
     internal sealed record Taps(int[] Start, int[] Count, short[] Weights, int K, int Precision);
@@ -286,7 +286,7 @@ public static class AntialiasResize
 /// says so: <c>"AVX2" in get_cpu_capability()</c> in older releases (so NOT on AVX-512 machines), "AVX2" or
 /// "AVX512" in newer ones; otherwise it converts to float32 and rounds back. The fixture was made on the float32 path.
 /// </summary>
-public enum ResizeKernel
+internal enum ResizeKernel
 {
     /// <summary>uint8 → float32 → interpolate → round half to even → uint8. Matches the HF fixture bit for bit.</summary>
     TorchFloat32,

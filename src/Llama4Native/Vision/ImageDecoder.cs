@@ -4,7 +4,7 @@ using StbImageSharp;
 namespace Llama4Native.Vision;
 
 /// <summary>Limits for <see cref="ImageDecoder"/>: decoded pixels (width·height) and encoded bytes.</summary>
-public sealed record ImageDecodeOptions(long MaxPixels = ImageDecodeOptions.DefaultMaxPixels, long MaxBytes = ImageDecodeOptions.DefaultMaxBytes)
+internal sealed record ImageDecodeOptions(long MaxPixels = ImageDecodeOptions.DefaultMaxPixels, long MaxBytes = ImageDecodeOptions.DefaultMaxBytes)
 {
     /// <summary>64 Mi pixels (e.g. 8192×8192): 192 MiB of RGB, far above any tile canvas (≤ 16·336² ≈ 1.8 MP).</summary>
     public const long DefaultMaxPixels = 1L << 26;
@@ -13,7 +13,7 @@ public sealed record ImageDecodeOptions(long MaxPixels = ImageDecodeOptions.Defa
 }
 
 /// <summary>The encoded formats <see cref="ImageDecoder"/> accepts, found by their magic bytes (never the file name).</summary>
-public enum ImageFormat { Unknown, Jpeg, Png, Bmp, Gif }
+internal enum ImageFormat { Unknown, Jpeg, Png, Bmp, Gif }
 
 /// <summary>
 /// Decodes JPEG, PNG, BMP and GIF (first frame) to <see cref="RgbImage"/>: baseline sequential JPEGs (SOF0/SOF1,
@@ -32,7 +32,7 @@ public enum ImageFormat { Unknown, Jpeg, Png, Bmp, Gif }
 /// <para>Safety: the declared size is read first and refused before anything is allocated when a side is 0 or
 /// width·height exceeds <see cref="ImageDecodeOptions.MaxPixels"/>; every failure is an <see cref="ImageException"/>.</para>
 /// </summary>
-public static class ImageDecoder
+internal static class ImageDecoder
 {
     public const string SupportedFormats = "JPEG, PNG, BMP, GIF";
 

@@ -11,7 +11,7 @@ public sealed class ImageException : Exception
     /// <summary>Where the image came from: a file name or "image #k".</summary>
     public string ImageSource { get; }
 
-    public ImageException(string source, string problem, Exception? inner = null) : base($"{source}: {problem}", inner)
+    internal ImageException(string source, string problem, Exception? inner = null) : base($"{source}: {problem}", inner)
     {
         ImageSource = source;
     }

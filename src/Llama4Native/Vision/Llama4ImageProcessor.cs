@@ -8,7 +8,7 @@ namespace Llama4Native.Vision;
 /// One processed image. <see cref="PixelValues"/> is bf16 bits [TileCount, 3, S, S]: the Rows×Cols tiles
 /// row-major, then the global tile (the whole image squashed to S×S) when Rows·Cols &gt; 1.
 /// </summary>
-public sealed record ProcessedImage(int Rows, int Cols, int TileSize, ushort[] PixelValues,
+internal sealed record ProcessedImage(int Rows, int Cols, int TileSize, ushort[] PixelValues,
                                     int SourceWidth, int SourceHeight, int ResizedWidth, int ResizedHeight)
 {
     public bool HasGlobalTile => Rows * Cols > 1;
@@ -23,7 +23,7 @@ public sealed record ProcessedImage(int Rows, int Cols, int TileSize, ushort[] P
 /// Several images: <see cref="PixelValues"/> bf16 [Σ tiles, 3, S, S], each image's tiles in order
 /// (HF concatenates the per-image tensors along dim 0 in input order).
 /// </summary>
-public sealed record ProcessedBatch(IReadOnlyList<ProcessedImage> Images, ushort[] PixelValues, int[] TilesPerImage, int TileSize)
+internal sealed record ProcessedBatch(IReadOnlyList<ProcessedImage> Images, ushort[] PixelValues, int[] TilesPerImage, int TileSize)
 {
     public int TotalTiles => TilesPerImage.Sum();
     public float[] ToFloat() => BF16.ToFloatArray(PixelValues);
@@ -46,7 +46,7 @@ public sealed record ProcessedBatch(IReadOnlyList<ProcessedImage> Images, ushort
 /// </list>
 /// Host code: separable passes, one table lookup per output value.
 /// </summary>
-public sealed class Llama4ImageProcessor
+internal sealed class Llama4ImageProcessor
 {
     public const float RescaleFactor = (float)(1.0 / 255.0);   // torch reads the Python float as float32
     public const float Mean = 0.5f, Std = 0.5f;

@@ -1,10 +1,10 @@
 namespace Llama4Native.Vision;
 
 /// <summary>
-/// An 8-bit RGB image: <paramref name="Pixels"/> [Height, Width, 3] interleaved, row-major, top row first — the
+/// An 8-bit RGB image: <c>Pixels</c> [Height, Width, 3] interleaved, row-major, top row first — the
 /// layout of PIL's <c>np.asarray(image.convert("RGB"))</c>.
 /// </summary>
-public sealed record RgbImage
+internal sealed record RgbImage
 {
     public int Width { get; }
     public int Height { get; }

@@ -5,7 +5,7 @@ namespace Llama4Native.Vision;
 /// <c>get_best_fit</c>, <c>get_max_res_without_distortion</c>), the one place it lives: the processor and
 /// <see cref="Text.PromptImage.FromSize"/> both ask here, so the pixels and the prompt layout cannot disagree.
 /// </summary>
-public static class TileGrid
+internal static class TileGrid
 {
     /// <summary>
     /// Every (rows, cols) with rows·cols ≤ maxTiles, in HF's order: tile counts from maxTiles down to 1, and

@@ -46,6 +46,14 @@ public class NonFiniteTests
             int rc = Commands.Run(["eval", "--model", dir, "--inputs", inputs, "--out", Path.Combine(dir, "o.safetensors"), "--device", "emu", "--generate", "2"], new StringWriter(), err);
             Assert.That(rc, Is.EqualTo(1), err.ToString());
             Assert.That(err.ToString(), Does.Contain("first at node 'blk.1.attn_o'"));
+
+            // The plain forward (no --generate) too: exit 1 naming the node, no output file with NaN logits.
+            err = new StringWriter();
+            string plainOut = Path.Combine(dir, "plain.safetensors");
+            rc = Commands.Run(["eval", "--model", dir, "--inputs", inputs, "--out", plainOut, "--device", "emu"], new StringWriter(), err);
+            Assert.That(rc, Is.EqualTo(1), err.ToString());
+            Assert.That(err.ToString(), Does.Contain("non-finite").And.Contain("first at node 'blk.1.attn_o'"));
+            Assert.That(File.Exists(plainOut), Is.False, "no output file is written for a non-finite forward");
         }
         finally { Directory.Delete(dir, true); }
     }

@@ -12,7 +12,7 @@ namespace Llama4Native.Tests.Kernels;
 /// GQA 2, every kernel variant, on the emulated device.
 /// </summary>
 [TestFixture, Category("Emulator")]
-public sealed class AttentionMaskTests
+internal sealed class AttentionMaskTests
 {
     const int T = 24, C = 8, H = 4, Hkv = 2, D = 16;
     Device? dev;

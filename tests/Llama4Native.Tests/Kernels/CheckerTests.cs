@@ -12,7 +12,7 @@ namespace Llama4Native.Tests.Kernels;
 /// op-table cases themselves (<see cref="EmulatedKernelTests"/> runs all of them checked, 0 reports).
 /// </summary>
 [TestFixture, Category("Emulator")]
-public sealed class CheckerPlantedBugTests
+internal sealed class CheckerPlantedBugTests
 {
     /// <param name="Name">test name</param>
     /// <param name="File">kernel source to edit (relative to kernels/)</param>

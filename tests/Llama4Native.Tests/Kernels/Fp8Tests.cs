@@ -14,7 +14,7 @@ namespace Llama4Native.Tests.Kernels;
 /// invariants (a code round-trips; the scale rule's limits) and the FP8 wrappers' argument checks.
 /// </summary>
 [TestFixture, Category("Emulator")]
-public sealed class Fp8Tests
+internal sealed class Fp8Tests
 {
     Device? dev;
     [OneTimeSetUp] public void Open() => dev = TestDevices.Emulated();

@@ -12,7 +12,7 @@ namespace Llama4Native.Tests.Kernels;
 /// with I4 weights (through Moe's own entry points) = Reference.Moe with the dequantized weights.
 /// </summary>
 [TestFixture, Category("Emulator")]
-public sealed class Int4Tests
+internal sealed class Int4Tests
 {
     Device? dev;
     [OneTimeSetUp] public void Open() => dev = TestDevices.Emulated();

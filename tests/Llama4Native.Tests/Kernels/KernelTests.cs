@@ -10,7 +10,7 @@ namespace Llama4Native.Tests.Kernels;
 /// a GPU is present and is skipped, saying why, elsewhere. Inputs are fresh random values from a seed that
 /// the test prints, so a failure can be replayed (LLAMA4_TEST_SEED=…).
 /// </summary>
-public abstract class KernelTests
+internal abstract class KernelTests
 {
     protected abstract Device CreateDevice();
     Device? device;
@@ -46,13 +46,13 @@ public abstract class KernelTests
 /// only when it matches the reference AND the checker reports nothing. New kernels in the op table are
 /// picked up automatically (the instrumented variant is compiled from the same source).</summary>
 [TestFixture, Category("Emulator")]
-public sealed class EmulatedKernelTests : KernelTests
+internal sealed class EmulatedKernelTests : KernelTests
 {
     protected override Device CreateDevice() => TestDevices.EmulatedChecked();
 }
 
 [TestFixture, Category("Cuda")]
-public sealed class CudaKernelTests : KernelTests
+internal sealed class CudaKernelTests : KernelTests
 {
     protected override Device CreateDevice() => TestDevices.CudaOrIgnore();
 }

@@ -12,7 +12,7 @@ namespace Llama4Native.Tests.Kernels;
 /// refuses impossible arguments.
 /// </summary>
 [TestFixture, Category("Emulator")]
-public sealed class MoeTests
+internal sealed class MoeTests
 {
     Device? dev;
     [OneTimeSetUp] public void Open() => dev = TestDevices.Emulated();

@@ -14,7 +14,7 @@ namespace Llama4Native.Tests.Kernels;
 /// penalties move exactly the seen tokens; update = 1 advances counts and step on the device.
 /// </summary>
 [TestFixture, Category("Emulator")]
-public sealed class SampleTests
+internal sealed class SampleTests
 {
     Device? dev;
     [OneTimeSetUp] public void Open() => dev = TestDevices.Emulated();

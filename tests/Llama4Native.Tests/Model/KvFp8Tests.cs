@@ -15,7 +15,7 @@ namespace Llama4Native.Tests.Model;
 /// teacher-forced logits with FP8 KV vs the float cache on the fixtures, within a bound argued from e4m3's step.
 /// </summary>
 [Category("Emulator")]
-public class KvFp8Tests
+internal class KvFp8Tests
 {
     [TestCase(DType.F32, 16, 1)]
     [TestCase(DType.BF16, 128, 3)]

@@ -18,7 +18,7 @@ namespace Llama4Native.Tests.Model;
 /// </list>
 /// </summary>
 [Category("Emulator")]
-public class QuantizedParityTests
+internal class QuantizedParityTests
 {
     sealed record Golden(int[] Ids, int Prompt, float[] Logits, float[] StepLogits, Dictionary<string, float[]> Tensors, int Vocab);
 

@@ -7,7 +7,7 @@ using Llama4Native.Vision;
 
 namespace Llama4Native.Tests.Vision;
 
-public class ImageProcessorTests
+internal class ImageProcessorTests
 {
     static readonly Llama4ImageProcessor Scout = new();
 

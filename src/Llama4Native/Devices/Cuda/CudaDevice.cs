@@ -8,7 +8,7 @@ namespace Llama4Native.Devices.Cuda;
 /// thread before each call (there is no process-wide "current device"), and runs work on a non-blocking
 /// stream of its own by default, so the decode step can be captured into a CUDA graph.
 /// </summary>
-public sealed unsafe class CudaDevice : Device
+internal sealed unsafe class CudaDevice : Device
 {
     readonly CudaContext ctx;
     readonly CudaDeviceInfo info;

@@ -10,7 +10,7 @@ namespace Llama4Native.Devices.Cuda;
 /// all, a CUBIN made for the same inputs by any NVRTC version is used as is (how the GPU bundle ships
 /// precompiled kernels).
 /// </summary>
-public sealed class NvrtcKernelCompiler(string target, KernelCache? cache = null) : IKernelCompiler
+internal sealed class NvrtcKernelCompiler(string target, KernelCache? cache = null) : IKernelCompiler
 {
     /// <summary>Options for every kernel. -v: registers/spills/shared memory land in the log (the `kernels` verb reads them).</summary>
     public static readonly string[] CommonOptions = ["--std=c++17", "--ptxas-options=-v", "-lineinfo"];

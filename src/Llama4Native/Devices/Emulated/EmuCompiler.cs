@@ -10,7 +10,7 @@ namespace Llama4Native.Devices.Emulated;
 /// `libl4emu.so`. Results live in the kernel cache under `emu/`, keyed by the sources (the kernel, its
 /// includes and the emulator), the defines, the flags and the compiler's version.
 /// </summary>
-public sealed class EmuCompiler : IKernelCompiler
+internal sealed class EmuCompiler : IKernelCompiler
 {
     /// <summary>Flags shared by the runtime and every module. -fno-strict-aliasing: kernels pun bits (bf16, fp8).</summary>
     public static readonly string[] CommonFlags = ["-O2", "-std=c++17", "-fPIC", "-shared", "-fno-strict-aliasing", "-pthread"];

@@ -9,7 +9,7 @@ namespace Llama4Native.Devices.Emulated;
 /// <param name="MemoryBytes">The "device memory" capacity it reports and enforces (0 = the host's available memory).</param>
 /// <param name="Check">The checker (race, memory, sync, init; see <see cref="EmuCheck"/>): null = L4EMU_CHECK.
 /// Any check makes the device compile the instrumented variant of each module and allocate with guard zones.</param>
-public sealed record EmuOptions(int Threads = 0, long MemoryBytes = 0, EmuCheck? Check = null);
+internal sealed record EmuOptions(int Threads = 0, long MemoryBytes = 0, EmuCheck? Check = null);
 
 /// <summary>
 /// The emulated device: device memory is host memory, kernels are the same `.cu` files compiled by g++
@@ -17,7 +17,7 @@ public sealed record EmuOptions(int Threads = 0, long MemoryBytes = 0, EmuCheck?
 /// thread plus the emulator's worker pool, so streams are trivially ordered and events measure host time.
 /// It enforces a memory capacity so out-of-memory paths can be exercised without a GPU.
 /// </summary>
-public sealed unsafe class EmuDevice : Device
+internal sealed unsafe class EmuDevice : Device
 {
     readonly EmuRuntime rt;
     readonly long capacity;
@@ -234,7 +234,7 @@ public sealed unsafe class EmuDevice : Device
 
 /// <summary>One access site's memory efficiency (kernels/emu/runtime.cpp, "analysis"): warp instructions, bytes
 /// the lanes asked for, 32-byte sectors touched (global), wavefronts over phases (shared; 1.0 = no conflict).</summary>
-public sealed record EmuSiteStats(string Kernel, string Site, bool Shared, bool Store, long Instructions, long Bytes, long Sectors,
+internal sealed record EmuSiteStats(string Kernel, string Site, bool Shared, bool Store, long Instructions, long Bytes, long Sectors,
                                   long Wavefronts, long Phases, long MaxWays)
 {
     /// <summary>Global: requested bytes ÷ (sectors × 32), as Nsight's load/store efficiency.</summary>
@@ -251,7 +251,7 @@ public sealed record EmuSiteStats(string Kernel, string Site, bool Shared, bool 
 }
 
 /// <summary>Host memory aligned for vector copies; the emulator's (and a fallback) "pinned" buffer.</summary>
-public sealed unsafe class AlignedHostBuffer : HostBuffer
+internal sealed unsafe class AlignedHostBuffer : HostBuffer
 {
     void* p;
     readonly long bytes;

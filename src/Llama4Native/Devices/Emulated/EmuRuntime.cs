@@ -98,7 +98,7 @@ public sealed partial class EmulatorException(string message) : Exception(messag
 
 /// <summary>The emulator's checks (kernels/emu/runtime.cpp, "checker"); combine with |.</summary>
 [Flags]
-public enum EmuCheck : uint
+internal enum EmuCheck : uint
 {
     None = 0,
     /// <summary>Two threads of a block touch the same bytes between two barriers, at least one writes, not both atomics.</summary>
@@ -115,7 +115,7 @@ public enum EmuCheck : uint
 }
 
 /// <summary>Parses L4EMU_CHECK-style text: "race,memory,sync,init", "all", "none" or "".</summary>
-public static class EmuChecks
+internal static class EmuChecks
 {
     public static EmuCheck Parse(string? spec)
     {

@@ -17,18 +17,18 @@ namespace Llama4Native.Devices.Recording;
 /// <param name="Steps">Decode steps measured (host time is their median).</param>
 /// <param name="MaxPiece">Largest prefill piece (as Llama4ModelOptions.MaxPrefillPiece).</param>
 /// <param name="Capture">Decode steps captured and replayed as graphs (TokenGenerator.CaptureDecode).</param>
-public sealed record PlanOptions(int Context = 8192, long DeviceMemory = 80L << 30, double BytesPerSecond = 3.35e12,
+internal sealed record PlanOptions(int Context = 8192, long DeviceMemory = 80L << 30, double BytesPerSecond = 3.35e12,
                                  double FlopsPerSecond = 989e12, int Steps = 100, int MaxPiece = 256, LoadOptions? Load = null,
                                  bool Capture = false);
 
 /// <summary>A memory line of the plan.</summary>
-public sealed record MemoryLine(string What, long Bytes);
+internal sealed record MemoryLine(string What, long Bytes);
 
 /// <summary>One modelled phase (a decode step or a prefill).</summary>
-public sealed record PhasePlan(TraceSummary Trace, double ModelledSeconds, long MinBytes, double HostMicroseconds, int Position);
+internal sealed record PhasePlan(TraceSummary Trace, double ModelledSeconds, long MinBytes, double HostMicroseconds, int Position);
 
 /// <summary>The plan: memory, one decode step at the context, one prefill of the context.</summary>
-public sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<MemoryLine> Memory, long TotalBytes, long DeviceMemory,
+internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<MemoryLine> Memory, long TotalBytes, long DeviceMemory,
                           PhasePlan Decode, PhasePlan Prefill, string RoutingModel)
 {
     public bool Fits => TotalBytes <= DeviceMemory;
@@ -138,7 +138,7 @@ public sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Memor
 /// launches with a roofline. Nothing here restates the model's shapes: launches, bytes and FLOPs are what the
 /// kernel wrappers declared for the operands the graph handed them.
 /// </summary>
-public static class Planner
+internal static class Planner
 {
     public const string Routing = "uniform: each token picks k of E experts at random; a piece of T tokens touches E·(1−(1−k/E)^T) experts";
 

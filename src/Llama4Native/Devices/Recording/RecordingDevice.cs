@@ -4,12 +4,12 @@ using Llama4Native.Kernels;
 namespace Llama4Native.Devices.Recording;
 
 /// <summary>What a <see cref="RecordingDevice"/> saw.</summary>
-public enum RecordedKind : byte { Launch, GraphLaunch, CopyHostToDevice, CopyDeviceToHost, CopyDeviceToDevice, Memset, HostSync }
+internal enum RecordedKind : byte { Launch, GraphLaunch, CopyHostToDevice, CopyDeviceToHost, CopyDeviceToDevice, Memset, HostSync }
 
 /// <summary>One recorded operation. For a launch: the kernel (entry point and file), its configuration and the cost its
 /// wrapper declared (<see cref="HasCost"/> false when it declared none); for a copy or memset: its bytes.
 /// <see cref="InGraph"/>: executed as part of a replayed <see cref="DeviceGraph"/> (not issued by the host one by one).</summary>
-public readonly record struct RecordedOp(RecordedKind Kind, string Kernel, string File, Dim3 Grid, Dim3 Block, uint Shared,
+internal readonly record struct RecordedOp(RecordedKind Kind, string Kernel, string File, Dim3 Grid, Dim3 Block, uint Shared,
                                          long Bytes, double Flops, bool HasCost, bool InGraph)
 {
     public override string ToString() => Kind switch
@@ -34,7 +34,7 @@ public readonly record struct RecordedOp(RecordedKind Kind, string Kernel, strin
 /// synchronisation inside a graph capture throw, as they would break a CUDA capture.
 /// </para>
 /// </summary>
-public sealed unsafe class RecordingDevice : Device
+internal sealed unsafe class RecordingDevice : Device
 {
     readonly List<RecordedOp> ops = [];
     readonly RecStream defaultStream;
@@ -249,7 +249,7 @@ public sealed unsafe class RecordingDevice : Device
 /// <param name="Uncosted">launches whose wrapper declared no cost (their bytes and FLOPs count as 0)</param>
 /// <param name="Bytes">declared kernel bytes plus device-to-device copy (read + write) and memset bytes</param>
 /// <param name="HostBytes">bytes copied between host and device</param>
-public sealed record TraceSummary(int Launches, int HostLaunches, int GraphLaunches, int Copies, int HostSyncs, int Uncosted,
+internal sealed record TraceSummary(int Launches, int HostLaunches, int GraphLaunches, int Copies, int HostSyncs, int Uncosted,
                                   long Bytes, long HostBytes, double Flops, IReadOnlyList<string> UncostedKernels,
                                   IReadOnlyList<RecordedOp> Items)
 {
