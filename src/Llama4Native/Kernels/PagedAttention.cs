@@ -10,7 +10,7 @@ namespace Llama4Native.Kernels;
 /// with scales [pages, Hkv, P] and Group = d); a sequence's key j (its absolute position) sits in page
 /// <c>table[slot, (j / P) mod ring]</c> (ring = 0: no modulo). See the .cu file for the design.
 /// </summary>
-public static class PagedAttention
+internal static class PagedAttention
 {
     public const string File = "paged_attention.cu";
     const int DecRows = 8, DecThreads = 128, DecTile = 32, CombineThreads = 128, AppendHeadsPerBlock = 4;

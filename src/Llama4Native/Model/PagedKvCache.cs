@@ -6,7 +6,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Model;
 
 /// <summary>No free KV page is left for a sequence's next tokens (the pool is shared by every sequence).</summary>
-public sealed class KvCacheFullException(string message) : Exception(message);
+internal sealed class KvCacheFullException(string message) : Exception(message);
 
 /// <summary>
 /// The KV cache of MANY sequences, paged (issue #13 part 1; the long-context design of issue #15): a pool of pages of
@@ -33,7 +33,7 @@ public sealed class KvCacheFullException(string message) : Exception(message);
 /// context), so a row's summation order depends only on its own sequence — a request's tokens do not depend on the batch.
 /// </para>
 /// </summary>
-public sealed class PagedKvCache : IDisposable
+internal sealed class PagedKvCache : IDisposable
 {
     public const int DefaultPageSize = 64;
     /// <summary>Most splits of the decode grid over the longest history (bounds the workspace).</summary>

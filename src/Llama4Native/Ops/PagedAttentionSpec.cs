@@ -17,7 +17,7 @@ namespace Llama4Native.Ops;
 /// <see cref="Reference.Attention.Forward"/> over each sequence's LOGICAL keys (contiguous, positions 0.. or the ring's
 /// chunk window), and the pools after the append against <see cref="R.Append"/> (exact: values, FP8 codes and scales).
 /// </summary>
-public sealed class PagedAttentionSpec : OpSpec
+internal sealed class PagedAttentionSpec : OpSpec
 {
     public override string Name => "paged_attention";
 

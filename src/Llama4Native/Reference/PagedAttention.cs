@@ -2,7 +2,7 @@ namespace Llama4Native.Reference;
 
 /// <summary>One sequence of a paged batch (host side of the kernel's descriptors): rows QStart..QStart+QLen-1 of the
 /// packed Q/O/k_new sit at positions QPos0.., its history is positions 0..QPos0+QLen-1, its pages are row Slot of the table.</summary>
-public readonly record struct PagedSeq(int QStart, int QLen, int QPos0, int Slot);
+internal readonly record struct PagedSeq(int QStart, int QLen, int QPos0, int Slot);
 
 /// <summary>
 /// Reference for kernels/paged_attention.cu, plain loops: the pool is [pages, Hkv, P, d]; key j (= position j) of a
@@ -11,7 +11,7 @@ public readonly record struct PagedSeq(int QStart, int QLen, int QPos0, int Slot
 /// <see cref="Forward"/> gathers each sequence's keys 0..QPos0+QLen-1 into a contiguous [S, Hkv, d] and runs
 /// <see cref="Attention.Forward"/> (key slot j at position j).
 /// </summary>
-public static class PagedAttention
+internal static class PagedAttention
 {
     public static long PageRow(ReadOnlySpan<int> table, int stride, int slot, int ring, int pageSize, int kvHeads, int g, long pos)
     {

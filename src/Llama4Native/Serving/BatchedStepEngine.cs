@@ -24,7 +24,7 @@ namespace Llama4Native.Serving;
 /// CUDA-graph capture of the batched step, graphs bucketed by row count (graphs are built per (rows, sequences) and the
 /// least recently used are dropped past <see cref="MaxGraphs"/>).
 /// </summary>
-public sealed class BatchedStepEngine : IStepEngine
+internal sealed class BatchedStepEngine : IStepEngine
 {
     /// <summary>Graphs kept (one per (rows, sequences) shape seen).</summary>
     public const int MaxGraphs = 16;

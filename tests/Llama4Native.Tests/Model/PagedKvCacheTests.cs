@@ -12,7 +12,7 @@ namespace Llama4Native.Tests.Model;
 /// batch with other sequences of different lengths, prefill pieces and decode rows mixed (fp32, emulator).
 /// </summary>
 [Category("Emulator")]
-public class PagedKvCacheTests
+internal class PagedKvCacheTests
 {
     static (int[] Ids, int[] Generated) Golden(string fixture)
     {
