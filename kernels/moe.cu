@@ -40,7 +40,7 @@
 // |--------------------------------------|---------------------------------------------------------------|--------|
 // | moe_router_logits_{f32,bf16}         | (x, wr, logits, int T, int D, int E)                          | grid = (ceil(E / (MOE_ROUTER_THREADS/32)), min(T, 65535)), block = MOE_ROUTER_THREADS, shared = 0 |
 // | moe_topk_{f32,bf16}                  | (logits, topk_idx, topk_score, int T, int E, int k)           | grid = T, block = 32, dynamic shared = 8·E |
-// | moe_align                            | (topk_idx, sorted_slots, slot_row, tile_expert, expert_offsets, int T, int k, int E, int bm) | grid = 1, block = MOE_ALIGN_THREADS, dynamic shared = 4·(2E + 1) |
+// | moe_align                            | (topk_idx, sorted_slots, slot_row, tile_expert, expert_offsets, int T, int k, int E, int bm, int e0) | grid = 1, block = MOE_ALIGN_THREADS, dynamic shared = 4·(2E + 1) |
 // | moe_gate_up_mma_bf16                 | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, h, int k, int D, int I, int E) | grid = (ceil(I/MOE_BN), tiles), block = 32·MOE_WM·MOE_WN, dynamic shared = MOE_STAGES·2·(MOE_BM·(MOE_BK+8) + 2·MOE_BK·(MOE_BN+8)) (default tile: 43008 B) |
 // | moe_down_mma_bf16                    | (h, tile_expert, expert_offsets, wd, out, int I, int D, int E) | grid = (ceil(D/MOE_BN), tiles), block = 32·MOE_WM·MOE_WN, dynamic shared = MOE_STAGES·2·(MOE_BM·(MOE_BK+8) + MOE_BK·(MOE_BN+8)) (default tile: 29184 B) |
 // | moe_gate_up_simple_{f32,bf16}        | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, h, int k, int D, int I, int E, int bm) | grid = (ceil(I/16), ceil(R/16)), block = (16, 16), shared = 0 |
@@ -48,7 +48,9 @@
 // | moe_combine_{f32,bf16}               | (out, slot_row, topk_idx, y, int T, int D, int k, int accumulate) | grid = (ceil(D/MOE_COMBINE_THREADS), min(T, 65535)), block = MOE_COMBINE_THREADS, shared = 0 |
 // The mma kernels need the alignment done with bm = MOE_BM; the simple ones take any bm ≥ 1. Expert ids
 // outside [0, E) in topk_idx are dropped (slot_row = -1; the combine skips them). gridDim.y ≤ 65535
-// bounds R to 65535·MOE_BM rows (mma) or 65535·16 (simple).
+// bounds R to 65535·MOE_BM rows (mma) or 65535·16 (simple). Expert parallelism: a device holding experts
+// [e0, e0 + E) of the model aligns with e0 (the router's ids are global); pairs routed to other devices'
+// experts are dropped here, and its combine adds only its own — the all-reduce after the layer adds the rest.
 //
 // Compile-time parameters (part of the JIT cache key):
 //   MOE_BM 64, MOE_BN 64, MOE_BK 32, MOE_WM 2, MOE_WN 2, MOE_STAGES 3 — grouped GEMM tiles (4 warps, 32×32 each);
@@ -184,7 +186,7 @@ L4_DEV void topk(const TA* __restrict__ logits, int* __restrict__ topk_idx, floa
 
 // ------------------------------------------------------------------------------------------ align
 L4_DEV void align(const int* __restrict__ topk_idx, int* __restrict__ sorted_slots, int* __restrict__ slot_row,
-                  int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int k, int E, int bm) {
+                  int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int k, int E, int bm, int e0) {
     L4_DYNAMIC_SHARED(int, s_cnt);   // [E]
     int* s_off = s_cnt + E;          // [E + 1]
     const int n = T * k;
@@ -194,12 +196,12 @@ L4_DEV void align(const int* __restrict__ topk_idx, int* __restrict__ sorted_slo
         int cnt = 0;
         for (int base = 0; base < n; base += 32) {
             const int i = base + lane;
-            cnt += __popc(__ballot_sync(0xffffffffu, i < n && topk_idx[i] == e));
+            cnt += __popc(__ballot_sync(0xffffffffu, i < n && topk_idx[i] - e0 == e));
         }
         if (lane == 0) s_cnt[e] = cnt;
     }
-    for (int i = tid; i < n; i += blockDim.x) {  // pairs routed nowhere (an id outside [0, E))
-        const int e = topk_idx[i];
+    for (int i = tid; i < n; i += blockDim.x) {  // pairs routed nowhere (an id outside [e0, e0 + E))
+        const int e = topk_idx[i] - e0;
         if (e < 0 || e >= E) slot_row[i] = -1;
     }
     __syncthreads();
@@ -219,7 +221,7 @@ L4_DEV void align(const int* __restrict__ topk_idx, int* __restrict__ sorted_slo
         int pos = start;
         for (int base = 0; base < n; base += 32) {
             const int i = base + lane;
-            const bool hit = i < n && topk_idx[i] == e;
+            const bool hit = i < n && topk_idx[i] - e0 == e;
             const unsigned m = __ballot_sync(0xffffffffu, hit);
             if (hit) {
                 const int p = pos + __popc(m & below);
@@ -464,8 +466,8 @@ moe_topk_bf16(const bf16* __restrict__ logits, int* __restrict__ topk_idx, float
     l4_moe::topk<bf16>(logits, topk_idx, topk_score, T, E, k);
 }
 extern "C" __global__ void __launch_bounds__(MOE_ALIGN_THREADS)
-moe_align(const int* __restrict__ topk_idx, int* __restrict__ sorted_slots, int* __restrict__ slot_row, int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int k, int E, int bm) {
-    l4_moe::align(topk_idx, sorted_slots, slot_row, tile_expert, expert_offsets, T, k, E, bm);
+moe_align(const int* __restrict__ topk_idx, int* __restrict__ sorted_slots, int* __restrict__ slot_row, int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int k, int E, int bm, int e0) {
+    l4_moe::align(topk_idx, sorted_slots, slot_row, tile_expert, expert_offsets, T, k, E, bm, e0);
 }
 extern "C" __global__ void __launch_bounds__(l4_moe::NT)
 moe_gate_up_mma_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const bf16* __restrict__ wgu, bf16* __restrict__ h, int k, int D, int I, int E) {

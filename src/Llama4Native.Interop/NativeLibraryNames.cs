@@ -14,6 +14,9 @@ internal static class NativeLibraryNames
     /// <summary>Logical name of NVRTC, the runtime CUDA C++ compiler.</summary>
     public const string Nvrtc = "llama4native-nvrtc";
 
+    /// <summary>Logical name of NCCL, NVIDIA's collective communication library (several devices).</summary>
+    public const string Nccl = "llama4native-nccl";
+
     /// <summary>
     /// The driver library file. It ships with the NVIDIA display driver, not the toolkit: on Linux
     /// always the soname <c>libcuda.so.1</c> (never the unversioned dev symlink, which may be a stub).
@@ -24,4 +27,7 @@ internal static class NativeLibraryNames
     public static IReadOnlyList<string> NvrtcSonames => OperatingSystem.IsWindows()
         ? ["nvrtc64_130_0.dll", "nvrtc64_120_0.dll", "nvrtc64_112_0.dll"]
         : ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"];
+
+    /// <summary>NCCL library names the default loader may find (NCCL 2 keeps soname .so.2).</summary>
+    public static IReadOnlyList<string> NcclSonames => ["libnccl.so.2", "libnccl.so"];
 }

@@ -26,6 +26,8 @@ internal static class NativeLibraryResolver
         // The locator throws its own exception listing every place searched; callers reach NVRTC through
         // Nvrtc/NvrtcCompiler, which call NvrtcLocator.Load() first, so this is only the backstop.
         NativeLibraryNames.Nvrtc => NvrtcLocator.Load().Handle,
+        // Same for NCCL: Nccl's static constructor loads it first (NcclNotFoundException lists the places).
+        NativeLibraryNames.Nccl => NcclLocator.Load().Handle,
         _ => 0,
     };
 }

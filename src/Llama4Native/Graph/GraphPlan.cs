@@ -96,16 +96,26 @@ internal sealed class GraphPlan : IDisposable
     {
         for (int k = 0; k < g.nodes.Count; k++)
         {
+            RunNode(k, stream);
             var node = g.nodes[k];
-            var ins = nodeInputs[k];
-            var output = tensors[node.Output.Id];
-            try { node.Run(new NodeContext(device, stream, ins, output)); }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                throw new GraphExecutionException(node.Name, e);
-            }
             if (dumpWhere is not null && dump is not null && dumpWhere(node.Name))
-                dump(node.Name, output, Download(output));
+                dump(node.Name, tensors[node.Output.Id], Download(tensors[node.Output.Id]));
+        }
+    }
+
+    /// <summary>Nodes, in execution order: for a runner that steps several ranks' plans in lockstep.</summary>
+    public int NodeCount => g.nodes.Count;
+    public string NodeName(int k) => g.nodes[k].Name;
+    public Tensor NodeOutput(int k) => tensors[g.nodes[k].Output.Id];
+
+    /// <summary>Runs node <paramref name="k"/> alone (what <see cref="Run(DeviceStream?, Func{string, bool}?, Action{string, Tensor, float[]}?)"/> does for each).</summary>
+    public void RunNode(int k, DeviceStream? stream)
+    {
+        var node = g.nodes[k];
+        try { node.Run(new NodeContext(device, stream, nodeInputs[k], tensors[node.Output.Id])); }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            throw new GraphExecutionException(node.Name, e);
         }
     }
 

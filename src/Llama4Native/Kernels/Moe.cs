@@ -72,6 +72,8 @@ internal static class Moe
         public Tensor QScale { get; }
         /// <summary>FP8's activation scale upper bound (<c>activation_scale_ub</c>).</summary>
         public float ActivationScaleUb { get; }
+        /// <summary>Expert parallelism: the model index of this device's first expert (its <see cref="Experts"/> follow).</summary>
+        public int FirstExpert { get; init; }
 
         /// <param name="fp8">also allocate the activation-quantization scratch that FP8 routed experts need</param>
         /// <param name="activationScaleUb">FP8's activation scale upper bound</param>
@@ -123,7 +125,7 @@ internal static class Moe
         Router(dev, x, wr, Rows(ws.Logits, t), idx, score, stream);
         var cfg = config ?? For(t, ws.K);
         if (cfg.BM > BM) throw new ArgumentException($"moe: tile {cfg} has BM > {BM}, which the workspace is sized for");
-        Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM);
+        Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM, ws.FirstExpert);
         GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream, variant, cfg);
         Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, idx.Shape[1], stream, variant, cfg, ws.SortedSlots);
         Combine(dev, ws.Out, slotRow, idx, y, accumulate, stream);
@@ -144,7 +146,7 @@ internal static class Moe
         {
             if (ws.Q.Ptr.IsNull) throw new InvalidOperationException("moe: FP8 experts need a workspace made with fp8: true (activation-quantization scratch)");
             var cfg = MoeFp8.For(t, ws.K);
-            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM);
+            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM, ws.FirstExpert);
             MoeFp8.GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, ws.Q, ws.QScale, ws.ActivationScaleUb, stream, cfg);
             MoeFp8.Down(dev, ws.H, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, ws.Q, ws.QScale, ws.ActivationScaleUb, stream, cfg);
         }
@@ -152,7 +154,7 @@ internal static class Moe
         {
             // bf16 (moe.cu) and int4 (moe_int4.cu, dispatched inside GateUp/Down) share the tile configs.
             var cfg = For(t, ws.K);
-            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM);
+            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM, ws.FirstExpert);
             GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream, Variant.Auto, cfg);
             Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, stream, Variant.Auto, cfg, ws.SortedSlots);
         }
@@ -216,8 +218,10 @@ internal static class Moe
     /// <summary>Groups the T·k (token, slot) pairs by expert: padded row order, tile → expert, slot → row, offsets.</summary>
     /// <param name="topkIdx">[T, k] i32</param><param name="sortedSlots">[≥ MaxRows] i32</param><param name="slotRow">[T, k] i32</param>
     /// <param name="tileExpert">[≥ MaxTiles] i32</param><param name="expertOffsets">[E + 1] i32</param>
+    /// <param name="firstExpert">expert parallelism: this device holds experts [firstExpert, firstExpert + E) of the model;
+    /// topk ids are global, pairs routed elsewhere are dropped (slot_row −1)</param>
     public static unsafe void Align(Device dev, Tensor topkIdx, int experts, Tensor sortedSlots, Tensor slotRow, Tensor tileExpert,
-                                    Tensor expertOffsets, DeviceStream? stream = null, int bm = BM)
+                                    Tensor expertOffsets, DeviceStream? stream = null, int bm = BM, int firstExpert = 0)
     {
         const string op = "moe.align";
         Matrix(op, "topk_idx", topkIdx);
@@ -233,7 +237,9 @@ internal static class Moe
             if (a.DType != DType.I32) throw KernelCheck.Unsupported(op, $"{a.DType} index tensors");
         var fn = dev.Kernels.Get(File, "moe_align");
         ulong ip = topkIdx.Ptr.Value, sp = sortedSlots.Ptr.Value, rp = slotRow.Ptr.Value, tp = tileExpert.Ptr.Value, op_ = expertOffsets.Ptr.Value;
-        void** args = stackalloc void*[] { &ip, &sp, &rp, &tp, &op_, &t, &k, &e, &bm };
+        int e0 = firstExpert;
+        if (e0 < 0) throw new ArgumentException($"{op}: firstExpert = {e0} must be ≥ 0");
+        void** args = stackalloc void*[] { &ip, &sp, &rp, &tp, &op_, &t, &k, &e, &bm, &e0 };
         dev.Cost(topkIdx.Bytes + slotRow.Bytes + 4L * (e + 1) + 4L * MaxRows(t, k, e, bm) + 4L * MaxTiles(t, k, e, bm), 0);
         dev.Launch(fn, 1, AlignThreads, (uint)(4 * (2 * e + 1)), args, stream);
     }

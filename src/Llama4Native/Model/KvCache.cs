@@ -62,8 +62,10 @@ internal sealed class KvCache : IDisposable
     public long Bytes { get; }
 
     /// <param name="kvDType">null = <paramref name="dtype"/>; <see cref="DType.F8E4M3"/> = the FP8 KV cache (quantized when written)</param>
-    public KvCache(Device device, TextConfig config, DType dtype, int maxContext, int maxPiece, DType? kvDType = null)
+    /// <param name="heads">several devices: this rank's (query heads, KV heads) from its <see cref="Distributed.ShardingPlan"/>; null = the config's</param>
+    public KvCache(Device device, TextConfig config, DType dtype, int maxContext, int maxPiece, DType? kvDType = null, (int Q, int Kv)? heads = null)
     {
+        (qHeads, kvHeads) = heads ?? (config.NumAttentionHeads, config.NumKeyValueHeads);
         KvDType = kvDType ?? dtype;
         if (KvDType != dtype && KvDType != DType.F8E4M3)
             throw new ArgumentException($"kv cache: stores {dtype} pieces as {dtype} or F8E4M3, not {KvDType}");
@@ -74,8 +76,8 @@ internal sealed class KvCache : IDisposable
         int layers = config.NumHiddenLayers;
         k = new DeviceBuffer[layers]; v = new DeviceBuffer[layers]; capacity = new int[layers];
         ks = new DeviceBuffer?[layers]; vs = new DeviceBuffer?[layers];
-        rowBytes = config.NumKeyValueHeads * config.HeadDim * KvDType.Size();
-        scaleRowBytes = KvDType == DType.F8E4M3 ? config.NumKeyValueHeads * 4 : 0;
+        rowBytes = kvHeads * config.HeadDim * KvDType.Size();
+        scaleRowBytes = KvDType == DType.F8E4M3 ? kvHeads * 4 : 0;
         try
         {
             for (int i = 0; i < layers; i++)
@@ -94,7 +96,7 @@ internal sealed class KvCache : IDisposable
             meta = dev.Allocate(2 * DescriptorBytes);
             // Decode steps over long histories split the keys across blocks (the prefill kernel would use one
             // block per head): partials for up to SplitRows query rows at the longest capacity.
-            splitWorkspace = dev.Allocate(Attention.WorkspaceBytes(Math.Min(SplitRows, maxPiece), config.NumAttentionHeads, config.HeadDim, capacity.Max()));
+            splitWorkspace = dev.Allocate(Attention.WorkspaceBytes(Math.Min(SplitRows, maxPiece), qHeads, config.HeadDim, capacity.Max()));
         }
         catch
         {
@@ -102,6 +104,8 @@ internal sealed class KvCache : IDisposable
             throw;
         }
     }
+
+    readonly int qHeads, kvHeads;
 
     bool Chunked(int layer) => cfg.UsesRope[layer] && Chunk > 0;
 
@@ -142,7 +146,7 @@ internal sealed class KvCache : IDisposable
         if (pieceTokens < 0) throw new InvalidOperationException("kv cache: BeginPiece was not called");
         bool chunked = Chunked(layer);
         long slot = chunked ? Position - ropeBase : Position;
-        int hkv = cfg.NumKeyValueHeads, d = cfg.HeadDim, t = pieceTokens;
+        int hkv = kvHeads, d = cfg.HeadDim, t = pieceTokens;
         var p = meta.Ptr + (chunked ? 0 : DescriptorBytes);
         var (kc, vc) = Stored(layer);
         Step.KvAppend(dev, kNew.Reshape(t, (long)hkv * d), vNew.Reshape(t, (long)hkv * d),
@@ -159,7 +163,7 @@ internal sealed class KvCache : IDisposable
     /// <summary>Layer <paramref name="layer"/>'s keys and values as stored, [capacity, Hkv, d] (FP8: quantized tensors, scales [capacity, Hkv]).</summary>
     public (Tensor K, Tensor V) Stored(int layer)
     {
-        var shape = new Shape(capacity[layer], cfg.NumKeyValueHeads, cfg.HeadDim);
+        var shape = new Shape(capacity[layer], kvHeads, cfg.HeadDim);
         if (ks[layer] is null) return (new Tensor(k[layer].Ptr, KvDType, shape), new Tensor(v[layer].Ptr, KvDType, shape));
         return (Tensor.Quantized(k[layer].Ptr, KvDType, shape, ks[layer]!.Ptr, cfg.HeadDim),
                 Tensor.Quantized(v[layer].Ptr, KvDType, shape, vs[layer]!.Ptr, cfg.HeadDim));

@@ -1,5 +1,6 @@
 using Llama4Native.Checkpoints;
 using Llama4Native.Devices;
+using Llama4Native.Distributed;
 using Llama4Native.Graph;
 using Llama4Native.Kernels;
 using Llama4Native.Tensors;
@@ -31,6 +32,14 @@ public enum ComputeMode
 /// FFN: dense layers gate/up/SiLU/down; MoE layers the shared expert plus the routed experts (router → top-k
 /// → sigmoid-scaled inputs → grouped expert GEMMs → combine). Nothing here knows about a fixture's shapes:
 /// every size comes from <see cref="TextConfig"/>.
+/// <para>
+/// Several devices: with a <see cref="RankContext"/> the same description builds ONE RANK's graph from the
+/// <see cref="ShardingPlan"/>: local head / intermediate / expert / vocab counts, the rank's weight slices, and the
+/// collectives as named nodes through <see cref="Communicator"/> — "embed.allreduce", "blk.i.attn_o.allreduce",
+/// "blk.i.ffn_down.allreduce" or "blk.i.moe.allreduce" (shared + routed experts together), "output.allgather" and
+/// "output.gather" (the vocab slices back into [T, V] order). After each all-reduce every rank holds the same x, so
+/// norms, residuals and the router run replicated. <see cref="ShardedTextGraph"/> runs the ranks' graphs in lockstep.
+/// </para>
 /// </summary>
 internal sealed class Llama4TextGraph : IDisposable
 {
@@ -60,6 +69,12 @@ internal sealed class Llama4TextGraph : IDisposable
     readonly float ub;
     readonly DeviceBuffer? fp8Scratch;
     readonly Tensor fp8Rows, fp8Scales;
+    readonly RankContext? shard;
+    readonly HashSet<string> collectives = new(StringComparer.Ordinal);
+    /// <summary>The collective nodes of this graph (empty on one device): a lockstep runner brackets them across ranks.</summary>
+    public IReadOnlySet<string> CollectiveNodes => collectives;
+    /// <summary>This rank's place in a device group, or null on one device.</summary>
+    public RankContext? Shard => shard;
 
     /// <summary>
     /// Builds and plans the graph for pieces of <paramref name="tokens"/> tokens of one sequence. Without a
@@ -68,8 +83,9 @@ internal sealed class Llama4TextGraph : IDisposable
     /// With <paramref name="lastLogitsOnly"/> the lm_head runs on the last position only (logits [1, V]): all a
     /// generation step needs, and at V = 202,048 the largest GEMM of a prefill piece otherwise.
     /// </summary>
-    public Llama4TextGraph(ModelWeights w, int tokens, ComputeMode mode, KvCache? cache = null, bool lastLogitsOnly = false)
-        : this(w, tokens, mode, cache, lastLogitsOnly, null, 0) { }
+    /// <param name="rank">several devices: this rank's plan, index and communicator; <paramref name="w"/> then holds its slices</param>
+    public Llama4TextGraph(ModelWeights w, int tokens, ComputeMode mode, KvCache? cache = null, bool lastLogitsOnly = false, RankContext? rank = null)
+        : this(w, tokens, mode, cache, lastLogitsOnly, null, 0, rank) { }
 
     /// <summary>
     /// A graph over a BATCH: <paramref name="tokens"/> rows from <paramref name="sequences"/> sequences of a
@@ -78,15 +94,19 @@ internal sealed class Llama4TextGraph : IDisposable
     /// [B, V]: each sequence's last row. Run it with <see cref="RunBatch"/>.
     /// </summary>
     public Llama4TextGraph(ModelWeights w, int tokens, int sequences, ComputeMode mode, PagedKvCache paged)
-        : this(w, tokens, mode, null, false, paged ?? throw new ArgumentNullException(nameof(paged)), sequences) { }
+        : this(w, tokens, mode, null, false, paged ?? throw new ArgumentNullException(nameof(paged)), sequences, null) { }
 
-    Llama4TextGraph(ModelWeights w, int tokens, ComputeMode mode, KvCache? cache, bool lastLogitsOnly, PagedKvCache? paged, int sequences)
+    Llama4TextGraph(ModelWeights w, int tokens, ComputeMode mode, KvCache? cache, bool lastLogitsOnly, PagedKvCache? paged, int sequences, RankContext? rank)
     {
         var cfg = w.Config.Text;
         dev = w.Device;
         Tokens = tokens;
         Mode = mode;
-        int t = tokens, d = cfg.HiddenSize, h = cfg.NumAttentionHeads, hkv = cfg.NumKeyValueHeads, hd = cfg.HeadDim;
+        shard = rank is { Plan.World: > 1 } ? rank : null;
+        var sp = shard?.Plan;
+        // Local sizes: the whole model on one device, this rank's part of it on several.
+        int t = tokens, d = cfg.HiddenSize, h = sp?.Heads ?? cfg.NumAttentionHeads, hkv = sp?.KvHeads ?? cfg.NumKeyValueHeads, hd = cfg.HeadDim;
+        int interMoe = sp?.Inter ?? cfg.IntermediateSize, interMlp = sp?.InterMlp ?? cfg.IntermediateSizeMlp;
         var act = mode == ComputeMode.F32 ? DType.F32 : DType.BF16;
         float eps = (float)cfg.RmsNormEps;
         var g = Graph = new ComputeGraph();
@@ -110,8 +130,9 @@ internal sealed class Llama4TextGraph : IDisposable
         var invFreq = new Tensor(freqs.Ptr, DType.F32, new Shape(cfg.RopeInvFreq.Length));
         ub = w.ActivationScaleUb;
         if (cfg.NumMoeLayers > 0)
-            moe = new Moe.Workspace(dev, t, cfg.NumExpertsPerTok, cfg.NumLocalExperts, d, cfg.IntermediateSize, act,
-                                    fp8: w.Tensors.Values.Any(x => x.DType == DType.F8E4M3 && x.Shape.Rank == 3), activationScaleUb: ub);
+            moe = new Moe.Workspace(dev, t, cfg.NumExpertsPerTok, sp?.Experts ?? cfg.NumLocalExperts, d, cfg.IntermediateSize, act,
+                                    fp8: w.Tensors.Values.Any(x => x.DType == DType.F8E4M3 && x.Shape.Rank == 3), activationScaleUb: ub)
+                  { FirstExpert = sp?.ExpertStart(shard!.Rank) ?? 0 };
         // Dense FP8 linears (FbgemmFp8Linear) quantize their input rows per token: one scratch for all of them.
         long fp8K = w.Tensors.Values.Where(x => x.DType == DType.F8E4M3 && x.Shape.Rank == 2).Select(x => x.Shape.Inner).DefaultIfEmpty(0).Max();
         if (fp8K > 0)
@@ -124,9 +145,19 @@ internal sealed class Llama4TextGraph : IDisposable
         Value W(string name) => g.Bind(name + ".weight", w[name].Tensor); // values are named; nodes keep the bare name
         Value Linear(string name, Value input, Value weight, long outFeatures) =>
             g.Node(name, act, new Shape(t, outFeatures), [input, weight], (in NodeContext c) => Project(c));
+        // Row-parallel outputs are partial sums on several devices: one all-reduce (in place) completes them.
+        var comm = shard?.Comm;
+        Value AllReduce(string name, Value partial)
+        {
+            if (comm is null) return partial;
+            collectives.Add(name);
+            return g.Node(name, act, new Shape(t, d), [partial], (in NodeContext c) => comm.AllReduceSum(c[0], c.Output, c.Stream), inPlaceOf: partial);
+        }
 
         var x = g.Node("embed", act, new Shape(t, d), [Ids, W("tok_embd")],
                        (in NodeContext c) => Embedding.Run(c.Device, c[0], c[1], c.Output, DevicePtr.Null, c.Stream));
+        // Vocab-parallel: this rank's ids are shifted to its rows, the others out of range (zero rows); the sum is the lookup.
+        x = AllReduce("embed.allreduce", x);
         imageToken = w.Config.ImageTokenIndex;
         if (w.Config.IsMultimodal)
         {
@@ -175,7 +206,7 @@ internal sealed class Llama4TextGraph : IDisposable
                     batch!.Run(c.Device, c[0].Reshape(t, h, hd), c[1].Reshape(t, hkv, hd), c[2].Reshape(t, hkv, hd),
                                c.Output.Reshape(t, h, hd), chunk, scale, c.Stream);
             });
-            var o = Linear(p + "attn_o", att, W(p + "attn_o"), d);
+            var o = AllReduce(p + "attn_o.allreduce", Linear(p + "attn_o", att, W(p + "attn_o"), d));
             x = g.Node(p + "attn_res", act, new Shape(t, d), [x, o],
                        (in NodeContext c) => Add.Run(c.Device, c[0], c[1], c.Output, c.Stream), inPlaceOf: x);
 
@@ -185,7 +216,7 @@ internal sealed class Llama4TextGraph : IDisposable
             Value ffn;
             if (cfg.IsMoeLayer[i])
             {
-                int inter = cfg.IntermediateSize;
+                int inter = interMoe;
                 var ws = moe!;
                 var logits = g.Node(p + "moe.router", act, new Shape(t, cfg.NumLocalExperts), [fn, W(p + "moe.router")], (in NodeContext c) =>
                     Moe.Router(c.Device, c[0], c[1], c.Output, ws.TopkIdx.Slice(0, t), ws.TopkScore.Slice(0, t), c.Stream));
@@ -198,15 +229,17 @@ internal sealed class Llama4TextGraph : IDisposable
                 // The routed experts add onto the shared expert's output (HF: out = shared(x); out += Σ experts).
                 ffn = g.Node(p + "moe.experts", act, new Shape(t, d), [fn, shared, logits, wgu, wdn], (in NodeContext c) =>
                     Moe.Experts(c.Device, c[0], c[3], c[4], c.Output, ws, accumulate: true, c.Stream), inPlaceOf: shared);
+                // Expert-parallel routed experts and the row-parallel shared expert are both partial: one all-reduce.
+                ffn = AllReduce(p + "moe.allreduce", ffn);
             }
             else
             {
-                int inter = cfg.IntermediateSizeMlp;
+                int inter = interMlp;
                 var gt = Linear(p + "ffn_gate", fn, W(p + "ffn_gate"), inter);
                 var up = Linear(p + "ffn_up", fn, W(p + "ffn_up"), inter);
                 var a = g.Node(p + "ffn_act", act, new Shape(t, inter), [gt, up],
                                (in NodeContext c) => SiluMul.Run(c.Device, c[0], c[1], c.Output, c.Stream));
-                ffn = Linear(p + "ffn_down", a, W(p + "ffn_down"), d);
+                ffn = AllReduce(p + "ffn_down.allreduce", Linear(p + "ffn_down", a, W(p + "ffn_down"), d));
             }
             x = g.Node(p + "out", act, new Shape(t, d), [x, ffn],
                        (in NodeContext c) => Add.Run(c.Device, c[0], c[1], c.Output, c.Stream), inPlaceOf: x);
@@ -214,18 +247,39 @@ internal sealed class Llama4TextGraph : IDisposable
         var xn = g.Node("output_norm", act, new Shape(t, d), [x, W("output_norm")],
                         (in NodeContext c) => RmsNorm.Run(c.Device, c[0], c[1], c.Output, eps, c.Stream));
         var head = w.TryGet("output", out var lm) ? lm.Tensor : w["tok_embd"].Tensor; // tied embeddings
+        long vocab = sp?.Vocab ?? cfg.VocabSize; // vocab-parallel: this rank's rows (the last zero-padded)
+        int rows = lastLogitsOnly ? 1 : t;
+        Value outLogits;
         if (paged is not null)
         {   // each sequence's last row (a gather through the embedding kernel), then the lm_head on B rows
+            if (shard is not null) throw new NotSupportedException("a batched (paged) graph on several devices is not implemented yet");
             int b = Sequences;
             LastRows = g.Input("last_rows", DType.I32, new Shape(b));
             var last = g.Node("output_norm.last", act, new Shape(b, d), [xn, LastRows.Value],
                               (in NodeContext c) => Embedding.Run(c.Device, c[1], c[0], c.Output, DevicePtr.Null, c.Stream));
-            Logits = g.Node("output", DType.F32, new Shape(b, cfg.VocabSize), [last, g.Bind("lm_head", head)], (in NodeContext c) => Project(c));
+            outLogits = g.Node("output", DType.F32, new Shape(b, cfg.VocabSize), [last, g.Bind("lm_head", head)], (in NodeContext c) => Project(c));
         }
-        else Logits = lastLogitsOnly
-            ? g.Node("output", DType.F32, new Shape(1, cfg.VocabSize), [xn, g.Bind("lm_head", head)], (in NodeContext c) =>
+        else outLogits = lastLogitsOnly
+            ? g.Node("output", DType.F32, new Shape(1, vocab), [xn, g.Bind("lm_head", head)], (in NodeContext c) =>
                   Project(new NodeContext(c.Device, c.Stream, [c[0].Slice(c[0].Shape[0] - 1, 1), c[1]], c.Output)))
-            : g.Node("output", DType.F32, new Shape(t, cfg.VocabSize), [xn, g.Bind("lm_head", head)], (in NodeContext c) => Project(c));
+            : g.Node("output", DType.F32, new Shape(t, vocab), [xn, g.Bind("lm_head", head)], (in NodeContext c) => Project(c));
+        if (comm is not null)
+        {
+            int n = sp!.World;
+            collectives.Add("output.allgather");
+            var gathered = g.Node("output.allgather", DType.F32, new Shape(n, rows, vocab), [outLogits],
+                                  (in NodeContext c) => comm.AllGather(c[0], c.Output, c.Stream));
+            // [n, rows, Vr] → [rows, V]: each rank's real columns of each row (one device copy per rank and row).
+            var plan = sp;
+            outLogits = g.Node("output.gather", DType.F32, new Shape(rows, cfg.VocabSize), [gathered], (in NodeContext c) =>
+            {
+                for (int r = 0; r < n; r++)
+                    for (int i = 0; i < rows; i++)
+                        c.Device.CopyDeviceToDevice(c[0].Ptr + ((long)r * rows + i) * vocab * 4, c.Output.Ptr + ((long)i * cfg.VocabSize + plan.VocabStart(r)) * 4,
+                                                    plan.VocabCount(r) * 4, c.Stream);
+            });
+        }
+        Logits = outLogits;
         g.Output(Logits);
         Plan = g.Plan(dev);
     }
@@ -307,12 +361,31 @@ internal sealed class Llama4TextGraph : IDisposable
         cache?.BeginPiece(Tokens);
         var pos = new int[Tokens];
         for (int i = 0; i < pos.Length; i++) pos[i] = p0 + i;
-        dev.Upload(ids, Plan[Ids].Ptr);
+        dev.Upload<int>(LocalIds(ids), Plan[Ids].Ptr);
         dev.Upload<int>(pos, Plan[Positions].Ptr);
+        if (shard is not null) return Plan[Logits]; // the lockstep runner runs the nodes, then EndRun
         try { Plan.Run(null, dumpWhere, dump); }
         catch { cache?.AbortPiece(); throw; }
         cache?.EndPiece();
         return Plan[Logits];
+    }
+
+    /// <summary>Several devices: the ids as this rank's embedding slice sees them — its rows shifted to 0, every other
+    /// id out of range (the embedding kernel writes a zero row for it, and the all-reduce adds the owner's row).</summary>
+    int[] LocalIds(ReadOnlySpan<int> ids)
+    {
+        if (shard is null) return ids.ToArray();
+        long v0 = shard.Plan.VocabStart(shard.Rank), n = shard.Plan.VocabCount(shard.Rank);
+        var local = new int[ids.Length];
+        for (int i = 0; i < ids.Length; i++) local[i] = ids[i] - v0 is var l && l >= 0 && l < n ? (int)l : -1;
+        return local;
+    }
+
+    /// <summary>Several devices: ends the piece <see cref="Run"/> began once the lockstep runner ran every node
+    /// (<paramref name="ok"/> false: it failed, the cache forgets the piece).</summary>
+    internal void EndRun(bool ok)
+    {
+        if (ok) cache?.EndPiece(); else cache?.AbortPiece();
     }
 
     /// <summary>
@@ -367,6 +440,7 @@ internal sealed class Llama4TextGraph : IDisposable
     public void RunOnDevice(DeviceStream? stream = null)
     {
         if (cache is null) throw new InvalidOperationException("RunOnDevice continues a cached sequence; this graph has no kv cache");
+        if (shard is not null) throw new NotSupportedException("on several devices a step runs through ShardedTextGraph (the ids are shifted per rank on the host); device-side decode steps are one device only");
         imageCount = 0;
         Plan.Run(stream, (Func<string, bool>?)null, null);
     }

@@ -81,7 +81,7 @@ internal static class Moe
     /// <param name="expertOffsets">[experts + 1] padded starts; [experts] = total padded rows</param>
     /// <returns>total padded rows</returns>
     public static int Align(ReadOnlySpan<int> topkIdx, int tokens, int k, int experts, int bm,
-                            Span<int> sortedSlots, Span<int> slotRow, Span<int> tileExpert, Span<int> expertOffsets)
+                            Span<int> sortedSlots, Span<int> slotRow, Span<int> tileExpert, Span<int> expertOffsets, int firstExpert = 0)
     {
         int n = Checks.Elements(tokens, k, nameof(tokens), nameof(k));
         Checks.Positive(experts, nameof(experts));
@@ -90,7 +90,7 @@ internal static class Moe
         Checks.Length(slotRow, n, nameof(slotRow));
         Checks.Length(expertOffsets, experts + 1L, nameof(expertOffsets));
         var count = new int[experts];
-        foreach (var e in topkIdx) if ((uint)e < (uint)experts) count[e]++;
+        foreach (var g in topkIdx) if ((uint)(g - firstExpert) < (uint)experts) count[g - firstExpert]++;
         int off = 0;
         for (int e = 0; e < experts; e++) { expertOffsets[e] = off; off += (count[e] + bm - 1) / bm * bm; }
         expertOffsets[experts] = off;
@@ -101,7 +101,7 @@ internal static class Moe
         for (int e = 0; e < experts; e++) pos[e] = expertOffsets[e];
         for (int i = 0; i < n; i++)
         {
-            int e = topkIdx[i];
+            int e = topkIdx[i] - firstExpert;
             if ((uint)e >= (uint)experts) { slotRow[i] = -1; continue; }
             sortedSlots[pos[e]] = i; slotRow[i] = pos[e]++;
         }
