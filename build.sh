@@ -8,6 +8,7 @@
 #   ./build.sh bench [filter]  BenchmarkDotNet benchmarks (e.g. './build.sh bench "*Gemm*"')
 #   ./build.sh kernels         compile every kernel with NVRTC for sm_90a and sm_80; print registers/spills/smem
 #   ./build.sh llama4 [args]   any CLI verb (`./build.sh llama4 --help`)
+#   ./build.sh nccl            fetch NCCL 2.22.3 (Debian trixie contrib libnccl2) into .cache/nccl (several GPUs; `test` does too)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -55,6 +56,36 @@ ensure_nvrtc() {
   export LLAMA4_NVRTC="$NVRTC_LIB"
 }
 
+# --- NCCL 2.22.3 (Debian trixie contrib), pinned and checksum-verified: several CUDA devices ----------------------
+# Optional: without it everything but several CUDA devices works, so a failed fetch only warns. The build needs
+# glibc ≥ 2.38 to load (Debian 13); on older systems set LLAMA4_NCCL to another libnccl.so.2 (e.g. pip's nvidia-nccl-cu12).
+NCCL_VERSION="2.22.3-1-1"
+NCCL_SHA256=5d4202de81f28cfc82df989fe9634f941e777e782f69a035bc7db11c8d6062d2
+NCCL_DIR="$CACHE/nccl"
+NCCL_LIB="$NCCL_DIR/usr/lib/x86_64-linux-gnu/libnccl.so.2"
+
+ensure_nccl() {
+  if [[ -n "${LLAMA4_NCCL:-}" || ( -f "$NCCL_LIB" && -f "$NCCL_DIR/.verified" ) ]]; then return; fi
+  [[ "$(uname -m)" == x86_64 ]] || return 0
+  echo "build.sh: fetching NCCL $NCCL_VERSION (Debian trixie contrib) into $NCCL_DIR" >&2
+  local apt="$CACHE/apt-nccl" mirror
+  mirror="$(grep -rhE '^[[:space:]]*(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+            | grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -1 || true)"
+  mirror="${mirror:-http://deb.debian.org/debian}"
+  mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/debs"
+  echo "deb ${mirror%/} trixie contrib" > "$apt/sources.list"
+  local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt" -o Debug::NoLocking=1
+              -o APT::Sandbox::User="$(id -un)")
+  if ! { apt-get "${opts[@]}" -qq update >&2 && (cd "$apt/debs" && apt-get "${opts[@]}" -qq download "libnccl2=$NCCL_VERSION" >&2); }; then
+    echo "build.sh: warning: could not fetch libnccl2 (several CUDA devices need it; everything else works)" >&2; return 0
+  fi
+  local deb; deb="$(ls "$apt/debs/libnccl2_"*.deb)"
+  echo "$NCCL_SHA256  $deb" | sha256sum -c --quiet - || { echo "build.sh: checksum mismatch for $deb" >&2; exit 1; }
+  rm -rf "$NCCL_DIR.tmp"; mkdir -p "$NCCL_DIR.tmp"; dpkg -x "$deb" "$NCCL_DIR.tmp"
+  rm -rf "$NCCL_DIR"; mv "$NCCL_DIR.tmp" "$NCCL_DIR"; touch "$NCCL_DIR/.verified"; rm -f "$deb"
+}
+
 need() { command -v "$1" >/dev/null || { echo "build.sh: '$1' is required ($2)" >&2; exit 1; }; }
 
 build() {
@@ -70,12 +101,13 @@ cli() { dotnet "$ROOT/src/Llama4Native.Cli/bin/$CONFIG/net10.0/llama4.dll" "$@";
 cmd="${1:-}"; [[ $# -gt 0 ]] && shift
 case "$cmd" in
   "")      ensure_nvrtc; build ;;
-  test)    ensure_nvrtc; build
+  test)    ensure_nvrtc; ensure_nccl; build
            "$ROOT/tests/run-tests.sh" "$ROOT/tests/Llama4Native.Tests/bin/$CONFIG/net10.0/Llama4Native.Tests.dll" "$@" ;;
   run)     ensure_nvrtc; build; cli run "$@" ;;
   llama4)  ensure_nvrtc; build; cli "$@" ;;
   kernels) ensure_nvrtc; build; cli kernels "$@" ;;
+  nccl)    ensure_nccl; ls -l "$NCCL_LIB" >&2 ;;
   bench)   ensure_nvrtc; build
            dotnet "$ROOT/bench/Llama4Native.Bench/bin/$CONFIG/net10.0/Llama4Native.Bench.dll" --filter "${1:-*}" "${@:2}" ;;
-  *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,13p' "$0" >&2; exit 2 ;;
 esac

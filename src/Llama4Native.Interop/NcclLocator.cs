@@ -159,7 +159,7 @@ internal static class NcclLocator
         catch (DllNotFoundException e)
         {
             // The loader's message says why (missing file, or e.g. "version `GLIBC_2.38' not found").
-            log.Add($"{origin}: {target}: {(loaderName ? "not found by the loader" : "could not be loaded: " + FirstLine(e.Message))}");
+            log.Add($"{origin}: {target}: {(loaderName ? "not found by the loader" : "could not be loaded: " + LoaderReason(e.Message, target))}");
             return null;
         }
         catch (BadImageFormatException e) { log.Add($"{origin}: {target}: not a library for this machine: {FirstLine(e.Message)}"); return null; }
@@ -182,6 +182,11 @@ internal static class NcclLocator
     }
 
     static string FirstLine(string s) => s.Split('\n')[0].Trim();
+
+    /// <summary>The dynamic loader's own line from .NET's message (e.g. "…: version `GLIBC_2.38' not found"), else its first line.</summary>
+    static string LoaderReason(string message, string target) =>
+        message.Split('\n').Select(l => l.Trim()).FirstOrDefault(l => l.StartsWith(target + ":", StringComparison.Ordinal) || l.Contains("GLIBC", StringComparison.Ordinal))
+        ?? FirstLine(message);
 
     static NcclNotFoundException NotFound(List<string> log, string? cause = null)
     {

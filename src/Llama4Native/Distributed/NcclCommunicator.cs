@@ -22,16 +22,7 @@ internal sealed class NcclCommunicator : Communicator
     internal NcclCommunicator(ncclComm_t comm, int rank, int size, Device device) { this.comm = comm; Rank = rank; Size = size; Device = device; }
 
     /// <summary>The NCCL datatype of a tensor dtype.</summary>
-    public static ncclDataType_t DataType(DType t) => t switch
-    {
-        DType.F32 => ncclDataType_t.ncclFloat32,
-        DType.BF16 => ncclDataType_t.ncclBfloat16,
-        DType.F16 => ncclDataType_t.ncclFloat16,
-        DType.I32 => ncclDataType_t.ncclInt32,
-        DType.I64 => ncclDataType_t.ncclInt64,
-        DType.U8 or DType.F8E4M3 => ncclDataType_t.ncclUint8,
-        _ => throw new ArgumentException($"NCCL has no datatype for {t}"),
-    };
+    public static ncclDataType_t DataType(DType t) => NcclCommunicatorTypes.DataTypeOf(t);
 
     nint S(DeviceStream? s) => (s ?? Device.DefaultStream).Handle;
 
@@ -120,4 +111,19 @@ internal sealed class NcclGroup : CommunicatorGroup
     public override void GroupStart() => Nccl.Check(Nccl.ncclGroupStart());
     public override void GroupEnd() => Nccl.Check(Nccl.ncclGroupEnd());
     public override void Dispose() { foreach (var r in ranks) r.Dispose(); }
+}
+
+/// <summary>Tensor dtypes as NCCL datatypes (no library needed).</summary>
+public static class NcclCommunicatorTypes
+{
+    public static ncclDataType_t DataTypeOf(DType t) => t switch
+    {
+        DType.F32 => ncclDataType_t.ncclFloat32,
+        DType.BF16 => ncclDataType_t.ncclBfloat16,
+        DType.F16 => ncclDataType_t.ncclFloat16,
+        DType.I32 => ncclDataType_t.ncclInt32,
+        DType.I64 => ncclDataType_t.ncclInt64,
+        DType.U8 or DType.F8E4M3 => ncclDataType_t.ncclUint8,
+        _ => throw new ArgumentException($"NCCL has no datatype for {t}"),
+    };
 }
