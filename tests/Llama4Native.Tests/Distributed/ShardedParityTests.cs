@@ -124,3 +124,81 @@ public class ShardedParityTests
         return best;
     }
 }
+
+/// <summary>
+/// A random checkpoint whose sizes divide by 3 and 6 (6 query heads, 3 KV heads, I 48, Im 96, 6 experts) and whose
+/// vocab (500) does not: emu:3 splits KV heads, emu:6 replicates each KV head on 2 ranks and holds 1 expert per rank, and
+/// both zero-pad the vocab slices (167 / 84 rows per rank). Written in several small shards, so slices cross shard files.
+/// </summary>
+[Category("Emulator")]
+public class ShardedSynthParityTests
+{
+    static string? dir;
+
+    [OneTimeSetUp]
+    public void Write()
+    {
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(CkptTestUtil.FixtureModel("tiny-maverick"), "config.json")))!;
+        var t = json["text_config"]!;
+        t["num_attention_heads"] = 6; t["num_key_value_heads"] = 3; t["intermediate_size"] = 48; t["intermediate_size_mlp"] = 96;
+        t["num_local_experts"] = 6; t["vocab_size"] = 500;
+        dir = Path.Combine(Path.GetTempPath(), $"l4-shard-synth-{Environment.ProcessId}");
+        ulong seed = CkptTestUtil.Seed("sharded synth checkpoint");
+        Synth.Write(json.ToJsonString(), dir, new SynthOptions(Seed: seed, MaxShardBytes: 200_000));
+    }
+
+    [OneTimeTearDown]
+    public void Remove() { if (dir is not null && Directory.Exists(dir)) Directory.Delete(dir, true); }
+
+    static (float[] Logits, Dictionary<string, float[]> Layers, int[] Greedy) Run(Checkpoint ckpt, int n, int[] ids)
+    {
+        var devs = Enumerable.Range(0, n).Select(_ => TestDevices.Emulated()).ToArray();
+        try
+        {
+            using var group = DeviceGroup.Over(devs);
+            using var w = ShardedWeights.Load(ckpt, group);
+            var layers = new Dictionary<string, float[]>();
+            float[] logits;
+            using (var graph = new ShardedTextGraph(w, ids.Length, ComputeMode.F32))
+                logits = graph.Forward(ids, name => name.EndsWith(".out", StringComparison.Ordinal), (name, _, data) => layers[name] = data);
+            var greedy = ShardedTextGraph.Greedy(w, ids, 5, ComputeMode.F32).Ids;
+            return (logits, layers, greedy);
+        }
+        finally { foreach (var d in devs) d.Dispose(); }
+    }
+
+    [TestCase(3)]
+    [TestCase(6)]
+    public void UnevenVocabAndReplicatedKvHeadsMatchOneDevice(int n)
+    {
+        using var ckpt = Checkpoint.Open(dir!);
+        Assert.That(Directory.GetFiles(dir!, "*.safetensors").Length, Is.GreaterThan(2), "several shards");
+        var rng = new Random(TestSeed.For($"synth ids {n}"));
+        var ids = Enumerable.Range(0, 13).Select(_ => rng.Next(0, 500)).ToArray();
+        ids[^1] = 499; // the last vocab row: on the last rank, next to its padding
+        var plan = ShardingPlan.Create(ckpt.Config, n);
+        Assert.That(plan.Vocab * n, Is.GreaterThan(500), "the vocab slices are padded");
+        var one = Run(ckpt, 1, ids);
+        var many = Run(ckpt, n, ids);
+        var tol = new Ops.Tolerance(1e-5, 1e-5);
+        for (int i = 0; i < ckpt.Config.Text.NumHiddenLayers; i++)
+        {
+            var r = Ops.OpCheck.Compare($"layer_out.{i}", many.Layers[$"blk.{i}.out"], one.Layers[$"blk.{i}.out"], tol);
+            Assert.That(r.Passed, $"emu:{n}: {r}");
+        }
+        var lr = Ops.OpCheck.Compare("logits", many.Logits, one.Logits, tol);
+        TestContext.Out.WriteLine($"synth emu:{n} ({plan.KvHeads} kv heads ×{plan.KvReplicas}, {plan.Experts} experts, vocab {plan.Vocab}/rank): {lr}");
+        Assert.That(lr.Passed, $"emu:{n}: {lr}");
+        Assert.That(many.Greedy, Is.EqualTo(one.Greedy), $"emu:{n}: greedy generation with the kv cache");
+    }
+
+    [Test]
+    public void FourAndFiveDevicesNameTheDimensions()
+    {
+        using var ckpt = Checkpoint.Open(dir!);
+        var e = Assert.Throws<ShardingException>(() => ShardingPlan.Create(ckpt.Config, 4));
+        Assert.That(e!.Message, Does.Contain("num_attention_heads (6)").And.Contain("num_key_value_heads (3)").And.Contain("num_local_experts (6)")
+                                    .And.Contain("Device counts that work for it: 1, 3, 6."));
+        Assert.That(() => ShardingPlan.Create(ckpt.Config, 5), Throws.TypeOf<ShardingException>().With.Message.Contains("intermediate_size (48)"));
+    }
+}
