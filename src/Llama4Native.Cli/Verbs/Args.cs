@@ -202,6 +202,8 @@ internal static class Common
     public static readonly Opt ComputeOpt = new("compute", "MODE", "fp32 or bf16 (default: bf16 on a GPU, fp32 on the emulator)");
     public static readonly Opt Quantize = new("quantize", "MODE", "none, int4 (W4A16 experts) or fp8 (row-wise FP8 routed experts): weights quantized at load (default none)");
     public static readonly Opt Int4Group = new("int4-group-size", "G", "input elements per int4 scale, a positive integer (default 128; with --quantize int4)");
+    public static readonly Opt Devices = new("devices", "SPEC", "several devices driven by this process, tensor- and expert-parallel: emu:N, cuda:0-7 or cuda:0,1 (NCCL between GPUs)");
+    public static readonly Opt DevicesCount = new("devices", "N", "plan for N devices (a count, or a spec such as cuda:0-7): the sharding, memory per device and collectives per step");
 
     public static readonly Opt[] ModelOptions =
     [
@@ -242,6 +244,32 @@ internal static class Common
         if (s is "auto" or "emu" or "cuda") return s;
         if (s.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(s[5..], NumberStyles.None, CultureInfo.InvariantCulture, out _)) return s;
         throw new UsageException($"--device must be auto, cuda, cuda:N (N = 0, 1, …) or emu, not '{s}'");
+    }
+
+    /// <summary>--devices as a group spec, checked for its spelling before anything is opened (null when absent).</summary>
+    public static string? DevicesSpec(Args a)
+    {
+        if (a.Get("devices") is not { } s) return null;
+        try { Distributed.DeviceGroup.Parse(s); }
+        catch (ArgumentException e) { throw new UsageException(e.Message); }
+        return s;
+    }
+
+    /// <summary>--devices as a count (a number, or the size of a spec); 1 when absent.</summary>
+    public static int DeviceCount(Args a)
+    {
+        if (a.Get("devices") is not { } s) return 1;
+        if (int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int n))
+            return n is >= 1 and <= 4096 ? n : throw new UsageException($"--devices {s} is out of range 1 to 4096");
+        try { return Distributed.DeviceGroup.Parse(s).Count; }
+        catch (ArgumentException e) { throw new UsageException(e.Message + " (or a count: --devices 8)"); }
+    }
+
+    /// <summary>The sharding plan for <paramref name="n"/> devices, or a usage error naming the dimension it cannot split.</summary>
+    public static Distributed.ShardingPlan Sharding(Model.Llama4Config config, int n)
+    {
+        try { return Distributed.ShardingPlan.Create(config, n); }
+        catch (Distributed.ShardingException e) { throw new UsageException($"--devices: {e.Message}"); }
     }
 
     public static Model.ComputeMode? Compute(Args a, Model.ComputeMode? fallback = null) => a.Get("compute") switch

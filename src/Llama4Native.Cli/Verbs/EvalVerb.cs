@@ -21,7 +21,7 @@ internal static class EvalVerb
         [Common.Model,
          new("inputs", "FILE", "a safetensors file with input_ids (int64 [T]) and optionally pixel_values [tiles, 3, S, S] (required)"),
          new("out", "FILE", "the safetensors file to write (required; a regular file: never a symlink, FIFO or device)"),
-         Common.Device,
+         Common.Device, Common.Devices,
          new("compute", "MODE", "fp32 or bf16 (default fp32)"),
          new("dump", "PATTERN", "also write every node whose name matches PATTERN (glob), e.g. 'blk.3.*'"),
          new("generate", "N", "also generate N greedy tokens through the KV cache, 0 to 1048576, T + N ≤ max_position_embeddings (default 0)"),
@@ -47,6 +47,12 @@ internal static class EvalVerb
         var images = ReadPixelValues(inputs, config);
         EarlyFusion.CheckPrompt(ids, config, images?.Count);
 
+        if (Common.DevicesSpec(a) is { } group && Distributed.DeviceGroup.Parse(group).Count > 1)
+        {
+            if (a.Has("device")) throw new UsageException("give --device or --devices, not both");
+            if (images is not null) throw new UsageException("--devices: images on several devices are not implemented yet (the vision tower would be replicated); run the image inputs on one --device");
+            return RunSharded(group, model, ids, mode, quantize, generate, a.Get("dump"), outPath, stderr);
+        }
         using var dev = DeviceFactory.Create(deviceSpec);
         using var weights = WeightLoader.Load(model, dev, new LoadOptions(Quantize: quantize));
         using var graph = new Llama4TextGraph(weights, ids.Length, mode);
@@ -105,6 +111,44 @@ internal static class EvalVerb
         }
         OutputFile.Write(outPath, "--out", tmp => SafetensorsWriter.Write(tmp, outputs));
         stderr.WriteLine($"eval: {ids.Length} tokens on {dev.Name} ({mode}) in {sw.Elapsed.TotalSeconds:0.00} s → {outPath} ({outputs.Count} tensors)");
+        return 0;
+    }
+
+    /// <summary>eval on several devices: each rank loads its slices, the ranks' graphs run in lockstep; the outputs are
+    /// the same tensors as on one device (read from rank 0), generated_ids from greedy steps through every rank's KV cache.</summary>
+    static int RunSharded(string spec, string model, int[] ids, ComputeMode mode, QuantizeOptions quantize, int generate, string? dumpPattern, string outPath, TextWriter stderr)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        using var ckpt = Checkpoint.Open(model);
+        var plan = Common.Sharding(ckpt.Config, Distributed.DeviceGroup.Parse(spec).Count);
+        using var group = Distributed.DeviceGroup.Create(spec);
+        using var weights = Distributed.ShardedWeights.Load(ckpt, group, new LoadOptions(Quantize: quantize));
+        using var graph = new Distributed.ShardedTextGraph(weights, ids.Length, mode);
+        var outputs = new List<(string, DType, long[], ReadOnlyMemory<byte>)>();
+        void Keep(string name, Tensor t, float[] data) => outputs.Add((name, DType.F32, Dims(t.Shape), MemoryMarshal.AsBytes(data.AsSpan()).ToArray()));
+        bool Dumped(string node) => dumpPattern is not null && System.IO.Enumeration.FileSystemName.MatchesSimpleExpression(dumpPattern, node);
+        var rank0 = graph.Ranks[0];
+        var logits = graph.Forward(ids, n => IsLayerOut(n) || n.EndsWith(".moe.router", StringComparison.Ordinal) || Dumped(n), (name, t, data) =>
+        {
+            if (IsLayerOut(name)) Keep("layer_out." + name.Split('.')[1], t, data);
+            if (name.EndsWith(".moe.router", StringComparison.Ordinal))
+            {
+                Keep("router_topk." + name.Split('.')[1], rank0.RouterTopK, rank0.Plan.Download(rank0.RouterTopK));
+                Keep("router_logits." + name.Split('.')[1], t, data);
+            }
+            if (Dumped(name)) Keep("dump." + name, t, data);
+        });
+        outputs.Insert(0, ("logits", DType.F32, [ids.Length, logits.Length / ids.Length], MemoryMarshal.AsBytes(logits.AsSpan()).ToArray()));
+        if (generate > 0)
+        {
+            var (tokens, steps) = Distributed.ShardedTextGraph.Greedy(weights, ids, generate, mode);
+            outputs.Add(("generated_ids", DType.I64, [tokens.Length], MemoryMarshal.AsBytes(tokens.Select(v => (long)v).ToArray().AsSpan()).ToArray()));
+            var flat = steps.SelectMany(x => x).ToArray();
+            outputs.Add(("generated_step_logits", DType.F32, [tokens.Length, flat.Length / Math.Max(1, tokens.Length)], MemoryMarshal.AsBytes(flat.AsSpan()).ToArray()));
+        }
+        OutputFile.Write(outPath, "--out", tmp => SafetensorsWriter.Write(tmp, outputs));
+        stderr.WriteLine($"eval: {ids.Length} tokens on {group.Size} devices ({group.Devices[0].Name}; {plan.Heads} heads, {plan.KvHeads} kv heads ×{plan.KvReplicas}, " +
+                         $"{plan.Experts} experts, {plan.Vocab} vocab rows per device; {group.Comms.Ranks[0].Backend} collectives; {mode}) in {sw.Elapsed.TotalSeconds:0.00} s → {outPath} ({outputs.Count} tensors)");
         return 0;
     }
 

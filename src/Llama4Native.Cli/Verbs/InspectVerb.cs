@@ -18,7 +18,7 @@ internal static class InspectVerb
             new("context", "N", "tokens to size the KV cache for, 1 to 2^40 (default: the model's max position embeddings, at most 131072)"),
             new("device", "SPEC", "the device to fit: auto (default), cuda, cuda:N, emu, or none"),
             new("device-memory", "SIZE", "fit against this much memory instead of a device, e.g. 80GiB, 141GiB, 80GB, 512MiB"),
-            Common.Quantize, Common.Int4Group, Common.ComputeOpt,
+            Common.Quantize, Common.Int4Group, Common.ComputeOpt, Common.DevicesCount,
             new("names", null, "also print the HF → ours tensor name table (alone: only the table)"),
         ]);
 
@@ -68,6 +68,10 @@ internal static class InspectVerb
             ? new InspectRequest(context, m, m, $"--device-memory {Format.Bytes(m)}", quantize)
             : new InspectRequest(context, device?.TotalMemory, device?.FreeMemory, device?.Name, quantize);
         stdout.Write(InspectReport.Build(config, ckpt, request));
+        int devices = Common.DeviceCount(a);
+        if (devices > 1)
+            stdout.Write(Distributed.ShardingReport.Render(Common.Sharding(config, devices), new LoadOptions(Quantize: quantize.Mode == QuantizeMode.None ? null : quantize),
+                                                           context, request.DeviceTotal ?? 80L << 30, request.DeviceName ?? "an 80 GB device"));
         if (a.Has("names")) stdout.Write(TensorNames.Describe());
         return 0;
     }

@@ -19,7 +19,8 @@ internal static class PlanVerb
             new("config", "FILE", "a config.json"),
             Common.Model,
             Common.Quantize, Common.Int4Group,
-            new("context", "N", "the position of the modelled decode step and the prefill length, ≥ 2 (default 8192)"),
+            new("context", "N", "the position of the modelled decode step and the prefill length, ≥ 2 (default 8192; with --devices: the KV cache's context, default 131072)"),
+            Common.DevicesCount,
             new("batch", "B", "sequences per step (only 1 exists so far)"),
             new("device-memory", "SIZE", "memory to fit, e.g. 80GiB, 141GiB (default 80GiB)"),
             new("bandwidth", "TB/s", "memory bandwidth of the roofline (default 3.35, H100 SXM; H200: 4.8)"),
@@ -61,6 +62,17 @@ internal static class PlanVerb
         long memory = a.Size("device-memory") ?? 80L << 30;
         double bw = a.GetDouble("bandwidth", 3.35), tflops = a.GetDouble("tflops", 989);
         if (bw <= 0 || tflops <= 0) throw new UsageException("--bandwidth and --tflops must be positive");
+        int devices = Common.DeviceCount(a);
+        if (devices > 1)
+        {
+            // Several devices: the sharding plan, memory per device (the loader's placement with each rank's slices) and
+            // the collectives of a decode step. The single-device launch model below is per rank the same graph.
+            var sharding = Common.Sharding(config, devices);
+            long kvContext = a.Has("context") ? context : 131072;
+            stdout.Write($"model         {name}{(q.Mode == QuantizeMode.None ? "" : $" (--quantize {q.Mode.ToString().ToLowerInvariant()})")} on {devices} devices\n");
+            stdout.Write(Distributed.ShardingReport.Render(sharding, new LoadOptions(Quantize: q.Mode == QuantizeMode.None ? null : q), kvContext, memory, a.Has("device-memory") ? "--device-memory" : "the default 80 GiB card"));
+            return 0;
+        }
         var options = new PlanOptions(context, memory, bw * 1e12, tflops * 1e12, a.GetInt("steps", 100, 1, 100_000), a.GetInt("max-piece", 256, 1, 1 << 20),
                                       new LoadOptions(Quantize: q.Mode == QuantizeMode.None ? null : q), a.Flag("capture"));
         Plan plan;
