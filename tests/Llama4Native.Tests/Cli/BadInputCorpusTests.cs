@@ -182,6 +182,12 @@ public class BadInputCorpusTests
         yield return C(2, "--context 0 is out of range", "inspect", "--preset", "scout", "--context", "0");
         yield return C(2, "--context 99999999999999 is out of range", "inspect", "--preset", "scout", "--context", "99999999999999");
         yield return C(2, "give --device or --device-memory, not both", "inspect", "--preset", "scout", "--device-memory", "80GiB", "--device", "emu");
+        // --devices: spelling, counts, and a count the model cannot be split over (named dimension)
+        yield return C(2, "emu:N takes a count from 1 to 64", "eval", "--model", "{MODEL}", "--inputs", "{INPUTS}", "--out", "/tmp/l4-bad-devices.safetensors", "--devices", "emu:0");
+        yield return C(2, "unknown device kind 'tpu'", "eval", "--model", "{MODEL}", "--inputs", "{INPUTS}", "--out", "/tmp/l4-bad-devices.safetensors", "--devices", "tpu:2");
+        yield return C(2, "a device is named twice", "plan", "--preset", "maverick", "--devices", "cuda:0,0");
+        yield return C(2, "num_attention_heads (40) is not divisible by 3", "plan", "--preset", "maverick", "--devices", "3");
+        yield return C(2, "out of range 1 to 4096", "inspect", "--preset", "scout", "--devices", "0");
         yield return C(2, "--config {DIR} is a folder", "inspect", "--config", "{DIR}");
         yield return C(2, "--quantize must be none, int4 or fp8", "inspect", "--preset", "scout", "--quantize", "q4");
         yield return C(1, "config.json", "inspect", "--model", "{BADCONFIG}");
