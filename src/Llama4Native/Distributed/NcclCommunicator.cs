@@ -114,7 +114,7 @@ internal sealed class NcclGroup : CommunicatorGroup
 }
 
 /// <summary>Tensor dtypes as NCCL datatypes (no library needed).</summary>
-public static class NcclCommunicatorTypes
+internal static class NcclCommunicatorTypes
 {
     public static ncclDataType_t DataTypeOf(DType t) => t switch
     {

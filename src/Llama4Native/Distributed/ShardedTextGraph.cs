@@ -96,7 +96,7 @@ internal sealed class ShardedTextGraph : IDisposable
     public Tensor Run(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null)
     {
         if (ranks.Length == 1) return ranks[0].Run(ids, dumpWhere, dump);
-        foreach (var g in ranks) g.Run(ids); // uploads this rank's ids and positions, begins the kv piece
+        foreach (var g in ranks) g.BeginRank(ids); // uploads this rank's ids and positions, begins the kv piece
         var comms = weights.Group.Comms;
         var collectives = ranks[0].CollectiveNodes;
         bool ok = false;

@@ -10,7 +10,7 @@ namespace Llama4Native.Distributed;
 /// for the context (its KV heads only), whether that fits the device memory, and the collectives of one decode step
 /// with the bytes each rank sends — next to what the token exchange for the routed experts would move instead.
 /// </summary>
-public static class ShardingReport
+internal static class ShardingReport
 {
     public sealed record RankMemory(int Rank, long Weights, long KvCache)
     {

@@ -335,6 +335,17 @@ internal sealed class Llama4TextGraph : IDisposable
                       Tensor? imageRows = null)
     {
         if (paged is not null) throw new InvalidOperationException("this graph runs a batch over a paged kv cache: use RunBatch");
+        if (shard is not null)
+            throw new InvalidOperationException($"this is rank {shard.Rank} of {shard.Plan.World}: its collectives need the other ranks' graphs, so it runs through ShardedTextGraph");
+        return Begin(ids, dumpWhere, dump, imageRows);
+    }
+
+    /// <summary>Several devices: uploads this rank's ids and positions and begins the cache's piece; the lockstep runner
+    /// then runs the nodes and calls <see cref="EndRun"/>.</summary>
+    internal void BeginRank(ReadOnlySpan<int> ids, Tensor? imageRows = null) => Begin(ids, null, null, imageRows);
+
+    Tensor Begin(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere, Action<string, Tensor, float[]>? dump, Tensor? imageRows)
+    {
         if (ids.Length != Tokens) throw new ArgumentException($"this graph was built for {Tokens} tokens, got {ids.Length}");
         int vocab = (int)Plan[Logits].Shape[1];
         for (int i = 0; i < ids.Length; i++)

@@ -90,6 +90,34 @@ public class NcclTests
         finally { NcclLocator.ExplicitPath = null; }
     }
 
+    /// <summary>The 1-rank NCCL smoke test `bench/gpu-check.sh run` gets through the suite on a GPU machine (NCCL from
+    /// LLAMA4_NCCL, CUDA, or PyTorch's nvidia/nccl wheel): every collective of the interface on cuda:0 through NCCL.</summary>
+    [Test]
+    public void OneRankCollectivesOnCuda()
+    {
+        using var dev = TestDevices.CudaOrIgnore();
+        if (!NcclLocator.TryLoad(out var reason)) Assert.Ignore($"a GPU but no NCCL: {reason}");
+        TestContext.Out.WriteLine(NcclLocator.Chosen!.Describe());
+        using var group = Llama4Native.Distributed.NcclGroup.CreateLocal([(Llama4Native.Devices.Cuda.CudaDevice)dev]);
+        var comm = group.Ranks[0];
+        var rng = new Random(TestSeed.For("nccl 1-rank"));
+        var x = Ops.DeviceData.Normal(rng, 1001);
+        using var a = Ops.DeviceData.Upload(dev, x, Tensors.DType.F32);
+        using var b = Ops.DeviceData.Poisoned(dev, 1001, Tensors.DType.F32);
+        var ta = new Tensors.Tensor(a.Ptr, Tensors.DType.F32, new Tensors.Shape(1001));
+        var tb = new Tensors.Tensor(b.Ptr, Tensors.DType.F32, new Tensors.Shape(1001));
+        foreach (var (name, op) in new (string, Action)[] {
+            ("all-reduce", () => comm.AllReduceSum(ta, tb)), ("all-gather", () => comm.AllGather(ta, tb)),
+            ("reduce-scatter", () => comm.ReduceScatterSum(ta, tb)), ("broadcast", () => comm.Broadcast(ta, tb, 0)),
+            ("all-to-all", () => comm.AllToAll(ta, tb)) })
+        {
+            dev.Memset(b.Ptr, 0xFF, b.Bytes);
+            op();
+            dev.Synchronize();
+            Assert.That(Ops.DeviceData.Download(dev, b.Ptr, 1001, Tensors.DType.F32), Is.EqualTo(x), $"NCCL {name} on one rank is the identity");
+        }
+    }
+
     /// <summary>Names of the defined symbols in an ELF64 little-endian shared object's .dynsym.</summary>
     static HashSet<string> ElfDynamicSymbols(byte[] f)
     {
