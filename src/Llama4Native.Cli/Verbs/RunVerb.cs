@@ -63,7 +63,8 @@ internal static class RunVerb
 
     /// <summary>The parsed model and sampling options: every value range-checked, nothing read from disk yet.</summary>
     public sealed record Settings(string Device, ComputeMode? Compute, int MaxContext, QuantizeOptions Quantize, string? Tokenizer,
-                                    Func<GenerationOptions, GenerationOptions> Sampling, IReadOnlyList<int> StopTokens)
+                                    Func<GenerationOptions, GenerationOptions> Sampling, IReadOnlyList<int> StopTokens,
+                                    KvCacheFormat KvCache = KvCacheFormat.Default)
     {
         public static Settings From(Args a)
         {
@@ -71,6 +72,7 @@ internal static class RunVerb
             var compute = Common.Compute(a);
             int ctx = a.GetInt("max-context", 8192, 1, int.MaxValue);
             var q = Common.Quantization(a);
+            var kv = Common.KvFormat(a);
             var tok = a.Get("tokenizer");
             if (tok is not null && !File.Exists(tok) && !Directory.Exists(tok)) throw new UsageException($"--tokenizer {tok}: no such file or folder");
             var stopTokens = a.All("stop-token").Select(s => (int)Args.ParseLong("--stop-token", s, 0, int.MaxValue)).ToArray();
@@ -92,7 +94,7 @@ internal static class RunVerb
             };
             try { Apply(new GenerationOptions()).Validate(); }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
-            return new Settings(device, compute, ctx, q, tok, Apply, stopTokens);
+            return new Settings(device, compute, ctx, q, tok, Apply, stopTokens, kv);
         }
     }
 
@@ -144,7 +146,7 @@ internal static class RunVerb
         var bar = new ProgressBar(stderr, "load");
         var model = Llama4Model.Load(dir, new Llama4ModelOptions(s.Device, s.Compute, s.MaxContext, 256,
                                                                  p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec,
-                                                                 s.Quantize.Mode, s.Quantize.Int4GroupSize));
+                                                                 s.Quantize.Mode, s.Quantize.Int4GroupSize, s.KvCache));
         bar.Done();
         stderr.WriteLine($"model: {dir} on {model.Device.Name} ({model.Compute})");
         return model;

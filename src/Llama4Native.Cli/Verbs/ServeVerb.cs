@@ -27,7 +27,7 @@ internal static class ServeVerb
          new("step-tokens", "N", "prompt tokens fed per scheduler step, 1 to 1048576 (default 512)"),
          new("engine", "KIND", "batched (a step's sequences in one forward over a paged KV cache), sequential (one after another; " +
                                "takes images) or auto (default: batched for text-only models, sequential when the model has a vision tower)"),
-         Common.Quantize, Common.Int4Group, Common.Device, Common.ComputeOpt,
+         Common.Quantize, Common.Int4Group, Common.KvCache, Common.Device, Common.ComputeOpt,
          new("tokenizer", "PATH", "the tokenizer (default: the checkpoint's original/tokenizer.model, tokenizer.model or tokenizer.json)"),
          new("model-id", "NAME", "the model id clients use (default: the folder name)"),
          new("shutdown-timeout", "S", "seconds running requests get after SIGTERM/Ctrl-C, 0 to 3600 (default 30)")]);
@@ -42,6 +42,7 @@ internal static class ServeVerb
         var q = Common.Quantization(a);
         var quantize = q.Mode; int group = q.Int4GroupSize;
         var compute = Common.Compute(a);
+        var kvCache = Common.KvFormat(a);
         double shutdown = a.GetDouble("shutdown-timeout", 30);
         if (shutdown is < 0 or > 3600) throw new UsageException("--shutdown-timeout must be 0 to 3600 seconds");
         var key = a.Get("api-key") ?? Environment.GetEnvironmentVariable("LLAMA4_API_KEY");
@@ -69,7 +70,7 @@ internal static class ServeVerb
         }
         var bar = new ProgressBar(stderr, "load");
         using var model = Llama4Model.Load(dir, new Llama4ModelOptions(Common.DeviceSpec(a), compute, context, 256,
-                                                                     p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec, quantize, group));
+                                                                     p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec, quantize, group, kvCache));
         bar.Done();
         bool batched = engineKind == "batched" || (engineKind == "auto" && config.Vision is null);
         IStepEngine engine = batched

@@ -17,9 +17,10 @@ namespace Llama4Native.Devices.Recording;
 /// <param name="Steps">Decode steps measured (host time is their median).</param>
 /// <param name="MaxPiece">Largest prefill piece (as Llama4ModelOptions.MaxPrefillPiece).</param>
 /// <param name="Capture">Decode steps captured and replayed as graphs (TokenGenerator.CaptureDecode).</param>
+/// <param name="KvCache">How the KV cache stores keys and values (bf16, or FP8 e4m3 + a scale per token and kv head).</param>
 internal sealed record PlanOptions(int Context = 8192, long DeviceMemory = 80L << 30, double BytesPerSecond = 3.35e12,
                                  double FlopsPerSecond = 989e12, int Steps = 100, int MaxPiece = 256, LoadOptions? Load = null,
-                                 bool Capture = false);
+                                 bool Capture = false, KvCacheFormat KvCache = KvCacheFormat.Default);
 
 /// <summary>A memory line of the plan.</summary>
 internal sealed record MemoryLine(string What, long Bytes);
@@ -39,7 +40,7 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
     {
         var sb = new StringBuilder();
         var o = Options;
-        sb.AppendLine($"plan: {Model}, context {o.Context}, batch 1, bf16 activations, decode {(o.Capture ? "captured (graph replay)" : "host-driven")}; roofline at {o.BytesPerSecond / 1e12:0.##} TB/s, {o.FlopsPerSecond / 1e12:0} TFLOPS");
+        sb.AppendLine($"plan: {Model}, context {o.Context}, batch 1, bf16 activations, {(o.KvCache == KvCacheFormat.Fp8 ? "fp8" : "bf16")} KV cache, decode {(o.Capture ? "captured (graph replay)" : "host-driven")}; roofline at {o.BytesPerSecond / 1e12:0.##} TB/s, {o.FlopsPerSecond / 1e12:0} TFLOPS");
         sb.AppendLine();
         sb.AppendLine("memory");
         foreach (var m in Memory) sb.AppendLine($"  {m.What,-34} {Format.Bytes(m.Bytes),12}");
@@ -89,6 +90,7 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
             ["model"] = Model,
             ["context"] = o.Context,
             ["capture"] = o.Capture,
+            ["kv_cache"] = o.KvCache == KvCacheFormat.Fp8 ? "fp8" : "bf16",
             ["device_memory"] = DeviceMemory,
             ["bandwidth_tbps"] = o.BytesPerSecond / 1e12,
             ["tflops"] = o.FlopsPerSecond / 1e12,
@@ -156,7 +158,7 @@ internal static class Planner
 
         // Prefill of N tokens (and the first token's sampling): one fresh generator, as a new conversation.
         PhasePlan prefill;
-        using (var gen = new TokenGenerator(weights, ComputeMode.BF16, o.Context, piece))
+        using (var gen = new TokenGenerator(weights, ComputeMode.BF16, o.Context, piece, kvCache: o.KvCache))
         {
             var prompt = Prompt(o.Context, vocab);
             int at = dev.Mark;
@@ -170,7 +172,7 @@ internal static class Planner
         // Decode: prefill N − steps − 1 tokens, then steps + 1 tokens, the last steps fed one at a time up to context N.
         PhasePlan decode;
         long kvBytes, actBytes;
-        using (var gen = new TokenGenerator(weights, ComputeMode.BF16, o.Context, piece, captureDecode: o.Capture))
+        using (var gen = new TokenGenerator(weights, ComputeMode.BF16, o.Context, piece, captureDecode: o.Capture, kvCache: o.KvCache))
         {
             var prompt = Prompt(o.Context - steps - 1 > 0 ? o.Context - steps - 1 : 1, vocab);
             var times = new List<double>();
@@ -188,7 +190,7 @@ internal static class Planner
             var tr = dev.Summarize(lastMark);
             times.Sort();
             double median = times.Count == 0 ? 0 : times[times.Count / 2];
-            decode = new PhasePlan(tr, tr.ModelledSeconds(o.BytesPerSecond, o.FlopsPerSecond), MinDecodeBytes(weights, lastPos), median, lastPos);
+            decode = new PhasePlan(tr, tr.ModelledSeconds(o.BytesPerSecond, o.FlopsPerSecond), MinDecodeBytes(weights, lastPos, o.KvCache), median, lastPos);
             kvBytes = gen.Cache.Bytes;
             actBytes = gen.Graphs.Sum(g => g.Plan.ArenaBytes);
         }
@@ -219,7 +221,7 @@ internal static class Planner
     /// (those: k/E of them) and the embedding table (one row), plus each layer's keys and values up to the position
     /// (a chunked layer only its chunk).
     /// </summary>
-    public static long MinDecodeBytes(ModelWeights w, int position)
+    public static long MinDecodeBytes(ModelWeights w, int position, KvCacheFormat kvCache = KvCacheFormat.Default)
     {
         var c = w.Config.Text;
         double bytes = 0;
@@ -231,7 +233,8 @@ internal static class Planner
             else if (t.Name == "tok_embd" && !tied) bytes += (double)t.Bytes / t.Shape[0];
             else bytes += t.Bytes;
         }
-        long kvRow = 2L * c.NumKeyValueHeads * c.HeadDim * 2; // K and V, bf16
+        long kvRow = kvCache == KvCacheFormat.Fp8 ? 2L * c.NumKeyValueHeads * (c.HeadDim + 4)  // K and V, e4m3 + an f32 scale per kv head
+                                                  : 2L * c.NumKeyValueHeads * c.HeadDim * 2; // K and V, bf16
         for (int i = 0; i < c.NumHiddenLayers; i++)
         {
             long len = position + 1;
