@@ -120,3 +120,38 @@ public class LongContextTests
         }
     }
 }
+
+/// <summary>
+/// The C# plumbing at 10M positions (issue #15: positions, cache indices, byte offsets): Scout's shapes with 4 layers
+/// (3 chunked RoPE, 1 NoPE), FP8 KV, planned on the recording device — the real KvCache, TokenGenerator, graphs and
+/// kernel wrappers prefill 10,000,000 tokens in pieces of 32,768 and decode at position ≈ 10M. Kernel-level offsets near
+/// 2^31 are tested in the attention/kv_append op cases.
+/// </summary>
+public class TenMillionPositionTests
+{
+    [Test]
+    public void PlanAtTenMillionPositionsSizesEverythingIn64Bits()
+    {
+        var json = System.Text.Json.Nodes.JsonNode.Parse(Presets.ConfigJson("scout"))!;
+        var tc = json["text_config"]!.AsObject();
+        foreach (var derived in new[] { "layer_types", "no_rope_layers", "moe_layers" }) tc.Remove(derived);
+        tc["num_hidden_layers"] = 4;
+        tc["max_position_embeddings"] = 10_485_760;
+        var config = Llama4Config.Parse(json.ToJsonString(), "scout, 4 layers");
+        var c = config.Text;
+        Assert.That(c.UsesRope, Is.EqualTo(new[] { true, true, true, false }));
+        const int context = 10_000_000, piece = 1 << 15;   // kv_append takes ≤ 65,535 rows per piece (grid y)
+        var plan = Llama4Native.Devices.Recording.Planner.Run(config, new Llama4Native.Devices.Recording.PlanOptions(
+            Context: context, DeviceMemory: 141L << 30, Steps: 2, MaxPiece: piece, KvCache: KvCacheFormat.Fp8));
+        long row = 2L * c.NumKeyValueHeads * (c.HeadDim + 4);                   // K and V of one slot: e4m3 codes + f32 scales
+        long want = context * row + 3 * (long)(c.AttentionChunkSize + piece) * row;
+        Assert.That(plan.Memory.Single(m => m.What.StartsWith("KV cache", StringComparison.Ordinal)).Bytes, Is.EqualTo(want));
+        Assert.That(plan.Decode.Position, Is.EqualTo(context - 2), "the last decode step feeds position N − 2 (its token lands at N − 1)");
+        // the decode step's NoPE attention reads all 10M keys: its declared traffic is > 10M rows (no 32-bit wrap)
+        var split = plan.Decode.Trace.Items.Where(i => i.Kernel.StartsWith("attn_decode_split", StringComparison.Ordinal)).ToList();
+        Assert.That(split, Has.Count.EqualTo(4));
+        Assert.That(split.Max(i => i.Bytes), Is.GreaterThan((long)context * row));
+        Assert.That(split.Max(i => i.Grid.Count), Is.GreaterThanOrEqualTo(Llama4Native.Devices.Recording.Plan.Sms), "split-KV grid fills the SMs at 10M keys");
+        Assert.That(plan.Prefill.Trace.Launches, Is.GreaterThan(0));
+    }
+}
