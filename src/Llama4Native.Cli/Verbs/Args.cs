@@ -210,7 +210,8 @@ internal static class Common
     [
         Model, Device, ComputeOpt,
         new("tokenizer", "PATH", "tokenizer.model, tokenizer.json, or a folder holding one (default: the checkpoint's own)"),
-        new("max-context", "N", "tokens a conversation can hold, prompt + reply, 1 to 2147483647 (default 8192)"),
+        new("max-context", "N", "tokens a conversation can hold, prompt + reply, 1 to 2147483647 (default: what fits in the device's free memory " +
+                                "after the weights, less 1 GiB, in the chosen --kv-cache format, at most the model's max_position_embeddings)"),
         Quantize, Int4Group, KvCache,
     ];
 
