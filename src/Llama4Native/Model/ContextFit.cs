@@ -7,7 +7,7 @@ namespace Llama4Native.Model;
 /// hold every token; chunked RoPE layers at most their chunk plus one prefill piece), and the largest context whose cache
 /// fits a budget. Used by the CLI's default --max-context ("what fits") and by `llama4 plan` / `inspect`.
 /// </summary>
-public static class ContextFit
+internal static class ContextFit
 {
     /// <summary>Kept free for activation arenas, MoE/attention/sampler workspaces and the allocator when sizing a default
     /// context: `llama4 plan` measures ≈ 0.2 GiB for Scout at pieces of 256, so 1 GiB leaves room for larger pieces.</summary>

@@ -6,7 +6,7 @@ using Llama4Native.Tensors;
 namespace Llama4Native.Tests.Model;
 
 /// <summary>The "what fits" arithmetic behind the default --max-context and plan/inspect's largest context.</summary>
-public class ContextFitTests
+internal class ContextFitTests
 {
     static Llama4Config Scout() => Llama4Config.Parse(Presets.ConfigJson("scout"), "preset scout");
 
@@ -46,7 +46,7 @@ public class ContextFitTests
 /// the model of the kernel's own traffic): for Scout's decode (40 query heads over 8 kv heads, one token) the grid is
 /// splits × 8 blocks, and at one block per SM (the worst case) its waves are ≥ 80 % full at every history from 8K to 10M keys.
 /// </summary>
-public class SplitKvPolicyTests
+internal class SplitKvPolicyTests
 {
     [Test]
     public void ScoutDecodeGridFillsTheSmsFrom8KTo10MKeys()

@@ -14,7 +14,7 @@ namespace Llama4Native.Tests.Model;
 /// run's. See <see cref="Measure"/> for the table and the argument behind the bounds.
 /// </summary>
 [Category("Emulator")]
-public class KvFp8ErrorTests
+internal class KvFp8ErrorTests
 {
     /// <summary>A storage scheme: rewrites K or V [T, Hkv·d] in place to what attention would read back.</summary>
     public sealed record Scheme(string Name, Action<float[], int> Store);

@@ -16,7 +16,7 @@ namespace Llama4Native.Tests.Model;
 /// TokenGenerator so the test holds whatever the KV cache's internals are (contiguous or paged).
 /// </summary>
 [Category("Emulator")]
-public class LongContextTests
+internal class LongContextTests
 {
     const int Chunk = 16, Prompt = 3000, NewTokens = 6, Piece = 64;
 
@@ -127,7 +127,7 @@ public class LongContextTests
 /// kernel wrappers prefill 10,000,000 tokens in pieces of 32,768 and decode at position ≈ 10M. Kernel-level offsets near
 /// 2^31 are tested in the attention/kv_append op cases.
 /// </summary>
-public class TenMillionPositionTests
+internal class TenMillionPositionTests
 {
     [Test]
     public void PlanAtTenMillionPositionsSizesEverythingIn64Bits()

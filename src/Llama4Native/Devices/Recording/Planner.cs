@@ -28,7 +28,7 @@ internal sealed record PlanOptions(int Context = 8192, long DeviceMemory = 80L <
 /// in ceil(G / SMs) waves, so its own traffic moves at G / (waves · SMs) of the bandwidth. The combine kernel (one block
 /// per (query, head)) and <see cref="Plan.MinKernelUs"/> per kernel are added in <see cref="FractionWithCombine"/>.
 /// </summary>
-public sealed record SplitKvModel(long Keys, int Splits, long Blocks, long Waves, long Bytes, double Fraction, double FractionWithCombine)
+internal sealed record SplitKvModel(long Keys, int Splits, long Blocks, long Waves, long Bytes, double Fraction, double FractionWithCombine)
 {
     public static SplitKvModel? Of(TraceSummary t, long keys, double bytesPerSecond)
     {
