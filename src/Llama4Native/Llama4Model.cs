@@ -125,6 +125,16 @@ public sealed class Llama4Model : IDisposable
         }
     }
 
+    /// <summary>This model (the same weights and device) with sessions of <paramref name="maxContext"/> tokens by default.
+    /// The returned model owns what this one owned; dispose only it.</summary>
+    public Llama4Model WithMaxContext(int maxContext)
+    {
+        if (maxContext < 1) throw new ArgumentOutOfRangeException(nameof(maxContext), maxContext, "the maximum context must be ≥ 1 token");
+        lock (sessions)
+            if (sessions.Count > 0) throw new InvalidOperationException("WithMaxContext: sessions are open on this model");
+        return new Llama4Model(Path, Device, ownsDevice, Weights, Options with { MaxContext = maxContext }, GenerationDefaults, codec);
+    }
+
     /// <summary>A new conversation with its own KV cache. Throws <see cref="ObjectDisposedException"/> after <see cref="Dispose"/>.</summary>
     public ChatSession CreateSession(int? maxContext = null)
     {

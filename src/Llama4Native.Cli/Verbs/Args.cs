@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using Llama4Native.Checkpoints;
 using Llama4Native.Generation;
+using Llama4Native.Model;
 
 namespace Llama4Native.Cli.Verbs;
 
@@ -204,13 +205,16 @@ internal static class Common
     public static readonly Opt Int4Group = new("int4-group-size", "G", "input elements per int4 scale, a positive integer (default 128; with --quantize int4)");
     public static readonly Opt Devices = new("devices", "SPEC", "several devices driven by this process, tensor- and expert-parallel: emu:N, cuda:0-7 or cuda:0,1 (NCCL between GPUs)");
     public static readonly Opt DevicesCount = new("devices", "N", "plan for N devices (a count, or a spec such as cuda:0-7): the sharding, memory per device and collectives per step");
+    public static readonly Opt KvCache = new("kv-cache", "FORMAT", "bf16 (keys and values in the compute dtype: bf16, or fp32 with --compute fp32) or fp8 " +
+                                                                  "(e4m3 + one f32 scale per token and kv head: about half the bytes) (default bf16)");
 
     public static readonly Opt[] ModelOptions =
     [
         Model, Device, ComputeOpt,
         new("tokenizer", "PATH", "tokenizer.model, tokenizer.json, or a folder holding one (default: the checkpoint's own)"),
-        new("max-context", "N", "tokens a conversation can hold, prompt + reply, 1 to 2147483647 (default 8192)"),
-        Quantize, Int4Group,
+        new("max-context", "N", "tokens a conversation can hold, prompt + reply, 1 to 2147483647 (default: what fits in the device's free memory " +
+                                "after the weights, less 1 GiB, in the chosen --kv-cache format, at most the model's max_position_embeddings)"),
+        Quantize, Int4Group, KvCache,
     ];
 
     public static readonly Opt[] SamplingOptions =
@@ -278,6 +282,14 @@ internal static class Common
         "fp32" => Llama4Native.Model.ComputeMode.F32,
         "bf16" => Llama4Native.Model.ComputeMode.BF16,
         var c => throw new UsageException($"--compute must be fp32 or bf16, not '{c}'"),
+    };
+
+    /// <summary>--kv-cache: bf16 (the compute dtype; the default) or fp8.</summary>
+    public static KvCacheFormat KvFormat(Args a) => a.Get("kv-cache") switch
+    {
+        null or "bf16" => KvCacheFormat.Default,
+        "fp8" => KvCacheFormat.Fp8,
+        var s => throw new UsageException($"--kv-cache must be bf16 or fp8, not '{s}'"),
     };
 
     /// <summary>--quantize and --int4-group-size as the loader's options.</summary>

@@ -27,7 +27,7 @@ internal static class BenchE2eVerb
          new("compute", "MODE", "fp32 or bf16 (default bf16)"),
          new("max-piece", "N", "largest prefill piece, 1 to 65536 (default 256)"),
          new("seed", "S", "seed of the random prompt (and synthetic weights), an int (default 1)"),
-         Common.Quantize, Common.Int4Group]);
+         Common.Quantize, Common.Int4Group, Common.KvCache]);
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
@@ -36,6 +36,7 @@ internal static class BenchE2eVerb
         var mode = Common.Compute(a, ComputeMode.BF16)!.Value;
         var spec = Common.DeviceSpec(a);
         var quantize = Common.Quantization(a);
+        var kvCache = Common.KvFormat(a);
         int seed = a.GetInt("seed", 1);
         var load = new LoadOptions(Quantize: quantize.Mode == QuantizeMode.None ? null : quantize);
         Llama4Config config;
@@ -85,11 +86,11 @@ internal static class BenchE2eVerb
             prompt[i] = id;
         }
         var o = new GenerationOptions { MaxNewTokens = n, StopAtModelStops = false };
-        stdout.WriteLine($"device   {dev.Name} ({dev.Arch}), {mode}");
+        stdout.WriteLine($"device   {dev.Name} ({dev.Arch}), {mode}, KV cache {(kvCache == KvCacheFormat.Fp8 ? "fp8" : "bf16")}");
         stdout.WriteLine($"model    {what}: {Format.Bytes(w.Arena.Bytes)} {(preset is not null ? "generated" : "loaded")} in {loadTime.TotalSeconds:0.00} s");
         foreach (bool capture in dev.CanCapture && mode == ComputeMode.BF16 ? new[] { false, true } : [false])
         {
-            using var gen = new TokenGenerator(w, mode, p + n + 1, Math.Min(piece, p), captureDecode: capture);
+            using var gen = new TokenGenerator(w, mode, p + n + 1, Math.Min(piece, p), captureDecode: capture, kvCache: kvCache);
             gen.Generate(prompt, o).ToList();               // warm-up: compiles every kernel, sizes every graph, captures the step
             gen.Reset();
             gen.Generate(prompt, o).ToList();

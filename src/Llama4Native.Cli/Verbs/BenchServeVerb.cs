@@ -17,7 +17,7 @@ internal static class BenchServeVerb
          new("concurrency", "LIST", "comma-separated concurrency levels (default 1,4,16)"),
          new("prompt-tokens", "P", "random prompt tokens per request, 1 to 65536 (default 32)"),
          new("new-tokens", "N", "greedy new tokens per request, 1 to 65536 (default 16)"),
-         Common.Device, Common.ComputeOpt,
+         Common.Device, Common.ComputeOpt, Common.KvCache,
          new("seed", "S", "seed of the random prompts, an int (default 1)"),
          new("engine", "KIND", "batched (one forward per step over a paged KV cache) or sequential (default batched)")]);
 
@@ -30,10 +30,11 @@ internal static class BenchServeVerb
         string engineKind = a.Get("engine", "batched");
         if (engineKind is not ("batched" or "sequential")) throw new UsageException($"--engine must be batched or sequential, not '{engineKind}'");
         var compute = Common.Compute(a);
+        var kvCache = Common.KvFormat(a);
         int context = p + n + 1;
-        using var model = Llama4Model.Load(dir, new Llama4ModelOptions(Common.DeviceSpec(a), compute, context, 256));
+        using var model = Llama4Model.Load(dir, new Llama4ModelOptions(Common.DeviceSpec(a), compute, context, 256, KvCache: kvCache));
         IStepEngine engine = engineKind == "batched"
-            ? new BatchedStepEngine(model.Weights, model.Compute, levels.Max(), context, Math.Min(256, context), maxStepTokens: levels.Max() + 512)
+            ? new BatchedStepEngine(model.Weights, model.Compute, levels.Max(), context, Math.Min(256, context), maxStepTokens: levels.Max() + 512, kvFormat: kvCache)
             : SequentialStepEngine.For(model, levels.Max(), context);
         using var scheduler = new ServingScheduler(engine, null,
                                                    new ServingOptions { MaxQueue = levels.Max(), StepTokenBudget = 512 });

@@ -23,7 +23,7 @@ internal static class ChatVerb
         var settings = RunVerb.Settings.From(a);
         var dir = a.Has("model") ? Common.ModelDir(a) : null;
         using var model = RunVerb.LoadModel(a, dir, settings, stderr, out var options);
-        using var chat = model.CreateSession();
+        using var chat = model.CreateSession(model.Options.MaxContext);
         var history = new List<Message>();
         var attached = new List<ImageInput>();   // /image PATH: attached to the next message
         if (a.Get("system") is { } sys) history.Add(new Message(MessageRole.System, sys));

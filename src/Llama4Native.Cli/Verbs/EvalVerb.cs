@@ -25,7 +25,7 @@ internal static class EvalVerb
          new("compute", "MODE", "fp32 or bf16 (default fp32)"),
          new("dump", "PATTERN", "also write every node whose name matches PATTERN (glob), e.g. 'blk.3.*'"),
          new("generate", "N", "also generate N greedy tokens through the KV cache, 0 to 1048576, T + N ≤ max_position_embeddings (default 0)"),
-         Common.Quantize, Common.Int4Group]);
+         Common.Quantize, Common.Int4Group, Common.KvCache]);
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
@@ -34,6 +34,7 @@ internal static class EvalVerb
         var mode = Common.Compute(a, ComputeMode.F32)!.Value;
         var deviceSpec = Common.DeviceSpec(a);
         var quantize = Common.Quantization(a);
+        var kvCache = Common.KvFormat(a);
         _ = a.Require("model", "DIR");
         string inputs = a.Require("inputs", "FILE.safetensors");
         string outPath = a.Require("out", "FILE.safetensors");
@@ -55,7 +56,11 @@ internal static class EvalVerb
         }
         using var dev = DeviceFactory.Create(deviceSpec);
         using var weights = WeightLoader.Load(model, dev, new LoadOptions(Quantize: quantize));
-        using var graph = new Llama4TextGraph(weights, ids.Length, mode);
+        // --kv-cache fp8: the teacher-forced pass attends through an FP8 cache (keys and values quantized as written),
+        // so its logits show the FP8 KV error; the default attends over the float keys directly.
+        using var kv = kvCache == KvCacheFormat.Fp8
+            ? new KvCache(dev, config.Text, mode == ComputeMode.F32 ? DType.F32 : DType.BF16, ids.Length, ids.Length, DType.F8E4M3) : null;
+        using var graph = new Llama4TextGraph(weights, ids.Length, mode, kv);
         var dumpPattern = a.Get("dump");
         var outputs = new List<(string, DType, long[], ReadOnlyMemory<byte>)>();
         void Keep(string name, Tensor t, float[] data) =>
@@ -97,7 +102,7 @@ internal static class EvalVerb
         if (generate > 0)
         {
             // Greedy through the KV cache, never stopping early: generated_ids [N] and the logits each came from.
-            using var gen = new Generation.TokenGenerator(weights, mode, ids.Length + generate, maxPiece: Math.Min(ids.Length, 512));
+            using var gen = new Generation.TokenGenerator(weights, mode, ids.Length + generate, maxPiece: Math.Min(ids.Length, 512), kvCache: kvCache);
             var tokens = new List<long>();
             var stepLogits = new List<float>();
             foreach (var tok in gen.Generate(ids, new Generation.GenerationOptions { MaxNewTokens = generate, StopAtModelStops = false }, images))

@@ -18,7 +18,7 @@ internal static class InspectVerb
             new("context", "N", "tokens to size the KV cache for, 1 to 2^40 (default: the model's max position embeddings, at most 131072)"),
             new("device", "SPEC", "the device to fit: auto (default), cuda, cuda:N, emu, or none"),
             new("device-memory", "SIZE", "fit against this much memory instead of a device, e.g. 80GiB, 141GiB, 80GB, 512MiB"),
-            Common.Quantize, Common.Int4Group, Common.ComputeOpt, Common.DevicesCount,
+            Common.Quantize, Common.Int4Group, Common.ComputeOpt, Common.KvCache, Common.DevicesCount,
             new("names", null, "also print the HF → ours tensor name table (alone: only the table)"),
         ]);
 
@@ -35,6 +35,7 @@ internal static class InspectVerb
         long? contextArg = a.Has("context") ? a.Long("context", 0, 1, 1L << 40) : null;
         long? deviceMemory = a.Size("device-memory");
         var quantize = Common.Quantization(a);
+        var kvCache = Common.KvFormat(a);
         Common.Compute(a);
         string? deviceSpec = a.Get("device") is "none" ? "none" : a.Has("device") ? Common.DeviceSpec(a) : null;
         if (deviceMemory is not null && deviceSpec is not null && deviceSpec != "none")
@@ -65,8 +66,8 @@ internal static class InspectVerb
         using var ckpt = hasWeights ? Checkpoint.Open(dir!) : null;
         using Device? device = deviceMemory is null ? OpenDevice(deviceSpec, stderr) : null;
         var request = deviceMemory is { } m
-            ? new InspectRequest(context, m, m, $"--device-memory {Format.Bytes(m)}", quantize)
-            : new InspectRequest(context, device?.TotalMemory, device?.FreeMemory, device?.Name, quantize);
+            ? new InspectRequest(context, m, m, $"--device-memory {Format.Bytes(m)}", quantize, kvCache)
+            : new InspectRequest(context, device?.TotalMemory, device?.FreeMemory, device?.Name, quantize, kvCache);
         stdout.Write(InspectReport.Build(config, ckpt, request));
         int devices = Common.DeviceCount(a);
         if (devices > 1)

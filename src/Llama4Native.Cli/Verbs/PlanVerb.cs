@@ -18,7 +18,7 @@ internal static class PlanVerb
             new("preset", "NAME", $"a built-in config: {string.Join(", ", Presets.Names)}"),
             new("config", "FILE", "a config.json"),
             Common.Model,
-            Common.Quantize, Common.Int4Group,
+            Common.Quantize, Common.Int4Group, Common.KvCache,
             new("context", "N", "the position of the modelled decode step and the prefill length, ≥ 2 (default 8192; with --devices: the KV cache's context, default 131072)"),
             Common.DevicesCount,
             new("batch", "B", "sequences per step (only 1 exists so far)"),
@@ -57,6 +57,7 @@ internal static class PlanVerb
             name = dir;
         }
         var q = Common.Quantization(a);
+        var kvCache = Common.KvFormat(a);
         if (a.GetInt("batch", 1, 1, 1 << 16) != 1) throw new UsageException("--batch: only batch 1 exists so far (batches of sequences are not implemented)");
         int context = a.GetInt("context", 8192, 2, int.MaxValue);
         long memory = a.Size("device-memory") ?? 80L << 30;
@@ -74,7 +75,7 @@ internal static class PlanVerb
             return 0;
         }
         var options = new PlanOptions(context, memory, bw * 1e12, tflops * 1e12, a.GetInt("steps", 100, 1, 100_000), a.GetInt("max-piece", 256, 1, 1 << 20),
-                                      new LoadOptions(Quantize: q.Mode == QuantizeMode.None ? null : q), a.Flag("capture"));
+                                      new LoadOptions(Quantize: q.Mode == QuantizeMode.None ? null : q), a.Flag("capture"), kvCache);
         Plan plan;
         try { plan = Planner.Run(config, options, name + (q.Mode == QuantizeMode.None ? "" : $" ({q.Mode.ToString().ToLowerInvariant()})")); }
         catch (ArgumentException e) when (e.Message.Contains("int4 group size", StringComparison.Ordinal) || e.Message.Contains("FP8 in this checkpoint", StringComparison.Ordinal))

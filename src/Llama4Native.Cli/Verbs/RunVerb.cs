@@ -43,7 +43,7 @@ internal static class RunVerb
             options = options with { MaxNewTokens = DemoEmulatedTokens };
             stderr.WriteLine($"            Emulated device: {DemoEmulatedTokens} new tokens (pass --max-new-tokens N for more; a GPU runs the default {settings.Sampling(new GenerationOptions()).MaxNewTokens}).");
         }
-        using var chat = model.CreateSession();
+        using var chat = model.CreateSession(model.Options.MaxContext);
         var messages = new List<Message>();
         if (a.Get("system") is { } sys) messages.Add(new Message(MessageRole.System, sys));
         prompt ??= images.Length > 0 ? "Describe the images." : "Hello, Llama 4!";
@@ -62,15 +62,17 @@ internal static class RunVerb
     public const int DemoEmulatedTokens = 12;
 
     /// <summary>The parsed model and sampling options: every value range-checked, nothing read from disk yet.</summary>
-    public sealed record Settings(string Device, ComputeMode? Compute, int MaxContext, QuantizeOptions Quantize, string? Tokenizer,
-                                    Func<GenerationOptions, GenerationOptions> Sampling, IReadOnlyList<int> StopTokens)
+    public sealed record Settings(string Device, ComputeMode? Compute, int? MaxContext, QuantizeOptions Quantize, string? Tokenizer,
+                                    Func<GenerationOptions, GenerationOptions> Sampling, IReadOnlyList<int> StopTokens,
+                                    KvCacheFormat KvCache = KvCacheFormat.Default)
     {
         public static Settings From(Args a)
         {
             var device = Common.DeviceSpec(a);
             var compute = Common.Compute(a);
-            int ctx = a.GetInt("max-context", 8192, 1, int.MaxValue);
+            int? ctx = a.Has("max-context") ? a.GetInt("max-context", 8192, 1, int.MaxValue) : null;
             var q = Common.Quantization(a);
+            var kv = Common.KvFormat(a);
             var tok = a.Get("tokenizer");
             if (tok is not null && !File.Exists(tok) && !Directory.Exists(tok)) throw new UsageException($"--tokenizer {tok}: no such file or folder");
             var stopTokens = a.All("stop-token").Select(s => (int)Args.ParseLong("--stop-token", s, 0, int.MaxValue)).ToArray();
@@ -92,7 +94,7 @@ internal static class RunVerb
             };
             try { Apply(new GenerationOptions()).Validate(); }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
-            return new Settings(device, compute, ctx, q, tok, Apply, stopTokens);
+            return new Settings(device, compute, ctx, q, tok, Apply, stopTokens, kv);
         }
     }
 
@@ -142,11 +144,27 @@ internal static class RunVerb
         catch (ArgumentException e) { throw new UsageException(e.Message); }
         var codec = Codec(dir, s.Tokenizer, config, demo, stderr); // before the (long) weight load
         var bar = new ProgressBar(stderr, "load");
-        var model = Llama4Model.Load(dir, new Llama4ModelOptions(s.Device, s.Compute, s.MaxContext, 256,
+        var model = Llama4Model.Load(dir, new Llama4ModelOptions(s.Device, s.Compute, s.MaxContext ?? 8192, 256,
                                                                  p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec,
-                                                                 s.Quantize.Mode, s.Quantize.Int4GroupSize));
+                                                                 s.Quantize.Mode, s.Quantize.Int4GroupSize, s.KvCache));
         bar.Done();
         stderr.WriteLine($"model: {dir} on {model.Device.Name} ({model.Compute})");
+        if (s.MaxContext is null)
+        {
+            // --max-context not given: what fits now that the weights are loaded (a model with other options is cheap to
+            // make: the options only size the sessions' caches).
+            int fit = ContextFit.Default(model);
+            if (fit < 1)
+            {
+                model.Dispose();
+                throw new InsufficientMemoryException($"no room for a KV cache: {Format.Bytes(model.Device.FreeMemory)} free after the weights, " +
+                                                      $"{Format.Bytes(ContextFit.ReserveBytes)} kept for activations; pass --kv-cache fp8, --quantize int4, or a smaller model");
+            }
+            model = model.WithMaxContext(fit);
+            stderr.WriteLine($"max context: {fit} tokens (default: what fits in {Format.Bytes(model.Device.FreeMemory)} free with " +
+                             $"{(s.KvCache == KvCacheFormat.Fp8 ? "fp8" : "bf16")} KV, less {Format.Bytes(ContextFit.ReserveBytes)}" +
+                             $"{(fit == model.Config.Text.MaxPositionEmbeddings ? ", capped at max_position_embeddings" : "")}; pass --max-context N to choose)");
+        }
         return model;
     }
 

@@ -22,12 +22,13 @@ internal static class ServeVerb
          new("port", "P", "TCP port, 0 to 65535 (0 picks a free one; default 8000)"),
          new("api-key", "KEY", "require 'Authorization: Bearer KEY' (or set LLAMA4_API_KEY)"),
          new("max-batch", "N", "sequences running at once, 1 to 4096 (default 8)"),
-         new("max-context", "N", "tokens per sequence, 2 to 2^31-1 (default 8192)"),
+         new("max-context", "N", "tokens per sequence, 2 to 2^31-1 (default: what fits — the device's free memory after the weights, less 1 GiB, " +
+                                 "over --max-batch caches in the --kv-cache format, at most max_position_embeddings)"),
          new("max-queue", "N", "requests waiting beyond the batch before 429, 0 to 1000000 (default 64)"),
          new("step-tokens", "N", "prompt tokens fed per scheduler step, 1 to 1048576 (default 512)"),
          new("engine", "KIND", "batched (a step's sequences in one forward over a paged KV cache), sequential (one after another; " +
                                "takes images) or auto (default: batched for text-only models, sequential when the model has a vision tower)"),
-         Common.Quantize, Common.Int4Group, Common.Device, Common.ComputeOpt,
+         Common.Quantize, Common.Int4Group, Common.KvCache, Common.Device, Common.ComputeOpt,
          new("tokenizer", "PATH", "the tokenizer (default: the checkpoint's original/tokenizer.model, tokenizer.model or tokenizer.json)"),
          new("model-id", "NAME", "the model id clients use (default: the folder name)"),
          new("shutdown-timeout", "S", "seconds running requests get after SIGTERM/Ctrl-C, 0 to 3600 (default 30)")]);
@@ -36,12 +37,14 @@ internal static class ServeVerb
     {
         var a = new Args(argv, Spec);
         int port = a.GetInt("port", 8000, 0, 65535), batch = a.GetInt("max-batch", 8, 1, 4096), context = a.GetInt("max-context", 8192, 2, int.MaxValue);
+        bool contextGiven = a.Has("max-context");
         int queue = a.GetInt("max-queue", 64, 0, 1_000_000), stepTokens = a.GetInt("step-tokens", 512, 1, 1 << 20);
         string engineKind = a.Get("engine", "auto");
         if (engineKind is not ("auto" or "batched" or "sequential")) throw new UsageException($"--engine must be auto, batched or sequential, not '{engineKind}'");
         var q = Common.Quantization(a);
         var quantize = q.Mode; int group = q.Int4GroupSize;
         var compute = Common.Compute(a);
+        var kvCache = Common.KvFormat(a);
         double shutdown = a.GetDouble("shutdown-timeout", 30);
         if (shutdown is < 0 or > 3600) throw new UsageException("--shutdown-timeout must be 0 to 3600 seconds");
         var key = a.Get("api-key") ?? Environment.GetEnvironmentVariable("LLAMA4_API_KEY");
@@ -69,8 +72,16 @@ internal static class ServeVerb
         }
         var bar = new ProgressBar(stderr, "load");
         using var model = Llama4Model.Load(dir, new Llama4ModelOptions(Common.DeviceSpec(a), compute, context, 256,
-                                                                     p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec, quantize, group));
+                                                                     p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec, quantize, group, kvCache));
         bar.Done();
+        if (!contextGiven)
+        {
+            context = ContextFit.Default(model, batch);
+            if (context < 2) throw new InsufficientMemoryException($"no room for {batch} KV caches: {Format.Bytes(model.Device.FreeMemory)} free after the weights; " +
+                                                                   "lower --max-batch, pass --kv-cache fp8 or --quantize int4");
+            stderr.WriteLine($"max context: {context} tokens per sequence (default: what fits {batch} caches in {Format.Bytes(model.Device.FreeMemory)} free, " +
+                             $"less {Format.Bytes(ContextFit.ReserveBytes)}; pass --max-context N to choose)");
+        }
         bool batched = engineKind == "batched" || (engineKind == "auto" && config.Vision is null);
         IStepEngine engine = batched
             ? new BatchedStepEngine(model.Weights, model.Compute, batch, context, Math.Min(256, context), maxStepTokens: batch + stepTokens, kvFormat: model.Options.KvCache)

@@ -90,7 +90,36 @@ internal sealed class ModelReport
         return sum;
     }
 
-    public string Render(long context, long? deviceTotal, long? deviceFree, string? deviceName)
+    /// <summary>KV cache bytes for <paramref name="context"/> tokens in a <see cref="KvCacheFormat"/>: bf16 (2 bytes per
+    /// element; the bf16-compute default), or FP8 (1 byte per element + an f32 scale per (token, kv head)).</summary>
+    public static long KvCacheBytes(TextConfig t, long context, KvCacheFormat format)
+    {
+        if (format != KvCacheFormat.Fp8) return KvCacheBytes(t, context, 2);
+        long perToken = 2L * t.NumKeyValueHeads * (t.HeadDim + 4);
+        long sum = 0;
+        for (int i = 0; i < t.NumHiddenLayers; i++)
+            sum += (t.UsesRope[i] && t.AttentionChunkSize > 0 ? Math.Min(context, t.AttentionChunkSize) : context) * perToken;
+        return sum;
+    }
+
+    /// <summary>The largest context whose KV cache (in <paramref name="format"/>) fits in <paramref name="budget"/> bytes; 0 when
+    /// not even one token does. KvCacheBytes grows with the context, so a binary search over [0, 2^40] finds it.</summary>
+    public static long LargestContext(TextConfig t, long budget, KvCacheFormat format)
+    {
+        long lo = 0, hi = 1L << 40;
+        if (budget <= 0) return 0;
+        while (lo < hi)
+        {
+            long mid = lo + (hi - lo + 1) / 2;
+            if (KvCacheBytes(t, mid, format) <= budget) lo = mid; else hi = mid - 1;
+        }
+        return lo;
+    }
+
+    /// <summary>Spelled as the CLI takes it (--kv-cache).</summary>
+    public static string Name(KvCacheFormat f) => f == KvCacheFormat.Fp8 ? "fp8" : "bf16";
+
+    public string Render(long context, long? deviceTotal, long? deviceFree, string? deviceName, KvCacheFormat kvFormat = KvCacheFormat.Default)
     {
         var c = Config;
         var t = c.Text;
@@ -115,7 +144,9 @@ internal sealed class ModelReport
         sb.AppendLine($"parameters    {P(TotalParams)} total ({P(TextParams)} text, {P(VisionParams)} vision+projector); {P(ActiveParamsPerToken)} active per text token");
         sb.AppendLine($"checkpoint    " + string.Join(", ", BytesPerDType.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key.SafetensorsName()} {G(kv.Value)}")) +
                       (FromShards ? "" : " (config only: no shards read)"));
-        long kvBf16 = KvCacheBytes(t, context, 2), kvFp8 = KvCacheBytes(t, context, 1);
+        long kvBf16 = KvCacheBytes(t, context, KvCacheFormat.Default), kvFp8 = KvCacheBytes(t, context, KvCacheFormat.Fp8);
+        long kvChosen = kvFormat == KvCacheFormat.Fp8 ? kvFp8 : kvBf16;
+        string kvName = Name(kvFormat);
         long kvNaive = 2L * t.NumKeyValueHeads * t.HeadDim * 2 * context * t.NumHiddenLayers;
         string recipe = Quantize.Mode switch
         {
@@ -127,16 +158,18 @@ internal sealed class ModelReport
                       string.Join(" + ", Chosen.ByFormat.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {G(kv.Value)}")));
         sb.AppendLine($"recipes       as stored {G(WeightBytesBf16)} | fp8_mixed {G(WeightBytesFp8)} | " +
                       (Int4Problem is null ? $"int4_mixed G={Int4Group} {G(WeightBytesInt4)}" : $"int4_mixed G={Int4Group}: n/a ({Int4Problem})"));
-        sb.AppendLine($"kv cache      {context} tokens: bf16 {G(kvBf16)}, fp8 {G(kvFp8)} (all layers at full context would be {G(kvNaive)})");
-        long need = Chosen.Total + kvBf16;
-        sb.AppendLine($"need          {G(need)} = weights {G(Chosen.Total)} + bf16 kv {G(kvBf16)} (activations and workspaces not counted: ≈ 1–3 GiB)");
+        sb.AppendLine($"kv cache      {context} tokens: bf16 {G(kvBf16)}, fp8 {G(kvFp8)} (codes + scales; all layers at full context would be {G(kvNaive)} in bf16)");
+        long need = Chosen.Total + kvChosen;
+        sb.AppendLine($"need          {G(need)} = weights {G(Chosen.Total)} + {kvName} kv {G(kvChosen)} (activations and workspaces not counted: ≈ 1–3 GiB)");
         foreach (int n in new[] { 2, 4, 8 })
             sb.AppendLine($"  on {n} devices ≈ {G((need + n - 1) / n)} each (an even split of weights and kv; several devices are not implemented yet)");
         if (deviceTotal is { } total)
         {
             long free = deviceFree ?? total;
             sb.AppendLine($"device        {deviceName}: {G(total)} total, {G(free)} free");
-            sb.AppendLine($"  {recipe}: {(need <= free ? $"fits ({G(free - need)} headroom)" : $"does NOT fit (short by {G(need - free)})")}");
+            sb.AppendLine($"  {recipe} + {kvName} kv: {(need <= free ? $"fits ({G(free - need)} headroom)" : $"does NOT fit (short by {G(need - free)})")}");
+            sb.AppendLine($"  largest context with {recipe}: bf16 kv {LargestContext(t, free - Chosen.Total, KvCacheFormat.Default)} tokens, " +
+                          $"fp8 kv {LargestContext(t, free - Chosen.Total, KvCacheFormat.Fp8)} tokens (weights + kv ≤ {G(free)}; activations not counted)");
             foreach (var (name, w) in new[] { ("as stored", WeightBytesBf16), ("fp8_mixed", WeightBytesFp8), ("int4_mixed", Int4Problem is null ? WeightBytesInt4 : 0) })
             {
                 if (w == 0) continue;

@@ -117,8 +117,8 @@ internal sealed class KvCache : IDisposable
     public void BeginPiece(int tokens)
     {
         if (tokens < 1 || tokens > MaxPiece) throw new ArgumentException($"kv cache: a piece of {tokens} tokens (1..{MaxPiece} allowed)");
-        if (Position + tokens > MaxContext)
-            throw new ContextLengthException($"the sequence would reach {Position + tokens} tokens but the context is {MaxContext}: " +
+        if ((long)Position + tokens > MaxContext)   // long: no wrap near 2^31
+            throw new ContextLengthException($"the sequence would reach {(long)Position + tokens} tokens but the context is {MaxContext}: " +
                                              "shorten the prompt or max new tokens, or load the model with a larger max context");
         int p0 = Position;
         int[] rope = [0, tokens, p0 + tokens - ropeBase, p0, ropeBase, 0];
@@ -136,7 +136,7 @@ internal sealed class KvCache : IDisposable
     /// <see cref="KvBucket"/> tokens and is re-captured (or picked from those captured) when the bound moves.</summary>
     public const int KvBucket = 256;
 
-    int Bound(int kvLen, int layerCapacity) => Math.Min(layerCapacity, (kvLen + KvBucket - 1) / KvBucket * KvBucket);
+    int Bound(int kvLen, int layerCapacity) => (int)Math.Min(layerCapacity, ((long)kvLen + KvBucket - 1) / KvBucket * KvBucket);
 
     /// <summary>Writes the piece's keys and values of <paramref name="layer"/> into the cache, then attends q over it.
     /// Every length a kernel needs comes from the device descriptor; the host only sizes grids from the bounds.</summary>
@@ -175,8 +175,8 @@ internal sealed class KvCache : IDisposable
     /// </summary>
     public void BeginDeviceStep()
     {
-        if (Position + 1 > MaxContext)
-            throw new ContextLengthException($"the sequence would reach {Position + 1} tokens but the context is {MaxContext}: " +
+        if ((long)Position + 1 > MaxContext)
+            throw new ContextLengthException($"the sequence would reach {(long)Position + 1} tokens but the context is {MaxContext}: " +
                                              "shorten the prompt or max new tokens, or load the model with a larger max context");
         pieceTokens = 1;
     }

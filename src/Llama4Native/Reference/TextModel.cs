@@ -11,12 +11,28 @@ namespace Llama4Native.Reference;
 internal static class TextModel
 {
     /// <summary>
+    /// Hooks into <see cref="Forward"/> for measuring what a storage format or a routing choice does (the FP8 KV cache's
+    /// error per layer, routing flips): <see cref="StoreKv"/> rewrites the keys and values as the cache would store them
+    /// (after RoPE / qk-norm, before attention); <see cref="PinnedRouting"/> forces each MoE layer's top-k (the scores still
+    /// follow that layer's router logits); <see cref="Routing"/> and <see cref="RouterLogits"/> receive what each MoE layer chose.
+    /// </summary>
+    public sealed class Probe
+    {
+        /// <summary>(layer, isValue, [T, Hkv·d]) — rewrite in place to the values attention will read.</summary>
+        public Action<int, bool, float[]>? StoreKv { get; init; }
+        /// <summary>layer → top-k experts [T·k] to use instead of the router's.</summary>
+        public IReadOnlyDictionary<int, int[]>? PinnedRouting { get; init; }
+        public Dictionary<int, int[]> Routing { get; } = [];
+        public Dictionary<int, float[]> RouterLogits { get; } = [];
+    }
+
+    /// <summary>
     /// Logits [T, V] for <paramref name="ids"/> at positions 0..T-1; <paramref name="layerOut"/>[i] receives layer i's output [T, D].
     /// Early fusion: with <paramref name="imageRows"/> [n, D] (the projected image features), the embeddings of the n
     /// tokens equal to <paramref name="imageToken"/> (&lt;|patch|&gt;) are replaced by those rows, in order.
     /// </summary>
     public static float[] Forward(TextConfig c, Func<string, float[]> w, ReadOnlySpan<int> ids, List<float[]>? layerOut = null,
-                                  float[]? imageRows = null, int imageToken = -1)
+                                  float[]? imageRows = null, int imageToken = -1, Probe? probe = null)
     {
         int t = ids.Length, d = c.HiddenSize, h = c.NumAttentionHeads, hkv = c.NumKeyValueHeads, hd = c.HeadDim;
         float eps = (float)c.RmsNormEps;
@@ -62,6 +78,7 @@ internal static class TextModel
             }
             else if (c.AttnTemperatureTuning)
                 Rope.Temperature(q, pos, (float)c.AttnScale, (float)c.FloorScale);
+            if (probe?.StoreKv is { } store) { store(layer, false, k); store(layer, true, v); }
             var o = new float[t * h * hd];
             Attention.Forward(q, k, v, o, seq, h, hkv, hd, hkv * hd, hd, c.UsesRope[layer] ? c.AttentionChunkSize : 0, 1 / Math.Sqrt(hd));
             var ao = Linear(o, p + "attn_o", d, h * hd);
@@ -77,8 +94,15 @@ internal static class TextModel
                 var a = new float[g.Length];
                 SiluMul.Forward(g, u, a);
                 ffn = Linear(a, p + "moe.shexp_down", d, inter);
-                Moe.Layer(fn, w(p + "moe.router"), w(p + "moe.gate_up_exps"), w(p + "moe.down_exps"), ffn,
-                          new float[t * e], new int[t * kk], new float[t * kk], t, d, inter, e, kk, accumulate: true, bf16: false);
+                var logits = new float[t * e]; var idx = new int[t * kk]; var score = new float[t * kk];
+                Moe.Router(fn, w(p + "moe.router"), logits, idx, score, t, d, e, kk, bf16: false);
+                if (probe?.PinnedRouting is { } pin && pin.TryGetValue(layer, out var forced))
+                {
+                    forced.CopyTo(idx, 0);
+                    for (int q2 = 0; q2 < t * kk; q2++) score[q2] = (float)(1.0 / (1.0 + Math.Exp(-(double)logits[q2 / kk * e + idx[q2]])));
+                }
+                if (probe is not null) { probe.Routing[layer] = (int[])idx.Clone(); probe.RouterLogits[layer] = logits; }
+                Moe.Experts(fn, idx, score, w(p + "moe.gate_up_exps"), w(p + "moe.down_exps"), ffn, t, d, inter, e, kk, accumulate: true, bf16: false);
             }
             else
             {

@@ -42,6 +42,7 @@ internal sealed class SequentialStepEngine : IStepEngine
         public bool Busy;
     }
 
+    readonly KvCacheFormat kvCache;
     public int Slots => slots.Length;
     public int MaxContext { get; }
     public int KvBlockTokens => MaxContext;
@@ -52,8 +53,11 @@ internal sealed class SequentialStepEngine : IStepEngine
     public int ImageToken { get; }
 
     /// <param name="slots">sequences held at once (each gets a KV cache of <paramref name="maxContext"/> tokens on first use)</param>
-    public SequentialStepEngine(ModelWeights weights, ComputeMode mode, int slots, int maxContext, int maxPrefillPiece = 256)
+    /// <param name="kvCache">how each slot's cache stores keys and values (the compute dtype or FP8)</param>
+    public SequentialStepEngine(ModelWeights weights, ComputeMode mode, int slots, int maxContext, int maxPrefillPiece = 256,
+                                KvCacheFormat kvCache = KvCacheFormat.Default)
     {
+        this.kvCache = kvCache;
         if (slots < 1) throw new ArgumentException($"slots ({slots}) must be ≥ 1 (--max-batch)");
         if (maxContext < 2) throw new ArgumentException($"max context ({maxContext}) must be ≥ 2 (--max-context)");
         if (maxPrefillPiece < 1) throw new ArgumentException($"max prefill piece ({maxPrefillPiece}) must be ≥ 1");
@@ -71,7 +75,7 @@ internal sealed class SequentialStepEngine : IStepEngine
 
     /// <summary>An engine over a loaded model (its device, compute mode and prefill piece).</summary>
     public static SequentialStepEngine For(Llama4Model model, int slots, int maxContext) =>
-        new(model.Weights, model.Compute, slots, maxContext, Math.Min(model.Options.MaxPrefillPiece, maxContext));
+        new(model.Weights, model.Compute, slots, maxContext, Math.Min(model.Options.MaxPrefillPiece, maxContext), model.Options.KvCache);
 
     Slot At(int slot) => (uint)slot < (uint)slots.Length ? slots[slot] : throw new ArgumentOutOfRangeException(nameof(slot), $"slot {slot} of {slots.Length}");
 
@@ -80,7 +84,7 @@ internal sealed class SequentialStepEngine : IStepEngine
         var s = At(slot);
         if (s.Busy) throw new InvalidOperationException($"slot {slot} already holds a sequence");
         options.Validate();
-        s.Gen ??= new TokenGenerator(weights, mode, MaxContext, MaxPrefillPiece);
+        s.Gen ??= new TokenGenerator(weights, mode, MaxContext, MaxPrefillPiece, kvCache: kvCache);
         s.Gen.Reset();
         // The scheduler owns stops and limits: the generator only feeds and samples.
         s.Options = options with { MaxNewTokens = int.MaxValue, StopAtModelStops = false, StopTokens = [], StopStrings = [] };

@@ -113,6 +113,16 @@ public class BadInputCorpusTests
         yield return C(2, "--int4-group-size 0 is out of range", "run", "--quantize", "int4", "--int4-group-size", "0");
         yield return C(2, "--int4-group-size applies to --quantize int4 only", "run", "--int4-group-size", "64");
         yield return C(2, "--int4-group-size applies to --quantize int4 only", "run", "--quantize", "fp8", "--int4-group-size", "64");
+        // --kv-cache on every verb that builds a cache: bf16 or fp8, checked before anything loads
+        yield return C(2, "--kv-cache must be bf16 or fp8, not 'fp16'", "run", "--kv-cache", "fp16");
+        yield return C(2, "--kv-cache must be bf16 or fp8, not 'FP8'", "chat", "--kv-cache", "FP8");
+        yield return C(2, "--kv-cache must be bf16 or fp8, not 'int8'", "eval", "--model", "{MODEL}", "--inputs", "{INPUTS}", "--out", "{DIR}/o.safetensors", "--kv-cache", "int8");
+        yield return C(2, "--kv-cache must be bf16 or fp8, not 'e4m3'", "serve", "--kv-cache", "e4m3");
+        yield return C(2, "--kv-cache must be bf16 or fp8, not ''", "bench-e2e", "--model", "{MODEL}", "--kv-cache=");
+        yield return C(2, "--kv-cache must be bf16 or fp8, not 'f8'", "plan", "--preset", "scout", "--kv-cache", "f8");
+        yield return C(2, "--kv-cache must be bf16 or fp8, not 'fp32'", "inspect", "--preset", "scout", "--kv-cache", "fp32");
+        yield return C(2, "--kv-cache was given twice", "run", "--kv-cache", "fp8", "--kv-cache", "bf16");
+        yield return C(2, "option --kv-cache needs a value", "plan", "--preset", "scout", "--kv-cache");
         yield return C(2, "unexpected argument 'foo'", "run", "foo");
         yield return C(2, "unexpected argument 'hello world'", "run", "--seed", "1", "hello world");
         yield return C(2, "unknown option '-x'", "run", "-x");

@@ -24,6 +24,8 @@ public class CliGenerationTests
                                "--seed", TestContext.CurrentContext.Random.Next().ToString(), "--prompt", "Name three colours."], o, e);
         Assert.That(rc, Is.EqualTo(0), e.ToString());
         Assert.That(e.ToString(), Does.Contain("TINY RANDOM-WEIGHT"), "the demo must say what it is");
+        // --max-context not given: what fits, said so (the demo's 8,192 max_position_embeddings caps it on the emulator)
+        Assert.That(e.ToString(), Does.Contain("max context: 8192 tokens (default: what fits in").And.Contain("bf16 KV").And.Contain("capped at max_position_embeddings"));
         Assert.That(e.ToString(), Does.Match(@"\[\d+ prompt tokens, [1-3] new; first token \d+ ms"), "stats on stderr");
         Assert.That(o.ToString(), Does.EndWith(Environment.NewLine));
     }

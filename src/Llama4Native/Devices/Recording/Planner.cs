@@ -17,9 +17,36 @@ namespace Llama4Native.Devices.Recording;
 /// <param name="Steps">Decode steps measured (host time is their median).</param>
 /// <param name="MaxPiece">Largest prefill piece (as Llama4ModelOptions.MaxPrefillPiece).</param>
 /// <param name="Capture">Decode steps captured and replayed as graphs (TokenGenerator.CaptureDecode).</param>
+/// <param name="KvCache">How the KV cache stores keys and values (bf16, or FP8 e4m3 + a scale per token and kv head).</param>
 internal sealed record PlanOptions(int Context = 8192, long DeviceMemory = 80L << 30, double BytesPerSecond = 3.35e12,
                                  double FlopsPerSecond = 989e12, int Steps = 100, int MaxPiece = 256, LoadOptions? Load = null,
-                                 bool Capture = false);
+                                 bool Capture = false, KvCacheFormat KvCache = KvCacheFormat.Default);
+
+/// <summary>
+/// The split-KV decode attention of one layer (the largest by bytes: a NoPE layer over the whole history), modelled on
+/// <see cref="Plan.Sms"/> SMs at one block per SM (the worst case; more resident blocks only help): a grid of G blocks runs
+/// in ceil(G / SMs) waves, so its own traffic moves at G / (waves · SMs) of the bandwidth. The combine kernel (one block
+/// per (query, head)) and <see cref="Plan.MinKernelUs"/> per kernel are added in <see cref="FractionWithCombine"/>.
+/// </summary>
+internal sealed record SplitKvModel(long Keys, int Splits, long Blocks, long Waves, long Bytes, double Fraction, double FractionWithCombine)
+{
+    public static SplitKvModel? Of(TraceSummary t, long keys, double bytesPerSecond)
+    {
+        var items = t.Items.ToList();
+        int at = -1;
+        for (int i = 0; i < items.Count; i++)
+            if (items[i].Kind == RecordedKind.Launch && items[i].Kernel.StartsWith("attn_decode_split", StringComparison.Ordinal) && (at < 0 || items[i].Bytes > items[at].Bytes)) at = i;
+        if (at < 0) return null;
+        var s = items[at];
+        var combine = items.Skip(at + 1).FirstOrDefault(i => i.Kernel.StartsWith("attn_decode_combine", StringComparison.Ordinal));
+        long blocks = (long)s.Grid.Count, waves = (blocks + Plan.Sms - 1) / Plan.Sms;
+        double fraction = (double)blocks / (waves * Plan.Sms);
+        double tSplit = Math.Max(Plan.MinKernelUs * 1e-6, s.Bytes / bytesPerSecond / fraction);
+        double tCombine = combine.Kernel is null ? 0 : Math.Max(Plan.MinKernelUs * 1e-6, combine.Bytes / bytesPerSecond / Math.Min(1.0, (double)combine.Grid.Count / Plan.Sms));
+        long bytes = s.Bytes + (combine.Kernel is null ? 0 : combine.Bytes);
+        return new SplitKvModel(keys, (int)s.Grid.X, blocks, waves, s.Bytes, fraction, bytes / bytesPerSecond / (tSplit + tCombine));
+    }
+}
 
 /// <summary>A memory line of the plan.</summary>
 internal sealed record MemoryLine(string What, long Bytes);
@@ -31,6 +58,12 @@ internal sealed record PhasePlan(TraceSummary Trace, double ModelledSeconds, lon
 internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<MemoryLine> Memory, long TotalBytes, long DeviceMemory,
                           PhasePlan Decode, PhasePlan Prefill, string RoutingModel)
 {
+    /// <summary>The largest context that fits <see cref="DeviceMemory"/> per KV format ("bf16", "fp8"), everything but the
+    /// KV cache held as planned (weights, activation arenas, workspaces).</summary>
+    public IReadOnlyDictionary<string, long> LargestContext { get; init; } = new Dictionary<string, long>();
+    /// <summary>The decode step's split-KV attention over the longest history (a NoPE layer), modelled; null when the step has none.</summary>
+    public SplitKvModel? SplitKv { get; init; }
+
     public bool Fits => TotalBytes <= DeviceMemory;
     public double DecodeTokensPerSecond => Decode.ModelledSeconds > 0 ? 1 / Decode.ModelledSeconds : 0;
     public double BytesRatio => Decode.MinBytes > 0 ? (double)Decode.Trace.Bytes / Decode.MinBytes : 0;
@@ -39,12 +72,15 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
     {
         var sb = new StringBuilder();
         var o = Options;
-        sb.AppendLine($"plan: {Model}, context {o.Context}, batch 1, bf16 activations, decode {(o.Capture ? "captured (graph replay)" : "host-driven")}; roofline at {o.BytesPerSecond / 1e12:0.##} TB/s, {o.FlopsPerSecond / 1e12:0} TFLOPS");
+        sb.AppendLine($"plan: {Model}, context {o.Context}, batch 1, bf16 activations, {(o.KvCache == KvCacheFormat.Fp8 ? "fp8" : "bf16")} KV cache, decode {(o.Capture ? "captured (graph replay)" : "host-driven")}; roofline at {o.BytesPerSecond / 1e12:0.##} TB/s, {o.FlopsPerSecond / 1e12:0} TFLOPS");
         sb.AppendLine();
         sb.AppendLine("memory");
         foreach (var m in Memory) sb.AppendLine($"  {m.What,-34} {Format.Bytes(m.Bytes),12}");
         sb.AppendLine($"  {"total",-34} {Format.Bytes(TotalBytes),12}");
         sb.AppendLine($"  fits {Format.Bytes(DeviceMemory)}: {(Fits ? "yes" : "NO")}, headroom {(Fits ? "" : "-")}{Format.Bytes(Math.Abs(DeviceMemory - TotalBytes))}");
+        if (LargestContext.Count > 0)
+            sb.AppendLine($"  largest context in {Format.Bytes(DeviceMemory)} (the rest of this plan as is): " +
+                          string.Join(", ", LargestContext.Select(kv => $"{kv.Key} KV {kv.Value} tokens")));
         sb.AppendLine();
         var d = Decode.Trace;
         sb.AppendLine($"decode step at position {Decode.Position} (routing: {RoutingModel})");
@@ -54,6 +90,11 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
                       $" (floor {Decode.MinBytes / o.BytesPerSecond * 1e3:0.000} ms → {o.BytesPerSecond / Math.Max(1, Decode.MinBytes):0.0} tokens/s)");
         foreach (var bw in new[] { 3.35e12, 4.8e12 })
             sb.AppendLine($"    at {bw / 1e12:0.00} TB/s: {1 / d.ModelledSeconds(bw, o.FlopsPerSecond):0.0} tokens/s (floor {bw / Math.Max(1, Decode.MinBytes):0.0})");
+        sb.AppendLine($"  decode bytes per token {Format.Bytes(d.Bytes)} (KV read by attention {Format.Bytes(AttentionBytes(d))})");
+        if (SplitKv is { } sk)
+            sb.AppendLine($"  split-KV attention over {sk.Keys} keys: {sk.Splits} splits × {sk.Blocks / sk.Splits} = {sk.Blocks} blocks on {Sms} SMs " +
+                          $"({sk.Waves} wave{(sk.Waves == 1 ? "" : "s")} at 1 block/SM), its own traffic {Format.Bytes(sk.Bytes)} at {sk.Fraction:P0} of bandwidth " +
+                          $"({sk.FractionWithCombine:P0} with the combine and {MinKernelUs} µs per kernel)");
         double filled = FilledSeconds(d);
         sb.AppendLine($"  with SM fill ({Sms} SMs: a grid of fewer blocks gets that share) and {MinKernelUs} µs per kernel: {filled * 1e3:0.000} ms → {1 / filled:0.0} tokens/s");
         sb.AppendLine($"  host time per step on the recording device: {Decode.HostMicroseconds:0} µs (median of {o.Steps})");
@@ -66,9 +107,13 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
         sb.AppendLine($"prefill of {o.Context} tokens (pieces of ≤ {o.MaxPiece})");
         sb.AppendLine($"  launches {p.Launches}, host syncs {p.HostSyncs}, FLOPs {p.Flops:0.###e+0}, bytes {Format.Bytes(p.Bytes)}");
         sb.AppendLine($"  modelled {Prefill.ModelledSeconds:0.000} s → {o.Context / Math.Max(1e-12, Prefill.ModelledSeconds):0} tokens/s; host {Prefill.HostMicroseconds / 1e3:0.0} ms");
+        foreach (var bw in new[] { 3.35e12, 4.8e12 })
+            sb.AppendLine($"    at {bw / 1e12:0.00} TB/s: {p.ModelledSeconds(bw, o.FlopsPerSecond):0.000} s");
         if (p.Uncosted > 0) sb.AppendLine($"  {p.Uncosted} launches without a cost: {string.Join(", ", p.UncostedKernels)}");
         return sb.ToString();
     }
+
+    static long AttentionBytes(TraceSummary t) => t.Items.Where(i => i.Kind == RecordedKind.Launch && i.Kernel.StartsWith("attn_", StringComparison.Ordinal)).Sum(i => i.Bytes);
 
     /// <summary>H100/H200 SXM streaming multiprocessors, and the least a kernel takes: the second, latency-aware model.</summary>
     public const int Sms = 132;
@@ -89,6 +134,7 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
             ["model"] = Model,
             ["context"] = o.Context,
             ["capture"] = o.Capture,
+            ["kv_cache"] = o.KvCache == KvCacheFormat.Fp8 ? "fp8" : "bf16",
             ["device_memory"] = DeviceMemory,
             ["bandwidth_tbps"] = o.BytesPerSecond / 1e12,
             ["tflops"] = o.FlopsPerSecond / 1e12,
@@ -97,6 +143,12 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
             ["headroom_bytes"] = DeviceMemory - TotalBytes,
             ["memory"] = new JsonObject(Memory.Select(m => KeyValuePair.Create(m.What, (JsonNode?)m.Bytes))),
             ["routing_model"] = RoutingModel,
+            ["largest_context"] = new JsonObject(LargestContext.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["split_kv"] = SplitKv is { } sk ? new JsonObject
+            {
+                ["keys"] = sk.Keys, ["splits"] = sk.Splits, ["blocks"] = sk.Blocks, ["waves"] = sk.Waves, ["bytes"] = sk.Bytes,
+                ["fraction_of_bandwidth"] = sk.Fraction, ["fraction_with_combine"] = sk.FractionWithCombine,
+            } : null,
             ["decode"] = new JsonObject
             {
                 ["position"] = Decode.Position,
@@ -107,6 +159,7 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
                 ["host_syncs"] = Decode.Trace.HostSyncs,
                 ["uncosted_launches"] = Decode.Trace.Uncosted,
                 ["bytes"] = Decode.Trace.Bytes,
+                ["attention_bytes"] = AttentionBytes(Decode.Trace),
                 ["min_bytes"] = Decode.MinBytes,
                 ["bytes_ratio"] = BytesRatio,
                 ["flops"] = Decode.Trace.Flops,
@@ -150,13 +203,14 @@ internal static class Planner
         using var dev = new RecordingDevice(o.DeviceMemory);
         using var weights = WeightLoader.Describe(config, dev, o.Load);
         var cfg = config.Text;
-        int vocab = cfg.VocabSize;
+        // prompt ids below the image placeholders (<|patch|> etc. need pixels): matters for tiny vocabularies only
+        int vocab = config.ImageTokenIndex > 0 ? Math.Min(cfg.VocabSize, config.ImageTokenIndex - 64) : cfg.VocabSize;
         var greedy = new GenerationOptions { Temperature = 0, StopAtModelStops = false };
         int piece = Math.Min(o.MaxPiece, o.Context);
 
         // Prefill of N tokens (and the first token's sampling): one fresh generator, as a new conversation.
         PhasePlan prefill;
-        using (var gen = new TokenGenerator(weights, ComputeMode.BF16, o.Context, piece))
+        using (var gen = new TokenGenerator(weights, ComputeMode.BF16, o.Context, piece, kvCache: o.KvCache))
         {
             var prompt = Prompt(o.Context, vocab);
             int at = dev.Mark;
@@ -170,7 +224,7 @@ internal static class Planner
         // Decode: prefill N − steps − 1 tokens, then steps + 1 tokens, the last steps fed one at a time up to context N.
         PhasePlan decode;
         long kvBytes, actBytes;
-        using (var gen = new TokenGenerator(weights, ComputeMode.BF16, o.Context, piece, captureDecode: o.Capture))
+        using (var gen = new TokenGenerator(weights, ComputeMode.BF16, o.Context, piece, captureDecode: o.Capture, kvCache: o.KvCache))
         {
             var prompt = Prompt(o.Context - steps - 1 > 0 ? o.Context - steps - 1 : 1, vocab);
             var times = new List<double>();
@@ -188,7 +242,7 @@ internal static class Planner
             var tr = dev.Summarize(lastMark);
             times.Sort();
             double median = times.Count == 0 ? 0 : times[times.Count / 2];
-            decode = new PhasePlan(tr, tr.ModelledSeconds(o.BytesPerSecond, o.FlopsPerSecond), MinDecodeBytes(weights, lastPos), median, lastPos);
+            decode = new PhasePlan(tr, tr.ModelledSeconds(o.BytesPerSecond, o.FlopsPerSecond), MinDecodeBytes(weights, lastPos, o.KvCache), median, lastPos);
             kvBytes = gen.Cache.Bytes;
             actBytes = gen.Graphs.Sum(g => g.Plan.ArenaBytes);
         }
@@ -208,7 +262,15 @@ internal static class Planner
         memory.Add(new MemoryLine("activation arenas (all piece sizes)", actBytes));
         long total = dev.PeakBytes;
         memory.Add(new MemoryLine("workspaces (MoE, attention, sampler)", total - weightBytes - kvBytes - actBytes));
-        return new Plan(name ?? config.Text.ToString() ?? "model", o, memory, total, o.DeviceMemory, decode, prefill, Routing);
+        long fixedBytes = total - kvBytes;
+        var largest = new Dictionary<string, long>();
+        foreach (var f in new[] { KvCacheFormat.Default, KvCacheFormat.Fp8 })
+            largest[f == KvCacheFormat.Fp8 ? "fp8" : "bf16"] = ContextFit.Largest(cfg, o.DeviceMemory - fixedBytes, piece, DType.BF16, f);
+        return new Plan(name ?? config.Text.ToString() ?? "model", o, memory, total, o.DeviceMemory, decode, prefill, Routing)
+        {
+            LargestContext = largest,
+            SplitKv = SplitKvModel.Of(decode.Trace, decode.Position + 1, o.BytesPerSecond),
+        };
     }
 
     /// <summary>Token ids that are valid for any vocabulary and never a stop token (the recording device reads back 0s anyway).</summary>
@@ -219,7 +281,7 @@ internal static class Planner
     /// (those: k/E of them) and the embedding table (one row), plus each layer's keys and values up to the position
     /// (a chunked layer only its chunk).
     /// </summary>
-    public static long MinDecodeBytes(ModelWeights w, int position)
+    public static long MinDecodeBytes(ModelWeights w, int position, KvCacheFormat kvCache = KvCacheFormat.Default)
     {
         var c = w.Config.Text;
         double bytes = 0;
@@ -231,7 +293,8 @@ internal static class Planner
             else if (t.Name == "tok_embd" && !tied) bytes += (double)t.Bytes / t.Shape[0];
             else bytes += t.Bytes;
         }
-        long kvRow = 2L * c.NumKeyValueHeads * c.HeadDim * 2; // K and V, bf16
+        long kvRow = kvCache == KvCacheFormat.Fp8 ? 2L * c.NumKeyValueHeads * (c.HeadDim + 4)  // K and V, e4m3 + an f32 scale per kv head
+                                                  : 2L * c.NumKeyValueHeads * c.HeadDim * 2; // K and V, bf16
         for (int i = 0; i < c.NumHiddenLayers; i++)
         {
             long len = position + 1;
