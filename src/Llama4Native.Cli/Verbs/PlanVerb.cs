@@ -25,7 +25,7 @@ internal static class PlanVerb
             new("bandwidth", "TB/s", "memory bandwidth of the roofline (default 3.35, H100 SXM; H200: 4.8)"),
             new("tflops", "N", "dense bf16 TFLOP/s of the roofline (default 989)"),
             new("steps", "N", "decode steps timed on the recording device for the host time (default 100)"),
-            new("max-piece", "N", "the prefill piece size (default 256)"),
+            new("max-piece", "N|auto", "the prefill piece size, or auto: the largest of 2048/1024/512/256 that fits (default auto)"),
             new("capture", null, "model the decode step replayed as one captured graph"),
             new("json", null, "print JSON instead of text"),
         ]);
@@ -61,7 +61,7 @@ internal static class PlanVerb
         long memory = a.Size("device-memory") ?? 80L << 30;
         double bw = a.GetDouble("bandwidth", 3.35), tflops = a.GetDouble("tflops", 989);
         if (bw <= 0 || tflops <= 0) throw new UsageException("--bandwidth and --tflops must be positive");
-        var options = new PlanOptions(context, memory, bw * 1e12, tflops * 1e12, a.GetInt("steps", 100, 1, 100_000), a.GetInt("max-piece", 256, 1, 1 << 20),
+        var options = new PlanOptions(context, memory, bw * 1e12, tflops * 1e12, a.GetInt("steps", 100, 1, 100_000), MaxPiece(a),
                                       new LoadOptions(Quantize: q.Mode == QuantizeMode.None ? null : q), a.Flag("capture"));
         Plan plan;
         try { plan = Planner.Run(config, options, name + (q.Mode == QuantizeMode.None ? "" : $" ({q.Mode.ToString().ToLowerInvariant()})")); }
@@ -70,6 +70,9 @@ internal static class PlanVerb
         stdout.Write(a.Flag("json") ? plan.RenderJson() + "\n" : plan.RenderText());
         return 0;
     }
+
+    /// <summary>--max-piece N|auto (default auto = 0: the planner picks the largest piece that fits).</summary>
+    static int MaxPiece(Args a) => a.Get("max-piece") is null or "auto" ? 0 : a.GetInt("max-piece", 256, 1, 1 << 20);
 
     /// <summary>"80GiB", "141 GiB", "80GB", "512MiB" or a plain byte count.</summary>
     internal static long ParseBytes(string s)
