@@ -5,7 +5,7 @@ namespace Llama4Native.Kernels;
 
 /// <summary>`kernels/add_rmsnorm.cu`: x += y (in place, rounded to x's dtype as <see cref="Add"/> rounds), then
 /// h = x · rsqrt(mean(x²) + eps) · w per row — the residual add and the next block's norm in one launch.</summary>
-public static class AddRmsNorm
+internal static class AddRmsNorm
 {
     public const string File = "add_rmsnorm.cu";
     const int Threads = 256; // RMSNORM_THREADS default

@@ -7,7 +7,7 @@ namespace Llama4Native.Ops;
 
 /// <summary>add_rmsnorm cases. Dims: rows, cols. Types "x,w>h" (y is x's dtype). Variants block / warp. Both outputs are
 /// checked: the updated residual x exactly (one rounded add), then h as rmsnorm.</summary>
-public sealed class AddRmsNormSpec : OpSpec
+internal sealed class AddRmsNormSpec : OpSpec
 {
     public override string Name => "add_rmsnorm";
     static readonly string[] Typed = ["f32,f32>f32", "f32,bf16>f32", "bf16,bf16>bf16"];

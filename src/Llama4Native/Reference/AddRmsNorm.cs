@@ -4,7 +4,7 @@ namespace Llama4Native.Reference;
 /// Reference for kernels/add_rmsnorm.cu: <c>x = x + y</c> (in place; a bf16 sum rounded once, as <see cref="Add"/>),
 /// then <c>h = x · rsqrt(mean(x²) + eps) · w</c> per row over the UPDATED x (<see cref="RmsNorm"/>, double sums).
 /// </summary>
-public static class AddRmsNorm
+internal static class AddRmsNorm
 {
     /// <summary>fp32 x, y, w → fp32 h (kernel add_rmsnorm_f32_f32_f32).</summary>
     /// <param name="x">[rows, cols], updated</param><param name="y">[rows, cols]</param><param name="w">[cols]</param><param name="h">[rows, cols]</param>
