@@ -1,4 +1,5 @@
-// moe.cu — Llama 4's routed mixture-of-experts FFN on the device, six launches with no host round trip.
+// moe.cu — Llama 4's routed mixture-of-experts FFN on the device, six launches with no host round trip
+// (four in a decode step, where `moe_route_*` does router, top-k and grouping in one block).
 //
 // Why it looks like this: a decode step is captured in a CUDA graph, so nothing data-dependent (which
 // experts a token chose, how many tokens each expert got) may reach the host. The layer is therefore
@@ -41,6 +42,7 @@
 // | moe_router_logits_{f32,bf16}         | (x, wr, logits, int T, int D, int E)                          | grid = (ceil(E / (MOE_ROUTER_THREADS/32)), min(T, 65535)), block = MOE_ROUTER_THREADS, shared = 0 |
 // | moe_topk_{f32,bf16}                  | (logits, topk_idx, topk_score, int T, int E, int k)           | grid = T, block = 32, dynamic shared = 8·E |
 // | moe_align                            | (topk_idx, sorted_slots, slot_row, tile_expert, expert_offsets, int T, int k, int E, int bm, int e0) | grid = 1, block = MOE_ALIGN_THREADS, dynamic shared = 4·(2E + 1) |
+// | moe_route_{f32,bf16}                 | (x, wr, logits, topk_idx, topk_score, sorted_slots, slot_row, tile_expert, expert_offsets, int T, int D, int E, int k, int bm, int logits_given) | decode (T·k ≤ 32, T·E ≤ 2048): the three above in one block (all E experts local: e0 = 0); grid = 1, block = MOE_ALIGN_THREADS, dynamic shared = 8·T·E + 4·(2E + 1) |
 // | moe_gate_up_mma_bf16                 | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, h, int k, int D, int I, int E) | grid = (ceil(I/MOE_BN), tiles), block = 32·MOE_WM·MOE_WN, dynamic shared = MOE_STAGES·2·(MOE_BM·(MOE_BK+8) + 2·MOE_BK·(MOE_BN+8)) (default tile: 43008 B) |
 // | moe_down_mma_bf16                    | (h, tile_expert, expert_offsets, wd, out, int I, int D, int E) | grid = (ceil(D/MOE_BN), tiles), block = 32·MOE_WM·MOE_WN, dynamic shared = MOE_STAGES·2·(MOE_BM·(MOE_BK+8) + MOE_BK·(MOE_BN+8)) (default tile: 29184 B) |
 // | moe_gate_up_simple_{f32,bf16}        | (x, topk_score, sorted_slots, tile_expert, expert_offsets, wgu, h, int k, int D, int I, int E, int bm) | grid = (ceil(I/16), ceil(R/16)), block = (16, 16), shared = 0 |
@@ -144,27 +146,33 @@ L4_DEV void topk_warp(const float* s_logit, int* s_taken, int E, int k, int* __r
 
 // Router logits: one warp per (token, expert) dot product, lanes striding D with 16-byte loads when the
 // rows are aligned, then a fixed shuffle tree. Blocks tile the experts (x) and the tokens (y, grid-stride).
+// One router dot product x_t · Wr[e] by one whole warp (every lane gets the sum). moe_route uses the same code,
+// so its logits are bit-identical to these.
+template <typename TA>
+L4_DEV float router_dot(const TA* __restrict__ xr, const bf16* __restrict__ w, int D, int lane) {
+    float s = 0.f;
+    int d0 = 0;
+    if (aligned16(xr) && aligned16(w)) {  // 8 elements per lane per step, the tail below
+        for (int d = lane * 8; d + 8 <= D; d += 256) {
+            float a[8], b[8];
+            load8(xr + d, a);
+            load8(w + d, b);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) s += a[j] * b[j];
+        }
+        d0 = D / 8 * 8;
+    }
+    for (int d = d0 + lane; d < D; d += 32) s += to_f32(xr[d]) * bf16_to_f32(w[d]);
+    return warp_sum(s);
+}
+
 template <typename TA>
 L4_DEV void router_logits(const TA* __restrict__ x, const bf16* __restrict__ wr, TA* __restrict__ logits, int T, int D, int E) {
     const int lane = threadIdx.x & 31, e = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (e >= E) return;  // whole warps: no collective below is reached by part of a warp
     const bf16* w = wr + (long long)e * D;
     for (long long t = blockIdx.y; t < T; t += gridDim.y) {
-        const TA* xr = x + t * D;
-        float s = 0.f;
-        int d0 = 0;
-        if (aligned16(xr) && aligned16(w)) {  // 8 elements per lane per step, the tail below
-            for (int d = lane * 8; d + 8 <= D; d += 256) {
-                float a[8], b[8];
-                load8(xr + d, a);
-                load8(w + d, b);
-#pragma unroll
-                for (int j = 0; j < 8; ++j) s += a[j] * b[j];
-            }
-            d0 = D / 8 * 8;
-        }
-        for (int d = d0 + lane; d < D; d += 32) s += to_f32(xr[d]) * bf16_to_f32(w[d]);
-        s = warp_sum(s);
+        const float s = router_dot<TA>(x + t * D, w, D, lane);
         if (lane == 0) logits[t * E + e] = from_f32<TA>(s);
     }
 }
@@ -185,9 +193,9 @@ L4_DEV void topk(const TA* __restrict__ logits, int* __restrict__ topk_idx, floa
 }
 
 // ------------------------------------------------------------------------------------------ align
-L4_DEV void align(const int* __restrict__ topk_idx, int* __restrict__ sorted_slots, int* __restrict__ slot_row,
-                  int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int k, int E, int bm, int e0) {
-    L4_DYNAMIC_SHARED(int, s_cnt);   // [E]
+// s_cnt: [2E + 1] ints of shared memory. This device's experts are [e0, e0 + E) of the model's.
+L4_DEV void align_block(int* s_cnt, const int* __restrict__ topk_idx, int* __restrict__ sorted_slots, int* __restrict__ slot_row,
+                        int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int k, int E, int bm, int e0) {
     int* s_off = s_cnt + E;          // [E + 1]
     const int n = T * k;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nwarps = blockDim.x >> 5;
@@ -233,6 +241,49 @@ L4_DEV void align(const int* __restrict__ topk_idx, int* __restrict__ sorted_slo
         for (int p = pos + lane; p < end; p += 32) sorted_slots[p] = -1;
         for (int tile = start / bm + lane; tile < end / bm; tile += 32) tile_expert[tile] = e;
     }
+}
+
+L4_DEV void align(const int* __restrict__ topk_idx, int* __restrict__ sorted_slots, int* __restrict__ slot_row,
+                  int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int k, int E, int bm, int e0) {
+    L4_DYNAMIC_SHARED(int, s_cnt);   // [2E + 1]
+    align_block(s_cnt, topk_idx, sorted_slots, slot_row, tile_expert, expert_offsets, T, k, E, bm, e0);
+}
+
+// ------------------------------------------------------------------------------------------ route (decode)
+// The router → top-k → grouping chain of a decode step in ONE block: the logits (a warp per (token, expert),
+// router_dot — unless `logits_given`: E too large for one block to stream Wr, moe_router_logits ran first),
+// then a warp per token picks its top-k from shared memory (topk_warp), then the block groups the pairs
+// (align_block; __syncthreads makes this block's global writes of topk_idx visible to itself). Same code
+// paths as the three kernels, so the results are bit-identical to them. Shared: s_logit [T·E] f32,
+// s_taken [T·E] int, align [2E + 1] int.
+template <typename TA>
+L4_DEV void route(const TA* __restrict__ x, const bf16* __restrict__ wr, TA* __restrict__ logits, int* __restrict__ topk_idx,
+                  float* __restrict__ topk_score, int* __restrict__ sorted_slots, int* __restrict__ slot_row,
+                  int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int D, int E, int k, int bm,
+                  int logits_given) {
+    L4_DYNAMIC_SHARED(float, s_logit);                      // [T·E]
+    int* s_taken = reinterpret_cast<int*>(s_logit + T * E); // [T·E]
+    int* s_align = s_taken + T * E;                         // [2E + 1]
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nwarps = blockDim.x >> 5;
+    if (!logits_given) {
+        for (int job = warp; job < T * E; job += nwarps) {  // whole warps
+            const int t = job / E, e = job - t * E;
+            const float s = router_dot<TA>(x + (long long)t * D, wr + (long long)e * D, D, lane);
+            if (lane == 0) {
+                const TA r = from_f32<TA>(s);
+                logits[job] = r;
+                s_logit[job] = to_f32(r);
+            }
+        }
+    } else {
+        for (int i = tid; i < T * E; i += blockDim.x) s_logit[i] = to_f32(logits[i]);
+    }
+    for (int i = tid; i < T * E; i += blockDim.x) s_taken[i] = 0;
+    __syncthreads();
+    for (int t = warp; t < T; t += nwarps)
+        topk_warp<TA>(s_logit + t * E, s_taken + t * E, E, k, topk_idx + (long long)t * k, topk_score + (long long)t * k);
+    __syncthreads();
+    align_block(s_align, topk_idx, sorted_slots, slot_row, tile_expert, expert_offsets, T, k, E, bm, 0);
 }
 
 // ------------------------------------------------------------------------------------------ grouped GEMM (mma)
@@ -468,6 +519,14 @@ moe_topk_bf16(const bf16* __restrict__ logits, int* __restrict__ topk_idx, float
 extern "C" __global__ void __launch_bounds__(MOE_ALIGN_THREADS)
 moe_align(const int* __restrict__ topk_idx, int* __restrict__ sorted_slots, int* __restrict__ slot_row, int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int k, int E, int bm, int e0) {
     l4_moe::align(topk_idx, sorted_slots, slot_row, tile_expert, expert_offsets, T, k, E, bm, e0);
+}
+extern "C" __global__ void __launch_bounds__(MOE_ALIGN_THREADS)
+moe_route_f32(const float* __restrict__ x, const bf16* __restrict__ wr, float* __restrict__ logits, int* __restrict__ topk_idx, float* __restrict__ topk_score, int* __restrict__ sorted_slots, int* __restrict__ slot_row, int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int D, int E, int k, int bm, int logits_given) {
+    l4_moe::route<float>(x, wr, logits, topk_idx, topk_score, sorted_slots, slot_row, tile_expert, expert_offsets, T, D, E, k, bm, logits_given);
+}
+extern "C" __global__ void __launch_bounds__(MOE_ALIGN_THREADS)
+moe_route_bf16(const bf16* __restrict__ x, const bf16* __restrict__ wr, bf16* __restrict__ logits, int* __restrict__ topk_idx, float* __restrict__ topk_score, int* __restrict__ sorted_slots, int* __restrict__ slot_row, int* __restrict__ tile_expert, int* __restrict__ expert_offsets, int T, int D, int E, int k, int bm, int logits_given) {
+    l4_moe::route<bf16>(x, wr, logits, topk_idx, topk_score, sorted_slots, slot_row, tile_expert, expert_offsets, T, D, E, k, bm, logits_given);
 }
 extern "C" __global__ void __launch_bounds__(l4_moe::NT)
 moe_gate_up_mma_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const bf16* __restrict__ wgu, bf16* __restrict__ h, int k, int D, int I, int E) {

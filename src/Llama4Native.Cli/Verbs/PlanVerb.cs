@@ -26,7 +26,7 @@ internal static class PlanVerb
             new("bandwidth", "TB/s", "memory bandwidth of the roofline (default 3.35, H100 SXM; H200: 4.8)"),
             new("tflops", "N", "dense bf16 TFLOP/s of the roofline (default 989)"),
             new("steps", "N", "decode steps timed on the recording device for the host time (default 100)"),
-            new("max-piece", "N", "the prefill piece size (default 256)"),
+            new("max-piece", "N|auto", "the prefill piece size, or auto: the largest of 2048/1024/512/256 that fits (default auto)"),
             new("capture", null, "model the decode step replayed as one captured graph"),
             new("json", null, "print JSON instead of text"),
         ]);
@@ -74,7 +74,7 @@ internal static class PlanVerb
             stdout.Write(Distributed.ShardingReport.Render(sharding, new LoadOptions(Quantize: q.Mode == QuantizeMode.None ? null : q), kvContext, memory, a.Has("device-memory") ? "--device-memory" : "the default 80 GiB card"));
             return 0;
         }
-        var options = new PlanOptions(context, memory, bw * 1e12, tflops * 1e12, a.GetInt("steps", 100, 1, 100_000), a.GetInt("max-piece", 256, 1, 1 << 20),
+        var options = new PlanOptions(context, memory, bw * 1e12, tflops * 1e12, a.GetInt("steps", 100, 1, 100_000), MaxPiece(a),
                                       new LoadOptions(Quantize: q.Mode == QuantizeMode.None ? null : q), a.Flag("capture"), kvCache);
         Plan plan;
         try { plan = Planner.Run(config, options, name + (q.Mode == QuantizeMode.None ? "" : $" ({q.Mode.ToString().ToLowerInvariant()})")); }
@@ -83,6 +83,14 @@ internal static class PlanVerb
         stdout.Write(a.Flag("json") ? plan.RenderJson() + "\n" : plan.RenderText());
         return 0;
     }
+
+    /// <summary>--max-piece N|auto (default auto = 0: the planner picks the largest piece that fits).</summary>
+    static int MaxPiece(Args a) => a.Get("max-piece") switch
+    {
+        null or "auto" => 0,
+        var s when s.TrimStart('-', '+').Length > 0 && s.TrimStart('-', '+').All(char.IsAsciiDigit) => a.GetInt("max-piece", 256, 1, 1 << 20),
+        var s => throw new UsageException($"--max-piece expects a number of tokens or 'auto', got '{s}'"),
+    };
 
     /// <summary>"80GiB", "141 GiB", "80GB", "512MiB" or a plain byte count.</summary>
     internal static long ParseBytes(string s)

@@ -7,7 +7,8 @@ namespace Llama4Native.Checkpoints;
 /// <summary>One uploaded weight: a view into the model's arena plus where it came from.</summary>
 /// <param name="Name">Our name (<see cref="TensorNames"/>), e.g. <c>blk.3.attn_q</c>.</param>
 /// <param name="Tensor">Pointer, dtype (after any load-time conversion) and shape, exactly as stored in the checkpoint.</param>
-/// <param name="Offset">Byte offset in the arena (a multiple of <see cref="WeightLoader.Alignment"/>).</param>
+/// <param name="Offset">Byte offset in the arena (a multiple of <see cref="WeightLoader.Alignment"/>, or — a member of a
+/// <see cref="WeightLoader.Concatenations"/> entry — right after its predecessor).</param>
 /// <param name="SourceDType">The dtype in the checkpoint file.</param>
 /// <param name="HfName">The checkpoint name it was read from.</param>
 internal sealed record DeviceWeight(string Name, Tensor Tensor, long Offset, DType SourceDType, string HfName)
@@ -66,6 +67,28 @@ internal sealed class ModelWeights : IDisposable
     public DeviceWeight this[string name] => Tensors.TryGetValue(name, out var w) ? w
         : throw new KeyNotFoundException($"no weight named '{name}'; names follow TensorNames (e.g. 'blk.0.attn_q', 'tok_embd')");
     public bool TryGet(string name, out DeviceWeight w) => Tensors.TryGetValue(name, out w!);
+    /// <summary>
+    /// The weights <paramref name="names"/> (output-major [N_i, K]) as ONE tensor [ΣN_i, K] when the loader placed them back
+    /// to back (<see cref="WeightLoader.Concatenations"/>): same dtype, K and group, data contiguous and — quantized — scales
+    /// contiguous. Null when any is missing or they are not adjacent (a projection then runs them one by one).
+    /// </summary>
+    public Tensor? Concat(params string[] names)
+    {
+        var ts = new Tensor[names.Length];
+        for (int i = 0; i < names.Length; i++)
+            if (Tensors.TryGetValue(names[i], out var w) && w.Shape.Rank == 2) ts[i] = w.Tensor; else return null;
+        long n = ts[0].Shape[0], k = ts[0].Shape[1];
+        for (int i = 1; i < ts.Length; i++)
+        {
+            var (a, b) = (ts[i - 1], ts[i]);
+            if (b.DType != a.DType || b.Shape[1] != k || b.Group != a.Group || b.Ptr != a.Ptr + a.Bytes) return null;
+            if (a.Group != 0 && b.Scale != a.Scale + a.ScaleBytes) return null;
+            n += b.Shape[0];
+        }
+        var t0 = ts[0];
+        return t0.Group == 0 ? new Tensor(t0.Ptr, t0.DType, new Shape(n, k)) : Tensor.Quantized(t0.Ptr, t0.DType, new Shape(n, k), t0.Scale, t0.Group);
+    }
+
     /// <summary>Layer-scoped lookup: <c>Layer(3, "attn_q")</c> is <c>blk.3.attn_q</c>.</summary>
     public DeviceWeight Layer(int i, string suffix) => this[$"blk.{i}.{suffix}"];
 

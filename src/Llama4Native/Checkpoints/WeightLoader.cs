@@ -90,6 +90,9 @@ internal static class WeightLoader
                                      DType Target, Shape TargetShape, long Offset, long Bytes, long ScaleOffset, int Group, bool InputMajor,
                                      string? ScaleName, Distributed.TensorSlice? Slice = null, long[]? FullShape = null)
     {
+        /// <summary>The concatenation this placement is a member of (<see cref="Concatenations"/>: "blk.3.attn_qkv",
+        /// its scales "blk.3.attn_qkv.scale"), or null; members are placed back to back.</summary>
+        public string? Fuse { get; init; }
         public string Name => Expected.Ours;
         public long SourceBytes => SourceDType.BytesOf(SourceShape.Aggregate(1L, (a, b) => checked(a * b)));
         public long ScaleBytes => Group == 0 ? 0 : TargetShape.Elements / Group * 4;
@@ -173,6 +176,68 @@ internal static class WeightLoader
         };
     }
 
+    /// <summary>
+    /// Projections that read the same input, placed back to back along N so the graph can run them as ONE
+    /// output-major [ΣN, K] weight (<see cref="ModelWeights.Concat"/>): one read of the activation, one launch. Output-major
+    /// weights of any format concatenate exactly along N (bf16/f32 rows; FP8 with per-row scales; int4 with per-row
+    /// group scales — the scales are placed back to back too). Name of the concatenation, then its members, by layer suffix.
+    /// </summary>
+    public static readonly (string Name, string[] Members)[] Concatenations =
+    [
+        ("attn_qkv", ["attn_q", "attn_k", "attn_v"]),
+        ("ffn_gate_up", ["ffn_gate", "ffn_up"]),
+        ("moe.shexp_gate_up", ["moe.shexp_gate", "moe.shexp_up"]),
+    ];
+
+    /// <summary>Reorders <paramref name="list"/> so the members of each concatenation (all present, same route) follow one
+    /// another at the place of the first: FP8 scale companions first (in member order), then the weights.</summary>
+    static List<Placement> Grouped(List<Placement> list)
+    {
+        var at = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < list.Count; i++) at[list[i].Name] = i;
+        var lead = new Dictionary<int, List<int>>();
+        var member = new HashSet<int>();
+        foreach (var p in list)
+        {
+            if (p.Expected.Layer < 0 || !p.Name.StartsWith("blk.", StringComparison.Ordinal) || p.Expected.IsScale) continue;
+            string prefix = $"blk.{p.Expected.Layer}.";
+            foreach (var (name, members) in Concatenations)
+            {
+                if (p.Name != prefix + members[0]) continue;
+                var idx = members.Select(m => at.TryGetValue(prefix + m, out int j) ? j : -1).ToArray();
+                if (idx.Any(j => j < 0) || idx.Any(j => list[j].Route != p.Route || list[j].Target != p.Target)) break;
+                var scales = idx.Select(j => list[j].ScaleName is { } sn && at.TryGetValue(sn, out int k) ? k : -1).ToArray();
+                bool companions = scales.All(k => k >= 0);
+                if (!companions && scales.Any(k => k >= 0)) break;
+                var run = (companions ? scales.Concat(idx) : idx).ToList();
+                foreach (var j in run) member.Add(j);
+                lead[run.Min()] = run;
+                break;
+            }
+        }
+        if (lead.Count == 0) return list;
+        var result = new List<Placement>(list.Count);
+        for (int i = 0; i < list.Count; i++)
+        {
+            if (lead.TryGetValue(i, out var run))
+                foreach (var j in run)
+                {
+                    var p = list[j];
+                    string prefix = $"blk.{p.Expected.Layer}.";
+                    string suffix = p.Expected.IsScale ? p.Name[prefix.Length..^".scale".Length] : p.Name[prefix.Length..];
+                    string fused = prefix + Concatenations.First(c => c.Members.Contains(suffix)).Name + (p.Expected.IsScale ? ".scale" : "");
+                    result.Add(p with { Fuse = fused });
+                }
+            else if (!member.Contains(i)) result.Add(list[i]);
+        }
+        return result;
+    }
+
+    /// <summary>Where a placement starts: the next aligned offset, or — a member of a concatenation after its
+    /// predecessor, when that ends on a 16-byte boundary (vector loads stay aligned) — right after it.</summary>
+    static long Start(long cursor, Placement p, Placement? prev, long prevBytes) =>
+        p.Fuse is not null && prev is { } q && q.Fuse == p.Fuse && prevBytes % 16 == 0 ? cursor : Align(cursor);
+
     /// <summary>The logical output-major shape [.., N, K] of a weight that becomes quantized.</summary>
     static Shape OutputMajor(ExpectedTensor e, long[] stored) =>
         e.Rule.Kind == TensorKind.Experts ? new Shape(stored[0], stored[2], stored[1]) : new Shape(stored);
@@ -241,25 +306,51 @@ internal static class WeightLoader
             throw new ArgumentException(problems.Count <= 3 ? string.Join("\n", problems)
                 : string.Join("\n", problems.Take(3)) + $"\n(and {problems.Count - 3} more weights like these)");
 
-        // The image first (checkpoint order), then the staged weights: data, then scales.
+        // The image first (checkpoint order, concatenations back to back), then the staged weights: data, then
+        // scales — a concatenation's data back to back, then its scales back to back.
+        image = Grouped(image);
+        staged = Grouped(staged);
         plan = new List<Placement>(image.Count + staged.Count);
         long cursor = 0;
+        Placement? prev = null;
         foreach (var p in image)
         {
-            cursor = Align(cursor);
+            cursor = Start(cursor, p, prev, prev?.Bytes ?? 0);
             long bytes = p.Target.BytesOf(p.TargetShape.Elements);
-            plan.Add(p with { Offset = cursor, Bytes = bytes });
+            var placed = p with { Offset = cursor, Bytes = bytes };
+            plan.Add(placed);
+            prev = placed;
             cursor = checked(cursor + bytes);
         }
         imageEnd = Align(cursor);
         cursor = imageEnd;
-        foreach (var p in staged)
+        for (int i = 0; i < staged.Count;)
         {
-            long bytes = p.Target.BytesOf(p.TargetShape.Elements);
-            long data = Align(cursor);
-            long scale = p.ScaleName is null ? Align(data + bytes) : 0;
-            cursor = checked(p.ScaleName is null ? scale + p.TargetShape.Elements / p.Group * 4 : data + bytes);
-            plan.Add(p with { Offset = data, Bytes = bytes, ScaleOffset = scale });
+            int end = i + 1;
+            while (staged[i].Fuse is not null && end < staged.Count && staged[end].Fuse == staged[i].Fuse) end++;
+            var run = new Placement[end - i];
+            prev = null;
+            for (int j = i; j < end; j++)
+            {
+                var p = staged[j];
+                long bytes = p.Target.BytesOf(p.TargetShape.Elements);
+                cursor = Start(cursor, p, prev, prev?.Bytes ?? 0);
+                run[j - i] = p with { Offset = cursor, Bytes = bytes };
+                prev = run[j - i];
+                cursor = checked(cursor + bytes);
+            }
+            prev = null;
+            for (int j = 0; j < run.Length; j++)
+            {
+                var p = run[j];
+                if (p.ScaleName is not null) continue; // the scales are a checkpoint companion in the image
+                cursor = Start(cursor, p, prev, prev?.ScaleBytes ?? 0);
+                run[j] = p with { ScaleOffset = cursor };
+                prev = run[j];
+                cursor = checked(cursor + p.TargetShape.Elements / p.Group * 4);
+            }
+            plan.AddRange(run);
+            i = end;
         }
         return Align(cursor);
     }

@@ -112,7 +112,7 @@ internal sealed class TokenGenerator : IDisposable
                 used += k;
             }
             deviceStateValid = false;
-            last = Graph(n).Run(piece, imageRows: rows);
+            last = Graph(n).Run(piece, imageRows: rows, logits: at + n == ids.Length); // lm_head on the last piece only
             deviceStateValid = true;
             history.AddRange(ids.Slice(at, n).ToArray());
             at += n;

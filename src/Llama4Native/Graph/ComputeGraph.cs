@@ -29,7 +29,9 @@ internal sealed class ComputeGraph
 {
     internal enum Kind { Input, Bound, Node }
 
-    internal sealed record ValueInfo(string Name, DType DType, Shape Shape, Kind Kind, Tensor Bound, int Producer, int AliasOf)
+    /// <param name="AliasOf">The value whose storage this one shares (in place, or a view), −1 for its own.</param>
+    /// <param name="AliasOffset">Bytes into <paramref name="AliasOf"/>'s storage where this one starts (views; 0 in place).</param>
+    internal sealed record ValueInfo(string Name, DType DType, Shape Shape, Kind Kind, Tensor Bound, int Producer, int AliasOf, long AliasOffset = 0)
     {
         public long Bytes => DType.BytesOf(Shape.Elements);
     }
@@ -69,12 +71,33 @@ internal sealed class ComputeGraph
             if (src.Kind == Kind.Bound) throw new ArgumentException($"graph: node '{name}' cannot write in place into the bound tensor '{src.Name}'");
             if (src.Bytes < dtype.BytesOf(shape.Elements))
                 throw new ArgumentException($"graph: node '{name}' ({dtype}{shape}) does not fit in place of '{src.Name}' ({src.DType}{src.Shape})");
-            alias = Root(ip.Id);
+            alias = ip.Id;
         }
         var v = Add(new(name, dtype, shape, Kind.Node, default, nodes.Count, alias));
         nodes.Add(new NodeInfo(name, inputs, v, run));
         return v;
     }
+
+    /// <summary>
+    /// A named view: elements [<paramref name="offsetElements"/>, +|<paramref name="shape"/>|) of <paramref name="of"/>'s
+    /// storage, as a node that launches nothing — so a fused producer (q|k|v in one projection) still offers its parts
+    /// under their own names to consumers and dumps. Writing a view in place writes <paramref name="of"/>.
+    /// </summary>
+    public Value View(string name, Value of, long offsetElements, Shape shape)
+    {
+        Check(of, name);
+        var src = values[of.Id];
+        if (src.Kind == Kind.Bound) throw new ArgumentException($"graph: view '{name}' of the bound tensor '{src.Name}': slice the tensor instead");
+        long at = src.DType.BytesOf(offsetElements), bytes = src.DType.BytesOf(shape.Elements);
+        if (offsetElements < 0 || at + bytes > src.Bytes)
+            throw new ArgumentException($"graph: view '{name}' ({shape} at element {offsetElements}) lies outside '{src.Name}' ({src.DType}{src.Shape})");
+        var v = Add(new(name, src.DType, shape, Kind.Node, default, nodes.Count, of.Id, at));
+        nodes.Add(new NodeInfo(name, [of], v, static (in NodeContext _) => { }));
+        return v;
+    }
+
+    /// <summary>Bytes from the storage root to value <paramref name="id"/> (views add up along an alias chain).</summary>
+    internal long RootOffset(int id) { long o = 0; while (values[id].AliasOf >= 0) { o += values[id].AliasOffset; id = values[id].AliasOf; } return o; }
 
     /// <summary>Keeps a value alive to the end of the run (and never reuses its storage): a result to read.</summary>
     public void Output(Value v) { Check(v, "output"); outputs.Add(v.Id); }

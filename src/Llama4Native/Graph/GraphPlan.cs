@@ -44,7 +44,7 @@ internal sealed class GraphPlan : IDisposable
         for (int i = 0; i < n; i++)
         {
             int r = g.Root(i);
-            if (g.values[r].Kind != ComputeGraph.Kind.Bound) size[r] = Math.Max(size[r], Align(g.values[i].Bytes));
+            if (g.values[r].Kind != ComputeGraph.Kind.Bound) size[r] = Math.Max(size[r], Align(g.RootOffset(i) + g.values[i].Bytes));
         }
         var roots = Enumerable.Range(0, n).Where(i => size[i] > 0 && last[i] >= first[i] || (size[i] > 0 && g.values[i].Kind == ComputeGraph.Kind.Input))
                                           .OrderByDescending(i => size[i]).ThenBy(i => i).ToList();
@@ -73,7 +73,7 @@ internal sealed class GraphPlan : IDisposable
         {
             var v = g.values[i];
             tensors[i] = v.Kind == ComputeGraph.Kind.Bound ? v.Bound
-                : new Tensor(arena!.Ptr + offset[g.Root(i)], v.DType, v.Shape);
+                : new Tensor(arena!.Ptr + offset[g.Root(i)] + g.RootOffset(i), v.DType, v.Shape);
         }
         nodeInputs = g.nodes.Select(nd => nd.Inputs.Select(x => tensors[x.Id]).ToArray()).ToArray();
     }

@@ -116,16 +116,21 @@ internal static class Moe
     /// <param name="x">[T, D] f32 or bf16</param><param name="wr">[E, D] bf16</param><param name="wgu">[E, D, 2I] bf16</param>
     /// <param name="wd">[E, I, D] bf16</param><param name="y">[T, D], same dtype as x</param>
     /// <param name="accumulate">add into y (the shared expert's output) instead of overwriting it</param>
+    /// <param name="fused">route with <see cref="Route"/> (one block: logits, top-k, grouping; decode sizes only)</param>
     public static void Forward(Device dev, Tensor x, Tensor wr, Tensor wgu, Tensor wd, Tensor y, Workspace ws, bool accumulate,
-                               DeviceStream? stream = null, Variant variant = Variant.Auto, Config? config = null)
+                               DeviceStream? stream = null, Variant variant = Variant.Auto, Config? config = null, bool fused = false)
     {
         int t = KernelCheck.Int("moe", "T", x.Shape.Rows);
         if (t > ws.Tokens) throw new ArgumentException($"moe: T = {t} exceeds the workspace's {ws.Tokens} tokens");
         var idx = Rows(ws.TopkIdx, t); var score = Rows(ws.TopkScore, t); var slotRow = Rows(ws.SlotRow, t);
-        Router(dev, x, wr, Rows(ws.Logits, t), idx, score, stream);
         var cfg = config ?? For(t, ws.K);
         if (cfg.BM > BM) throw new ArgumentException($"moe: tile {cfg} has BM > {BM}, which the workspace is sized for");
-        Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM, ws.FirstExpert);
+        if (fused) Route(dev, x, wr, ws, cfg.BM, stream);
+        else
+        {
+            Router(dev, x, wr, Rows(ws.Logits, t), idx, score, stream);
+            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM, ws.FirstExpert);
+        }
         GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream, variant, cfg);
         Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, idx.Shape[1], stream, variant, cfg, ws.SortedSlots);
         Combine(dev, ws.Out, slotRow, idx, y, accumulate, stream);
@@ -137,7 +142,9 @@ internal static class Moe
     /// The weights' format decides the kernels: bf16 ([E, D, 2I] / [E, I, D] as HF stores them), int4 or FP8
     /// (output-major [E, 2I, D] / [E, D, I] with scales; see <see cref="Tensor"/>). FP8 needs a workspace made with fp8 scratch.
     /// </summary>
-    public static void Experts(Device dev, Tensor x, Tensor wgu, Tensor wd, Tensor y, Workspace ws, bool accumulate, DeviceStream? stream = null)
+    /// <param name="routed">the grouping is done too (<see cref="Route"/> with <see cref="AlignBm"/>): no align here</param>
+    public static void Experts(Device dev, Tensor x, Tensor wgu, Tensor wd, Tensor y, Workspace ws, bool accumulate, DeviceStream? stream = null,
+                               bool routed = false)
     {
         int t = KernelCheck.Int("moe", "T", x.Shape.Rows);
         if (t > ws.Tokens) throw new ArgumentException($"moe: T = {t} exceeds the workspace's {ws.Tokens} tokens");
@@ -146,7 +153,7 @@ internal static class Moe
         {
             if (ws.Q.Ptr.IsNull) throw new InvalidOperationException("moe: FP8 experts need a workspace made with fp8: true (activation-quantization scratch)");
             var cfg = MoeFp8.For(t, ws.K);
-            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM, ws.FirstExpert);
+            if (!routed) Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM, ws.FirstExpert);
             MoeFp8.GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, ws.Q, ws.QScale, ws.ActivationScaleUb, stream, cfg);
             MoeFp8.Down(dev, ws.H, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, ws.Q, ws.QScale, ws.ActivationScaleUb, stream, cfg);
         }
@@ -154,11 +161,63 @@ internal static class Moe
         {
             // bf16 (moe.cu) and int4 (moe_int4.cu, dispatched inside GateUp/Down) share the tile configs.
             var cfg = For(t, ws.K);
-            Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM, ws.FirstExpert);
+            if (!routed) Align(dev, idx, ws.Experts, ws.SortedSlots, slotRow, ws.TileExpert, ws.ExpertOffsets, stream, cfg.BM, ws.FirstExpert);
             GateUp(dev, x, score, ws.SortedSlots, ws.TileExpert, ws.ExpertOffsets, wgu, ws.H, stream, Variant.Auto, cfg);
             Down(dev, ws.H, ws.TileExpert, ws.ExpertOffsets, wd, ws.Out, t, ws.K, stream, Variant.Auto, cfg, ws.SortedSlots);
         }
         Combine(dev, ws.Out, slotRow, idx, y, accumulate, stream);
+    }
+
+    /// <summary>The tile height <see cref="Experts"/> groups the rows for with experts <paramref name="wgu"/> at T tokens.</summary>
+    public static int AlignBm(Tensor wgu, long tokens, int k) => wgu.DType == DType.F8E4M3 ? MoeFp8.For(tokens, k).BM : For(tokens, k).BM;
+
+    /// <summary>Experts up to this many are routed inside <see cref="Route"/>'s block (Scout: 16); more (Maverick: 128)
+    /// stream Wr [E, D] through the multi-block logits kernel first — one block would read 1.3 MB alone.</summary>
+    public const int RouteInlineExperts = 32;
+
+    /// <summary>Whether <see cref="Route"/> takes T tokens (a decode step: T·k ≤ <see cref="DecodeMaxRows"/>, T·E ≤ 2048).</summary>
+    public static bool CanRoute(long tokens, int experts, int k) => tokens >= 1 && tokens * k <= DecodeMaxRows && tokens * experts <= 2048;
+
+    /// <summary>
+    /// The router → top-k → grouping chain in one launch (moe_route: one block; with E &gt; <see cref="RouteInlineExperts"/>
+    /// the logits kernel runs first and the block reads its logits): the same results as <see cref="Router"/> then
+    /// <see cref="Align"/>, bit for bit. Fills ws.Logits, TopkIdx, TopkScore, SlotRow (first T rows), SortedSlots,
+    /// TileExpert, ExpertOffsets for tiles of <paramref name="bm"/> rows.
+    /// </summary>
+    /// <param name="x">[T, D] f32 or bf16</param><param name="wr">[E, D] bf16</param>
+    /// <param name="logits">[T, E] in x's dtype, where the logits go (default: the workspace's)</param>
+    public static unsafe void Route(Device dev, Tensor x, Tensor wr, Workspace ws, int bm, DeviceStream? stream = null, Tensor? logits = null)
+    {
+        const string op = "moe.route";
+        Matrix(op, "x", x); Matrix(op, "wr", wr);
+        int t = KernelCheck.Int(op, "T", x.Shape[0]), d = KernelCheck.Int(op, "D", x.Shape[1]), e = KernelCheck.Int(op, "E", wr.Shape[0]), k = ws.K;
+        if (wr.Shape[1] != d) throw new ArgumentException($"{op}: wr {wr.Shape} must be [E, {d}] for x {x.Shape}");
+        if (e != ws.Experts) throw new ArgumentException($"{op}: wr has {e} experts, the workspace {ws.Experts}");
+        if (ws.FirstExpert != 0) throw new ArgumentException($"{op}: an expert-parallel workspace (first expert {ws.FirstExpert}) routes with Router and Align");
+        if (t > ws.Tokens) throw new ArgumentException($"{op}: T = {t} exceeds the workspace's {ws.Tokens} tokens");
+        if (!CanRoute(t, e, k)) throw new ArgumentException($"{op}: T = {t}, E = {e}, k = {k} is not a decode size (T·k ≤ {DecodeMaxRows}, T·E ≤ 2048): use Router and Align");
+        if (k > e) throw new ArgumentException($"{op}: k = {k} must be in [1, E = {e}]");
+        if (bm < 1 || bm > BM) throw new ArgumentException($"{op}: bm = {bm} must be in [1, {BM}]");
+        var lg = logits ?? Rows(ws.Logits, t);
+        KernelCheck.Dims(op, "logits", lg, t, e);
+        if (x.DType is not (DType.F32 or DType.BF16) || wr.DType != DType.BF16 || lg.DType != x.DType)
+            throw KernelCheck.Unsupported(op, $"x {x.DType}, wr {wr.DType}, logits {lg.DType}");
+        int given = e > RouteInlineExperts ? 1 : 0;
+        if (given == 1)
+        {
+            ulong xp0 = x.Ptr.Value, wp0 = wr.Ptr.Value, lp0 = lg.Ptr.Value;
+            void** a0 = stackalloc void*[] { &xp0, &wp0, &lp0, &t, &d, &e };
+            dev.Cost(x.Bytes + wr.Bytes + lg.Bytes, 2.0 * t * e * d);
+            dev.Launch(dev.Kernels.Get(File, "moe_router_logits_" + KernelCheck.Name(x.DType)),
+                       new Dim3(KernelCheck.Blocks(e, RouterThreads / 32), (uint)Math.Min(t, 65535)), RouterThreads, 0, a0, stream);
+        }
+        ulong xp = x.Ptr.Value, wp = wr.Ptr.Value, lp = lg.Ptr.Value, ip = ws.TopkIdx.Ptr.Value, sp = ws.TopkScore.Ptr.Value,
+              ssp = ws.SortedSlots.Ptr.Value, rp = ws.SlotRow.Ptr.Value, tp = ws.TileExpert.Ptr.Value, op_ = ws.ExpertOffsets.Ptr.Value;
+        void** args = stackalloc void*[] { &xp, &wp, &lp, &ip, &sp, &ssp, &rp, &tp, &op_, &t, &d, &e, &k, &bm, &given };
+        long n = (long)t * k;
+        dev.Cost((given == 1 ? 2 * lg.Bytes : x.Bytes + wr.Bytes + lg.Bytes) + 8 * n + 4 * n + 4L * (e + 1)
+                 + 4L * MaxRows(t, k, e, bm) + 4L * MaxTiles(t, k, e, bm), given == 1 ? (double)t * e * k : 2.0 * t * e * d);
+        dev.Launch(dev.Kernels.Get(File, "moe_route_" + KernelCheck.Name(x.DType)), 1, AlignThreads, (uint)(8 * t * e + 4 * (2 * e + 1)), args, stream);
     }
 
     static Tensor Rows(Tensor a, long rows) => new(a.Ptr, a.DType, new Shape(rows, a.Shape[1]));

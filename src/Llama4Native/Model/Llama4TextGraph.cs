@@ -23,8 +23,9 @@ public enum ComputeMode
 ///   x = tok_embd[ids]                                     "embed"            [T, D]
 ///   x[img_idx[j]] = img_rows[j]  (multimodal models)      "embed.image"      early fusion: &lt;|patch|&gt; rows
 ///   for each layer i:
-///     h  = x + Attn(RMSNorm_in(x))                        "blk.i.attn_*", "blk.i.attn_res"
-///     x  = h + FFN(RMSNorm_post(h))                        "blk.i.ffn_*" or "blk.i.moe.*", "blk.i.out"
+///     h  = x + Attn(RMSNorm_in(x))                        "blk.i.attn_qkv" (views attn_q|k|v), "blk.i.attn_*", "blk.i.attn_res"
+///                                                         (each residual add runs fused with the norm after it: add_rmsnorm)
+///     x  = h + FFN(RMSNorm_post(h))                        "blk.i.ffn_gate_up", "blk.i.ffn_*" or "blk.i.moe.*", "blk.i.out"
 ///   logits = lm_head(RMSNorm(x))                          "output_norm", "output"
 /// </code>
 /// Attn: q/k/v projections; RoPE layers rotate q, k (then the weightless QK norm when the config asks) and
@@ -53,6 +54,8 @@ internal sealed class Llama4TextGraph : IDisposable
     /// <summary>Early fusion inputs (multimodal checkpoints only): projected image rows [T, D] and their positions [T] int32.</summary>
     public Value? ImageRows { get; }
     public Value? ImageIndex { get; }
+    /// <summary>The current run leaves the logits unwritten (<see cref="Run"/>'s <c>logits: false</c>; lastLogitsOnly graphs).</summary>
+    bool skipLogits;
     /// <summary>Image rows scattered by the current run (0: the "embed.image" node does nothing).</summary>
     int imageCount;
     readonly int imageToken;
@@ -154,6 +157,35 @@ internal sealed class Llama4TextGraph : IDisposable
             return g.Node(name, act, new Shape(t, d), [partial], (in NodeContext c) => comm.AllReduceSum(c[0], c.Output, c.Stream), inPlaceOf: partial);
         }
 
+        // Projections that share an input (q|k|v, gate|up): the loader placed their weights back to back, so the node
+        // "blk.i.attn_qkv" reads the input once with one [ΣN, K] weight. Its output holds the parts' blocks one after
+        // another ([T, N_q] then [T, N_k] ...; at T = 1, a decode step, exactly the row [1, ΣN] ONE launch writes); a
+        // longer piece runs one projection per part into its block (prefill GEMMs are compute-bound). The parts are
+        // views named as before ("blk.i.attn_q"), so consumers and dumps see contiguous [T, N] tensors.
+        (Value? All, Value[] Parts) Projections(string prefix, string fused, string[] parts, Value input)
+        {
+            var names = parts.Select(m => prefix + m).ToArray();
+            var ns = names.Select(n => w[n].Shape[0]).ToArray();
+            if (w.Concat(names) is not { } cat)
+                return (null, names.Select((n, j) => Linear(n, input, W(n), ns[j])).ToArray());
+            long total = ns.Sum();
+            var all = g.Node(prefix + fused, act, new Shape(t * total), [input, g.Bind(prefix + fused + ".weight", cat)], (in NodeContext c) =>
+            {
+                if (t == 1) { Project(new NodeContext(c.Device, c.Stream, [c[0], c[1]], c.Output.Reshape(1, total))); return; }
+                long row = 0;
+                foreach (long n in ns)
+                {
+                    var block = new Tensor(c.Output.Ptr + act.BytesOf(t * row), act, new Shape(t, n));
+                    Project(new NodeContext(c.Device, c.Stream, [c[0], c[1].Slice(row, n)], block));
+                    row += n;
+                }
+            });
+            long at = 0;
+            var views = new Value[names.Length];
+            for (int j = 0; j < names.Length; j++) { views[j] = g.View(names[j], all, t * at, new Shape(t, ns[j])); at += ns[j]; }
+            return (all, views);
+        }
+
         var x = g.Node("embed", act, new Shape(t, d), [Ids, W("tok_embd")],
                        (in NodeContext c) => Embedding.Run(c.Device, c[0], c[1], c.Output, DevicePtr.Null, c.Stream));
         // Vocab-parallel: this rank's ids are shifted to its rows, the others out of range (zero rows); the sum is the lookup.
@@ -169,17 +201,41 @@ internal sealed class Llama4TextGraph : IDisposable
                 if (imageCount > 0) ScatterRows.Run(c.Device, c[1].Slice(0, imageCount), c[2].Slice(0, imageCount), c.Output, c.Stream);
             }, inPlaceOf: x);
         }
+        // Residual add + the next RMSNorm in one launch: `norm` computes x += pending (in place: the residual stream)
+        // and h = RMSNorm(x)·w; the updated x is then the view named as the add used to be ("blk.i.attn_res",
+        // "blk.i.out"), so dumps and consumers see the same values. Without a pending addend, the plain norm.
+        (Value pending, string name)? residual = null;
+        Value Norm(string name, string weight)
+        {
+            if (residual is not { } r)
+                return g.Node(name, act, new Shape(t, d), [x, W(weight)],
+                              (in NodeContext c) => RmsNorm.Run(c.Device, c[0], c[1], c.Output, eps, c.Stream));
+            var hn = g.Node(name, act, new Shape(t, d), [x, r.pending, W(weight)],
+                            (in NodeContext c) => AddRmsNorm.Run(c.Device, c[0], c[1], c[2], c.Output, eps, c.Stream));
+            x = g.View(r.name, x, 0, new Shape(t, d));
+            residual = null;
+            return hn;
+        }
+
         for (int i = 0; i < cfg.NumHiddenLayers; i++)
         {
             string p = $"blk.{i}.";
             bool rope = cfg.UsesRope[i];
             // --- attention
-            var hn = g.Node(p + "attn_norm", act, new Shape(t, d), [x, W(p + "attn_norm")],
-                            (in NodeContext c) => RmsNorm.Run(c.Device, c[0], c[1], c.Output, eps, c.Stream));
-            var q = Linear(p + "attn_q", hn, W(p + "attn_q"), (long)h * hd);
-            var k = Linear(p + "attn_k", hn, W(p + "attn_k"), (long)hkv * hd);
-            var v = Linear(p + "attn_v", hn, W(p + "attn_v"), (long)hkv * hd);
-            if (rope)
+            var hn = Norm(p + "attn_norm", p + "attn_norm");
+            var (qkv, qkvParts) = Projections(p, "attn_qkv", ["attn_q", "attn_k", "attn_v"], hn);
+            var (q, k, v) = (qkvParts[0], qkvParts[1], qkvParts[2]);
+            if (rope && t == 1 && qkv is { } all)
+            {
+                // A decode step: q and k are adjacent rows of one [1, H + Hkv, d] block — one RoPE (+ QK norm) launch.
+                bool qkNorm = cfg.UseQkNorm;
+                var qk = g.View(p + "attn_qk", all, 0, new Shape(1, h + hkv, hd));
+                qk = g.Node(p + "attn_qk.rope", act, new Shape(1, h + hkv, hd), [qk, Positions], (in NodeContext c) =>
+                    Rope.Apply(c.Device, c.Output, c[1], invFreq, qkNorm, eps, c.Stream), inPlaceOf: qk);
+                q = g.View(p + "attn_q.rope", qk, 0, new Shape(1, (long)h * hd));
+                k = g.View(p + "attn_k.rope", qk, (long)h * hd, new Shape(1, (long)hkv * hd));
+            }
+            else if (rope)
             {
                 bool qkNorm = cfg.UseQkNorm;
                 q = g.Node(p + "attn_q.rope", act, new Shape(t, (long)h * hd), [q, Positions], (in NodeContext c) =>
@@ -207,45 +263,47 @@ internal sealed class Llama4TextGraph : IDisposable
                                c.Output.Reshape(t, h, hd), chunk, scale, c.Stream);
             });
             var o = AllReduce(p + "attn_o.allreduce", Linear(p + "attn_o", att, W(p + "attn_o"), d));
-            x = g.Node(p + "attn_res", act, new Shape(t, d), [x, o],
-                       (in NodeContext c) => Add.Run(c.Device, c[0], c[1], c.Output, c.Stream), inPlaceOf: x);
+            residual = (o, p + "attn_res");
 
             // --- feed-forward
-            var fn = g.Node(p + "ffn_norm", act, new Shape(t, d), [x, W(p + "ffn_norm")],
-                            (in NodeContext c) => RmsNorm.Run(c.Device, c[0], c[1], c.Output, eps, c.Stream));
+            var fn = Norm(p + "ffn_norm", p + "ffn_norm");
             Value ffn;
             if (cfg.IsMoeLayer[i])
             {
                 int inter = interMoe;
                 var ws = moe!;
+                // A decode step routes in one launch (moe_route: logits, top-k and the grouping for the experts' tiles).
+                int topK = cfg.NumExpertsPerTok, bm = Moe.AlignBm(w[p + "moe.gate_up_exps"].Tensor, t, topK);
+                bool routed = shard is null && Moe.CanRoute(t, cfg.NumLocalExperts, topK); // expert-parallel ranks route with Router + Align
                 var logits = g.Node(p + "moe.router", act, new Shape(t, cfg.NumLocalExperts), [fn, W(p + "moe.router")], (in NodeContext c) =>
-                    Moe.Router(c.Device, c[0], c[1], c.Output, ws.TopkIdx.Slice(0, t), ws.TopkScore.Slice(0, t), c.Stream));
-                var sg = Linear(p + "moe.shexp_gate", fn, W(p + "moe.shexp_gate"), inter);
-                var su = Linear(p + "moe.shexp_up", fn, W(p + "moe.shexp_up"), inter);
+                {
+                    if (routed) Moe.Route(c.Device, c[0], c[1], ws, bm, c.Stream, c.Output);
+                    else Moe.Router(c.Device, c[0], c[1], c.Output, ws.TopkIdx.Slice(0, t), ws.TopkScore.Slice(0, t), c.Stream);
+                });
+                var (_, sgu) = Projections(p, "moe.shexp_gate_up", ["moe.shexp_gate", "moe.shexp_up"], fn);
+                var (sg, su) = (sgu[0], sgu[1]);
                 var sa = g.Node(p + "moe.shexp_act", act, new Shape(t, inter), [sg, su],
                                 (in NodeContext c) => SiluMul.Run(c.Device, c[0], c[1], c.Output, c.Stream));
                 var shared = Linear(p + "moe.shexp_down", sa, W(p + "moe.shexp_down"), d);
                 Value wgu = W(p + "moe.gate_up_exps"), wdn = W(p + "moe.down_exps");
                 // The routed experts add onto the shared expert's output (HF: out = shared(x); out += Σ experts).
                 ffn = g.Node(p + "moe.experts", act, new Shape(t, d), [fn, shared, logits, wgu, wdn], (in NodeContext c) =>
-                    Moe.Experts(c.Device, c[0], c[3], c[4], c.Output, ws, accumulate: true, c.Stream), inPlaceOf: shared);
+                    Moe.Experts(c.Device, c[0], c[3], c[4], c.Output, ws, accumulate: true, c.Stream, routed), inPlaceOf: shared);
                 // Expert-parallel routed experts and the row-parallel shared expert are both partial: one all-reduce.
                 ffn = AllReduce(p + "moe.allreduce", ffn);
             }
             else
             {
                 int inter = interMlp;
-                var gt = Linear(p + "ffn_gate", fn, W(p + "ffn_gate"), inter);
-                var up = Linear(p + "ffn_up", fn, W(p + "ffn_up"), inter);
+                var (_, gu) = Projections(p, "ffn_gate_up", ["ffn_gate", "ffn_up"], fn);
+                var (gt, up) = (gu[0], gu[1]);
                 var a = g.Node(p + "ffn_act", act, new Shape(t, inter), [gt, up],
                                (in NodeContext c) => SiluMul.Run(c.Device, c[0], c[1], c.Output, c.Stream));
                 ffn = AllReduce(p + "ffn_down.allreduce", Linear(p + "ffn_down", a, W(p + "ffn_down"), d));
             }
-            x = g.Node(p + "out", act, new Shape(t, d), [x, ffn],
-                       (in NodeContext c) => Add.Run(c.Device, c[0], c[1], c.Output, c.Stream), inPlaceOf: x);
+            residual = (ffn, p + "out");
         }
-        var xn = g.Node("output_norm", act, new Shape(t, d), [x, W("output_norm")],
-                        (in NodeContext c) => RmsNorm.Run(c.Device, c[0], c[1], c.Output, eps, c.Stream));
+        var xn = Norm("output_norm", "output_norm");
         var head = w.TryGet("output", out var lm) ? lm.Tensor : w["tok_embd"].Tensor; // tied embeddings
         long vocab = sp?.Vocab ?? cfg.VocabSize; // vocab-parallel: this rank's rows (the last zero-padded)
         int rows = lastLogitsOnly ? 1 : t;
@@ -261,7 +319,10 @@ internal sealed class Llama4TextGraph : IDisposable
         }
         else outLogits = lastLogitsOnly
             ? g.Node("output", DType.F32, new Shape(1, vocab), [xn, g.Bind("lm_head", head)], (in NodeContext c) =>
-                  Project(new NodeContext(c.Device, c.Stream, [c[0].Slice(c[0].Shape[0] - 1, 1), c[1]], c.Output)))
+              {
+                  if (skipLogits) return; // a prefill piece that is not the prompt's last: nobody reads its logits
+                  Project(new NodeContext(c.Device, c.Stream, [c[0].Slice(c[0].Shape[0] - 1, 1), c[1]], c.Output));
+              })
             : g.Node("output", DType.F32, new Shape(t, vocab), [xn, g.Bind("lm_head", head)], (in NodeContext c) => Project(c));
         if (comm is not null)
         {
@@ -331,20 +392,22 @@ internal sealed class Llama4TextGraph : IDisposable
     /// Like <see cref="Forward"/> but leaves the logits [T, V] f32 on the device (the plan's buffer: valid until
     /// the next run of this graph), so a decode step can sample there and bring back one id instead of V floats.
     /// </summary>
+    /// <param name="logits">false: a prefill piece whose logits nobody reads (not the prompt's last) — a graph built with
+    /// lastLogitsOnly then skips the lm_head (V = 202,048 rows of D: the largest weight a piece reads once more).</param>
     public Tensor Run(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null,
-                      Tensor? imageRows = null)
+                      Tensor? imageRows = null, bool logits = true)
     {
         if (paged is not null) throw new InvalidOperationException("this graph runs a batch over a paged kv cache: use RunBatch");
         if (shard is not null)
             throw new InvalidOperationException($"this is rank {shard.Rank} of {shard.Plan.World}: its collectives need the other ranks' graphs, so it runs through ShardedTextGraph");
-        return Begin(ids, dumpWhere, dump, imageRows);
+        return Begin(ids, dumpWhere, dump, imageRows, logits);
     }
 
     /// <summary>Several devices: uploads this rank's ids and positions and begins the cache's piece; the lockstep runner
     /// then runs the nodes and calls <see cref="EndRun"/>.</summary>
     internal void BeginRank(ReadOnlySpan<int> ids, Tensor? imageRows = null) => Begin(ids, null, null, imageRows);
 
-    Tensor Begin(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere, Action<string, Tensor, float[]>? dump, Tensor? imageRows)
+    Tensor Begin(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere, Action<string, Tensor, float[]>? dump, Tensor? imageRows, bool logits = true)
     {
         if (ids.Length != Tokens) throw new ArgumentException($"this graph was built for {Tokens} tokens, got {ids.Length}");
         int vocab = (int)Plan[Logits].Shape[1];
@@ -375,8 +438,10 @@ internal sealed class Llama4TextGraph : IDisposable
         dev.Upload<int>(LocalIds(ids), Plan[Ids].Ptr);
         dev.Upload<int>(pos, Plan[Positions].Ptr);
         if (shard is not null) return Plan[Logits]; // the lockstep runner runs the nodes, then EndRun
+        skipLogits = !logits;
         try { Plan.Run(null, dumpWhere, dump); }
         catch { cache?.AbortPiece(); throw; }
+        finally { skipLogits = false; }
         cache?.EndPiece();
         return Plan[Logits];
     }

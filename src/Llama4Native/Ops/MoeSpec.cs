@@ -11,7 +11,7 @@ namespace Llama4Native.Ops;
 /// router so every token's first choice is expert E−1 (all tokens to one expert); "nan" fills the weights of every
 /// expert that no token chose with NaN (an idle expert must be harmless); "tie" gives experts 2j and 2j+1 (and q,
 /// q − 32) the same router row (exact ties: the lower index first, as the reference); "acc" adds into an existing y (the
-/// shared expert's output); "bm16"/"bm64" force the grouped GEMMs' tile (<see cref="K.Config.Decode"/> /
+/// shared expert's output); "fused" routes with <see cref="K.Route"/> (one block, decode sizes); "bm16"/"bm64" force the grouped GEMMs' tile (<see cref="K.Config.Decode"/> /
 /// <see cref="K.Config.Default"/>; otherwise <see cref="K.For"/> picks by T·k). Types: the activation dtype (weights bf16).
 /// Each step is checked against the reference fed with the device's own inputs to that step (so a failure names
 /// its step): logits, then the routing (a different choice is accepted only at a near-tie of the reference's
@@ -44,6 +44,16 @@ internal sealed class MoeSpec : OpSpec
             yield return new OpCase(Name, v + "-tie", t, [45, 64, 48, 8, 3], "ties");
             yield return new OpCase(Name, v + "-tie", t, [5, 64, 48, 70, 2], "ties");
         }
+        // moe_route (decode: router, top-k and grouping in one block), E inline and E > RouteInlineExperts (logits given).
+        foreach (var (v, t) in new[] { ("simple-fused", "f32"), ("mma-fused", "bf16") })
+        {
+            foreach (var tok in new long[] { 1, 3, 17 }) yield return new OpCase(Name, v, t, [tok, 64, 48, 4, 1], "scout");
+            yield return new OpCase(Name, v, t, [1, 72, 40, 16, 2]);
+            yield return new OpCase(Name, v, t, [7, 37, 21, 8, 2], "odd");
+            yield return new OpCase(Name, v + "-tie", t, [5, 64, 48, 70, 2], "ties");
+            yield return new OpCase(Name, v, t, [2, 64, 40, 128, 1], "maverick-e");
+            yield return new OpCase(Name, v + "-one-nan", t, [9, 64, 48, 16, 1], "idle-nan");
+        }
         yield return new OpCase(Name, "mma-one", "bf16", [131, 64, 136, 4, 1], "multi-tile");
         // Both tiles on both sides of DecodeMaxRows (the automatic choice is covered above).
         yield return new OpCase(Name, "mma-bm16", "bf16", [69, 100, 70, 8, 2], "odd");
@@ -70,7 +80,7 @@ internal sealed class MoeSpec : OpSpec
 
     sealed class Instance : OpInstance
     {
-        readonly DType dt; readonly bool bf16, accumulate, perf; readonly K.Variant variant; readonly K.Config cfg; readonly K.Config? forced;
+        readonly DType dt; readonly bool bf16, accumulate, perf, fused; readonly K.Variant variant; readonly K.Config cfg; readonly K.Config? forced;
         readonly int t, d, i, e, k;
         readonly float[] x = [], wr = [], wgu = [], wd = [], y0 = [];
         readonly Tensor tx, twr, twgu, twd, ty;
@@ -85,6 +95,7 @@ internal sealed class MoeSpec : OpSpec
             variant = parts[0] == "mma" ? K.Variant.Mma : K.Variant.Simple;
             bool one = parts.Contains("one"), nan = parts.Contains("nan"), tie = parts.Contains("tie");
             accumulate = parts.Contains("acc");
+            fused = parts.Contains("fused");
             forced = parts.Contains("bm16") ? K.Config.Decode : parts.Contains("bm64") ? K.Config.Default : null;
             cfg = forced ?? K.For(t, k);
             long nWgu = (long)e * d * 2 * i, nWd = (long)e * i * d;
@@ -156,7 +167,7 @@ internal sealed class MoeSpec : OpSpec
             + (double)Math.Min(e, (long)t * k) * (twgu.Bytes + twd.Bytes) / e;  // the experts actually read
         public override double Flops => 2.0 * t * k * d * 3.0 * i + 2.0 * t * d * e;
 
-        public override void Launch(DeviceStream? stream = null) => K.Forward(Device, tx, twr, twgu, twd, ty, ws, accumulate, stream, variant, forced);
+        public override void Launch(DeviceStream? stream = null) => K.Forward(Device, tx, twr, twgu, twd, ty, ws, accumulate, stream, variant, forced, fused);
 
         int[] Ints(Tensor a, long n) { var r = new int[n]; Device.Download(a.Ptr, r.AsSpan()); return r; }
 

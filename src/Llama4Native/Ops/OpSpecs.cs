@@ -5,7 +5,7 @@ internal static class OpSpecs
 {
     public static IReadOnlyList<OpSpec> All { get; } =
     [
-        new AddSpec(), new ConvertSpec(), new RmsNormSpec(), new SiluMulSpec(), new SoftmaxSpec(), new EmbeddingSpec(),
+        new AddSpec(), new ConvertSpec(), new RmsNormSpec(), new AddRmsNormSpec(), new SiluMulSpec(), new SoftmaxSpec(), new EmbeddingSpec(),
         new GemmSpec(), new GemvSpec(), new RopeSpec(), new AttentionSpec(), new PagedAttentionSpec(), new MoeSpec(), new SampleSpec(),
         new LayerNormSpec(), new BiasActSpec(), new PatchUnfoldSpec(), new VisionEmbedSpec(), new VisionRopeSpec(), new PixelShuffleSpec(), new ScatterRowsSpec(),
         new QuantizeInt4Spec(), new GemmInt4Spec(), new MoeInt4Spec(),

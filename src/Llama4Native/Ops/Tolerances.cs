@@ -21,7 +21,7 @@ internal static class Tolerances
         ("fill", DType.F32) => new(2e-6, 2e-5),                        // fp32 logf/cosf/sqrtf vs double: a few ulp (|z| ≤ 6)
         ("fill", DType.BF16) => new(1e-6, Tolerances.Bf16Ulp),         // ... which one bf16 rounding can turn into an ulp
         ("convert" or "embedding" or "add" or "quantize_int4" or "patch_unfold" or "vision_embed" or "pixel_shuffle" or "scatter_rows", _) => Exact,               // conversions, copies and one rounded add are bit-exact
-        ("rmsnorm", DType.F32) => new(1e-6, 2e-5),                     // fp32 sum of squares vs double
+        ("rmsnorm" or "add_rmsnorm", DType.F32) => new(1e-6, 2e-5),    // fp32 sum of squares vs double
         ("silu_mul", DType.F32) => new(1e-6, 2e-5),                    // fast exp / divide: a few ulp
         ("softmax", DType.F32) => new(1e-7, 2e-5),
         // fp32 sincos of the same fp32 angle: a few ulp, and the rotated values are O(1).

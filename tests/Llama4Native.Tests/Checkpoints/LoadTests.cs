@@ -71,8 +71,21 @@ public class LoadTests
             dev.Download(dw.Ptr, bytes.AsSpan());
             var want = ExpectedBytes(w, ours, dw, files);
             Assert.That(bytes, Is.EqualTo(want), $"{ours} ({dw.HfName})");
-            Assert.That(dw.Offset % WeightLoader.Alignment, Is.Zero);
+            // Aligned, except a concatenation's later members, which follow their predecessor directly.
+            bool tail = WeightLoader.Concatenations.Any(c => c.Members.Skip(1).Any(m => ours.EndsWith("." + m, StringComparison.Ordinal) || ours.EndsWith("." + m + ".scale", StringComparison.Ordinal)));
+            if (!tail) Assert.That(dw.Offset % WeightLoader.Alignment, Is.Zero, ours);
         }
+        // The projections that share an input are placed back to back: one [ΣN, K] weight each (WeightLoader.Concatenations).
+        foreach (var (fused, members) in WeightLoader.Concatenations)
+            for (int i = 0; i < ck.Config.Text.NumHiddenLayers; i++)
+            {
+                var names = members.Select(m => $"blk.{i}.{m}").ToArray();
+                if (!names.All(w.Tensors.ContainsKey)) continue;
+                var c = w.Concat(names);
+                Assert.That(c, Is.Not.Null, $"blk.{i}.{fused}");
+                Assert.That(c!.Value.Shape[0], Is.EqualTo(names.Sum(n => w[n].Shape[0])), $"blk.{i}.{fused}");
+                Assert.That(c.Value.Ptr, Is.EqualTo(w[names[0]].Ptr));
+            }
         if (name == "tiny-maverick-fp8")
         {
             Assert.That(w["blk.1.moe.gate_up_exps"].DType, Is.EqualTo(DType.F8E4M3));

@@ -202,6 +202,9 @@ public class BadInputCorpusTests
         yield return C(2, "--quantize must be none, int4 or fp8", "inspect", "--preset", "scout", "--quantize", "q4");
         yield return C(1, "config.json", "inspect", "--model", "{BADCONFIG}");
         yield return C(2, "model directory not found", "inspect", "--model", "{FILE}.missing");
+        // --- plan ----------------------------------------------------------------------------------------
+        yield return C(2, "--max-piece 0 is out of range", "plan", "--preset", "tiny-scout", "--max-piece", "0");
+        yield return C(2, "--max-piece expects a number of tokens or 'auto', got 'max'", "plan", "--preset", "tiny-scout", "--max-piece", "max");
         // --- other verbs ---------------------------------------------------------------------------------
         yield return C(2, "--model DIR is required", "bench-e2e");
         yield return C(2, "--prompt-tokens 0 is out of range", "bench-e2e", "--model", "{MODEL}", "--prompt-tokens", "0");

@@ -137,4 +137,71 @@ public class RecordingDeviceTests
         Assert.That(Get("prefill.flops").GetDouble(), Is.GreaterThan(Get("decode.flops").GetDouble()));
         Assert.That(Get("prefill.modelled_s").GetDouble(), Is.GreaterThan(0));
     }
+
+    [Test]
+    public void PlanPicksTheLargestPrefillPieceThatFits()
+    {
+        JsonElement Plan(params string[] extra)
+        {
+            var o = new StringWriter(); var e = new StringWriter();
+            int rc = Commands.Run(["plan", "--preset", "tiny-maverick", "--context", "600", "--steps", "4", "--json", .. extra], o, e);
+            Assert.That(rc, Is.Zero, e.ToString());
+            return JsonDocument.Parse(o.ToString()).RootElement.Clone();
+        }
+        // auto: 2048 and 1024 exceed the prompt; 512 fits 1 GiB.
+        Assert.That(Plan("--device-memory", "1GiB").GetProperty("prefill").GetProperty("piece").GetInt32(), Is.EqualTo(512));
+        Assert.That(Plan("--device-memory", "1GiB", "--max-piece", "64").GetProperty("prefill").GetProperty("piece").GetInt32(), Is.EqualTo(64));
+        // Nothing fits 1 MiB: auto ends at the smallest candidate, and says it does not fit.
+        var tiny = Plan("--device-memory", "1MiB");
+        Assert.That(tiny.GetProperty("prefill").GetProperty("piece").GetInt32(), Is.EqualTo(256));
+        Assert.That(tiny.GetProperty("fits").GetBoolean(), Is.False);
+    }
+
+    [Test]
+    public void PrefillPiecesBeforeTheLastSkipTheLmHead()
+    {
+        // The lm_head launch is the one that reads the whole [V, D] weight for one row: 2·V·D FLOPs, ≥ V·D·2 bytes.
+        var config = Llama4Config.Load(CkptTestUtil.FixtureModel("tiny-maverick"));
+        long v = config.Text.VocabSize, d = config.Text.HiddenSize;
+        int LmHeads(int prompt, int piece)
+        {
+            using var rec = new RecordingDevice();
+            using var w = WeightLoader.Describe(config, rec);
+            using var gen = new TokenGenerator(w, ComputeMode.BF16, 256, piece);
+            int at = rec.Mark;
+            foreach (var _ in gen.Generate(Enumerable.Range(1, prompt).ToArray(), new GenerationOptions { Temperature = 0, MaxNewTokens = 1, StopAtModelStops = false })) { }
+            return rec.Ops.Skip(at).Count(x => x.Kind == RecordedKind.Launch && x.Flops == 2.0 * v * d && x.Bytes >= v * d * 2);
+        }
+        Assert.That(LmHeads(16, 16), Is.EqualTo(1));
+        Assert.That(LmHeads(64, 16), Is.EqualTo(1), "4 pieces: the lm_head runs on the last only");
+        Assert.That(LmHeads(40, 16), Is.EqualTo(1), "pieces of 16, 16, 8: the last only");
+    }
+
+    [Test]
+    public void DecodeStepRunsTheFusedKernels()
+    {
+        // One decode step of tiny-maverick (MoE and dense layers, RoPE and NoPE): q|k|v and gate|up are single
+        // projections, every residual add rides on the next norm, q and k rotate in one launch, MoE routes in one.
+        var config = Llama4Config.Load(CkptTestUtil.FixtureModel("tiny-maverick"));
+        var c = config.Text;
+        using var rec = new RecordingDevice();
+        using var w = WeightLoader.Describe(config, rec);
+        using var gen = new TokenGenerator(w, ComputeMode.BF16, 64, 16);
+        using var e = gen.Generate(Enumerable.Range(1, 8).ToArray(), new GenerationOptions { Temperature = 0, MaxNewTokens = 3, StopAtModelStops = false }).GetEnumerator();
+        Assert.That(e.MoveNext());
+        int at = rec.Mark;
+        Assert.That(e.MoveNext());
+        var kernels = rec.Ops.Skip(at).Where(x => x.Kind == RecordedKind.Launch).Select(x => x.Kernel).ToList();
+        int Count(string prefix) => kernels.Count(k => k.StartsWith(prefix, StringComparison.Ordinal));
+        int layers = c.NumHiddenLayers, moe = c.NumMoeLayers, rope = Enumerable.Range(0, layers).Count(i => c.UsesRope[i]);
+        Assert.That(Count("add_bf16"), Is.Zero, "no separate residual add");
+        Assert.That(Count("add_rmsnorm_"), Is.EqualTo(2 * layers), "ffn_norm of each layer, attn_norm of layers 1.., output_norm");
+        Assert.That(Count("rmsnorm_"), Is.EqualTo(1), "layer 0's attn_norm has no residual to add");
+        Assert.That(Count("rope_"), Is.EqualTo(rope), "q and k in one launch per RoPE layer");
+        Assert.That(Count("moe_route_"), Is.EqualTo(moe));
+        Assert.That(Count("moe_topk_") + Count("moe_align") + Count("moe_router_logits_"), Is.Zero);
+        Assert.That(w.Concat("blk.0.attn_q", "blk.0.attn_k", "blk.0.attn_v"), Is.Not.Null);
+        // Projections: q|k|v, o, then gate|up + down (dense) or router-free shared gate|up + down (MoE), and the lm_head.
+        Assert.That(Count("gemv_bf16_"), Is.EqualTo(2 * layers + 2 * layers + 1), string.Join(", ", kernels));
+    }
 }

@@ -14,6 +14,34 @@ public class ComputeGraphTests
     [OneTimeSetUp] public void Open() => dev = TestDevices.Emulated();
     [OneTimeTearDown] public void Close() => dev.Dispose();
 
+    /// <summary>Views: named parts of a node's output at element offsets (no launch), written in place through, dumped by name.</summary>
+    [Test]
+    public void ViewsAreNamedPartsOfOneBufferAndInPlaceNodesWriteThroughThem()
+    {
+        var rng = new Random(TestSeed.For(nameof(ViewsAreNamedPartsOfOneBufferAndInPlaceNodesWriteThroughThem)));
+        int a = rng.Next(1, 40), b = rng.Next(1, 40);
+        var x = DeviceData.Normal(rng, a + b);
+        var g = new ComputeGraph();
+        var vx = g.Input("x", DType.F32, new Shape(a + b));
+        var all = g.Node("all", DType.F32, new Shape(a + b), [vx], (in NodeContext c) => Add(c.Device, c[0], c[0], c.Output));   // 2x
+        var p0 = g.View("all.first", all, 0, new Shape(a));
+        var p1 = g.View("all.second", all, a, new Shape(b));
+        var p1x = g.Node("all.second.x2", DType.F32, new Shape(b), [p1], (in NodeContext c) => Add(c.Device, c[0], c[0], c.Output), inPlaceOf: p1);
+        var sum = g.Node("sum", DType.F32, new Shape(a + b), [all, p0, p1x], (in NodeContext c) => Add(c.Device, c[0], c[0], c.Output));
+        g.Output(sum);
+        Assert.Throws<ArgumentException>(() => g.View("too.far", all, a, new Shape(b + 1)));
+        using var plan = g.Plan(dev);
+        Assert.That(plan[p0].Ptr, Is.EqualTo(plan[all].Ptr));
+        Assert.That(plan[p1].Ptr, Is.EqualTo(plan[all].Ptr + 4L * a));
+        Assert.That(plan[p1x].Ptr, Is.EqualTo(plan[p1].Ptr));
+        dev.Upload<float>(x, plan[vx].Ptr);
+        var dumps = new Dictionary<string, float[]>();
+        plan.Run(dumpPattern: "*", dump: (name, _, data) => dumps[name] = data);
+        Assert.That(dumps["all.first"], Is.EqualTo(x.Take(a).Select(v => 2 * v).ToArray()));
+        Assert.That(dumps["all.second"], Is.EqualTo(x.Skip(a).Select(v => 2 * v).ToArray()));
+        Assert.That(dumps["sum"], Is.EqualTo(x.Select((v, k) => k < a ? 4 * v : 8 * v).ToArray()), "the in-place node wrote the second part of 'all'");
+    }
+
     /// <summary>A SwiGLU MLP as a graph: norm → gate_up → silu·up → down → + x, checked node by node via dumps.</summary>
     [Test]
     public void MlpGraphMatchesTheReferenceAtEveryDumpedNode()

@@ -15,12 +15,17 @@ namespace Llama4Native.Devices.Recording;
 /// <param name="BytesPerSecond">HBM bandwidth of the roofline model.</param>
 /// <param name="FlopsPerSecond">Dense bf16 tensor-core peak of the roofline model.</param>
 /// <param name="Steps">Decode steps measured (host time is their median).</param>
-/// <param name="MaxPiece">Largest prefill piece (as Llama4ModelOptions.MaxPrefillPiece).</param>
+/// <param name="MaxPiece">Largest prefill piece (as Llama4ModelOptions.MaxPrefillPiece); 0 = auto: the largest of
+/// <see cref="Planner.AutoPieces"/> whose plan fits the device memory.</param>
 /// <param name="Capture">Decode steps captured and replayed as graphs (TokenGenerator.CaptureDecode).</param>
 /// <param name="KvCache">How the KV cache stores keys and values (bf16, or FP8 e4m3 + a scale per token and kv head).</param>
 internal sealed record PlanOptions(int Context = 8192, long DeviceMemory = 80L << 30, double BytesPerSecond = 3.35e12,
                                  double FlopsPerSecond = 989e12, int Steps = 100, int MaxPiece = 256, LoadOptions? Load = null,
-                                 bool Capture = false, KvCacheFormat KvCache = KvCacheFormat.Default);
+                                 bool Capture = false, KvCacheFormat KvCache = KvCacheFormat.Default)
+{
+    /// <summary>MaxPiece was chosen by the auto rule (reports say so).</summary>
+    public bool PieceAuto { get; init; }
+}
 
 /// <summary>
 /// The split-KV decode attention of one layer (the largest by bytes: a NoPE layer over the whole history), modelled on
@@ -104,7 +109,7 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
             sb.AppendLine($"    {k,-40} ×{n,-5} {s * 1e3,8:0.000} ms {Format.Bytes(b),12}");
         sb.AppendLine();
         var p = Prefill.Trace;
-        sb.AppendLine($"prefill of {o.Context} tokens (pieces of ≤ {o.MaxPiece})");
+        sb.AppendLine($"prefill of {o.Context} tokens (pieces of ≤ {o.MaxPiece}{(o.PieceAuto ? ", auto: the largest of " + string.Join("/", Planner.AutoPieces) + " that fits" : "")}; lm_head on the last piece only)");
         sb.AppendLine($"  launches {p.Launches}, host syncs {p.HostSyncs}, FLOPs {p.Flops:0.###e+0}, bytes {Format.Bytes(p.Bytes)}");
         sb.AppendLine($"  modelled {Prefill.ModelledSeconds:0.000} s → {o.Context / Math.Max(1e-12, Prefill.ModelledSeconds):0} tokens/s; host {Prefill.HostMicroseconds / 1e3:0.0} ms");
         foreach (var bw in new[] { 3.35e12, 4.8e12 })
@@ -171,6 +176,7 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
             ["prefill"] = new JsonObject
             {
                 ["tokens"] = o.Context,
+                ["piece"] = o.MaxPiece,
                 ["launches"] = Prefill.Trace.Launches,
                 ["host_syncs"] = Prefill.Trace.HostSyncs,
                 ["uncosted_launches"] = Prefill.Trace.Uncosted,
@@ -195,9 +201,24 @@ internal static class Planner
 {
     public const string Routing = "uniform: each token picks k of E experts at random; a piece of T tokens touches E·(1−(1−k/E)^T) experts";
 
+    /// <summary>The prefill piece sizes <see cref="PlanOptions.MaxPiece"/> = 0 (auto) tries, largest first: at ≥ 2,048 tokens
+    /// a piece reads every expert once per 2,048 tokens instead of 8× (256-token pieces).</summary>
+    public static readonly int[] AutoPieces = [2048, 1024, 512, 256];
+
     public static Plan Run(Llama4Config config, PlanOptions? options = null, string? name = null)
     {
         var o = options ?? new PlanOptions();
+        if (o.MaxPiece == 0)
+        {
+            // Auto: the largest piece whose whole plan (weights, KV, activation arenas, workspaces) fits the device.
+            Plan? plan = null;
+            foreach (int c in AutoPieces.Where(c => c <= Math.Max(o.Context, AutoPieces[^1])))
+            {
+                plan = Run(config, o with { MaxPiece = c, PieceAuto = true }, name);
+                if (plan.Fits) return plan;
+            }
+            return plan!;
+        }
         if (o.Context < 2) throw new ArgumentException("plan: the context must be at least 2 tokens");
         int steps = Math.Max(1, Math.Min(o.Steps, o.Context - 1));
         using var dev = new RecordingDevice(o.DeviceMemory);
@@ -273,8 +294,9 @@ internal static class Planner
         };
     }
 
-    /// <summary>Token ids that are valid for any vocabulary and never a stop token (the recording device reads back 0s anyway).</summary>
-    static int[] Prompt(int n, int vocab) => Enumerable.Range(0, n).Select(i => 1 + i % Math.Max(1, Math.Min(vocab - 1, 1000))).ToArray();
+    /// <summary>Token ids that are valid for any vocabulary and never a stop or image token (the recording device reads back
+    /// 0s anyway): the lowest quarter of the vocabulary, at most ids 1..1000 (the tiny models' specials sit above).</summary>
+    static int[] Prompt(int n, int vocab) => Enumerable.Range(0, n).Select(i => 1 + i % Math.Max(1, Math.Min(vocab / 4, 1000))).ToArray();
 
     /// <summary>
     /// The least a decode step at <paramref name="position"/> must read: every text weight except the routed experts
