@@ -70,7 +70,9 @@ extern unsigned l4emu_stack_shift;
 void l4emu_rt_vec(const void* p, unsigned size);  // analysis: a vector access of `size` bytes at p follows
 void l4emu_rt_quiet(int on);  // checker: accesses between on=1 and on=0 are not the kernel's (argument unpacking)  // log2 of the fiber stack region size, fixed at load time
 // op: 0 plain, 1 count, 2 and, 3 or. Returns the popcount of `pred` over the block (count semantics).
-int l4emu_rt_syncthreads(int op, int pred);
+// file, line: the barrier's source location (where `__syncthreads()` is written): the sync check compares
+// barriers by line, so a barrier g++ duplicated (jump threading, unrolling) is still one barrier.
+int l4emu_rt_syncthreads_at(int op, int pred, const char* file, int line);
 // Warp collective: every participating lane deposits `mine`; the last lane to arrive calls
 // compute(lanes, mask) once with lanes[i] = lane i's deposit (null if lane i does not take part),
 // which writes every lane's result into its deposit. Then all lanes continue.
@@ -122,11 +124,16 @@ static inline const l4emu_thread_hdr* l4emu_self() {
 constexpr int warpSize = 32;
 
 // ---- block barriers
-// Always inlined: the runtime tells barriers apart by their call site (the checker's sync check).
-__attribute__((always_inline)) static inline void __syncthreads() { l4emu_rt_syncthreads(0, 0); }
-__attribute__((always_inline)) static inline int __syncthreads_count(int p) { return l4emu_rt_syncthreads(1, p); }
-__attribute__((always_inline)) static inline int __syncthreads_and(int p) { return l4emu_rt_syncthreads(2, p); }
-__attribute__((always_inline)) static inline int __syncthreads_or(int p) { return l4emu_rt_syncthreads(3, p); }
+// Each barrier carries its source location (default arguments are evaluated where `__syncthreads()` is
+// written): the checker's sync check compares barriers by file and line, and by the inline chain of the call
+// site only when two code addresses share a line (see "sync" in runtime.cpp). Always inlined so the call's
+// return address is inside the kernel (the inline chain of a report).
+#define L4EMU_HERE const char* l4emu_file = __builtin_FILE(), int l4emu_line = __builtin_LINE()
+__attribute__((always_inline)) static inline void __syncthreads(L4EMU_HERE) { l4emu_rt_syncthreads_at(0, 0, l4emu_file, l4emu_line); }
+__attribute__((always_inline)) static inline int __syncthreads_count(int p, L4EMU_HERE) { return l4emu_rt_syncthreads_at(1, p, l4emu_file, l4emu_line); }
+__attribute__((always_inline)) static inline int __syncthreads_and(int p, L4EMU_HERE) { return l4emu_rt_syncthreads_at(2, p, l4emu_file, l4emu_line); }
+__attribute__((always_inline)) static inline int __syncthreads_or(int p, L4EMU_HERE) { return l4emu_rt_syncthreads_at(3, p, l4emu_file, l4emu_line); }
+#undef L4EMU_HERE
 
 // ---- warp collectives
 static inline void __syncwarp(unsigned mask = 0xffffffffu) {
