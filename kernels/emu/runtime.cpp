@@ -1123,7 +1123,20 @@ L4EMU_EXPORT int l4emu_rt_syncthreads_at(int op, int pred, const char* file, int
     }
 }
 
+// " at common.cuh:193" for a collective's source location ("" when it has none: mma/ldmatrix helpers).
+std::string at_line(const char* file, int line) { return file && line > 0 ? fmt(" at %s:%d", base_name(file), line) : std::string(); }
+
+// ret: the kernel's return address (the access site of an ldmatrix row).
+static void warp_sync(unsigned mask, const char* what, void* mine, void (*compute)(void* const*, unsigned), const char* file, int line, void* ret);
 L4EMU_EXPORT void l4emu_rt_warp_sync(unsigned mask, const char* what, void* mine, void (*compute)(void* const*, unsigned)) {
+    warp_sync(mask, what, mine, compute, nullptr, 0, __builtin_return_address(0));
+}
+L4EMU_EXPORT void l4emu_rt_warp_sync_at(unsigned mask, const char* what, void* mine, void (*compute)(void* const*, unsigned),
+                                        const char* file, int line) {
+    warp_sync(mask, what, mine, compute, file, line, __builtin_return_address(0));
+}
+
+static void warp_sync(unsigned mask, const char* what, void* mine, void (*compute)(void* const*, unsigned), const char* file, int line, void* ret) {
     Fiber* f = self_fiber();
     Worker& w = *f->w;
     const unsigned warp = f->lin / 32, lane = f->lin % 32;
@@ -1132,7 +1145,7 @@ L4EMU_EXPORT void l4emu_rt_warp_sync(unsigned mask, const char* what, void* mine
     const unsigned need = mask & exist;  // lanes past the end of a partial last warp never take part
     WarpState& ws = w.warps[warp];
     if (!(need >> lane & 1))
-        fail(w, f, fmt("%s in warp %u called by lane %u, which is not in its mask 0x%08x", what, warp, lane, mask));
+        fail(w, f, fmt("%s in warp %u called by lane %u, which is not in its mask 0x%08x", what, warp, lane, mask) + at_line(file, line));
     // Join the pending collective with the same op and mask, or open a new one.
     int gi = -1;
     for (unsigned u = ws.used; u; u &= u - 1) {
@@ -1144,13 +1157,13 @@ L4EMU_EXPORT void l4emu_rt_warp_sync(unsigned mask, const char* what, void* mine
             const Group& o = ws.groups[__builtin_ctz(u)];
             if ((o.mask & need) && (o.op == what || strcmp(o.op, what) == 0))
                 fail(w, f, fmt("thread %u: check sync: %s in warp %u called by lane %u with mask 0x%08x while lanes 0x%08x wait at it with mask 0x%08x "
-                               "(inconsistent masks: every lane in a mask must pass the same mask)", f->lin, what, warp, lane, mask, o.arrived, o.mask));
+                               "(inconsistent masks: every lane in a mask must pass the same mask)", f->lin, what, warp, lane, mask, o.arrived, o.mask) + at_line(file, line));
         }
     }
     if (w.L->chk && mine && strncmp(what, "ldmatrix", 8) == 0) {
         // ldmatrix: this lane's 16-byte row (common.cuh's l4_emu::LdmLane starts with the row pointer) is
         // read by the collective; record it as this lane's read, before anyone reads it.
-        chk_access(*static_cast<void* const*>(mine), 16, 0, __builtin_return_address(0));
+        chk_access(*static_cast<void* const*>(mine), 16, 0, ret);
     }
     if (gi < 0) {
         gi = __builtin_ctz(~ws.used);  // at most 32 groups: each waiting lane is in exactly one
@@ -1207,6 +1220,9 @@ L4EMU_EXPORT void l4emu_rt_trap(const char* why) {
 L4EMU_EXPORT void l4emu_rt_misaligned(const void* p, unsigned align, const char* what) {
     Fiber* f = self_fiber();
     const uint3 t = f->hdr->threadIdx;
+    if (f->w->L->chk & L4EMU_CHK_MEMORY)  // checked: a memory report with the access's source line
+        chk_fail(*f->w, f, "memory", __builtin_return_address(0),
+                 fmt("misaligned %u-byte vector %s at %p (address %% %u = %u; the GPU faults)", align, what, p, align, (unsigned)((uintptr_t)p % align)));
     fail(*f->w, f, fmt("thread %u (%u,%u,%u): misaligned %u-byte %s at %p (address %% %u = %u; the GPU faults)",
                        f->lin, t.x, t.y, t.z, align, what, p, align, (unsigned)((uintptr_t)p % align)));
 }

@@ -69,6 +69,23 @@ internal sealed class CheckerPlantedBugTests
         new("sync-same-line-different-calls", "rmsnorm.cu", "    ss = WARP ? warp_sum(ss) : block_sum(ss);\n",
             "    ss = WARP ? warp_sum(ss) : (threadIdx.x & 32) ? block_sum(ss)\n        : -block_sum(-ss);\n", "rmsnorm/block/",
             "sync", "common.cuh", ReduceBarrier1.Trim()),
+        // Write after write: two warps store their partial into one slot (warp >> 1).
+        new("race-waw-reduction-slot", "common.cuh", ReduceStore, "    if (lane == 0) l4_red[warp >> 1] = v;\n", "rmsnorm/block/",
+            "race", "common.cuh", "l4_red[warp >> 1] = v;"),
+        // Warp-synchronous code: topk_warp's __syncwarp removed. Lane 0 marks the chosen expert taken; in the next
+        // round the lane that owns that expert reads the mark — ordered only by the shuffles, which do not order a
+        // store before another lane's load (PTX): read after write within the warp.
+        new("race-warp-missing-syncwarp", "moe.cu", "        __syncwarp();\n", "", "moe/simple/f32/1x64x48x16x2",
+            "race", "moe.cu", "if (s_taken[e]) continue;"),
+        // Warp collective with inconsistent masks: lanes 16..31 of warp_sum pass 0xffff0000 while lanes 0..15 pass
+        // the full mask (which names lanes 16..31).
+        new("sync-inconsistent-shuffle-masks", "common.cuh", "    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);\n",
+            "    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync((threadIdx.x & 16) ? 0xffff0000u : 0xffffffffu, v, o);\n", "rmsnorm/block/",
+            "sync", "common.cuh", "v += __shfl_xor_sync((threadIdx.x & 16)"),
+        // Misaligned vector access: quantize_fp8's row path takes the 16-byte loads without checking the row's
+        // alignment; the rows-misaligned case starts x one element off 16 bytes.
+        new("memory-misaligned-vector-load", "quantize_fp8.cu", "const bool vec = K % 8 == 0 && aligned16(xr) && ", "const bool vec = K % 8 == 0 && ",
+            "quantize_fp8/rows-misaligned/f32/5x64", "memory", "quantize_fp8.cu", "load8(xr + c, v)"),
         // Overrun of the requested dynamic shared memory: gemm's B tiles start 64 elements late.
         new("memory-dynamic-smem-overrun", "gemm.cu", "bf16* Bs = smem + STAGES * A_STAGE;", "bf16* Bs = smem + STAGES * A_STAGE + 64;",
             "gemm/mma-nk/bf16,bf16>f32/130x70x200", "memory", "gemm.cu", "else l4_load_tile<BN, BK, B_LD, NT>(Bs + stage * B_STAGE"),
@@ -253,5 +270,35 @@ public sealed class TestSeedTests
         Assert.That(TestSeed.For(-7, "a"), Is.EqualTo(-1611966926));
         Assert.That(TestSeed.For(1, "a"), Is.Not.EqualTo(TestSeed.For(2, "a")));
         Assert.That(TestSeed.For(1, "a"), Is.Not.EqualTo(TestSeed.For(1, "b")));
+    }
+
+    /// <summary>A failing seed replays exactly. add's scalar path is planted with a data-dependent bug (b is dropped
+    /// where a &gt; 3), so some run seeds fail and some pass; the first failing seed, run again on a fresh device,
+    /// fails with the same report (same worst element, same error), and a passing seed passes again — what
+    /// `LLAMA4_TEST_SEED=S` / `llama4 selftest --seed S` (tests/kernel-seeds.sh prints the command) rely on.</summary>
+    [Test, Category("Emulator")]
+    public void AFailingSeedReplaysExactly()
+    {
+        const string find = "y[e] = from_f32<T>(to_f32(a[e]) + to_f32(b[e]));";
+        var original = KernelSources.Get("add.cu");
+        Assert.That(original, Does.Contain(find), "add.cu changed: update the test");
+        var overrides = new Dictionary<string, string> { ["add.cu"] = original.Replace(find, "y[e] = from_f32<T>(to_f32(a[e]) + (to_f32(a[e]) > 3.0f ? 0.f : to_f32(b[e])));") };
+        var c = OpSpecs.AllCases().First(x => x.Id == "add/default/f32/7");
+        string Run(int runSeed)
+        {
+            using var dev = new EmuDevice(new EmuOptions(Check: EmuCheck.None), new EmuCompiler(sourceOverrides: overrides));
+            using var inst = OpSpecs.For(c).Create(dev, c, new Random(TestSeed.For(runSeed, c.Id)));
+            inst.Launch();
+            var r = inst.Check();
+            return r.Passed ? "passed" : r.ToString()!;
+        }
+        var results = Enumerable.Range(1, 24).Select(s => (seed: s, result: Run(s))).ToList();
+        var failing = results.FirstOrDefault(r => r.result != "passed");
+        var passing = results.FirstOrDefault(r => r.result == "passed");
+        Assert.That(failing.result, Is.Not.Null, "the planted bug never fired in 24 seeds: the inputs are not random");
+        Assert.That(passing.result, Is.Not.Null, "every seed failed: the planted bug is not data-dependent");
+        TestContext.Out.WriteLine($"seed {failing.seed}: {failing.result}");
+        Assert.That(Run(failing.seed), Is.EqualTo(failing.result), "the failing seed did not replay exactly");
+        Assert.That(Run(passing.seed), Is.EqualTo("passed"));
     }
 }
