@@ -70,11 +70,16 @@ extern unsigned l4emu_stack_shift;
 void l4emu_rt_vec(const void* p, unsigned size);  // analysis: a vector access of `size` bytes at p follows
 void l4emu_rt_quiet(int on);  // checker: accesses between on=1 and on=0 are not the kernel's (argument unpacking)  // log2 of the fiber stack region size, fixed at load time
 // op: 0 plain, 1 count, 2 and, 3 or. Returns the popcount of `pred` over the block (count semantics).
-int l4emu_rt_syncthreads(int op, int pred);
+// file, line: the barrier's source location (where `__syncthreads()` is written): the sync check compares
+// barriers by line, so a barrier g++ duplicated (jump threading, unrolling) is still one barrier.
+int l4emu_rt_syncthreads_at(int op, int pred, const char* file, int line);
 // Warp collective: every participating lane deposits `mine`; the last lane to arrive calls
 // compute(lanes, mask) once with lanes[i] = lane i's deposit (null if lane i does not take part),
 // which writes every lane's result into its deposit. Then all lanes continue.
 void l4emu_rt_warp_sync(unsigned mask, const char* what, void* mine, void (*compute)(void* const* lanes, unsigned mask));
+// The same with the collective's source location (shuffles, votes, __syncwarp pass theirs): mask errors name the line.
+void l4emu_rt_warp_sync_at(unsigned mask, const char* what, void* mine, void (*compute)(void* const* lanes, unsigned mask),
+                           const char* file, int line);
 unsigned l4emu_rt_activemask(void);
 void l4emu_rt_trap(const char* why);
 // A vector access at p that is not a multiple of `align`: fails the launch (never returns).
@@ -122,30 +127,39 @@ static inline const l4emu_thread_hdr* l4emu_self() {
 constexpr int warpSize = 32;
 
 // ---- block barriers
-// Always inlined: the runtime tells barriers apart by their call site (the checker's sync check).
-__attribute__((always_inline)) static inline void __syncthreads() { l4emu_rt_syncthreads(0, 0); }
-__attribute__((always_inline)) static inline int __syncthreads_count(int p) { return l4emu_rt_syncthreads(1, p); }
-__attribute__((always_inline)) static inline int __syncthreads_and(int p) { return l4emu_rt_syncthreads(2, p); }
-__attribute__((always_inline)) static inline int __syncthreads_or(int p) { return l4emu_rt_syncthreads(3, p); }
+// Each barrier carries its source location (default arguments are evaluated where `__syncthreads()` is
+// written): the checker's sync check compares barriers by file and line, and by the inline chain of the call
+// site only when two code addresses share a line (see "sync" in runtime.cpp). Always inlined so the call's
+// return address is inside the kernel (the inline chain of a report).
+#define L4EMU_HERE const char* l4emu_file = __builtin_FILE(), int l4emu_line = __builtin_LINE()
+__attribute__((always_inline)) static inline void __syncthreads(L4EMU_HERE) { l4emu_rt_syncthreads_at(0, 0, l4emu_file, l4emu_line); }
+__attribute__((always_inline)) static inline int __syncthreads_count(int p, L4EMU_HERE) { return l4emu_rt_syncthreads_at(1, p, l4emu_file, l4emu_line); }
+__attribute__((always_inline)) static inline int __syncthreads_and(int p, L4EMU_HERE) { return l4emu_rt_syncthreads_at(2, p, l4emu_file, l4emu_line); }
+__attribute__((always_inline)) static inline int __syncthreads_or(int p, L4EMU_HERE) { return l4emu_rt_syncthreads_at(3, p, l4emu_file, l4emu_line); }
+#undef L4EMU_HERE
 
 // ---- warp collectives
-static inline void __syncwarp(unsigned mask = 0xffffffffu) {
-    l4emu_rt_warp_sync(mask, "__syncwarp", nullptr, [](void* const*, unsigned) {});
+// Each carries its source location (default arguments, evaluated where the collective is written): a mask
+// error names the line.
+#define L4EMU_HERE const char* l4emu_file = __builtin_FILE(), int l4emu_line = __builtin_LINE()
+#define L4EMU_AT l4emu_file, l4emu_line
+static inline void __syncwarp(unsigned mask = 0xffffffffu, L4EMU_HERE) {
+    l4emu_rt_warp_sync_at(mask, "__syncwarp", nullptr, [](void* const*, unsigned) {}, L4EMU_AT);
 }
 static inline unsigned __activemask() { return l4emu_rt_activemask(); }
 
 namespace l4emu_detail {
 struct Vote { int pred; unsigned out; };
-template <int OP> inline unsigned vote(unsigned mask, int pred, const char* what) {
+template <int OP> inline unsigned vote(unsigned mask, int pred, const char* what, const char* file, int line) {
     Vote d{pred != 0, 0};
-    l4emu_rt_warp_sync(mask, what, &d, [](void* const* lanes, unsigned m) {
+    l4emu_rt_warp_sync_at(mask, what, &d, [](void* const* lanes, unsigned m) {
         unsigned ballot = 0;
         for (int l = 0; l < 32; ++l)
             if (lanes[l] && static_cast<Vote*>(lanes[l])->pred) ballot |= 1u << l;
         const unsigned r = OP == 0 ? ballot : OP == 1 ? unsigned(ballot == m) : unsigned(ballot != 0);
         for (int l = 0; l < 32; ++l)
             if (lanes[l]) static_cast<Vote*>(lanes[l])->out = r;
-    });
+    }, file, line);
     return d.out;
 }
 
@@ -153,10 +167,10 @@ template <int OP> inline unsigned vote(unsigned mask, int pred, const char* what
 // `c` operand CUDA's intrinsics pass: ((32-width)<<8) | 0x1f, and (32-width)<<8 for .up.
 enum { SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_BFLY };
 template <class T> struct Shfl { T v; int b; int width; T out; };
-template <int MODE, class T> inline T shfl(unsigned mask, T v, int b, int width, const char* what) {
+template <int MODE, class T> inline T shfl(unsigned mask, T v, int b, int width, const char* what, const char* file, int line) {
     static_assert(sizeof(T) == 4 || sizeof(T) == 8, "shuffles move 32- or 64-bit values");
     Shfl<T> d{v, b, width, v};
-    l4emu_rt_warp_sync(mask, what, &d, [](void* const* lanes, unsigned) {
+    l4emu_rt_warp_sync_at(mask, what, &d, [](void* const* lanes, unsigned) {
         for (int lane = 0; lane < 32; ++lane) {
             auto* me = static_cast<Shfl<T>*>(lanes[lane]);
             if (!me) continue;
@@ -174,27 +188,29 @@ template <int MODE, class T> inline T shfl(unsigned mask, T v, int b, int width,
             // A source lane outside the mask is undefined on the GPU; we return the caller's own value.
             me->out = lanes[j] ? static_cast<Shfl<T>*>(lanes[j])->v : me->v;
         }
-    });
+    }, file, line);
     return d.out;
 }
 template <class F> inline F bits_as(const void* p) { F r; std::memcpy(&r, p, sizeof r); return r; }
 }  // namespace l4emu_detail
 
-static inline unsigned __ballot_sync(unsigned mask, int pred) { return l4emu_detail::vote<0>(mask, pred, "__ballot_sync"); }
-static inline int __all_sync(unsigned mask, int pred) { return (int)l4emu_detail::vote<1>(mask, pred, "__all_sync"); }
-static inline int __any_sync(unsigned mask, int pred) { return (int)l4emu_detail::vote<2>(mask, pred, "__any_sync"); }
-template <class T> inline T __shfl_sync(unsigned m, T v, int src, int w = warpSize) {
-    return l4emu_detail::shfl<l4emu_detail::SHFL_IDX>(m, v, src, w, "__shfl_sync");
+static inline unsigned __ballot_sync(unsigned mask, int pred, L4EMU_HERE) { return l4emu_detail::vote<0>(mask, pred, "__ballot_sync", L4EMU_AT); }
+static inline int __all_sync(unsigned mask, int pred, L4EMU_HERE) { return (int)l4emu_detail::vote<1>(mask, pred, "__all_sync", L4EMU_AT); }
+static inline int __any_sync(unsigned mask, int pred, L4EMU_HERE) { return (int)l4emu_detail::vote<2>(mask, pred, "__any_sync", L4EMU_AT); }
+template <class T> inline T __shfl_sync(unsigned m, T v, int src, int w = warpSize, L4EMU_HERE) {
+    return l4emu_detail::shfl<l4emu_detail::SHFL_IDX>(m, v, src, w, "__shfl_sync", L4EMU_AT);
 }
-template <class T> inline T __shfl_up_sync(unsigned m, T v, unsigned d, int w = warpSize) {
-    return l4emu_detail::shfl<l4emu_detail::SHFL_UP>(m, v, (int)d, w, "__shfl_up_sync");
+template <class T> inline T __shfl_up_sync(unsigned m, T v, unsigned d, int w = warpSize, L4EMU_HERE) {
+    return l4emu_detail::shfl<l4emu_detail::SHFL_UP>(m, v, (int)d, w, "__shfl_up_sync", L4EMU_AT);
 }
-template <class T> inline T __shfl_down_sync(unsigned m, T v, unsigned d, int w = warpSize) {
-    return l4emu_detail::shfl<l4emu_detail::SHFL_DOWN>(m, v, (int)d, w, "__shfl_down_sync");
+template <class T> inline T __shfl_down_sync(unsigned m, T v, unsigned d, int w = warpSize, L4EMU_HERE) {
+    return l4emu_detail::shfl<l4emu_detail::SHFL_DOWN>(m, v, (int)d, w, "__shfl_down_sync", L4EMU_AT);
 }
-template <class T> inline T __shfl_xor_sync(unsigned m, T v, int lm, int w = warpSize) {
-    return l4emu_detail::shfl<l4emu_detail::SHFL_BFLY>(m, v, lm, w, "__shfl_xor_sync");
+template <class T> inline T __shfl_xor_sync(unsigned m, T v, int lm, int w = warpSize, L4EMU_HERE) {
+    return l4emu_detail::shfl<l4emu_detail::SHFL_BFLY>(m, v, lm, w, "__shfl_xor_sync", L4EMU_AT);
 }
+#undef L4EMU_HERE
+#undef L4EMU_AT
 
 // ---- atomics: blocks run concurrently on several OS threads, so these are real atomics
 // (relaxed, like CUDA's; __threadfence gives the ordering).
@@ -278,7 +294,8 @@ static inline size_t __cvta_generic_to_shared(const void* p) { return (size_t)p;
 static inline void __trap() { l4emu_rt_trap("__trap() called"); }
 // The GPU faults on an 8/16-byte vector access whose address is not a multiple of its size; x86 does not.
 // vload/vstore (common.cuh) call this first, so the emulator fails such a launch with a message.
-static inline void l4emu_check_aligned(const void* p, unsigned align, const char* what) {
+// Always inlined: the runtime's return address is then the vector access itself (a checked report's line).
+__attribute__((always_inline)) static inline void l4emu_check_aligned(const void* p, unsigned align, const char* what) {
     if (__builtin_expect((reinterpret_cast<uintptr_t>(p) & (align - 1)) != 0, 0)) l4emu_rt_misaligned(p, align, what);
 #ifdef __SANITIZE_THREAD__
     l4emu_rt_vec(p, align);  // instrumented (checked) modules only: the analysis counts the access once

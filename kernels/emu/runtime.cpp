@@ -11,6 +11,8 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -52,6 +54,8 @@ enum State : uint8_t { READY, RUNNING, AT_BARRIER, AT_WARP, EXITED };
 
 struct Worker;
 struct Fiber;
+void register_stacks(char* lo, size_t len);
+void unregister_stacks(char* lo);
 void chk_landing(Fiber* f, void* dst, void* pc);  // checker: a deferred cp.async writes shared memory now
 struct Fiber {
     l4emu_thread_hdr* hdr;  // at the top of this fiber's stack region
@@ -147,6 +151,14 @@ struct Worker {
     WarpState warps[32];
     bool failed = false;
     std::string err;
+    // A fault (SIGSEGV/SIGBUS/SIGFPE/SIGILL) in a fiber of the block running here jumps back to run_block
+    // (see "faults" below): the handler fills these, run_block turns them into the launch's error.
+    sigjmp_buf fault_jb;
+    volatile sig_atomic_t in_block = 0;
+    int fault_sig = 0, fault_code = 0;
+    void* fault_addr = nullptr;
+    void* fault_pc = nullptr;
+    unsigned fault_lin = 0;
 
     Worker() {
         dyn_base = static_cast<char*>(aligned_alloc(128, kDynBytes + 2 * kDynGuard));
@@ -162,6 +174,7 @@ struct Worker {
             char* raw = static_cast<char*>(mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
             if (raw == MAP_FAILED) { perror("l4emu: mmap fiber stacks"); abort(); }
             maps.emplace_back(raw, len);
+            register_stacks(raw, len);
             char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + S - 1) & ~(S - 1));
             for (unsigned i = 0; i < kChunk; ++i) {
                 auto f = std::make_unique<Fiber>();
@@ -353,12 +366,18 @@ struct Worker::Chk {
     std::vector<std::pair<uintptr_t, uintptr_t>> images;  // mapped ELF segments (kernel code may read them)
     bool images_valid = false;
     const void* bar_site = nullptr; unsigned bar_first = 0; int bar_op = 0;
+    const char* bar_file = nullptr; int bar_line = 0;
+    // Same barrier line reached at two code addresses in one barrier interval: g++ duplicated the barrier, or a
+    // helper with a barrier was inlined at two call sites that threads reached divergently. Told apart at the
+    // end of the block (off the fiber stacks) by the inline chains of the two addresses.
+    struct Suspect { void* pc_a; void* pc_b; unsigned lin_a, lin_b; int op; const char* file; int line; };
+    std::vector<Suspect> suspects;
     std::vector<void*> err_pcs;         // symbolised after the block is abandoned (off the fiber stack)
     void* analysis = nullptr;           // see "analysis"
 };
 Worker::~Worker() {
     for (auto& f : owned) delete f->uc;
-    for (auto& m : maps) munmap(m.first, m.second);
+    for (auto& m : maps) { unregister_stacks(m.first); munmap(m.first, m.second); }
     free(dyn_base);
     if (chk) { if (chk->dyn_sh) munmap(chk->dyn_sh, (kDynBytes + 2 * kDynGuard) * sizeof(Cell)); delete chk; }
 }
@@ -654,17 +673,22 @@ void chk_landing(Fiber* f, void* dst, void* pc) {
     if (g_analysis) g_analysis->landing = false;
 }
 
-// "at common.cuh:208 (inlined in rmsnorm.cu:45)" for a return address, via addr2line (binutils) over the
-// module's DWARF line table (-g); "at <module>+0x1234" when addr2line is missing.
-std::string symbolize(void* pc) {
+// The source frames of a return address, innermost first ("common.cuh:208", "rmsnorm.cu:45"), via addr2line
+// (binutils) over the module's DWARF line table (-g); frames in emu.h are skipped. Cached per address (a
+// module stays loaded for the process). Empty when addr2line or the line table is missing.
+const std::vector<std::string>& frames_of(void* pc) {
+    static std::mutex m;
+    static std::map<void*, std::vector<std::string>> cache;
+    std::lock_guard<std::mutex> lk(m);
+    auto it = cache.find(pc);
+    if (it != cache.end()) return it->second;
+    std::vector<std::string>& frames = cache[pc];
     Dl_info di{};
-    if (!pc || !dladdr(static_cast<char*>(pc) - 1, &di) || !di.dli_fname) return "";
+    if (!pc || !dladdr(static_cast<char*>(pc) - 1, &di) || !di.dli_fname) return frames;
     const uintptr_t off = reinterpret_cast<uintptr_t>(pc) - 1 - reinterpret_cast<uintptr_t>(di.dli_fbase);
     std::string cmd = fmt("addr2line -e '%s' -i 0x%llx 2>/dev/null", di.dli_fname, (unsigned long long)off);
-    std::string out;
     if (FILE* p = popen(cmd.c_str(), "r")) {
         char line[1024];
-        std::vector<std::string> frames;
         while (fgets(line, sizeof line, p)) {
             std::string s(line);
             while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
@@ -672,20 +696,57 @@ std::string symbolize(void* pc) {
             if (paren != std::string::npos) s.resize(paren);
             const size_t slash = s.rfind('/');
             if (slash != std::string::npos) s = s.substr(slash + 1);
-            if (!s.empty() && s[0] != '?') frames.push_back(s);
+            const bool unknown = s.empty() || s[0] == '?' || s[0] == ':' || (s.size() >= 2 && (s.compare(s.size() - 2, 2, ":?") == 0 || s.compare(s.size() - 2, 2, ":0") == 0));
+            if (!unknown) frames.push_back(s);
         }
         pclose(p);
         // The innermost frames inside the emulator's own header (vload's alignment hook, the barrier
         // wrappers) are not the kernel's line: start at the first frame outside emu.h.
         while (frames.size() > 1 && frames[0].compare(0, 6, "emu.h:") == 0) frames.erase(frames.begin());
-        for (size_t i = 0; i < frames.size(); ++i) out += (i == 0 ? "at " : i == 1 ? " (inlined in " : " in ") + frames[i];
-        if (frames.size() > 1) out += ")";
     }
-    if (out.empty()) {
+    return frames;
+}
+
+// "at common.cuh:208 (inlined in rmsnorm.cu:45)" for a return address; "at <module>+0x1234" when the
+// module has no line table or addr2line is missing.
+std::string symbolize(void* pc) {
+    const std::vector<std::string>& frames = frames_of(pc);
+    std::string out;
+    for (size_t i = 0; i < frames.size(); ++i) out += (i == 0 ? "at " : i == 1 ? " (inlined in " : " in ") + frames[i];
+    if (frames.size() > 1) out += ")";
+    Dl_info di{};
+    if (out.empty() && pc && dladdr(static_cast<char*>(pc) - 1, &di) && di.dli_fname) {
+        const uintptr_t off = reinterpret_cast<uintptr_t>(pc) - 1 - reinterpret_cast<uintptr_t>(di.dli_fbase);
         const char* b = strrchr(di.dli_fname, '/');
         out = fmt("at %s+0x%llx", b ? b + 1 : di.dli_fname, (unsigned long long)off);
     }
     return out;
+}
+
+const char* const kBarrierForms[] = {"__syncthreads", "__syncthreads_count", "__syncthreads_and", "__syncthreads_or"};
+const char* base_name(const char* path) { const char* b = strrchr(path, '/'); return b ? b + 1 : path; }
+
+// End of a checked block: the barrier lines reached at two code addresses (Chk::suspects). Both addresses'
+// innermost frame is the barrier's line and their inline chains differ: one barrier line reached through two
+// different calls of its function (divergent code) — reported. Same chain: g++ duplicated the barrier — fine.
+// An address whose innermost frame is another line (a tail call: the return address is the caller's) or
+// unknown (no addr2line) cannot tell: not reported.
+void chk_resolve_suspects(Worker& w) {
+    Worker::Chk& c = *w.chk;
+    for (const auto& su : c.suspects) {
+        if (w.failed) break;
+        const std::string here = fmt("%s:%d", base_name(su.file), su.line);
+        const auto& fa = frames_of(su.pc_a);
+        const auto& fb = frames_of(su.pc_b);
+        if (fa.empty() || fb.empty() || fa[0] != here || fb[0] != here || fa == fb) continue;
+        const uint3 b = w.info.blockIdx, t = w.fibers[su.lin_b]->hdr->threadIdx;
+        w.err = fmt("kernel %s: block (%u,%u,%u): thread %u (%u,%u,%u): check sync: reached %s %s while thread %u waited at %s %s "
+                    "(the same barrier line through different calls) — every thread of a block must reach the same barrier",
+                    w.L->k->name, b.x, b.y, b.z, su.lin_b, t.x, t.y, t.z, kBarrierForms[su.op & 3], symbolize(su.pc_b).c_str(), su.lin_a,
+                    kBarrierForms[su.op & 3], symbolize(su.pc_a).c_str());
+        w.failed = true;
+    }
+    c.suspects.clear();
 }
 
 void chk_begin_block(Worker& w) {
@@ -694,7 +755,8 @@ void chk_begin_block(Worker& w) {
     for (auto& g : c.warpgen) g = 0;
     for (auto& g : c.collgen) g = 0;
     c.quiet = false;
-    c.bar_site = nullptr;
+    c.bar_site = nullptr; c.bar_file = nullptr;
+    c.suspects.clear();
 }
 
 void chk_begin_launch(Worker& w, const Launch& L) {
@@ -742,6 +804,138 @@ const ModInfo* module_of(const l4emu_kernel* k) {
     return m;
 }
 
+// ---------------------------------------------------------------- faults
+// A kernel that touches unmapped memory (a wild pointer, an index far out of range), divides an integer by
+// zero or overflows its fiber stack must fail ITS launch, not end the host process (the .NET test host, a
+// server). SIGSEGV, SIGBUS, SIGFPE and SIGILL get a handler (on an alternate stack, so a stack overflow can be
+// handled too) that recognises a fault on a fiber stack of a block that is running, records it and
+// siglongjmps back to run_block on the worker's own stack; the block is abandoned like any failed block.
+// Every other fault (.NET turns its own SIGSEGVs into NullReferenceException) goes to the handler that was
+// installed before ours, untouched. Checked launches see a wild access in the memory check BEFORE it happens;
+// this is the net for unchecked launches and for accesses the instrumentation does not see.
+// L4EMU_SIGNALS=0 leaves the handlers alone.
+constexpr int kMaxStackMaps = 4096;
+struct StackMap { std::atomic<uintptr_t> lo{0}, hi{0}; };
+StackMap g_stack_maps[kMaxStackMaps];   // every mmap holding fiber stacks (a handler may not take locks)
+std::atomic<int> g_stack_map_count{0};
+std::mutex g_stack_map_mutex;           // writers only
+std::atomic<int> g_in_launch{0};        // launches running: a fault while none runs is never ours
+struct sigaction g_prev_action[65];
+const int kFaultSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+
+void register_stacks(char* lo, size_t len) {
+    std::lock_guard<std::mutex> lk(g_stack_map_mutex);
+    int n = g_stack_map_count.load();
+    int slot = 0;
+    while (slot < n && g_stack_maps[slot].lo.load() != 0) ++slot;  // reuse a freed slot
+    if (slot == kMaxStackMaps) return;  // not registered: a fault there is not recognised (ends the process)
+    g_stack_maps[slot].hi.store(reinterpret_cast<uintptr_t>(lo) + len);
+    g_stack_maps[slot].lo.store(reinterpret_cast<uintptr_t>(lo));
+    if (slot == n) g_stack_map_count.store(n + 1);
+}
+void unregister_stacks(char* lo) {
+    std::lock_guard<std::mutex> lk(g_stack_map_mutex);
+    for (int i = 0; i < g_stack_map_count.load(); ++i)
+        if (g_stack_maps[i].lo.load() == reinterpret_cast<uintptr_t>(lo)) { g_stack_maps[i].lo.store(0); g_stack_maps[i].hi.store(0); }
+}
+
+void chain_fault(int sig, siginfo_t* info, void* uc) {
+    const struct sigaction& p = g_prev_action[sig];
+    if (p.sa_flags & SA_SIGINFO) { if (p.sa_sigaction) p.sa_sigaction(sig, info, uc); return; }
+    if (p.sa_handler == SIG_IGN) return;
+    if (p.sa_handler == SIG_DFL) {  // the default action: re-run the faulting instruction without us
+        struct sigaction d{};
+        d.sa_handler = SIG_DFL;
+        sigemptyset(&d.sa_mask);
+        sigaction(sig, &d, nullptr);
+        return;
+    }
+    p.sa_handler(sig);
+}
+
+void fault_handler(int sig, siginfo_t* info, void* ucv) {
+    auto* uc = static_cast<ucontext_t*>(ucv);
+    if (g_in_launch.load(std::memory_order_acquire) > 0 && uc) {
+#if defined(__x86_64__)
+        const uintptr_t sp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RSP]);
+        void* const pc = reinterpret_cast<void*>(uc->uc_mcontext.gregs[REG_RIP]);
+#else
+        const uintptr_t sp = 0; void* const pc = nullptr;
+#endif
+        const int n = g_stack_map_count.load(std::memory_order_acquire);
+        for (int i = 0; i < n; ++i) {
+            const uintptr_t lo = g_stack_maps[i].lo.load(std::memory_order_relaxed), hi = g_stack_maps[i].hi.load(std::memory_order_relaxed);
+            if (!(sp >= lo && sp < hi)) continue;
+            // A fiber stack: the fiber's header is at the top of its region (the guard page, where a stack
+            // overflow faults, is in the same region).
+            auto* f = static_cast<Fiber*>(l4emu_hdr_at(sp)->fiber);
+            Worker* w = f ? f->w : nullptr;
+            if (!w || !w->in_block || w->cur != f) break;
+            w->fault_sig = sig; w->fault_code = info ? info->si_code : 0;
+            w->fault_addr = info ? info->si_addr : nullptr; w->fault_pc = pc; w->fault_lin = f->lin;
+            w->in_block = 0;
+            sigset_t un;  // fault_jb was saved without the signal mask: unblock the signal we are handling
+            sigemptyset(&un); sigaddset(&un, sig);
+            sigprocmask(SIG_UNBLOCK, &un, nullptr);
+            siglongjmp(w->fault_jb, 1);
+        }
+    }
+    chain_fault(sig, info, ucv);
+}
+
+void install_fault_handlers() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        if (const char* e = getenv("L4EMU_SIGNALS"); e && *e == '0') return;
+        for (int sig : kFaultSignals) {
+            struct sigaction a{};
+            a.sa_sigaction = fault_handler;
+            a.sa_flags = SA_SIGINFO | SA_ONSTACK;
+            sigemptyset(&a.sa_mask);
+            sigaction(sig, &a, &g_prev_action[sig]);
+        }
+    });
+}
+
+// The handler runs on the thread's alternate signal stack (a stack overflow leaves no room on the fiber's).
+// .NET gives its threads one; the pool's helper threads get ours.
+void ensure_altstack() {
+    static thread_local bool done = false;
+    if (done) return;
+    done = true;
+    stack_t cur{};
+    if (sigaltstack(nullptr, &cur) == 0 && !(cur.ss_flags & SS_DISABLE) && cur.ss_size >= 16384) return;
+    const size_t size = 64 * 1024;
+    void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return;
+    stack_t ss{};
+    ss.ss_sp = mem; ss.ss_size = size; ss.ss_flags = 0;
+    if (sigaltstack(&ss, nullptr) != 0) munmap(mem, size);  // leaked on success: lives as long as the thread
+}
+
+std::string fault_message(Worker& w) {
+    const char* name = w.fault_sig == SIGSEGV ? "SIGSEGV" : w.fault_sig == SIGBUS ? "SIGBUS" : w.fault_sig == SIGFPE ? "SIGFPE" : "SIGILL";
+    Fiber* f = w.fibers[w.fault_lin];
+    const uintptr_t a = reinterpret_cast<uintptr_t>(w.fault_addr), region = reinterpret_cast<uintptr_t>(f->region);
+    const long page = sysconf(_SC_PAGESIZE);
+    std::string what;
+    if (w.fault_sig == SIGSEGV && a >= region && a < region + (uintptr_t)page)
+        what = fmt("fiber stack overflow (each CUDA thread has a %zu KiB stack here: raise L4EMU_STACK_KB)", ((size_t)1 << l4emu_stack_shift) / 1024);
+    else if (w.fault_sig == SIGSEGV || w.fault_sig == SIGBUS)
+        what = w.fault_code == SI_KERNEL  // a general-protection fault: the kernel reports no address
+            ? fmt("%s (an access to a non-canonical address; on the GPU an illegal-address fault)", name)
+            : fmt("%s at %p (an access to unmapped memory; on the GPU an illegal-address fault)", name, w.fault_addr);
+    else if (w.fault_sig == SIGFPE)
+        what = "SIGFPE (integer division by zero or overflow; the GPU gives an undefined value, x86 traps)";
+    else
+        what = "SIGILL (an illegal instruction: g++ plants one where the code is undefined, e.g. a null dereference it can see)";
+    const uint3 t = f->hdr->threadIdx, b = w.info.blockIdx;
+    std::string site = symbolize(w.fault_pc);
+    return fmt("kernel %s: block (%u,%u,%u): thread %u (%u,%u,%u): fault: ", w.L->k->name, b.x, b.y, b.z, w.fault_lin, t.x, t.y, t.z) + what +
+           (site.empty() ? "" : " " + site) +
+           (w.L->chk & L4EMU_CHK_MEMORY ? "" : "; run it under the checker (L4EMU_CHECK=memory, llama4 selftest --check memory) for the source line of the access");
+}
+
 // ---------------------------------------------------------------- scheduling
 // f stopped running (waits or exited): run the next ready fiber, or hand back to the scheduler.
 void run_next(Worker& w, Fiber* f) {
@@ -758,7 +952,7 @@ void release_barrier(Worker& w, Fiber* f) {
     if (w.alive < w.n) fail(w, f, fmt("__syncthreads reached by %u of %u threads", w.arrived, w.n) + others(w, AT_BARRIER));
     w.bar_result = w.bar_count;
     w.bar_participants = w.arrived;
-    if (w.L->chk) { w.chk->epoch = ++g_epoch; w.chk->bar_site = nullptr; }
+    if (w.L->chk) { w.chk->epoch = ++g_epoch; w.chk->bar_site = nullptr; w.chk->bar_file = nullptr; }
     w.arrived = w.bar_count = 0;
     for (unsigned i = 0; i < w.n; ++i) {
         Fiber* o = w.fibers[i];
@@ -809,7 +1003,19 @@ bool run_block(Worker& w, const Launch& L, uint64_t linear_block) {
     if (L.chk) chk_begin_block(w);
     Fiber* first = w.pop();
     first->state = RUNNING;
-    switch_to(w, nullptr, first);
+    // Without the signal mask (no syscall per block): the handler unblocks its signal before jumping here.
+    if (sigsetjmp(w.fault_jb, 0) == 0) {
+        w.in_block = 1;
+        switch_to(w, nullptr, first);
+        w.in_block = 0;
+    } else {
+        // A fault in a fiber (see "faults"): the block is abandoned like a failed one.
+        w.cur = nullptr;
+        if (L.chk) { w.chk->quiet = false; if (g_analysis) g_analysis->landing = false; }
+        w.err = fault_message(w);
+        w.failed = true;
+    }
+    if (L.chk && !w.chk->suspects.empty()) chk_resolve_suspects(w);
     if (L.chk && w.chk->analysis) analysis_flush(L.k->name);
     return !w.failed;
 }
@@ -817,6 +1023,7 @@ bool run_block(Worker& w, const Launch& L, uint64_t linear_block) {
 // ---------------------------------------------------------------- the pool
 void run_blocks(Launch& L) {
     Worker& w = worker();
+    ensure_altstack();
     for (;;) {
         if (L.failed.load(std::memory_order_relaxed)) return;  // skip the rest after an error
         const uint64_t i = L.next.fetch_add(1, std::memory_order_relaxed);
@@ -881,22 +1088,27 @@ int set_error(std::string s) { tl_error = std::move(s); return 1; }
 }  // namespace
 
 // ---------------------------------------------------------------- entry points for kernel code
-L4EMU_EXPORT int l4emu_rt_syncthreads(int op, int pred) {
+L4EMU_EXPORT int l4emu_rt_syncthreads_at(int op, int pred, const char* file, int line) {
     Fiber* f = self_fiber();
     Worker& w = *f->w;
     if (w.L->chk & L4EMU_CHK_SYNC) {
-        // Every thread of the block must reach the SAME barrier (call site and form): on the GPU a
-        // __syncthreads in divergent code is undefined (hangs or lets threads past one another).
+        // Every thread of the block must reach the SAME barrier (source line and form): on the GPU a
+        // __syncthreads in divergent code is undefined (hangs or lets threads past one another). Barriers are
+        // compared by line (g++ may duplicate one: jump threading, unrolling); two code addresses on one line
+        // are told apart at the end of the block by their inline chains (chk_resolve_suspects).
         Worker::Chk& c = *w.chk;
         void* site = __builtin_return_address(0);
-        static const char* const forms[] = {"__syncthreads", "__syncthreads_count", "__syncthreads_and", "__syncthreads_or"};
-        if (w.arrived == 0) { c.bar_site = site; c.bar_first = f->lin; c.bar_op = op; }
-        else if (site != c.bar_site || op != c.bar_op) {
+        if (w.arrived == 0) { c.bar_site = site; c.bar_first = f->lin; c.bar_op = op; c.bar_file = file; c.bar_line = line; }
+        else if (op != c.bar_op || line != c.bar_line || (file != c.bar_file && (!file || !c.bar_file || strcmp(file, c.bar_file) != 0))) {
             const uint3 t = f->hdr->threadIdx;
             c.err_pcs = {site, const_cast<void*>(c.bar_site)};
             fail(w, f, fmt("thread %u (%u,%u,%u): check sync: reached %s @@SITE0@@ while %u other thread(s) (first: thread %u) wait at %s @@SITE1@@ — "
-                           "every thread of a block must reach the same barrier", f->lin, t.x, t.y, t.z, forms[op & 3], w.arrived, c.bar_first,
-                           forms[c.bar_op & 3]));
+                           "every thread of a block must reach the same barrier", f->lin, t.x, t.y, t.z, kBarrierForms[op & 3], w.arrived, c.bar_first,
+                           kBarrierForms[c.bar_op & 3]));
+        } else if (site != c.bar_site && c.suspects.size() < 64) {
+            bool known = false;
+            for (const auto& su : c.suspects) known |= su.pc_a == c.bar_site && su.pc_b == site;
+            if (!known) c.suspects.push_back({const_cast<void*>(c.bar_site), site, c.bar_first, f->lin, op, file ? file : "", line});
         }
     }
     f->state = AT_BARRIER;
@@ -911,7 +1123,20 @@ L4EMU_EXPORT int l4emu_rt_syncthreads(int op, int pred) {
     }
 }
 
+// " at common.cuh:193" for a collective's source location ("" when it has none: mma/ldmatrix helpers).
+std::string at_line(const char* file, int line) { return file && line > 0 ? fmt(" at %s:%d", base_name(file), line) : std::string(); }
+
+// ret: the kernel's return address (the access site of an ldmatrix row).
+static void warp_sync(unsigned mask, const char* what, void* mine, void (*compute)(void* const*, unsigned), const char* file, int line, void* ret);
 L4EMU_EXPORT void l4emu_rt_warp_sync(unsigned mask, const char* what, void* mine, void (*compute)(void* const*, unsigned)) {
+    warp_sync(mask, what, mine, compute, nullptr, 0, __builtin_return_address(0));
+}
+L4EMU_EXPORT void l4emu_rt_warp_sync_at(unsigned mask, const char* what, void* mine, void (*compute)(void* const*, unsigned),
+                                        const char* file, int line) {
+    warp_sync(mask, what, mine, compute, file, line, __builtin_return_address(0));
+}
+
+static void warp_sync(unsigned mask, const char* what, void* mine, void (*compute)(void* const*, unsigned), const char* file, int line, void* ret) {
     Fiber* f = self_fiber();
     Worker& w = *f->w;
     const unsigned warp = f->lin / 32, lane = f->lin % 32;
@@ -920,7 +1145,7 @@ L4EMU_EXPORT void l4emu_rt_warp_sync(unsigned mask, const char* what, void* mine
     const unsigned need = mask & exist;  // lanes past the end of a partial last warp never take part
     WarpState& ws = w.warps[warp];
     if (!(need >> lane & 1))
-        fail(w, f, fmt("%s in warp %u called by lane %u, which is not in its mask 0x%08x", what, warp, lane, mask));
+        fail(w, f, fmt("%s in warp %u called by lane %u, which is not in its mask 0x%08x", what, warp, lane, mask) + at_line(file, line));
     // Join the pending collective with the same op and mask, or open a new one.
     int gi = -1;
     for (unsigned u = ws.used; u; u &= u - 1) {
@@ -932,13 +1157,13 @@ L4EMU_EXPORT void l4emu_rt_warp_sync(unsigned mask, const char* what, void* mine
             const Group& o = ws.groups[__builtin_ctz(u)];
             if ((o.mask & need) && (o.op == what || strcmp(o.op, what) == 0))
                 fail(w, f, fmt("thread %u: check sync: %s in warp %u called by lane %u with mask 0x%08x while lanes 0x%08x wait at it with mask 0x%08x "
-                               "(inconsistent masks: every lane in a mask must pass the same mask)", f->lin, what, warp, lane, mask, o.arrived, o.mask));
+                               "(inconsistent masks: every lane in a mask must pass the same mask)", f->lin, what, warp, lane, mask, o.arrived, o.mask) + at_line(file, line));
         }
     }
     if (w.L->chk && mine && strncmp(what, "ldmatrix", 8) == 0) {
         // ldmatrix: this lane's 16-byte row (common.cuh's l4_emu::LdmLane starts with the row pointer) is
         // read by the collective; record it as this lane's read, before anyone reads it.
-        chk_access(*static_cast<void* const*>(mine), 16, 0, __builtin_return_address(0));
+        chk_access(*static_cast<void* const*>(mine), 16, 0, ret);
     }
     if (gi < 0) {
         gi = __builtin_ctz(~ws.used);  // at most 32 groups: each waiting lane is in exactly one
@@ -995,6 +1220,9 @@ L4EMU_EXPORT void l4emu_rt_trap(const char* why) {
 L4EMU_EXPORT void l4emu_rt_misaligned(const void* p, unsigned align, const char* what) {
     Fiber* f = self_fiber();
     const uint3 t = f->hdr->threadIdx;
+    if (f->w->L->chk & L4EMU_CHK_MEMORY)  // checked: a memory report with the access's source line
+        chk_fail(*f->w, f, "memory", __builtin_return_address(0),
+                 fmt("misaligned %u-byte vector %s at %p (address %% %u = %u; the GPU faults)", align, what, p, align, (unsigned)((uintptr_t)p % align)));
     fail(*f->w, f, fmt("thread %u (%u,%u,%u): misaligned %u-byte %s at %p (address %% %u = %u; the GPU faults)",
                        f->lin, t.x, t.y, t.z, align, what, p, align, (unsigned)((uintptr_t)p % align)));
 }
@@ -1051,7 +1279,12 @@ L4EMU_EXPORT int l4emu_launch_ex(void* fn, unsigned gx, unsigned gy, unsigned gz
     if (dyn_shared_bytes > Worker::kDynBytes)
         return set_error(fmt("kernel %s: %u bytes of dynamic shared memory exceeds 227 KiB (232448)", name, dyn_shared_bytes));
 
+    install_fault_handlers();
     std::lock_guard<std::mutex> launch_lock(g_launch_mutex);
+    struct InLaunch {
+        InLaunch() { g_in_launch.fetch_add(1, std::memory_order_release); }
+        ~InLaunch() { g_in_launch.fetch_sub(1, std::memory_order_release); }
+    } in_launch;
     Launch L;
     L.k = k; L.grid = dim3(gx, gy, gz); L.block = dim3(bx, by, bz); L.dyn = dyn_shared_bytes; L.args = args;
     L.cp_deferred = cp_deferred();

@@ -8,8 +8,10 @@ internal static class TestDevices
 {
     public static Device Emulated() => new EmuDevice();
 
-    /// <summary>The emulator with every check on (race, memory, sync, init): a report fails the launch.</summary>
-    public static Device EmulatedChecked(EmuCheck check = EmuCheck.All) => new EmuDevice(new EmuOptions(Check: check));
+    /// <summary>The emulator with every check on (race, memory, sync, init): a report fails the launch. L4EMU_CHECK, when
+    /// set, overrides (e.g. L4EMU_CHECK=none runs the kernel cases unchecked, to measure the checker's overhead).</summary>
+    public static Device EmulatedChecked(EmuCheck check = EmuCheck.All) =>
+        new EmuDevice(new EmuOptions(Check: Environment.GetEnvironmentVariable("L4EMU_CHECK") is { Length: > 0 } ? EmuChecks.FromEnvironment() : check));
 
     public static Device CudaOrIgnore()
     {

@@ -22,10 +22,10 @@ internal sealed class EmuCompiler : IKernelCompiler
 
     /// <summary>Extra flags of the checked variant: every load/store calls the emulator's checker hooks
     /// (g++'s ThreadSanitizer instrumentation, linked WITHOUT libtsan: kernels/emu/runtime.cpp defines the
-    /// __tsan_* hooks), and DWARF line tables so a report names the source line. No sibling calls: the sync check
-    /// identifies a barrier by its call site, and a `__syncthreads()` turned into a tail call (g++ does that where a
-    /// barrier ends one branch) would be seen from the caller's caller — the same barrier at two "sites".</summary>
-    public static readonly string[] CheckedFlags = ["-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0", "-g", "-fno-optimize-sibling-calls"];
+    /// __tsan_* hooks), and DWARF line tables so a report names the source line. Sibling calls stay on: the sync
+    /// check compares barriers by the source line each `__syncthreads()` passes (emu.h), so a barrier g++ turned into a
+    /// tail call or duplicated is still one barrier (it used to need -fno-optimize-sibling-calls).</summary>
+    public static readonly string[] CheckedFlags = ["-fsanitize=thread", "--param=tsan-instrument-func-entry-exit=0", "-g"];
 
     readonly IReadOnlyDictionary<string, string>? overrides;
 
