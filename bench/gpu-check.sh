@@ -36,6 +36,8 @@ pack() {
   # Precompiled CUBINs (NVRTC 12.4 here): the fallback when no NVRTC is found there; a newer NVRTC there
   # compiles for itself (the cache key carries the NVRTC version).
   LLAMA4_CACHE="$dir/cache" dotnet "$dir/app/cli/llama4.dll" kernels --arch sm_90a --quiet
+  # The apps and the CUBIN cache compress ~3× with xz: one archive keeps the bundle under the carry limit (64 MiB).
+  XZ_OPT="-9 -T2" tar -C "$dir" -cJf "$dir/app.tar.xz" app cache && rm -rf "$dir/app" "$dir/cache"
   cp "$ROOT/bench/gpu-check.sh" "$ROOT/bench/torch_compare.py" "$dir/"
   git -C "$ROOT" rev-parse HEAD > "$dir/COMMIT" 2>/dev/null || echo unknown > "$dir/COMMIT"
   local size; size=$(du -sm "$dir" | cut -f1)
@@ -48,7 +50,8 @@ run() {
   local out; out="$(realpath -m "${2:-${OUT:-$ROOT/gpu-report}}")"
   mkdir -p "$out"
   local rt=/tmp/l4-dotnet; rm -rf "$rt"; mkdir -p "$rt"; tar -C "$rt" -xJf "$dir/dotnet-runtime.tar.xz"
-  export DOTNET_ROOT="$rt" PATH="$rt:$PATH" DOTNET_CLI_TELEMETRY_OPTOUT=1 LLAMA4_CACHE="$dir/cache"
+  local app=/tmp/l4-app; rm -rf "$app"; mkdir -p "$app"; tar -C "$app" -xJf "$dir/app.tar.xz"
+  export DOTNET_ROOT="$rt" PATH="$rt:$PATH" DOTNET_CLI_TELEMETRY_OPTOUT=1 LLAMA4_CACHE="$app/cache"
   local log="$out/log.txt"; : > "$log"
   {
     echo "# gpu-check $(date -u +%FT%TZ) commit $(cat "$dir/COMMIT")"
@@ -57,27 +60,27 @@ run() {
   local t0=$SECONDS
   echo "== tests" | tee -a "$log"
   set +e
-  bash -c "cd '$dir/app/tests' && dotnet Llama4Native.Tests.dll --no-progress --no-ansi --output detailed" > "$out/tests.txt" 2>&1
+  bash -c "cd '$app/app/tests' && dotnet Llama4Native.Tests.dll --no-progress --no-ansi --output detailed" > "$out/tests.txt" 2>&1
   local trc=$?
   set -e
   grep -E "^\s*(total|failed|succeeded|skipped):" "$out/tests.txt" | tee -a "$log" || true
   grep -E "^\s*failed |Assert|error" "$out/tests.txt" | head -40 >> "$log" || true
   echo "tests exit code $trc ($((SECONDS - t0)) s)" | tee -a "$log"
   echo "== kernel benchmarks (CUDA events)" | tee -a "$log"
-  dotnet "$dir/app/cli/llama4.dll" bench-kernels --device cuda --json "$out/kernels.json" --shapes "$out/shapes.json" 2>&1 | tee -a "$log" || true
+  dotnet "$app/app/cli/llama4.dll" bench-kernels --device cuda --json "$out/kernels.json" --shapes "$out/shapes.json" 2>&1 | tee -a "$log" || true
   if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     echo "== PyTorch on the same shapes" | tee -a "$log"
     python3 "$dir/torch_compare.py" "$out/shapes.json" "$out/torch.json" 2>&1 | tee -a "$log" || true
   else
     echo "== PyTorch not available: no comparison" | tee -a "$log"
   fi
-  dotnet "$dir/app/cli/llama4.dll" bench-report --kernels "$out/kernels.json" --torch "$out/torch.json" \
+  dotnet "$app/app/cli/llama4.dll" bench-report --kernels "$out/kernels.json" --torch "$out/torch.json" \
       --tests "$out/tests.txt" --out "$out/report.md" 2>&1 | tee -a "$log" || true
   # End to end at full size with no checkpoint (64 GB of disk there): Scout int4, weights generated on the device,
   # measured next to `llama4 plan`'s roofline model of the same configuration (measured ÷ modelled).
   echo "== end to end: Scout int4, synthetic (bench-e2e) vs the plan's model" | tee -a "$log"
-  dotnet "$dir/app/cli/llama4.dll" plan --preset scout --quantize int4 --context 4160 --bandwidth 4.8 --capture --json > "$out/plan-scout-int4.json" 2>> "$log" || true
-  timeout 420 dotnet "$dir/app/cli/llama4.dll" bench-e2e --preset scout --quantize int4 --synthetic --device cuda \
+  dotnet "$app/app/cli/llama4.dll" plan --preset scout --quantize int4 --context 4160 --bandwidth 4.8 --capture --json > "$out/plan-scout-int4.json" 2>> "$log" || true
+  timeout 420 dotnet "$app/app/cli/llama4.dll" bench-e2e --preset scout --quantize int4 --synthetic --device cuda \
       --prompt-tokens 4096 --new-tokens 64 2>&1 | tee "$out/e2e-scout-int4.txt" | tee -a "$log" || true
   python3 - "$out/plan-scout-int4.json" "$out/e2e-scout-int4.txt" <<'PY' 2>&1 | tee -a "$log" || true
 import json, re, sys
