@@ -19,13 +19,17 @@ namespace Llama4Native.Tests.Serving;
 /// The serving layer on the emulated device with the tiny Maverick fixture (512-token random vocabulary, a toy
 /// byte codec): the scheduler's batch invariance and bookkeeping, and the HTTP server driven by the official
 /// OpenAI .NET client (streaming and not, 8 concurrent streams, a client that goes away) and by raw HTTP for
-/// what the client cannot send (bad requests, /v1/completions, /metrics).
+/// what the client cannot send (bad requests, /v1/completions, /metrics). The whole fixture runs over both step
+/// engines: the sequential one, and the batched one (one forward per step over a paged KV cache of 16-token pages) —
+/// every reply must be the lone <see cref="TokenGenerator"/>'s, alone or among others.
 /// </summary>
 [Category("Emulator")]
 [NonParallelizable]
-public class ServingTests
+[TestFixture(ServingEngine.Sequential)]
+[TestFixture(ServingEngine.Batched)]
+public class ServingTests(ServingEngine kind)
 {
-    const int Context = 128, Piece = 32, Slots = 8;
+    const int Context = 128, Piece = 32, Slots = 8, PageTokens = 16;
     Llama4Model model = null!;
     ServingScheduler scheduler = null!;
     Llama4Server server = null!;
@@ -70,12 +74,26 @@ public class ServingTests
         rng = new Random((int)CkptTestUtil.Seed("serving"));
         model = Llama4Model.Load(CkptTestUtil.FixtureModel("tiny-maverick"),
                                  new Llama4ModelOptions(Device: "emu", Compute: ComputeMode.F32, MaxContext: Context, MaxPrefillPiece: Piece, Codec: Codec));
-        scheduler = new ServingScheduler(SequentialStepEngine.For(model, Slots, Context), Codec, new ServingOptions { MaxQueue = 16, StepTokenBudget = 48 });
+        scheduler = new ServingScheduler(Engine(Slots), Codec, new ServingOptions { MaxQueue = 16, StepTokenBudget = 48 });
         server = await Llama4Server.StartAsync(scheduler, Codec, null, new Llama4ServerOptions
         {
             Host = "127.0.0.1", Port = 0, ModelId = "tiny", HandleSignals = false, MaxBodyBytes = 1 << 20, ShutdownTimeout = TimeSpan.FromSeconds(5),
         });
         http = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
+    }
+
+    /// <summary>A step engine of this fixture's kind over the loaded model.</summary>
+    IStepEngine Engine(int slots) => kind == ServingEngine.Batched
+        ? new BatchedStepEngine(model.Weights, model.Compute, slots, Context, Piece, pageSize: PageTokens)
+        : SequentialStepEngine.For(model, slots, Context);
+
+    /// <summary>Forwards the batched engine has run (0 for the sequential one).</summary>
+    long Forwards => (scheduler.Engine as BatchedStepEngine)?.Forwards ?? 0;
+
+    /// <summary>Every KV page of the batched engine is back in its pool (the sequential engine has no pool).</summary>
+    void AssertAllPagesFree()
+    {
+        if (scheduler.Engine is BatchedStepEngine b) Assert.That(b.Cache.FreePages, Is.EqualTo(b.Cache.NopePages), "every KV page is back in the pool");
     }
 
     [OneTimeTearDown]
@@ -137,7 +155,9 @@ public class ServingTests
         }).ToArray();
         var alone = new List<List<int>>();
         foreach (var r in requests) alone.Add((await Collect(scheduler.Submit(r))).Tokens);
+        long forwards = Forwards;
         var together = await Task.WhenAll(requests.Select(r => scheduler.Submit(r)).ToList().Select(Collect));
+        forwards = Forwards - forwards;
         for (int i = 0; i < requests.Length; i++)
         {
             Assert.That(together[i].Tokens, Is.EqualTo(alone[i]), $"request {i} ({lengths[i]} prompt tokens): alone vs among {requests.Length - 1} others");
@@ -147,6 +167,12 @@ public class ServingTests
         }
         await WaitIdle();
         Assert.That(scheduler.Snapshot().KvBlocksUsed, Is.Zero, "every finished sequence freed its KV");
+        AssertAllPagesFree();
+        if (kind == ServingEngine.Batched)
+        {
+            int pieces = requests.Select((r, i) => (r.Prompt.Count + Piece - 1) / Piece + together[i].Tokens.Count - 1).Sum();
+            Assert.That(forwards, Is.LessThan(pieces / 2), $"{forwards} forwards for {pieces} pieces: the steps held several sequences");
+        }
     }
 
     [Test]
@@ -165,6 +191,7 @@ public class ServingTests
         Assert.That((await q.Completion.WaitAsync(TimeSpan.FromSeconds(30))).Reason, Is.EqualTo(FinishReason.Cancelled));
         await WaitIdle();
         Assert.That(scheduler.Snapshot().KvBlocksUsed, Is.Zero);
+        AssertAllPagesFree();
     }
 
     [Test]
@@ -353,6 +380,8 @@ public class ServingTests
                 Seed = 1000 + i,
                 FrequencyPenalty = i == 5 ? 0.5f : 0,
             })).ToArray();
+        // Stop strings on some: a character that is likely in a byte-level reply ends those early.
+        foreach (int i in new[] { 2, 5, 7 }) cases[i].Options.StopSequences.Add(i == 2 ? "e" : i == 5 ? " " : "a");
         async Task<string> Stream(int i)
         {
             var sb = new StringBuilder();
@@ -360,13 +389,20 @@ public class ServingTests
                 foreach (var p in u.ContentUpdate) sb.Append(p.Text);
             return sb.ToString();
         }
+        long forwards = Forwards;
         var together = await Task.WhenAll(Enumerable.Range(0, 8).Select(Stream));
+        forwards = Forwards - forwards;
+        long aloneForwards = Forwards;
         for (int i = 0; i < 8; i++)
         {
             var alone = await client.CompleteChatAsync([new UserChatMessage(cases[i].Prompt)], cases[i].Options);
             Assert.That(together[i], Is.EqualTo(alone.Value.Content.Count == 0 ? "" : alone.Value.Content[0].Text), $"stream {i}");
         }
+        aloneForwards = Forwards - aloneForwards;
+        if (kind == ServingEngine.Batched)
+            Assert.That(forwards, Is.LessThan(aloneForwards), $"8 streams at once: {forwards} forwards; one after another: {aloneForwards}");
         await WaitIdle();
+        AssertAllPagesFree();
     }
 
     [Test]
@@ -379,11 +415,17 @@ public class ServingTests
         long before = scheduler.Metrics.Cancelled;
         using var cts = new CancellationTokenSource();
         int updates = 0;
+        double usedMidStream = -1;
         try
         {
             await foreach (var u in Client().CompleteChatStreamingAsync([new UserChatMessage(prompt)],
                                                                       new ChatCompletionOptions { MaxOutputTokenCount = 90, Temperature = 0.7f, Seed = seed }, cts.Token))
-                if (++updates == 2) { cts.Cancel(); break; }
+                if (++updates == 2)
+                {
+                    usedMidStream = (await Metrics())["llama4_kv_blocks_used"];
+                    cts.Cancel();
+                    break;
+                }
         }
         catch (OperationCanceledException) { }
         Assert.That(updates, Is.GreaterThanOrEqualTo(2));
@@ -391,7 +433,21 @@ public class ServingTests
         Assert.That(scheduler.Metrics.Cancelled, Is.EqualTo(before + 1), $"the server cancelled the sequence when the client closed the stream (after {updates} updates; generated {scheduler.Metrics.GeneratedTokens})");
         await WaitIdle();
         Assert.That(scheduler.Snapshot().KvBlocksUsed, Is.Zero, "its slot and KV are free");
+        // Seen from outside: /metrics counted its blocks while it ran and none after.
+        int promptBlocks = (ids.Length + scheduler.Engine.KvBlockTokens - 1) / scheduler.Engine.KvBlockTokens;
+        Assert.That(usedMidStream, Is.GreaterThanOrEqualTo(Math.Min(promptBlocks, scheduler.Engine.KvBlocks)), "the running sequence held its KV blocks");
+        var after = await Metrics();
+        Assert.That(after["llama4_kv_blocks_used"], Is.Zero);
+        Assert.That(after["llama4_kv_blocks_free"], Is.EqualTo(scheduler.Engine.KvBlocks));
+        Assert.That(after["llama4_requests_total{outcome=\"cancelled\"}"], Is.GreaterThanOrEqualTo(1));
+        AssertAllPagesFree();
     }
+
+    static Dictionary<string, double> ParseMetrics(string text) =>
+        text.Split('\n').Where(l => l.Length > 0 && l[0] != '#')
+            .ToDictionary(l => l[..l.LastIndexOf(' ')], l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+
+    async Task<Dictionary<string, double>> Metrics() => ParseMetrics(await http.GetStringAsync("/metrics"));
 
     async Task<(HttpStatusCode Status, JsonElement Body, HttpResponseMessage Response)> Post(string path, string json, HttpClient? via = null)
     {
@@ -496,14 +552,14 @@ public class ServingTests
         var res = await http.GetAsync("/metrics");
         Assert.That(res.Content.Headers.ContentType?.MediaType, Is.EqualTo("text/plain"));
         var text = await res.Content.ReadAsStringAsync();
-        var values = text.Split('\n').Where(l => l.Length > 0 && l[0] != '#')
-                         .ToDictionary(l => l[..l.LastIndexOf(' ')], l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+        var values = ParseMetrics(text);
         foreach (var name in new[] { "llama4_queue_depth", "llama4_batch_size", "llama4_kv_blocks_used", "llama4_kv_blocks_free", "llama4_kv_tokens_capacity",
                                      "llama4_prompt_tokens_total", "llama4_generation_tokens_total", "llama4_time_to_first_token_seconds_count",
                                      "llama4_requests_total{outcome=\"admitted\"}", "llama4_requests_total{outcome=\"rejected_overload\"}" })
             Assert.That(values.ContainsKey(name), name);
         Assert.That(values["llama4_generation_tokens_total"], Is.GreaterThanOrEqualTo(1));
-        Assert.That(values["llama4_kv_blocks_free"] + values["llama4_kv_blocks_used"], Is.EqualTo(Slots));
+        Assert.That(values["llama4_kv_blocks_free"] + values["llama4_kv_blocks_used"], Is.EqualTo(scheduler.Engine.KvBlocks));
+        Assert.That(values["llama4_kv_block_tokens"], Is.EqualTo(kind == ServingEngine.Batched ? PageTokens : Context));
         Assert.That(values["llama4_kv_tokens_capacity"], Is.EqualTo(Slots * Context));
         Assert.That(values["llama4_time_to_first_token_seconds_bucket{le=\"+Inf\"}"], Is.EqualTo(values["llama4_time_to_first_token_seconds_count"]));
         Assert.That(text, Does.Contain("# TYPE llama4_time_to_first_token_seconds histogram"));
@@ -513,7 +569,7 @@ public class ServingTests
     [Test]
     public async Task AKeyIsRequiredAndAFullServerSays429()
     {
-        using var small = new ServingScheduler(SequentialStepEngine.For(model, 1, Context), Codec, new ServingOptions { MaxQueue = 0, RetryAfter = TimeSpan.FromSeconds(2) });
+        using var small = new ServingScheduler(Engine(1), Codec, new ServingOptions { MaxQueue = 0, RetryAfter = TimeSpan.FromSeconds(2) });
         await using var keyed = await Llama4Server.StartAsync(small, Codec, null, new Llama4ServerOptions { Port = 0, ApiKey = "sesame", ModelId = "tiny", HandleSignals = false });
         var wrong = Assert.ThrowsAsync<ClientResultException>(() => Client("nope", keyed.BaseAddress).CompleteChatAsync([new UserChatMessage("hi")]));
         Assert.That(wrong!.Status, Is.EqualTo(401));
@@ -544,7 +600,7 @@ public class ServingTests
     [Test]
     public async Task AStoppingServerRefusesNewWorkWith503()
     {
-        using var sched = new ServingScheduler(SequentialStepEngine.For(model, 1, Context), Codec);
+        using var sched = new ServingScheduler(Engine(1), Codec);
         var srv = await Llama4Server.StartAsync(sched, Codec, null, new Llama4ServerOptions { Port = 0, ModelId = "tiny", HandleSignals = false });
         using var raw = new HttpClient { BaseAddress = srv.BaseAddress };
         sched.StopAdmitting();
@@ -559,7 +615,7 @@ public class ServingTests
     [Test]
     public async Task DrainingFinishesShortWorkAndCancelsWhatOutlivesTheTimeout()
     {
-        using var sched = new ServingScheduler(SequentialStepEngine.For(model, 2, Context), Codec);
+        using var sched = new ServingScheduler(Engine(2), Codec);
         var shortOne = sched.Submit(new ServingRequest { Prompt = RandomPrompt(4), Options = new GenerationOptions { MaxNewTokens = 2, StopAtModelStops = false } });
         var longOne = sched.Submit(new ServingRequest { Prompt = RandomPrompt(4), Options = new GenerationOptions { MaxNewTokens = 120, StopAtModelStops = false } });
         await longOne.Pieces.ReadAsync();
@@ -582,4 +638,13 @@ public class ServingTests
         Assert.That(Llama4Native.Cli.Commands.Run(["serve", "--port", "70000"], TextWriter.Null, err), Is.EqualTo(2));
         Assert.That(err.ToString(), Does.Contain("--port").And.Contain("65535"));
     }
+}
+
+/// <summary>The step engine a <see cref="ServingTests"/> fixture serves with.</summary>
+public enum ServingEngine
+{
+    /// <summary><see cref="SequentialStepEngine"/>: a step's sequences one after another.</summary>
+    Sequential,
+    /// <summary><see cref="BatchedStepEngine"/>: a step's sequences in one forward over a paged KV cache.</summary>
+    Batched,
 }
