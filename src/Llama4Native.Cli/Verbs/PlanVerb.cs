@@ -7,7 +7,7 @@ namespace Llama4Native.Cli.Verbs;
 
 /// <summary>
 /// llama4 plan (--preset NAME | --config FILE | --model DIR) [--quantize none|int4|fp8] [--int4-group-size G]
-///   [--context N] [--batch 1] [--device-memory 80GiB] [--bandwidth TB/s] [--tflops N] [--steps N] [--capture] [--json]
+///   [--context N] [--batch B] [--device-memory 80GiB] [--bandwidth TB/s] [--tflops N] [--steps N] [--capture] [--json]
 /// Builds the real graphs on the recording device and prints the memory plan, one decode step and one prefill, modelled.
 /// </summary>
 internal static class PlanVerb
@@ -21,7 +21,8 @@ internal static class PlanVerb
             Common.Quantize, Common.Int4Group, Common.KvCache,
             new("context", "N", "the position of the modelled decode step and the prefill length, ≥ 2 (default 8192; with --devices: the KV cache's context, default 131072)"),
             Common.DevicesCount,
-            new("batch", "B", "sequences per step (only 1 exists so far)"),
+            new("batch", "B", "also plan the server's batched decode step: B sequences (1 to 4096) decoded together at context N over the paged KV cache — " +
+                              "aggregate tokens/s, and the KV capacity: sequences of context N that fit, the largest context at B sequences"),
             new("device-memory", "SIZE", "memory to fit, e.g. 80GiB, 141GiB (default 80GiB)"),
             new("bandwidth", "TB/s", "memory bandwidth of the roofline (default 3.35, H100 SXM; H200: 4.8)"),
             new("tflops", "N", "dense bf16 TFLOP/s of the roofline (default 989)"),
@@ -58,12 +59,13 @@ internal static class PlanVerb
         }
         var q = Common.Quantization(a);
         var kvCache = Common.KvFormat(a);
-        if (a.GetInt("batch", 1, 1, 1 << 16) != 1) throw new UsageException("--batch: only batch 1 exists so far (batches of sequences are not implemented)");
+        int batch = a.Has("batch") ? a.GetInt("batch", 1, 1, 4096) : 0;
         int context = a.GetInt("context", 8192, 2, int.MaxValue);
         long memory = a.Size("device-memory") ?? 80L << 30;
         double bw = a.GetDouble("bandwidth", 3.35), tflops = a.GetDouble("tflops", 989);
         if (bw <= 0 || tflops <= 0) throw new UsageException("--bandwidth and --tflops must be positive");
         int devices = Common.DeviceCount(a);
+        if (devices > 1 && batch > 0) throw new UsageException("--batch plans the batched step on one device; with --devices the plan is the sharding (drop one of them)");
         if (devices > 1)
         {
             // Several devices: the sharding plan, memory per device (the loader's placement with each rank's slices) and
@@ -75,7 +77,7 @@ internal static class PlanVerb
             return 0;
         }
         var options = new PlanOptions(context, memory, bw * 1e12, tflops * 1e12, a.GetInt("steps", 100, 1, 100_000), MaxPiece(a),
-                                      new LoadOptions(Quantize: q.Mode == QuantizeMode.None ? null : q), a.Flag("capture"), kvCache);
+                                      new LoadOptions(Quantize: q.Mode == QuantizeMode.None ? null : q), a.Flag("capture"), kvCache, batch);
         Plan plan;
         try { plan = Planner.Run(config, options, name + (q.Mode == QuantizeMode.None ? "" : $" ({q.Mode.ToString().ToLowerInvariant()})")); }
         catch (ArgumentException e) when (e.Message.Contains("int4 group size", StringComparison.Ordinal) || e.Message.Contains("FP8 in this checkpoint", StringComparison.Ordinal))

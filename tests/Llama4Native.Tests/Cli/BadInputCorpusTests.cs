@@ -204,6 +204,9 @@ public class BadInputCorpusTests
         yield return C(2, "model directory not found", "inspect", "--model", "{FILE}.missing");
         // --- plan ----------------------------------------------------------------------------------------
         yield return C(2, "--max-piece 0 is out of range", "plan", "--preset", "tiny-scout", "--max-piece", "0");
+        yield return C(2, "--batch 0 is out of range", "plan", "--preset", "tiny-scout", "--batch", "0");
+        yield return C(2, "--batch 5000 is out of range", "plan", "--preset", "tiny-scout", "--batch", "5000");
+        yield return C(2, "--batch plans the batched step on one device", "plan", "--preset", "maverick", "--devices", "8", "--batch", "8");
         yield return C(2, "--max-piece expects a number of tokens or 'auto', got 'max'", "plan", "--preset", "tiny-scout", "--max-piece", "max");
         // --- other verbs ---------------------------------------------------------------------------------
         yield return C(2, "--model DIR is required", "bench-e2e");

@@ -19,9 +19,11 @@ namespace Llama4Native.Devices.Recording;
 /// <see cref="Planner.AutoPieces"/> whose plan fits the device memory.</param>
 /// <param name="Capture">Decode steps captured and replayed as graphs (TokenGenerator.CaptureDecode).</param>
 /// <param name="KvCache">How the KV cache stores keys and values (bf16, or FP8 e4m3 + a scale per token and kv head).</param>
+/// <param name="Batch">B &gt; 0: also plan the server's batched decode step of B sequences at context N and the paged KV
+/// capacity (<see cref="BatchPlanner"/>); 0: only the single-sequence plan.</param>
 internal sealed record PlanOptions(int Context = 8192, long DeviceMemory = 80L << 30, double BytesPerSecond = 3.35e12,
                                  double FlopsPerSecond = 989e12, int Steps = 100, int MaxPiece = 256, LoadOptions? Load = null,
-                                 bool Capture = false, KvCacheFormat KvCache = KvCacheFormat.Default)
+                                 bool Capture = false, KvCacheFormat KvCache = KvCacheFormat.Default, int Batch = 0)
 {
     /// <summary>MaxPiece was chosen by the auto rule (reports say so).</summary>
     public bool PieceAuto { get; init; }
@@ -68,6 +70,8 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
     public IReadOnlyDictionary<string, long> LargestContext { get; init; } = new Dictionary<string, long>();
     /// <summary>The decode step's split-KV attention over the longest history (a NoPE layer), modelled; null when the step has none.</summary>
     public SplitKvModel? SplitKv { get; init; }
+    /// <summary>The batched decode step and the paged KV capacity (with <see cref="PlanOptions.Batch"/> &gt; 0).</summary>
+    public BatchPlan? Batched { get; init; }
 
     public bool Fits => TotalBytes <= DeviceMemory;
     public double DecodeTokensPerSecond => Decode.ModelledSeconds > 0 ? 1 / Decode.ModelledSeconds : 0;
@@ -115,6 +119,11 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
         foreach (var bw in new[] { 3.35e12, 4.8e12 })
             sb.AppendLine($"    at {bw / 1e12:0.00} TB/s: {p.ModelledSeconds(bw, o.FlopsPerSecond):0.000} s");
         if (p.Uncosted > 0) sb.AppendLine($"  {p.Uncosted} launches without a cost: {string.Join(", ", p.UncostedKernels)}");
+        if (Batched is { } bp)
+        {
+            sb.AppendLine();
+            bp.RenderText(sb, o);
+        }
         return sb.ToString();
     }
 
@@ -172,7 +181,11 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
                 ["modelled_tokens_per_s"] = DecodeTokensPerSecond,
                 ["modelled_filled_tokens_per_s"] = 1 / FilledSeconds(Decode.Trace),
                 ["host_us"] = Decode.HostMicroseconds,
+                ["batch"] = Batched?.Batch ?? 1,
+                ["aggregate_tokens_per_s"] = Batched?.AggregateTokensPerSecond ?? DecodeTokensPerSecond,
+                ["batched"] = Batched?.Json(),
             },
+            ["kv"] = Batched?.KvJson(o.Context),
             ["prefill"] = new JsonObject
             {
                 ["tokens"] = o.Context,
@@ -214,10 +227,10 @@ internal static class Planner
             Plan? plan = null;
             foreach (int c in AutoPieces.Where(c => c <= Math.Max(o.Context, AutoPieces[^1])))
             {
-                plan = Run(config, o with { MaxPiece = c, PieceAuto = true }, name);
-                if (plan.Fits) return plan;
+                plan = Run(config, o with { MaxPiece = c, PieceAuto = true, Batch = 0 }, name);
+                if (plan.Fits) break;
             }
-            return plan!;
+            return o.Batch > 0 ? plan! with { Options = plan!.Options with { Batch = o.Batch }, Batched = BatchPlanner.Run(config, o, plan.Options.MaxPiece) } : plan!;
         }
         if (o.Context < 2) throw new ArgumentException("plan: the context must be at least 2 tokens");
         int steps = Math.Max(1, Math.Min(o.Steps, o.Context - 1));
@@ -291,12 +304,13 @@ internal static class Planner
         {
             LargestContext = largest,
             SplitKv = SplitKvModel.Of(decode.Trace, decode.Position + 1, o.BytesPerSecond),
+            Batched = o.Batch > 0 ? BatchPlanner.Run(config, o, piece) : null,
         };
     }
 
     /// <summary>Token ids that are valid for any vocabulary and never a stop or image token (the recording device reads back
     /// 0s anyway): the lowest quarter of the vocabulary, at most ids 1..1000 (the tiny models' specials sit above).</summary>
-    static int[] Prompt(int n, int vocab) => Enumerable.Range(0, n).Select(i => 1 + i % Math.Max(1, Math.Min(vocab / 4, 1000))).ToArray();
+    internal static int[] Prompt(int n, int vocab) => Enumerable.Range(0, n).Select(i => 1 + i % Math.Max(1, Math.Min(vocab / 4, 1000))).ToArray();
 
     /// <summary>
     /// The least a decode step at <paramref name="position"/> must read: every text weight except the routed experts
