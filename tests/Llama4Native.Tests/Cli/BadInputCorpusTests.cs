@@ -205,6 +205,7 @@ public class BadInputCorpusTests
         // --- plan ----------------------------------------------------------------------------------------
         yield return C(2, "--max-piece 0 is out of range", "plan", "--preset", "tiny-scout", "--max-piece", "0");
         yield return C(2, "--batch 0 is out of range", "plan", "--preset", "tiny-scout", "--batch", "0");
+        yield return C(2, "--rounds 0 is out of range", "bench-serve", "--rounds", "0");
         yield return C(2, "--batch 5000 is out of range", "plan", "--preset", "tiny-scout", "--batch", "5000");
         yield return C(2, "--batch plans the batched step on one device", "plan", "--preset", "maverick", "--devices", "8", "--batch", "8");
         yield return C(2, "--max-piece expects a number of tokens or 'auto', got 'max'", "plan", "--preset", "tiny-scout", "--max-piece", "max");

@@ -104,4 +104,20 @@ public class ServeCliTests
         Assert.That(server.Process.ExitCode, Is.Zero, server.Stderr);
         Assert.That(server.Stderr, Does.Contain("llama4 serve: stopped"));
     }
+
+    [Test]
+    public void BenchServeMeasuresTheBatchedEngineAtEachConcurrency()
+    {
+        var o = new StringWriter(); var e = new StringWriter();
+        int rc = Llama4Native.Cli.Commands.Run(["bench-serve", "--model", Checkpoints.CkptTestUtil.FixtureModel("tiny-maverick"), "--device", "emu",
+                                                "--concurrency", "1,3", "--prompt-tokens", "5", "--new-tokens", "3", "--rounds", "2"], o, e);
+        Assert.That(rc, Is.Zero, e.ToString());
+        var rows = o.ToString().Split('\n').Where(l => l.StartsWith("| 1 ", StringComparison.Ordinal) || l.StartsWith("| 3 ", StringComparison.Ordinal))
+                    .Select(l => l.Split('|', StringSplitOptions.TrimEntries)).ToList();
+        Assert.That(rows, Has.Count.EqualTo(2), o.ToString());
+        Assert.That(rows.Select(r => int.Parse(r[2], System.Globalization.CultureInfo.InvariantCulture)), Is.EqualTo(new[] { 3, 9 }), "generated tokens = concurrency × new tokens");
+        Assert.That(rows[0][5], Is.EqualTo("1.00"));
+        Assert.That(rows.Select(r => r[7].Split(' ').Length), Is.All.EqualTo(2), "one rate per round");
+        Assert.That(o.ToString(), Does.Contain("batched engine"));
+    }
 }
