@@ -6,7 +6,8 @@ namespace Llama4Native.Serving;
 /// <summary>
 /// Counters of a <see cref="ServingScheduler"/>, rendered in the Prometheus text format by <see cref="Render"/>
 /// together with the scheduler's gauges (queue depth, running sequences, KV blocks). Token rates are the
-/// counters' rates (PromQL <c>rate(llama4_generation_tokens_total[1m])</c>).
+/// counters' rates (PromQL <c>rate(llama4_generation_tokens_total[1m])</c>); for a reader without Prometheus the
+/// prompt and generated tokens/s over the last <see cref="RateWindowSeconds"/> seconds are gauges too.
 /// </summary>
 internal sealed class ServingMetrics
 {
@@ -16,6 +17,32 @@ internal sealed class ServingMetrics
     static readonly double[] TtftBuckets = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
     readonly long[] ttftBuckets = new long[TtftBuckets.Length];
     readonly object ttftGate = new();
+    /// <summary>The window of the tokens/s gauges.</summary>
+    public const int RateWindowSeconds = 10;
+    // Tokens per whole second of Environment.TickCount64, in a ring of RateWindowSeconds entries (stamp = the second).
+    readonly long[] rateStamp = new long[RateWindowSeconds], ratePrompt = new long[RateWindowSeconds], rateGenerated = new long[RateWindowSeconds];
+    readonly object rateGate = new();
+
+    void Rate(long prompt, long generated)
+    {
+        long now = Environment.TickCount64 / 1000;
+        int i = (int)(now % RateWindowSeconds);
+        lock (rateGate)
+        {
+            if (rateStamp[i] != now) { rateStamp[i] = now; ratePrompt[i] = 0; rateGenerated[i] = 0; }
+            ratePrompt[i] += prompt; rateGenerated[i] += generated;
+        }
+    }
+
+    /// <summary>Prompt and generated tokens per second over the last <see cref="RateWindowSeconds"/> seconds (this one included).</summary>
+    public (double Prompt, double Generated) TokensPerSecond()
+    {
+        long now = Environment.TickCount64 / 1000, p = 0, g = 0;
+        lock (rateGate)
+            for (int i = 0; i < RateWindowSeconds; i++)
+                if (now - rateStamp[i] < RateWindowSeconds) { p += ratePrompt[i]; g += rateGenerated[i]; }
+        return ((double)p / RateWindowSeconds, (double)g / RateWindowSeconds);
+    }
 
     public long GeneratedTokens => Interlocked.Read(ref generatedTokens);
     public long PromptTokensTotal => Interlocked.Read(ref promptTokens);
@@ -29,8 +56,8 @@ internal sealed class ServingMetrics
         if (status == 429) Interlocked.Increment(ref rejected429);
         else Interlocked.Increment(ref rejected503);
     }
-    internal void PromptTokens(int n) => Interlocked.Add(ref promptTokens, n);
-    internal void GeneratedToken() => Interlocked.Increment(ref generatedTokens);
+    internal void PromptTokens(int n) { Interlocked.Add(ref promptTokens, n); Rate(n, 0); }
+    internal void GeneratedToken() { Interlocked.Increment(ref generatedTokens); Rate(0, 1); }
     internal void Step(int pieces, TimeSpan took)
     {
         Interlocked.Increment(ref steps); Interlocked.Add(ref stepPieces, pieces); Interlocked.Add(ref stepTicks, took.Ticks);
@@ -84,6 +111,9 @@ internal sealed class ServingMetrics
         Metric("llama4_kv_tokens_capacity", "gauge", "Token positions the KV cache holds in all.", ("", (double)g.KvBlocks * g.KvBlockTokens));
         Metric("llama4_prompt_tokens_total", "counter", "Prompt tokens prefilled.", ("", Interlocked.Read(ref promptTokens)));
         Metric("llama4_generation_tokens_total", "counter", "Tokens generated.", ("", Interlocked.Read(ref generatedTokens)));
+        var (promptRate, generatedRate) = TokensPerSecond();
+        Metric("llama4_prompt_tokens_per_second", "gauge", $"Prompt tokens prefilled per second over the last {RateWindowSeconds} s.", ("", promptRate));
+        Metric("llama4_generation_tokens_per_second", "gauge", $"Tokens generated per second over the last {RateWindowSeconds} s (all sequences).", ("", generatedRate));
         Metric("llama4_steps_total", "counter", "Engine steps run.", ("", Interlocked.Read(ref steps)));
         Metric("llama4_step_pieces_total", "counter", "Sequence pieces (prefill pieces and decodes) run in steps.", ("", Interlocked.Read(ref stepPieces)));
         Metric("llama4_step_seconds_total", "counter", "Time spent in engine steps.", ("", TimeSpan.FromTicks(Interlocked.Read(ref stepTicks)).TotalSeconds));

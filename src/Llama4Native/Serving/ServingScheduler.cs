@@ -146,6 +146,9 @@ internal sealed class ServingScheduler : IDisposable
             throw new ArgumentException($"the prompt holds the image token <|patch|> ({engine.ImageToken}) but the request has no images");
         int need = Math.Min(prompt.Length + Math.Max(o.MaxNewTokens, 0), engine.MaxContext);
         int blocks = (need + engine.KvBlockTokens - 1) / engine.KvBlockTokens;
+        if (blocks > engine.KvBlocks)
+            throw new ContextLengthException($"the request needs {need} token positions of KV ({blocks} blocks of {engine.KvBlockTokens}) but the cache holds " +
+                                             $"{engine.KvBlocks} blocks in all; lower max_tokens or shorten the prompt");
         var stops = o.StopAtModelStops ? new HashSet<int>(engine.ModelStops) : [];
         stops.UnionWith(o.StopTokens);
         var seq = new Seq

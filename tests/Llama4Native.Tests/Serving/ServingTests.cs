@@ -204,6 +204,33 @@ public class ServingTests(ServingEngine kind)
         Assert.Throws<ArgumentException>(() => scheduler.Submit(new ServingRequest { Prompt = [1], Options = new GenerationOptions { TopP = 0 } }));
     }
 
+    /// <summary>A batched engine whose page pool holds less than its slots at full context: a request waits for pages
+    /// (not only for a slot), in FIFO order, and one that could never fit is refused at once.</summary>
+    [Test]
+    public async Task ARequestWaitsForKvPagesAndOneLargerThanThePoolIsRefused()
+    {
+        using var small = new ServingScheduler(new BatchedStepEngine(model.Weights, model.Compute, 3, Context, Piece, pages: 4, pageSize: PageTokens), Codec,
+                                               new ServingOptions { MaxQueue = 4 });
+        Assert.That(small.Engine.KvBlocks, Is.EqualTo(4));
+        Assert.Throws<ContextLengthException>(() => small.Submit(new ServingRequest { Prompt = RandomPrompt(10), Options = new GenerationOptions { MaxNewTokens = 60 } }),
+                                              "70 positions = 5 pages of 16 > the pool's 4");
+        var o = new GenerationOptions { MaxNewTokens = 30, StopAtModelStops = false };   // 10 + 30 = 40 positions = 3 pages each
+        var requests = Enumerable.Range(0, 2).Select(_ => new ServingRequest { Prompt = RandomPrompt(10), Options = o }).ToArray();
+        var a = small.Submit(requests[0]);
+        await a.Pieces.ReadAsync();                   // a runs and holds 3 of the 4 pages
+        var b = small.Submit(requests[1]);
+        await Task.Delay(100);
+        var mid = small.Snapshot();
+        Assert.That((mid.Running, mid.Waiting, mid.KvBlocksUsed), Is.EqualTo((1, 1, 3)), "b waits for pages although a slot is free");
+        var (ta, tb) = (await Collect(a), await Collect(b));
+        Assert.That(ta.Tokens, Has.Count.EqualTo(29), "a's first token was read above");
+        Assert.That(tb.Tokens, Is.EqualTo(Lone([.. requests[1].Prompt], o)));
+        for (int i = 0; i < 200 && small.Snapshot().Running > 0; i++) await Task.Delay(25);
+        Assert.That(small.Snapshot().KvBlocksUsed, Is.Zero);
+        var engine = (BatchedStepEngine)small.Engine;
+        Assert.That(engine.Cache.FreePages, Is.EqualTo(4));
+    }
+
     [Test]
     public async Task AStopStringEndsTheReplyAndIsNotReturned()
     {
@@ -558,6 +585,9 @@ public class ServingTests(ServingEngine kind)
                                      "llama4_requests_total{outcome=\"admitted\"}", "llama4_requests_total{outcome=\"rejected_overload\"}" })
             Assert.That(values.ContainsKey(name), name);
         Assert.That(values["llama4_generation_tokens_total"], Is.GreaterThanOrEqualTo(1));
+        Assert.That(values["llama4_generation_tokens_per_second"], Is.GreaterThan(0), "tokens were generated within the window");
+        Assert.That(values["llama4_prompt_tokens_per_second"], Is.GreaterThan(0));
+        Assert.That(values["llama4_generation_tokens_per_second"] * ServingMetrics.RateWindowSeconds, Is.LessThanOrEqualTo(values["llama4_generation_tokens_total"]));
         Assert.That(values["llama4_kv_blocks_free"] + values["llama4_kv_blocks_used"], Is.EqualTo(scheduler.Engine.KvBlocks));
         Assert.That(values["llama4_kv_block_tokens"], Is.EqualTo(kind == ServingEngine.Batched ? PageTokens : Context));
         Assert.That(values["llama4_kv_tokens_capacity"], Is.EqualTo(Slots * Context));
