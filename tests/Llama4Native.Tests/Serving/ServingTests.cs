@@ -409,12 +409,18 @@ public class ServingTests(ServingEngine kind)
             })).ToArray();
         // Stop strings on some: a character that is likely in a byte-level reply ends those early.
         foreach (int i in new[] { 2, 5, 7 }) cases[i].Options.StopSequences.Add(i == 2 ? "e" : i == 5 ? " " : "a");
-        async Task<string> Stream(int i)
+        async Task<(string Text, int? Tokens, OpenAI.Chat.ChatFinishReason? Finish)> Stream(int i)
         {
             var sb = new StringBuilder();
+            int? tokens = null;
+            OpenAI.Chat.ChatFinishReason? finish = null;
             await foreach (var u in client.CompleteChatStreamingAsync([new UserChatMessage(cases[i].Prompt)], cases[i].Options))
+            {
                 foreach (var p in u.ContentUpdate) sb.Append(p.Text);
-            return sb.ToString();
+                tokens ??= u.Usage?.OutputTokenCount;
+                finish ??= u.FinishReason;
+            }
+            return (sb.ToString(), tokens, finish);
         }
         long forwards = Forwards;
         var together = await Task.WhenAll(Enumerable.Range(0, 8).Select(Stream));
@@ -423,7 +429,9 @@ public class ServingTests(ServingEngine kind)
         for (int i = 0; i < 8; i++)
         {
             var alone = await client.CompleteChatAsync([new UserChatMessage(cases[i].Prompt)], cases[i].Options);
-            Assert.That(together[i], Is.EqualTo(alone.Value.Content.Count == 0 ? "" : alone.Value.Content[0].Text), $"stream {i}");
+            Assert.That(together[i].Text, Is.EqualTo(alone.Value.Content.Count == 0 ? "" : alone.Value.Content[0].Text), $"stream {i}");
+            Assert.That(together[i].Tokens, Is.EqualTo(alone.Value.Usage.OutputTokenCount), $"stream {i}: tokens");
+            Assert.That(together[i].Finish, Is.EqualTo(alone.Value.FinishReason), $"stream {i}: finish reason");
         }
         aloneForwards = Forwards - aloneForwards;
         if (kind == ServingEngine.Batched)
