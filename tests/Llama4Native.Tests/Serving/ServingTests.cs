@@ -176,6 +176,21 @@ public class ServingTests(ServingEngine kind)
     }
 
     [Test]
+    public async Task AReplyThatReachesTheContextEndsWithLength()
+    {
+        int p = Context - rng.Next(3, 10);
+        var prompt = RandomPrompt(p);
+        var o = new GenerationOptions { MaxNewTokens = 50, StopAtModelStops = false, Temperature = 0.8f, Seed = (ulong)rng.NextInt64() };
+        var (tokens, result) = await Collect(scheduler.Submit(new ServingRequest { Prompt = prompt, Options = o }));
+        Assert.That(result.Reason, Is.EqualTo(FinishReason.Length));
+        Assert.That(tokens, Has.Count.EqualTo(Context - p + 1), "every position of the context is used; the last token is sampled, not fed");
+        using var gen = new TokenGenerator(model.Weights, ComputeMode.F32, Context, Piece);
+        Assert.That(tokens, Is.EqualTo(gen.Generate(prompt, o with { MaxNewTokens = Context - p + 1 }).ToList()), "the lone generator's tokens");
+        await WaitIdle();
+        AssertAllPagesFree();
+    }
+
+    [Test]
     public async Task CancellingARunningOrQueuedRequestFreesItsSlot()
     {
         using var cts = new CancellationTokenSource();
