@@ -19,10 +19,10 @@
 //   * `attn_decode_split_*` + `attn_decode_combine_*` (decode: 1..few query rows, long histories): one block
 //     per (key split, kv head × tile of ATTN_DEC_Q (query row, head) combos, sequence) so a single sequence
 //     still fills the GPU and the G = H/Hkv query heads of a kv head share every K/V tile it reads (Scout:
-//     5 heads, one pass over the cache instead of five). K and V tiles of ATTN_DEC_BK keys are read with one
-//     16-byte load per 8 elements (8-byte for e4m3; element loads only for unaligned views) and converted to f32
-//     in shared memory once; threads map to KEYS for the scores (K rows padded by one float: conflict-free) and
-//     to DIMS for P·V (V from shared). The host picks the split count from the bounds so the grid reaches about
+//     5 heads, one pass over the cache instead of five). K and V tiles of ATTN_DEC_BK keys are copied raw with
+//     16-byte cp.async into two shared stages, tile j+1 in flight while tile j is computed (element copies only
+//     for unaligned views); K is widened to f32 once, threads map to KEYS for the scores and to DIMS for P·V
+//     (V raw from the stage). The core is attention_common.cuh's decode_tiles, shared with paged_attention.cu. The host picks the split count from the bounds so the grid reaches about
 //     two waves of 132 SMs at any history length (Attention.DefaultKeysPerSplit), and Auto uses this kernel for
 //     every decode-sized call — no length threshold. Each block writes a partial (m, l, unnormalised
 //     O) in fp32; the combine kernel merges the splits of each (row, head). The grid is sized from the host's
@@ -65,7 +65,8 @@
 // |                                          |  q_start, kv_len, q_pos0, kv_pos0, kv_off, H, Hkv, kv_row_stride,   |
 // |                                          |  kv_head_stride, chunk, scale, int keys_per_split, int total_q)     |
 // |                                          | grid = (nsplit = ceil(max_kv / keys_per_split), Hkv·ceil(max_q·(H/Hkv) / ATTN_DEC_Q), B), |
-// |                                          | block = ATTN_DEC_THREADS, shared = 0 (static)                        |
+// |                                          | block = ATTN_DEC_THREADS, dynamic shared = Attention.DecodeSharedBytes |
+// |                                          |  (2 stages × K, V × ATTN_DEC_BK × d of the KV dtype: 32 KiB bf16 at d = 128) |
 // | attn_decode_combine_f32, _bf16           | (const float* o_part, const float* ml_part, T* O [total_q,H,d], int H, int nsplit, int total_q) |
 // |                                          | grid = (total_q, H), block = ATTN_COMBINE_THREADS, shared = 0        |
 // | attn_fwd_{f32,bf16}_f8,                  | the same plus (const float* k_scale, const float* v_scale) at the end; K, V are |
@@ -81,58 +82,30 @@
 //       builds 16, 64 and 128.
 //   ATTN_BQ 32 (query rows per fwd block; block = 4·ATTN_BQ), ATTN_BK (keys per fwd tile; 32, 16 for d > 128)
 //   ATTN_DEC_Q 8 ((query row, head) combos per decode block), ATTN_DEC_BK (keys per decode tile; 32, 16 for d > 128;
-//       K and V f32 tiles: 2·32·129·4 ≈ 33 KB static shared at d = 128),
+//       two cp.async stages of raw K and V tiles, dynamic, plus an f32 K tile 32·129·4 ≈ 16.5 KB static at d = 128),
 //   ATTN_DEC_THREADS 128, ATTN_COMBINE_THREADS 128 (multiples of 32).
 
-#include "common.cuh"
+#include "attention_common.cuh"
 
-#ifndef ATTN_HEAD_DIM
-#define ATTN_HEAD_DIM 128
-#endif
 #ifndef ATTN_BQ
 #define ATTN_BQ 32
 #endif
 #ifndef ATTN_BK
 #define ATTN_BK (ATTN_HEAD_DIM <= 128 ? 32 : 16)
 #endif
-#ifndef ATTN_DEC_Q
-#define ATTN_DEC_Q 8
-#endif
-#ifndef ATTN_DEC_BK
-#define ATTN_DEC_BK (ATTN_HEAD_DIM <= 128 ? 32 : 16)
-#endif
-#ifndef ATTN_DEC_THREADS
-#define ATTN_DEC_THREADS 128
-#endif
-#ifndef ATTN_COMBINE_THREADS
-#define ATTN_COMBINE_THREADS 128
-#endif
 
-// The anonymous namespace gives the bodies (and their function-local __shared__ arrays, which are thread_locals
-// on the emulator) internal linkage: two emulator modules built with different ATTN_HEAD_DIM must not have
-// their same-named template instances (vague linkage, unified across shared objects) share one Ks array.
+// attention_common.cuh opened l4_attn's anonymous namespace (internal linkage: two emulator modules built with
+// different ATTN_HEAD_DIM must not share a template instance's __shared__ arrays); this file adds to it.
 namespace l4_attn {
 namespace {
 
-constexpr int D = ATTN_HEAD_DIM, BQ = ATTN_BQ, BK = ATTN_BK, NT = 4 * ATTN_BQ;
-constexpr int DQ = ATTN_DEC_Q, DBK = ATTN_DEC_BK, DNT = ATTN_DEC_THREADS;
-constexpr int DPT = (D + DNT - 1) / DNT;  // dims per thread in the decode P·V step
-constexpr float LOG2E = 1.4426950408889634f;
-static_assert(D % 8 == 0 && D > 0, "ATTN_HEAD_DIM must be a positive multiple of 8 (of 16 for attn_fwd_mma_bf16)");
+constexpr int BQ = ATTN_BQ, BK = ATTN_BK, NT = 4 * ATTN_BQ;
 // The fwd kernel's per-thread dims come in groups of 16 (4 threads × 4 dims): a head dim that is not a multiple
 // of 16 (the vision encoder's 88) is padded to DP with zero dims — zero q and K entries add nothing to a score,
 // and the padded accumulator dims are never stored. For D % 16 == 0, DP == D and every guard folds away.
 constexpr int DP = (D + 15) / 16 * 16;
 L4_DEV bool dim_ok(int i) { return D % 16 == 0 || i < D; }
 static_assert(NT <= 1024 && NT % 32 == 0, "ATTN_BQ must be a multiple of 8, at most 256");
-static_assert(DNT % 32 == 0 && DNT <= 1024, "ATTN_DEC_THREADS must be a multiple of 32");
-static_assert(ATTN_COMBINE_THREADS % 32 == 0, "ATTN_COMBINE_THREADS must be a multiple of 32");
-
-L4_DEV float neg_inf() { return -__int_as_float(0x7f800000); }
-
-L4_DEV bool visible(int qpos, int kpos, int chunk) {
-    return kpos <= qpos && (chunk == 0 || kpos / chunk == qpos / chunk);
-}
 
 // Key slots [*lo, *hi) that query positions qa..qb (qa ≤ qb) of a sequence can see at all.
 L4_DEV void key_range(int qa, int qb, int kp0, int nkv, int chunk, int* lo, int* hi) {
@@ -147,32 +120,6 @@ L4_DEV float kv_at(const float* p, const float*, long long o) { return p[o]; }
 L4_DEV float kv_at(const bf16* p, const float*, long long o) { return bf16_to_f32(p[o]); }
 L4_DEV float kv_at(const uint8_t* p, const float* sc, long long o) { return e4m3_to_f32(p[o]) * sc[o / D]; }
 L4_DEV const float* kv_scales(const float* sc, long long base) { return sc ? sc + base / D : sc; }
-// 8 consecutive K/V elements o..o+7 (o % 8 == 0 within a row) as floats: one 16-byte load (bf16; two for f32; one
-// 8-byte load of e4m3 codes) where the address allows, element loads otherwise (unaligned K/V, e.g. a shifted view).
-L4_DEV void kv_load8(const float* p, const float*, long long o, float v[8]) {
-    if (aligned16(p + o)) { load8(p + o, v); return; }
-#pragma unroll
-    for (int e = 0; e < 8; ++e) v[e] = p[o + e];
-}
-L4_DEV void kv_load8(const bf16* p, const float*, long long o, float v[8]) {
-    if (aligned16(p + o)) { load8(p + o, v); return; }
-#pragma unroll
-    for (int e = 0; e < 8; ++e) v[e] = bf16_to_f32(p[o + e]);
-}
-L4_DEV void kv_load8(const uint8_t* p, const float* sc, long long o, float v[8]) {
-    const float s = sc[o / D];
-    if (((unsigned long long)(p + o) & 7ull) == 0) {
-        const uint2 u = vload<uint2>(p + o);
-#pragma unroll
-        for (int h = 0; h < 4; ++h) {
-            const float2 f = e4m3x2_to_f32x2((uint16_t)((h < 2 ? u.x : u.y) >> (16 * (h & 1))));
-            v[2 * h] = f.x * s; v[2 * h + 1] = f.y * s;
-        }
-        return;
-    }
-#pragma unroll
-    for (int e = 0; e < 8; ++e) v[e] = e4m3_to_f32(p[o + e]) * s;
-}
 
 // ------------------------------------------------------------------------------------------ fwd (CUDA cores)
 template <class T, class KT>
@@ -269,16 +216,13 @@ L4_DEV void fwd(const T* Q, const KT* K, const KT* V, T* O, const int* q_start, 
 }
 
 // ------------------------------------------------------------------------------------------ split-KV decode
+// The core (cp.async double-buffered K/V tiles, scores, online softmax, P·V) is attention_common.cuh's decode_tiles;
+// here: the block's combos and split, Q from the packed [total_q, H, d], K/V rows of a strided run, partials out.
 template <class T, class KT>
 L4_DEV void decode_split(const T* Q, const KT* K, const KT* V, float* o_part, float* ml_part, const int* q_start,
                          const int* kv_len, const int* q_pos0, const int* kv_pos0, const long long* kv_off, int H,
                          int Hkv, int kv_row_stride, int kv_head_stride, int chunk, float scale, int keys_per_split,
                          int total_q, const float* k_scale, const float* v_scale) {
-    __shared__ float Qs[DQ][D];
-    __shared__ float Ks[DBK][D + 1];  // +1: threads = keys read a column without bank conflicts
-    __shared__ __align__(16) float Vs[DBK][D];
-    __shared__ float P[DQ][DBK];
-    __shared__ float Ms[DQ], Ls[DQ], As[DQ];
     // A block's DQ "rows" are (query row, head) combos of ONE kv head: combo c = r·G + gi is query row r of
     // head kh·G + gi. So the G query heads sharing a kv head read each K/V tile once (decode is memory-bound).
     const int split = blockIdx.x, kh = blockIdx.y % Hkv, qt = blockIdx.y / Hkv, b = blockIdx.z;
@@ -287,7 +231,7 @@ L4_DEV void decode_split(const T* Q, const KT* K, const KT* V, float* o_part, fl
     if (c0 >= nq * G) return;  // no such combo tile in this sequence
     const int nr = min(DQ, nq * G - c0);
     const int nkv = kv_len[b], qp0 = q_pos0[b], kp0 = kv_pos0[b];
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int tid = threadIdx.x;
     int lo, hi;
     key_range(qp0 + c0 / G, qp0 + (c0 + nr - 1) / G, kp0, nkv, chunk, &lo, &hi);
     const long long s0 = (long long)split * keys_per_split;
@@ -306,132 +250,13 @@ L4_DEV void decode_split(const T* Q, const KT* K, const KT* V, float* o_part, fl
         return;
     }
     const long long base = kv_off[b] + (long long)kh * kv_head_stride;
-    const KT* Kh = K + base;
-    const KT* Vh = V + base;
-    const float* Ksc = kv_scales(k_scale, base);
-    const float* Vsc = kv_scales(v_scale, base);
-    const float sl2 = scale * LOG2E;
-
-    for (int idx = tid; idx < DQ * D; idx += DNT) {
-        const int rr = idx / D, i = idx % D, c = c0 + rr;
-        Qs[rr][i] = rr < nr ? to_f32(Q[((long long)(qs + c / G) * H + kh * G + c % G) * D + i]) : 0.f;
-    }
-    if (tid < DQ) { Ms[tid] = neg_inf(); Ls[tid] = 0.f; }
-    float acc[DQ][DPT];
-#pragma unroll
-    for (int rr = 0; rr < DQ; ++rr)
-#pragma unroll
-        for (int k = 0; k < DPT; ++k) acc[rr][k] = 0.f;
-
-    for (int j0 = lo; j0 < hi; j0 += DBK) {
-        const int n = min(DBK, hi - j0);
-        __syncthreads();  // Qs/Ms ready (first tile); the previous tile's Ks, P, As are consumed
-        // K and V tiles: 8 elements (16 bytes of bf16) per thread and load, converted to f32 once
-        for (int idx = tid; idx < DBK * (D / 8); idx += DNT) {
-            const int j = idx / (D / 8), c = idx % (D / 8);
-            float kv[8], vv[8];
-            if (j < n) {
-                const long long o = (long long)(j0 + j) * kv_row_stride + 8 * c;
-                kv_load8(Kh, Ksc, o, kv);
-                kv_load8(Vh, Vsc, o, vv);
-            } else {
-#pragma unroll
-                for (int e = 0; e < 8; ++e) kv[e] = vv[e] = 0.f;
-            }
-#pragma unroll
-            for (int e = 0; e < 8; ++e) Ks[j][8 * c + e] = kv[e];
-            store8(&Vs[j][8 * c], vv);
-        }
-        __syncthreads();
-        // scores: thread = key (consecutive threads, consecutive keys)
-        for (int idx = tid; idx < nr * DBK; idx += DNT) {
-            const int rr = idx / DBK, j = idx % DBK;
-            float d = 0.f;
-#pragma unroll 16
-            for (int i = 0; i < D; ++i) d += Qs[rr][i] * Ks[j][i];
-            P[rr][j] = (j < n && visible(qp0 + (c0 + rr) / G, kp0 + j0 + j, chunk)) ? d * sl2 : neg_inf();
-        }
-        __syncthreads();
-        // online softmax: a warp per row
-        for (int rr = warp; rr < nr; rr += DNT / 32) {
-            float mx = neg_inf();
-            for (int j = lane; j < DBK; j += 32) mx = fmaxf(mx, P[rr][j]);
-            const float mold = Ms[rr], mt = fmaxf(mold, warp_max(mx));
-            float sum = 0.f;
-            for (int j = lane; j < DBK; j += 32) {
-                const float p = mt == neg_inf() ? 0.f : exp2f(P[rr][j] - mt);
-                P[rr][j] = p;
-                sum += p;
-            }
-            sum = warp_sum(sum);
-            const float alpha = mt == neg_inf() ? 1.f : exp2f(mold - mt);
-            __syncwarp();
-            if (lane == 0) { Ms[rr] = mt; Ls[rr] = Ls[rr] * alpha + sum; As[rr] = alpha; }
-        }
-        __syncthreads();
-        // P·V: thread = dim, V from the shared tile (consecutive dims: no bank conflicts)
-#pragma unroll
-        for (int rr = 0; rr < DQ; ++rr)
-            if (rr < nr)
-#pragma unroll
-                for (int k = 0; k < DPT; ++k) acc[rr][k] *= As[rr];
-#pragma unroll
-        for (int k = 0; k < DPT; ++k) {
-            const int i = tid + k * DNT;
-            if (i < D) {
-                for (int j = 0; j < n; ++j) {
-                    const float v = Vs[j][i];
-#pragma unroll
-                    for (int rr = 0; rr < DQ; ++rr)
-                        if (rr < nr) acc[rr][k] += P[rr][j] * v;
-                }
-            }
-        }
-    }
-    __syncthreads();
-#pragma unroll
-    for (int rr = 0; rr < DQ; ++rr) {
-        if (rr >= nr) break;
-        float* op = o_part + prh(rr) * D;
-#pragma unroll
-        for (int k = 0; k < DPT; ++k) {
-            const int i = tid + k * DNT;
-            if (i < D) op[i] = acc[rr][k];
-        }
-    }
-    if (tid < nr) {
-        ml_part[prh(tid) * 2] = Ms[tid];
-        ml_part[prh(tid) * 2 + 1] = Ls[tid];
-    }
+    decode_tiles(K + base, V + base, kv_scales(k_scale, base), kv_scales(v_scale, base), lo, hi, kp0, qp0, c0, G, nr, chunk,
+        scale * LOG2E,
+        [&](int rr, int i) { const int c = c0 + rr; return to_f32(Q[((long long)(qs + c / G) * H + kh * G + c % G) * D + i]); },
+        [&](int j) { return (long long)j * kv_row_stride; },
+        [&](int rr, int i, float o, float) { o_part[prh(rr) * D + i] = o; },
+        [&](int rr, float m, float l) { ml_part[prh(rr) * 2] = m; ml_part[prh(rr) * 2 + 1] = l; });
 }
-
-template <class T>
-L4_DEV void decode_combine(const float* o_part, const float* ml_part, T* O, int H, int nsplit, int total_q) {
-    const long long row = blockIdx.x;
-    const int h = blockIdx.y;
-    const long long stride = (long long)total_q * H;  // between splits, in (row, head) units
-    const long long rh = row * H + h;
-    float M = neg_inf();
-    for (int s = 0; s < nsplit; ++s) {
-        const float* ml = ml_part + (s * stride + rh) * 2;
-        if (!(ml[1] <= 0.f)) M = fmaxf(M, ml[0]);
-    }
-    float L = 0.f;
-    for (int s = 0; s < nsplit; ++s) {
-        const float* ml = ml_part + (s * stride + rh) * 2;
-        if (!(ml[1] <= 0.f)) L += ml[1] * exp2f(ml[0] - M);
-    }
-    const float inv = !(L <= 0.f) ? 1.f / L : 0.f;  // NaN stays NaN: a non-finite split must not vanish
-    for (int i = threadIdx.x; i < D; i += ATTN_COMBINE_THREADS) {
-        float o = 0.f;
-        for (int s = 0; s < nsplit; ++s) {
-            const float* ml = ml_part + (s * stride + rh) * 2;
-            if (!(ml[1] <= 0.f)) o += o_part[(s * stride + rh) * D + i] * exp2f(ml[0] - M);
-        }
-        *(O + rh * D + i) = from_f32<T>(o * inv);
-    }
-}
-
 
 // ------------------------------------------------------------------------------------------ fwd (tensor cores)
 // FlashAttention-2 on mma.sync.m16n8k16 (bf16 in, fp32 accumulate). 4 warps; warp w owns query rows
@@ -646,10 +471,6 @@ extern "C" __global__ void __launch_bounds__(ATTN_DEC_THREADS, 1) attn_decode_sp
 }
 
 extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_THREADS)
-attn_decode_combine_f32(const float* o_part, const float* ml_part, float* O, int H, int nsplit, int total_q) {
-    l4_attn::decode_combine<float>(o_part, ml_part, O, H, nsplit, total_q);
-}
+attn_decode_combine_f32(L4_ATTN_COMBINE_PARAMS(float)) { l4_attn::decode_combine<float>(L4_ATTN_COMBINE_ARGS); }
 extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_THREADS)
-attn_decode_combine_bf16(const float* o_part, const float* ml_part, bf16* O, int H, int nsplit, int total_q) {
-    l4_attn::decode_combine<bf16>(o_part, ml_part, O, H, nsplit, total_q);
-}
+attn_decode_combine_bf16(L4_ATTN_COMBINE_PARAMS(bf16)) { l4_attn::decode_combine<bf16>(L4_ATTN_COMBINE_ARGS); }

@@ -56,6 +56,11 @@ internal static class Attention
 
     public static int Splits(int maxKv, int keysPerSplit) => Math.Max(1, (maxKv + keysPerSplit - 1) / keysPerSplit);
 
+    /// <summary>Dynamic shared memory of the split-KV decode kernels (attention.cu and paged_attention.cu, attention_common.cuh's
+    /// decode_smem_bytes): two cp.async stages of raw K and V tiles, 2 · 2 · ATTN_DEC_BK · d elements of the KV dtype
+    /// (d = 128: 32 KiB bf16, 16 KiB e4m3, 64 KiB f32 — above 48 KiB the CUDA device opts in at launch).</summary>
+    public static uint DecodeSharedBytes(int headDim, DType kvType) => (uint)(4 * kvType.BytesOf((long)(headDim <= 128 ? 32 : 16) * headDim));
+
     /// <summary>Workspace of the split-KV variant: o_part [nsplit, totalQ, H, d] and ml_part [nsplit, totalQ, H, 2], f32. With the
     /// default split (keysPerSplit = 0) it is sized for the most splits any grid may use (one block per split).</summary>
     public static long WorkspaceBytes(long totalQ, int heads, int headDim, int maxKv, int keysPerSplit = 0)
@@ -138,7 +143,7 @@ internal static class Attention
         var fs = dev.Kernels.Get(File, $"attn_decode_split_{t}{kvSuffix}", defines);
         void** a1 = stackalloc void*[] { &qp, &kp, &vp, &opart, &mlpart, &qs, &kl, &qpos, &kpos, &koff, &heads, &hkv, &rs, &hs, &chunk, &sc, &kps, &totalQ, &ksc, &vsc };
         dev.Cost(Traffic(q, default, k.DType, batch, kv, d) + need, Flops(batch, heads, d, chunk));
-        dev.Launch(fs, new Dim3((uint)nsplit, (uint)(qTiles * kv.KvHeads), (uint)batch.Count), DecThreads, 0, a1, stream);
+        dev.Launch(fs, new Dim3((uint)nsplit, (uint)(qTiles * kv.KvHeads), (uint)batch.Count), DecThreads, DecodeSharedBytes(d, k.DType), a1, stream);
         var fc = dev.Kernels.Get(File, $"attn_decode_combine_{t}", defines);
         void** a2 = stackalloc void*[] { &opart, &mlpart, &op_, &heads, &nsplit, &totalQ };
         dev.Cost(need + o.Bytes, 3.0 * nsplit * totalQ * heads * d);

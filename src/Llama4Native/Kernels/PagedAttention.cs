@@ -140,7 +140,7 @@ internal static class PagedAttention
         var fn = dev.Kernels.Get(File, $"paged_attn_{t}{(f8 ? "_f8" : "")}", defines);
         void** a1 = stackalloc void*[] { &qp_, &kp, &vp, &op_, &opart, &mlpart, &qs, &qpos, &sl, &bt, &bts, &ring, &shift, &heads, &hkv, &chunk, &sc, &kps, &totalQ, &ksc, &vsc };
         dev.Cost(Traffic(q, o, kPool.DType, p, hkv, d, chunk) + need, Flops(p, heads, d, chunk));
-        dev.Launch(fn, new Dim3((uint)nsplit, (uint)(qTiles * hkv), (uint)p.Count), DecThreads, 0, a1, stream);
+        dev.Launch(fn, new Dim3((uint)nsplit, (uint)(qTiles * hkv), (uint)p.Count), DecThreads, Attention.DecodeSharedBytes(d, kPool.DType), a1, stream);
         if (nsplit == 1) return;
         var fc = dev.Kernels.Get(File, $"paged_attn_combine_{t}", defines);
         void** a2 = stackalloc void*[] { &opart, &mlpart, &op_, &heads, &nsplit, &totalQ };

@@ -85,6 +85,14 @@ internal sealed class AttentionSpec : OpSpec
         yield return C("mma-hsd1", "bf16", 4, 2, 64, 0, "unaligned.kv", (70, 70, 0, 0));
         yield return C("fwd-shd1", "bf16", 4, 2, 16, 0, "unaligned.kv", (20, 20, 0, 0));
         yield return C("split-hsd1", "bf16", 4, 2, 16, 0, "unaligned.kv", (2, 100, 98, 0));
+        // decode lengths at the edges of the cp.async tiles (32 keys) and splits (64): 1, 63, 64, 65 keys, and 4097 (default
+        // splits); bf16 and FP8 KV, f32 once (its stages take 64 KiB of dynamic shared memory)
+        foreach (var n in new[] { 1, 63, 64, 65, 4097 })
+        {
+            yield return C("split-hsd", "bf16", 5, 1, 128, 0, $"len{n}", (1, n, n - 1, 0));
+            yield return C("split-hsd-f8", "bf16", 5, 1, 128, 0, $"len{n}", (1, n, n - 1, 0));
+        }
+        yield return C("split-shd", "f32", 5, 1, 128, 0, "len65", (1, 65, 64, 0));
         // FP8 KV cache ("…-f8"): K/V e4m3 with a scale per (token, kv head); the reference attends over the same codes × scales
         foreach (var t in new[] { "f32", "bf16" })
         {

@@ -51,6 +51,11 @@ internal sealed class PagedAttentionSpec : OpSpec
             yield return C("direct-f8", t, 4, 1, 16, 16, 4, 1, "chunked.ring", (1, 70), (9, 45), (20, 0));
             yield return C("split-f8", t, 10, 2, 128, 0, 16, 0, "d128.g5", (1, 40), (5, 17));
         }
+        // decode lengths at the edges of the cp.async tiles (32 keys), pages (16) and splits (32): 1, 63, 64, 65 and
+        // 4097 keys, one ragged batch; every variant and KV format at d = 128
+        foreach (var v in new[] { "direct", "split", "direct-f8", "split-f8" })
+            yield return C(v, "bf16", 5, 1, 128, 0, 16, 0, "lengths", (1, 0), (1, 62), (1, 63), (1, 64), (1, 4096));
+        yield return C("split", "f32", 5, 1, 128, 0, 16, 0, "lengths", (1, 0), (1, 64), (1, 4096));
     }
 
     public override IEnumerable<OpCase> PerfCases()
