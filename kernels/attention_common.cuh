@@ -65,6 +65,18 @@ L4_DEV float kv_f(float v) { return v; }
 L4_DEV float kv_f(bf16 v) { return bf16_to_f32(v); }
 L4_DEV float kv_f(uint8_t v) { return e4m3_to_f32(v); }
 
+// FP8 KV cache row rule (FBGEMM), shared by the appends (step.cu's kv_append_*_f8, paged_attention.cu's
+// paged_kv_append_*_f8): one warp quantizes a (token, kv head) row of head_dim values, s = max(max|row| / 448,
+// 1/(448·512)), codes = e4m3(x / s) (IEEE division, round to nearest even, saturating); lane 0 stores s.
+template <class T>
+L4_DEV void kv_quant_row(const T* src, uint8_t* dst, float* sdst, int head_dim, int lane) {
+    float amax = 0.f;
+    for (int i = lane; i < head_dim; i += 32) amax = fmaxf(amax, fabsf(to_f32(src[i])));
+    const float s = fp8_row_scale(warp_max(amax), __int_as_float(0x7f800000));
+    for (int i = lane; i < head_dim; i += 32) dst[i] = f32_to_e4m3(to_f32(src[i]) / s);
+    if (lane == 0) *sdst = s;
+}
+
 // ------------------------------------------------------------------------------------------ split-KV decode core
 // One block: DQ (query row, head) combos of one kv head (combo rr is query position qpos0 + (c0 + rr) / G), key slots
 // [lo, hi) of one split (key slot j sits at position kpos0 + j). Functors:

@@ -39,7 +39,8 @@
 // | paged_kv_append_f32, _bf16           | (const T* k_new [total_q, Hkv, d], const T* v_new, T* k_pool [pages,Hkv,P,d], T* v_pool, |
 // |                                      |  q_start, q_pos0, seq_slot, block_table, int bt_stride, int ring, int page_shift, |
 // |                                      |  int Hkv, int head_dim, int max_q)                                            |
-// |                                      | grid = (ceil(Hkv / 4), max_q, B), block = 128 (a warp per (row, kv head)), shared = 0 |
+// |                                      | grid = (ceil(max_q·Hkv / 4) (capped; warps stride), 1, B), block = 128 (a warp per |
+// |                                      |  (row, kv head) pair: any number of rows), shared = 0                        |
 // | paged_kv_append_f32_f8, _bf16_f8     | the same with uint8_t* pools (e4m3) and (float* k_scale, float* v_scale) [pages,Hkv,P] |
 // |                                      |  after v_pool; each (row, kv head) quantized with its own scale (FBGEMM row rule) |
 // | paged_attn_f32, _bf16                | (const T* Q [total_q,H,d], const T* K_pool, const T* V_pool, T* O [total_q,H,d], |
@@ -72,39 +73,37 @@ L4_DEV long long page_row(const int* bt_row, int ring, int shift, int Hkv, int g
 }
 
 // ------------------------------------------------------------------------------------------ append
-// Warp w of the block stores kv head blockIdx.x·4 + w of row blockIdx.y of sequence blockIdx.z.
+// Warps stride over the (row, kv head) pairs of sequence blockIdx.z — pair w = row·Hkv + g — with the rows on the
+// x dimension of the grid (any number of rows: no 65,535 limit), 64-bit pair and element offsets.
+template <class T, class F>
+L4_DEV void for_each_row(const int* q_start, int Hkv, int max_q, F f) {
+    const int b = blockIdx.z, lane = threadIdx.x & 31, wpb = blockDim.x >> 5;
+    const int qs = q_start[b], nq = min(q_start[b + 1] - qs, max_q);
+    const long long pairs = (long long)nq * Hkv;
+    for (long long w = (long long)blockIdx.x * wpb + (threadIdx.x >> 5); w < pairs; w += (long long)gridDim.x * wpb)
+        f(b, qs, (int)(w / Hkv), (int)(w % Hkv), lane);  // whole warps take the same pair
+}
+
 template <class T>
 L4_DEV void append(const T* k_new, const T* v_new, T* k_pool, T* v_pool, const int* q_start, const int* q_pos0,
                    const int* seq_slot, const int* block_table, int bt_stride, int ring, int shift, int Hkv, int head_dim, int max_q) {
-    const int b = blockIdx.z, r = blockIdx.y, g = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    const int qs = q_start[b], nq = q_start[b + 1] - qs;
-    if (r >= nq || r >= max_q || g >= Hkv) return;  // whole warps leave together
-    const long long dst = page_row(block_table + (long long)seq_slot[b] * bt_stride, ring, shift, Hkv, g, q_pos0[b] + r) * head_dim;
-    const long long src = ((long long)(qs + r) * Hkv + g) * head_dim;
-    for (int i = lane; i < head_dim; i += 32) { k_pool[dst + i] = k_new[src + i]; v_pool[dst + i] = v_new[src + i]; }
-}
-
-// FP8: s = max(min(max|row|, inf) / 448, 1/(448·512)), codes = e4m3(x / s) — the FBGEMM row rule of step.cu.
-template <class T>
-L4_DEV void quant_row(const T* src, uint8_t* dst, float* sdst, int head_dim, int lane) {
-    float amax = 0.f;
-    for (int i = lane; i < head_dim; i += 32) amax = fmaxf(amax, fabsf(to_f32(src[i])));
-    const float s = fp8_row_scale(warp_max(amax), __int_as_float(0x7f800000));
-    for (int i = lane; i < head_dim; i += 32) dst[i] = f32_to_e4m3(to_f32(src[i]) / s);
-    if (lane == 0) *sdst = s;
+    for_each_row<T>(q_start, Hkv, max_q, [&](int b, int qs, int r, int g, int lane) {
+        const long long dst = page_row(block_table + (long long)seq_slot[b] * bt_stride, ring, shift, Hkv, g, q_pos0[b] + r) * head_dim;
+        const long long src = ((long long)(qs + r) * Hkv + g) * head_dim;
+        for (int i = lane; i < head_dim; i += 32) { k_pool[dst + i] = k_new[src + i]; v_pool[dst + i] = v_new[src + i]; }
+    });
 }
 
 template <class T>
 L4_DEV void append_f8(const T* k_new, const T* v_new, uint8_t* k_pool, uint8_t* v_pool, float* k_scale, float* v_scale,
                       const int* q_start, const int* q_pos0, const int* seq_slot, const int* block_table, int bt_stride,
                       int ring, int shift, int Hkv, int head_dim, int max_q) {
-    const int b = blockIdx.z, r = blockIdx.y, g = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    const int qs = q_start[b], nq = q_start[b + 1] - qs;
-    if (r >= nq || r >= max_q || g >= Hkv) return;
-    const long long row = page_row(block_table + (long long)seq_slot[b] * bt_stride, ring, shift, Hkv, g, q_pos0[b] + r);
-    const long long src = ((long long)(qs + r) * Hkv + g) * head_dim;
-    quant_row(k_new + src, k_pool + row * head_dim, k_scale + row, head_dim, lane);
-    quant_row(v_new + src, v_pool + row * head_dim, v_scale + row, head_dim, lane);
+    for_each_row<T>(q_start, Hkv, max_q, [&](int b, int qs, int r, int g, int lane) {
+        const long long row = page_row(block_table + (long long)seq_slot[b] * bt_stride, ring, shift, Hkv, g, q_pos0[b] + r);
+        const long long src = ((long long)(qs + r) * Hkv + g) * head_dim;
+        kv_quant_row(k_new + src, k_pool + row * head_dim, k_scale + row, head_dim, lane);
+        kv_quant_row(v_new + src, v_pool + row * head_dim, v_scale + row, head_dim, lane);
+    });
 }
 
 // ------------------------------------------------------------------------------------------ attention

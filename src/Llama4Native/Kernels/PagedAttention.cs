@@ -81,13 +81,13 @@ internal static class PagedAttention
         if (kNew.DType is not (DType.F32 or DType.BF16) || (kPool.DType != kNew.DType && !f8))
             throw KernelCheck.Unsupported(op, $"{kNew.DType}>{kPool.DType}");
         if (p.MaxQ == 0 || kNew.Shape[0] == 0) return;
-        if (p.MaxQ > 65535) throw new ArgumentException($"{op}: MaxQ = {p.MaxQ} exceeds gridDim.y (65535)");
         ulong kn = kNew.Ptr.Value, vn = vNew.Ptr.Value, kc = kPool.Ptr.Value, vc = vPool.Ptr.Value, ks = kPool.Scale.Value, vs = vPool.Scale.Value;
         ulong qs = p.QStart.Value, qp = p.QPos0.Value, sl = p.SeqSlot.Value, bt = p.BlockTable.Value;
         int bts = p.TableStride, ring = p.Ring, shift = p.Shift, maxQ = p.MaxQ;
         long rows = Math.Min(kNew.Shape[0], (long)p.MaxQ * p.Count);
         dev.Cost(2L * rows * hkv * (kNew.DType.BytesOf(d) + kPool.DType.BytesOf(d) + (f8 ? 4 : 0)), f8 ? 6.0 * rows * hkv * d : 0);
-        var grid = new Dim3(KernelCheck.Blocks(hkv, AppendHeadsPerBlock), (uint)maxQ, (uint)p.Count);
+        // a warp per (row, kv head) pair, the pairs on x (warps stride past the cap): any number of rows
+        var grid = new Dim3(KernelCheck.Blocks((long)maxQ * hkv, AppendHeadsPerBlock, 1 << 16), 1, (uint)p.Count);
         string t = KernelCheck.Name(kNew.DType);
         if (f8)
         {

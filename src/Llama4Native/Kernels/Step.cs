@@ -28,6 +28,9 @@ internal static class Step
         dev.Launch(dev.Kernels.Get(File, "step_decode"), 1, 32, 0, args, stream);
     }
 
+    /// <summary>Most blocks an append grid gets (its threads stride past that): rows are on the x dimension, so any row count works.</summary>
+    const long MaxAppendBlocks = 1 << 16;
+
     /// <summary>Copies the piece's rows of <paramref name="kNew"/>/<paramref name="vNew"/> [T, E] to rows kv_len − T.. of the caches [S, E]
     /// (an FP8 cache, <c>Tensor.Quantized(codes, F8E4M3, [S, Hkv, d], scales [S, Hkv], group d)</c>: quantized per (token, kv head) row).</summary>
     /// <param name="maxRows">the bound on T the grid is sized for (the piece length, read from <paramref name="desc"/>, may be less)</param>
@@ -44,7 +47,7 @@ internal static class Step
         if (kNew.DType != vNew.DType || kCache.DType != vCache.DType || kNew.DType is not (DType.F32 or DType.BF16)
             || (kCache.DType != kNew.DType && kCache.DType != DType.F8E4M3))
             throw KernelCheck.Unsupported(op, $"{kNew.DType}>{kCache.DType}");
-        if (maxRows < 1 || maxRows > kNew.Shape[0] || maxRows > 65535) throw new ArgumentException($"{op}: maxRows = {maxRows} must be in [1, {Math.Min(kNew.Shape[0], 65535)}]");
+        if (maxRows < 1 || maxRows > kNew.Shape[0]) throw new ArgumentException($"{op}: maxRows = {maxRows} must be in [1, {kNew.Shape[0]}]");
         if (desc.IsNull) throw new ArgumentException($"{op}: the descriptor is required");
         if (kCache.DType == DType.F8E4M3)
         {   // the FP8 KV cache: k_cache/v_cache are Tensor.Quantized with Group = d (one scale per (slot, kv head) row)
@@ -55,7 +58,7 @@ internal static class Step
             void** a8 = stackalloc void*[] { &kn8, &vn8, &kc8, &vc8, &ks8, &vs8, &dp8, &heads, &hd, &maxRows };
             dev.Cost(2L * maxRows * (kNew.DType.BytesOf(e) + e + 4L * heads) + DescriptorBytes, 6.0 * maxRows * e);
             dev.Launch(dev.Kernels.Get(File, $"kv_append_{KernelCheck.Name(kNew.DType)}_f8"),
-                       new Dim3(KernelCheck.Blocks(heads, Threads / 32), (uint)maxRows), Threads, 0, a8, stream);
+                       KernelCheck.Blocks((long)maxRows * heads, Threads / 32, MaxAppendBlocks), Threads, 0, a8, stream); // warps stride over (row, head)
             return;
         }
         ulong kn = kNew.Ptr.Value, vn = vNew.Ptr.Value, kc = kCache.Ptr.Value, vc = vCache.Ptr.Value, dp = desc.Value;
@@ -63,6 +66,6 @@ internal static class Step
         long rowBytes = kNew.DType.BytesOf(e);
         dev.Cost(4L * rowBytes * maxRows + DescriptorBytes, 0);
         dev.Launch(dev.Kernels.Get(File, "kv_append_" + KernelCheck.Name(kNew.DType)),
-                   new Dim3(KernelCheck.Blocks(e, 8L * Threads, 65535), (uint)maxRows), Threads, 0, args, stream);
+                   KernelCheck.Blocks((long)maxRows * e, 8L * Threads, MaxAppendBlocks), Threads, 0, args, stream); // threads stride over the piece
     }
 }
