@@ -13,8 +13,8 @@
 // computed (one commit group per tile, `wait_group 0` at the top of the next). K is then widened once into an f32 tile
 // padded by one float (threads = keys read it conflict-free for the scores); V is read raw by P·V (threads = dims:
 // consecutive elements, no conflicts). FP8 scales (one f32 per (token, kv head) row) are prefetched into registers
-// with the tile and parked in shared memory after P·V; the V scale is folded into P (Σ p·s_j·code_j = Σ p·v_j), the
-// running sum l uses the unscaled p. A row whose bytes are not a multiple of 16, or a K/V address that is not 16-byte
+// with the tile and parked in shared memory after P·V; values are code × scale before any product, as in every other
+// FP8 KV load (so paged and contiguous attention round identically). A row whose bytes are not a multiple of 16, or a K/V address that is not 16-byte
 // aligned (a shifted view), is copied synchronously element by element — same stage, same arithmetic.
 //
 // Shared memory of decode_tiles: static Qs[DQ][D] + Ks[DBK][D+1] + P[DQ][DBK] f32 (+ small), and DYNAMIC
@@ -181,7 +181,7 @@ L4_DEV void decode_tiles(const KT* K, const KT* V, const float* k_scale, const f
             P[rr][j] = (j < n && visible(qpos0 + (c0 + rr) / G, kpos0 + j0 + j, chunk)) ? d * sl2 : neg_inf();
         }
         __syncthreads();
-        // online softmax: a warp per combo; P ← p · (V row scale) for P·V, l += Σ p
+        // online softmax: a warp per combo
         for (int rr = warp; rr < nr; rr += DNT / 32) {
             float mx = neg_inf();
             for (int j = lane; j < DBK; j += 32) mx = fmaxf(mx, P[rr][j]);
@@ -189,7 +189,7 @@ L4_DEV void decode_tiles(const KT* K, const KT* V, const float* k_scale, const f
             float sum = 0.f;
             for (int j = lane; j < DBK; j += 32) {
                 const float p = mt == neg_inf() ? 0.f : exp2f(P[rr][j] - mt);
-                P[rr][j] = F8 ? p * Vsc[s][j] : p;
+                P[rr][j] = p;
                 sum += p;
             }
             sum = warp_sum(sum);
@@ -210,7 +210,8 @@ L4_DEV void decode_tiles(const KT* K, const KT* V, const float* k_scale, const f
             const int i = tid + k * DNT;
             if (i < D) {
                 for (int j = 0; j < n; ++j) {
-                    const float v = kv_f(vt[j * D + i]);
+                    // e4m3: code × row scale first, then p·v — the same roundings as the fwd kernel's loads
+                    const float v = F8 ? kv_f(vt[j * D + i]) * Vsc[s][j] : kv_f(vt[j * D + i]);
 #pragma unroll
                     for (int rr = 0; rr < DQ; ++rr)
                         if (rr < nr) acc[rr][k] += P[rr][j] * v;
