@@ -19,6 +19,8 @@
 // |---------------------|---------------------------------------------------------------------------------------|--------|
 // | rope_f32, rope_bf16 | T* x [T, heads, d] (in place), const int* pos [T], const float* inv_freq [d/2],        | grid = ceil(T·heads / (ROPE_THREADS/32)), block = ROPE_THREADS, shared = 0 |
 // |                     | int T, int heads, int d, int qk_norm (0/1), float eps                                  |        |
+// | rope_qk_f32, _bf16  | T* x [T·hq + T·hk rows of d] (in place: q [T, hq, d] then k [T, hk, d], the q and k blocks | grid = ceil(T·(hq+hk) / (ROPE_THREADS/32)), block = ROPE_THREADS, shared = 0 |
+// |                     | of a fused q|k|v projection), pos, inv_freq, int T, int hq, int hk, int d, int qk_norm, float eps | — one launch for q and k at any T |
 // | temperature_f32, _bf16 | T* x [T, heads, d] (in place), const int* pos [T], int T, int heads, int d,         | grid = ceil(T·heads·d / ROPE_THREADS) (may be capped: grid-stride), block = ROPE_THREADS, shared = 0 |
 // |                     | float attn_scale, float floor_scale                                                    |        |
 // d must be even. Compile-time parameters: ROPE_THREADS (default 256, a multiple of 32).
@@ -31,13 +33,16 @@
 
 namespace l4_rope {
 
+// x holds T·heads rows of d, then (heads_b > 0: rope_qk) T·heads_b more: row r < T·heads is token r / heads,
+// row T·heads + r' is token r' / heads_b — the q block then the k block of a fused q|k|v projection.
 template <typename T>
 __device__ __forceinline__ void rope(T* x, const int* __restrict__ pos, const float* __restrict__ inv_freq, int T_, int heads,
-                                     int d, int qk_norm, float eps) {
+                                     int heads_b, int d, int qk_norm, float eps) {
     const long long row = (long long)blockIdx.x * (ROPE_THREADS / 32) + threadIdx.x / 32;
     const int lane = (int)(threadIdx.x & 31);
-    if (row >= (long long)T_ * heads) return;  // uniform per warp
-    const float p = (float)pos[row / heads];
+    const long long rows_a = (long long)T_ * heads;
+    if (row >= rows_a + (long long)T_ * heads_b) return;  // uniform per warp
+    const float p = (float)pos[row < rows_a ? row / heads : (row - rows_a) / heads_b];
     T* xr = x + row * d;
     const int pairs = d / 2;
     float ss = 0.f;
@@ -75,7 +80,9 @@ __device__ __forceinline__ void temperature(T* x, const int* __restrict__ pos, i
 
 }  // namespace l4_rope
 
-extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_f32(float* x, const int* __restrict__ pos, const float* __restrict__ inv_freq, int T, int heads, int d, int qk_norm, float eps) { l4_rope::rope(x, pos, inv_freq, T, heads, d, qk_norm, eps); }
-extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_bf16(bf16* x, const int* __restrict__ pos, const float* __restrict__ inv_freq, int T, int heads, int d, int qk_norm, float eps) { l4_rope::rope(x, pos, inv_freq, T, heads, d, qk_norm, eps); }
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_f32(float* x, const int* __restrict__ pos, const float* __restrict__ inv_freq, int T, int heads, int d, int qk_norm, float eps) { l4_rope::rope(x, pos, inv_freq, T, heads, 0, d, qk_norm, eps); }
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_bf16(bf16* x, const int* __restrict__ pos, const float* __restrict__ inv_freq, int T, int heads, int d, int qk_norm, float eps) { l4_rope::rope(x, pos, inv_freq, T, heads, 0, d, qk_norm, eps); }
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_qk_f32(float* x, const int* __restrict__ pos, const float* __restrict__ inv_freq, int T, int hq, int hk, int d, int qk_norm, float eps) { l4_rope::rope(x, pos, inv_freq, T, hq, hk, d, qk_norm, eps); }
+extern "C" __global__ void __launch_bounds__(ROPE_THREADS) rope_qk_bf16(bf16* x, const int* __restrict__ pos, const float* __restrict__ inv_freq, int T, int hq, int hk, int d, int qk_norm, float eps) { l4_rope::rope(x, pos, inv_freq, T, hq, hk, d, qk_norm, eps); }
 extern "C" __global__ void __launch_bounds__(ROPE_THREADS) temperature_f32(float* x, const int* __restrict__ pos, int T, int heads, int d, float attn_scale, float floor_scale) { l4_rope::temperature(x, pos, T, heads, d, attn_scale, floor_scale); }
 extern "C" __global__ void __launch_bounds__(ROPE_THREADS) temperature_bf16(bf16* x, const int* __restrict__ pos, int T, int heads, int d, float attn_scale, float floor_scale) { l4_rope::temperature(x, pos, T, heads, d, attn_scale, floor_scale); }

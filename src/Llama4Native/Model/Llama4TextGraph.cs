@@ -225,15 +225,17 @@ internal sealed class Llama4TextGraph : IDisposable
             var hn = Norm(p + "attn_norm", p + "attn_norm");
             var (qkv, qkvParts) = Projections(p, "attn_qkv", ["attn_q", "attn_k", "attn_v"], hn);
             var (q, k, v) = (qkvParts[0], qkvParts[1], qkvParts[2]);
-            if (rope && t == 1 && qkv is { } all)
+            if (rope && qkv is { } all)
             {
-                // A decode step: q and k are adjacent rows of one [1, H + Hkv, d] block — one RoPE (+ QK norm) launch.
+                // q and k are the first two blocks of the fused projection (q [t, H·d], then k [t, Hkv·d]; at t = 1 one
+                // [1, H + Hkv, d] row) — one RoPE (+ QK norm) launch for both, at any t.
                 bool qkNorm = cfg.UseQkNorm;
-                var qk = g.View(p + "attn_qk", all, 0, new Shape(1, h + hkv, hd));
-                qk = g.Node(p + "attn_qk.rope", act, new Shape(1, h + hkv, hd), [qk, Positions], (in NodeContext c) =>
-                    Rope.Apply(c.Device, c.Output, c[1], invFreq, qkNorm, eps, c.Stream), inPlaceOf: qk);
-                q = g.View(p + "attn_q.rope", qk, 0, new Shape(1, (long)h * hd));
-                k = g.View(p + "attn_k.rope", qk, (long)h * hd, new Shape(1, (long)hkv * hd));
+                var qkShape = t == 1 ? new Shape(1, h + hkv, hd) : new Shape((long)t * (h + hkv), hd);
+                var qk = g.View(p + "attn_qk", all, 0, qkShape);
+                qk = g.Node(p + "attn_qk.rope", act, qkShape, [qk, Positions], (in NodeContext c) =>
+                    Rope.ApplyQk(c.Device, c.Output, t, h, hkv, c[1], invFreq, qkNorm, eps, c.Stream), inPlaceOf: qk);
+                q = g.View(p + "attn_q.rope", qk, 0, new Shape(t, (long)h * hd));
+                k = g.View(p + "attn_k.rope", qk, (long)t * h * hd, new Shape(t, (long)hkv * hd));
             }
             else if (rope)
             {
