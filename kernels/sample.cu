@@ -25,6 +25,11 @@
 // | kernel     | parameters                                                                   | launch |
 // |------------|------------------------------------------------------------------------------|--------|
 // | sample_f32 | const float* logits [B, V], const l4_sample_params* params [B] (36 bytes each, below), int* counts [B, V] or null (token history counts; null = no penalties), int* step [B] (Philox counter word), int* ids [B] (out), float* prob [B] (out, or null: the chosen token's probability after filtering; 1 for greedy), int B, int V, int update (1: after choosing, counts[row, id] += 1 (if counts) and step[row] += 1) | grid = B, block = SAMPLE_THREADS, shared = 0 (static ~0.3 KB) |
+// | sample_slots_f32 | as sample_f32, but the sampler state is per SEQUENCE, not per row: params [S], counts [S, V] or null, step [S], and const int* slot [B] (distinct, in [0, S)) says whose state row b uses; ids/prob stay [B]. Each row draws with Philox row word 0, so a sequence's stream is (seed, step) alone — what a lone sampler's row 0 draws — whatever its row in the batch or its slot | grid = B, block = SAMPLE_THREADS, shared = 0 |
+//
+// Why sample_slots_f32: a batched serving step (Serving/BatchedStepEngine) samples its B sequences' rows in ONE
+// launch with each sequence's settings, seed, step and penalty counts kept in device buffers indexed by slot;
+// the row's result is bit for bit what sample_f32 gives for that state as row 0 of its own launch.
 //
 // l4_sample_params (9 × 4 bytes, in this order): float temperature (<= 0: greedy), int top_k (<= 0 or >= V:
 // off), float top_p (>= 1: off), float min_p (<= 0: off), float repetition (1: off), float frequency,
@@ -95,12 +100,16 @@ L4_DEV void block_argmax(float& v, int& i) {
 
 __device__ __forceinline__ void sample(const float* __restrict__ logits, const l4_sample_params* __restrict__ params,
                                        int* counts, int* step, int* __restrict__ ids, float* __restrict__ prob,
-                                       int B, int V, int update) {
+                                       int B, int V, int update, const int* __restrict__ slots) {
     const int row = blockIdx.x, tid = threadIdx.x;
     if (row >= B) return;
-    const l4_sample_params p = params[row];
+    // State row (params, counts, step) and the Philox row word: the row itself, or the row's slot and word 0.
+    const int srow = slots ? slots[row] : row;
+    const unsigned rng_row = slots ? 0u : (unsigned)row;
+    const l4_sample_params p = params[srow];
     const float* lr = logits + (long long)row * V;
-    const int* cr = counts ? counts + (long long)row * V : nullptr;
+    int* crw = counts ? counts + (long long)srow * V : nullptr;
+    const int* cr = crw;
     const bool greedy = !(p.temperature > 0.f);
     auto z = [&](int i) {
         float x = adjust(lr[i], cr ? cr[i] : 0, p);
@@ -146,10 +155,10 @@ __device__ __forceinline__ void sample(const float* __restrict__ logits, const l
         const float logmin = p.min_p > 0.f ? logf(p.min_p) : NEG_INF;
         // The race: groups of 4 tokens share one Philox call.
         const uint2 k = make_uint2(p.seed, p.seed_hi);
-        const unsigned st = (unsigned)step[row];
+        const unsigned st = (unsigned)step[srow];
         float bv = NEG_INF, mass = 0.f; int bi = 0x7fffffff;
         for (int g = tid; g < (V + 3) / 4; g += SAMPLE_THREADS) {
-            const uint4 r = philox(make_uint4((unsigned)g, (unsigned)row, st, 0u), k);
+            const uint4 r = philox(make_uint4((unsigned)g, rng_row, st, 0u), k);
             const unsigned rr[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
@@ -170,12 +179,13 @@ __device__ __forceinline__ void sample(const float* __restrict__ logits, const l
         ids[row] = chosen;
         if (prob) prob[row] = chosen_prob;
         if (update) {
-            if (counts) counts[(long long)row * V + chosen] += 1;
-            step[row] += 1;
+            if (crw) crw[chosen] += 1;
+            step[srow] += 1;
         }
     }
 }
 
 }  // namespace l4_sample
 
-extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_f32(const float* __restrict__ logits, const l4_sample_params* __restrict__ params, int* counts, int* step, int* __restrict__ ids, float* __restrict__ prob, int B, int V, int update) { l4_sample::sample(logits, params, counts, step, ids, prob, B, V, update); }
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_f32(const float* __restrict__ logits, const l4_sample_params* __restrict__ params, int* counts, int* step, int* __restrict__ ids, float* __restrict__ prob, int B, int V, int update) { l4_sample::sample(logits, params, counts, step, ids, prob, B, V, update, nullptr); }
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_slots_f32(const float* __restrict__ logits, const l4_sample_params* __restrict__ params, int* counts, int* step, const int* __restrict__ slot, int* __restrict__ ids, float* __restrict__ prob, int B, int V, int update) { l4_sample::sample(logits, params, counts, step, ids, prob, B, V, update, slot); }

@@ -50,4 +50,33 @@ internal static class Sample
         dev.Cost(logits.Bytes + (counts.IsNull ? 0 : 4L * b * v) + 40L * b, 4.0 * b * v);
         dev.Launch(fn, (uint)b, Threads, 0, args, stream);
     }
+
+    /// <summary>`sample_slots_f32`: B rows in one launch, each with the sampler state of its SEQUENCE (a slot):
+    /// params [S], counts [S, V] (or 0: no penalties), step [S] are indexed by <paramref name="slots"/>[b]; ids and
+    /// prob are per row. Each row draws with Philox row word 0, so row b picks exactly what <see cref="Run"/> picks
+    /// for that state as row 0 of a one-row launch. The slots must be distinct (each row updates its own state).</summary>
+    /// <param name="logits">[B, V] f32</param>
+    /// <param name="slots">[B] int32 on the device: the state row of each logits row, distinct, in [0, <paramref name="states"/>)</param>
+    /// <param name="states">S, the state rows the buffers hold (for the cost only; the kernel trusts the slots)</param>
+    public static unsafe void RunSlots(Device dev, Tensor logits, DevicePtr parameters, DevicePtr counts, DevicePtr step, Tensor slots,
+                                       Tensor ids, DevicePtr prob, bool update, int states, DeviceStream? stream = null)
+    {
+        const string op = "sample_slots";
+        if (logits.DType != DType.F32) throw KernelCheck.Unsupported(op, KernelCheck.Name(logits.DType));
+        if (ids.DType != DType.I32) throw KernelCheck.Unsupported(op, "ids " + KernelCheck.Name(ids.DType));
+        if (slots.DType != DType.I32) throw KernelCheck.Unsupported(op, "slots " + KernelCheck.Name(slots.DType));
+        int v = KernelCheck.Int(op, "V", logits.Shape.Inner), b = KernelCheck.Int(op, "B", logits.Shape.Rows);
+        KernelCheck.Dims(op, "ids", ids, b);
+        KernelCheck.Dims(op, "slots", slots, b);
+        if (b == 0) return;
+        if (v == 0) throw new ArgumentException("sample_slots: V must be >= 1");
+        if (b > states) throw new ArgumentException($"sample_slots: {b} rows need {b} distinct slots but the state holds {states}");
+        if (parameters.Value == 0 || step.Value == 0) throw new ArgumentException("sample_slots: params and step are required");
+        var fn = dev.Kernels.Get(File, "sample_slots_f32");
+        ulong lp = logits.Ptr.Value, pp = parameters.Value, cp = counts.Value, sp = step.Value, sl = slots.Ptr.Value, ip = ids.Ptr.Value, pr = prob.Value;
+        int upd = update ? 1 : 0;
+        void** args = stackalloc void*[] { &lp, &pp, &cp, &sp, &sl, &ip, &pr, &b, &v, &upd };
+        dev.Cost(logits.Bytes + (counts.IsNull ? 0 : 4L * b * v) + 44L * b, 4.0 * b * v);
+        dev.Launch(fn, (uint)b, Threads, 0, args, stream);
+    }
 }

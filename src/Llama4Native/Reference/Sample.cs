@@ -128,4 +128,20 @@ internal static class Sample
         for (int r = 0; r < b; r++)
             ids[r] = Row(logits.Slice(r * v, v), ps[r], counts.IsEmpty ? default : counts.Slice(r * v, v), r, steps[r], out probs[r]);
     }
+
+    /// <summary>Rows over per-sequence state (sample_slots_f32): row r of logits [B, V] uses ps/counts/steps of
+    /// slots[r] (ps [S], counts [S, V] or empty, steps [S]) and draws as row 0 → ids [B], probs [B].</summary>
+    public static void ForwardSlots(ReadOnlySpan<float> logits, ReadOnlySpan<SampleParams> ps, ReadOnlySpan<int> counts, ReadOnlySpan<int> steps,
+                                    ReadOnlySpan<int> slots, Span<int> ids, Span<float> probs, int b, int v)
+    {
+        int s = ps.Length;
+        if (logits.Length != (long)b * v || steps.Length != s || slots.Length != b || ids.Length != b || probs.Length != b
+            || !counts.IsEmpty && counts.Length != (long)s * v) throw new ArgumentException("sample_slots: bad sizes");
+        for (int r = 0; r < b; r++)
+        {
+            int q = slots[r];
+            if ((uint)q >= (uint)s) throw new ArgumentException($"sample_slots: slot {q} of row {r} is outside [0, {s})");
+            ids[r] = Row(logits.Slice(r * v, v), ps[q], counts.IsEmpty ? default : counts.Slice(q * v, v), 0, steps[q], out probs[r]);
+        }
+    }
 }

@@ -14,10 +14,11 @@ namespace Llama4Native.Serving;
 /// the page size, <see cref="KvBlocks"/> = the NoPE pages, so the scheduler admits by free pages and a retired
 /// sequence's pages return at once (<see cref="End"/>).
 /// <para>
-/// Sampling: each slot keeps its own sampler state on the device (settings, seed, step counter, penalty counts — the
-/// layout <see cref="TokenGenerator"/> uses), and its row of the step's logits is sampled with it as row 0, so the
-/// Philox stream of a seed is the one a lone <see cref="TokenGenerator"/> draws: a request's tokens do not depend on
-/// its row in the batch. (One small sample launch per sampling sequence; a slot indirection in sample.cu would make it one.)
+/// Sampling: each slot keeps its own sampler state on the device (settings, seed, step counter, penalty counts, in
+/// buffers indexed by slot), and the step's sampling rows are sampled in ONE launch (sample_slots_f32: row b uses the
+/// state of its slot and draws as row 0), so the Philox stream of a seed is the one a lone <see cref="TokenGenerator"/>
+/// draws: a request's tokens do not depend on its row in the batch. One GEMV per 8 rows sums each row (the
+/// non-finite check), and one download brings back every id and sum.
 /// Stops, limits and cancellation stay with the scheduler, as with <see cref="SequentialStepEngine"/>.
 /// </para>
 /// Not here yet: images (a request with images is refused at <see cref="Begin"/>; the sequential engine serves those),
@@ -28,13 +29,13 @@ internal sealed class BatchedStepEngine : IStepEngine
 {
     /// <summary>Graphs kept (one per (rows, sequences) shape seen).</summary>
     public const int MaxGraphs = 16;
-    // Sampler state per slot, one buffer: params (36 B) | step (int) @40 | chosen id (int) @44 | Σ logits (f32) @48 | counts [V] @64.
-    const int StepAt = 40, IdAt = 44, SumAt = 48, CountsAt = 64;
+    // Sampler state, indexed by slot: params [Slots] (36 B each), steps [Slots] int, counts [Slots, V] int.
+    // Per forward: the sampling rows' slots [≤ Slots] int, then ids [B] int and Σ logits [B] f32 back to back (one download).
 
     readonly ModelWeights weights;
     readonly ComputeMode mode;
     readonly PagedKvCache kv;
-    readonly DeviceBuffer[] sampler;
+    readonly DeviceBuffer sampleParams, sampleSteps, sampleCounts, sampleIo, sampleRows;
     readonly DeviceBuffer ones;
     readonly GenerationOptions[] options;
     readonly int[] last;          // the token sampled last per slot (−1: none yet)
@@ -80,13 +81,16 @@ internal sealed class BatchedStepEngine : IStepEngine
         var dev = weights.Device;
         kv = new PagedKvCache(dev, c, act, slots, maxContext, MaxStepTokens, pages > 0 ? pages : null,
                               kvFormat == KvCacheFormat.Fp8 ? DType.F8E4M3 : null, pageSize);
-        sampler = new DeviceBuffer[slots];
         options = new GenerationOptions[slots];
         last = new int[slots];
         busy = new bool[slots];
         try
         {
-            for (int i = 0; i < slots; i++) sampler[i] = dev.Allocate(CountsAt + 4L * Vocab);
+            sampleParams = dev.Allocate((long)SampleParams.Size * slots);
+            sampleSteps = dev.Allocate(4L * slots);
+            sampleCounts = dev.Allocate(4L * slots * Vocab);
+            sampleIo = dev.Allocate(8L * slots);
+            sampleRows = dev.Allocate(8L * slots);
             ones = Ops.DeviceData.Upload(dev, Enumerable.Repeat(1f, Vocab).ToArray(), DType.BF16);
         }
         catch { Dispose(); throw; }
@@ -107,9 +111,9 @@ internal sealed class BatchedStepEngine : IStepEngine
         var dev = weights.Device;
         var p = new SampleParams(options.Temperature, options.TopK, options.TopP, options.MinP, options.RepetitionPenalty,
                                  options.FrequencyPenalty, options.PresencePenalty, 0).WithSeed(options.Seed);
-        dev.Upload<SampleParams>([p], sampler[slot].Ptr);
-        dev.Memset(sampler[slot].Ptr + StepAt, 0, 4);
-        dev.Memset(sampler[slot].Ptr + CountsAt, 0, 4L * Vocab);
+        dev.Upload<SampleParams>([p], sampleParams.Ptr + (long)SampleParams.Size * slot);
+        dev.Memset(sampleSteps.Ptr + 4L * slot, 0, 4);
+        dev.Memset(sampleCounts.Ptr + 4L * slot * Vocab, 0, 4L * Vocab);
         kv.Begin(slot);
         this.options[slot] = options;
         last[slot] = -1;
@@ -169,27 +173,61 @@ internal sealed class BatchedStepEngine : IStepEngine
         var g = Graph(batch.Sum(x => x.Ids.Length), batch.Length);
         var logits = g.RunBatch(batch);
         Forwards++;
-        Span<int> got = stackalloc int[2];
-        for (int b = 0; b < group.Count; b++)
+        // The sampling rows (every piece samples but a prompt piece that is not the prompt's last).
+        var rows = new List<int>(group.Count);
+        for (int b = 0; b < group.Count; b++) if (pieces[group[b]].Sample) rows.Add(b);
+        if (rows.Count == 0) return;
+        Tensor sampled = logits;
+        if (rows.Count < group.Count) // gather the sampling rows (the embedding kernel gathers rows of any width)
         {
-            var p = pieces[group[b]];
-            if (!p.Sample) continue;
-            var s = sampler[p.Slot];
-            var o = options[p.Slot];
-            bool penalised = o.RepetitionPenalty != 1 || o.FrequencyPenalty != 0 || o.PresencePenalty != 0;
-            var row = logits.Slice(b, 1);
-            Sample.Run(dev, row, s.Ptr, penalised ? s.Ptr + CountsAt : DevicePtr.Null, s.Ptr + StepAt,
-                       new Tensor(s.Ptr + IdAt, DType.I32, new Shape(1)), DevicePtr.Null, update: true);
-            Gemv.Run(dev, row, new Tensor(ones.Ptr, DType.BF16, new Shape(1, Vocab)), new Tensor(s.Ptr + SumAt, DType.F32, new Shape(1, 1)));
-            dev.Download<int>(s.Ptr + IdAt, got);
-            if (!float.IsFinite(BitConverter.Int32BitsToSingle(got[1])))
+            var at = new Tensor(sampleRows.Ptr + 4L * Slots, DType.I32, new Shape(rows.Count));
+            dev.Upload<int>(rows.ToArray(), at.Ptr);
+            sampled = new Tensor(GatherBuffer(rows.Count).Ptr, DType.F32, new Shape(rows.Count, Vocab));
+            Embedding.Run(dev, at, logits, sampled, DevicePtr.Null);
+        }
+        int n = rows.Count;
+        var slotsOf = new int[n];
+        for (int r = 0; r < n; r++) slotsOf[r] = pieces[group[rows[r]]].Slot;
+        var slotT = new Tensor(sampleRows.Ptr, DType.I32, new Shape(n));
+        dev.Upload<int>(slotsOf, slotT.Ptr);
+        var ids = new Tensor(sampleIo.Ptr, DType.I32, new Shape(n));
+        var sums = new Tensor(sampleIo.Ptr + 4L * n, DType.F32, new Shape(n, 1));
+        SampleRows(dev, sampled, slotT, ids, sums);
+        var got = new int[2 * n];
+        dev.Download<int>(sampleIo.Ptr, got);
+        for (int r = 0; r < n; r++)
+        {
+            var i = group[rows[r]];
+            int slot = pieces[i].Slot;
+            if (!float.IsFinite(BitConverter.Int32BitsToSingle(got[n + r])))
             {
-                results[group[b]] = new StepResult(-1, new NonFiniteException($"slot {p.Slot}: the logits of this step are not finite", null));
+                results[i] = new StepResult(-1, new NonFiniteException($"slot {slot}: the logits of this step are not finite", null));
                 continue;
             }
-            last[p.Slot] = got[0];
-            results[group[b]] = new StepResult(got[0], null);
+            last[slot] = got[r];
+            results[i] = new StepResult(got[r], null);
         }
+    }
+
+    /// <summary>One launch samples every row of <paramref name="logits"/> [n, V] with its slot's state (penalty counts
+    /// always passed: with penalties off they change nothing, bit for bit), then Σ row per 8 rows (non-finite check).</summary>
+    void SampleRows(Device dev, Tensor logits, Tensor slotT, Tensor ids, Tensor sums, DeviceStream? stream = null)
+    {
+        int n = (int)logits.Shape[0];
+        Sample.RunSlots(dev, logits, sampleParams.Ptr, sampleCounts.Ptr, sampleSteps.Ptr, slotT, ids, DevicePtr.Null, update: true, Slots, stream);
+        var oneRow = new Tensor(ones.Ptr, DType.BF16, new Shape(1, Vocab));
+        for (int r = 0; r < n; r += Gemv.MaxRows)
+        {
+            int m = Math.Min(Gemv.MaxRows, n - r);
+            Gemv.Run(dev, logits.Slice(r, m), oneRow, sums.Slice(r, m), stream);
+        }
+    }
+
+    DeviceBuffer? gather;
+    DeviceBuffer GatherBuffer(int rows)
+    {
+        if (gather is null || gather.Bytes < 4L * rows * Vocab) { gather?.Dispose(); gather = weights.Device.Allocate(4L * Slots * Vocab); }
+        return gather;
     }
 
     Llama4TextGraph Graph(int tokens, int sequences)
@@ -223,7 +261,8 @@ internal sealed class BatchedStepEngine : IStepEngine
     {
         foreach (var g in graphs.Values) g.Dispose();
         graphs.Clear();
-        foreach (var s in sampler) s?.Dispose();
+        sampleParams?.Dispose(); sampleSteps?.Dispose(); sampleCounts?.Dispose(); sampleIo?.Dispose(); sampleRows?.Dispose();
+        gather?.Dispose();
         ones?.Dispose();
         kv.Dispose();
     }

@@ -1,5 +1,8 @@
+using Llama4Native.Devices;
 using Llama4Native.Generation;
+using Llama4Native.Kernels;
 using Llama4Native.Model;
+using Llama4Native.Tensors;
 using Llama4Native.Serving;
 using Llama4Native.Tests.Checkpoints;
 
@@ -69,5 +72,62 @@ public class BatchedEngineTests
         Assert.That(scheduler.Snapshot().KvBlocksUsed, Is.Zero);
         Assert.That(engine.Cache.FreePages, Is.EqualTo(engine.Cache.NopePages), "every retired sequence returned its pages");
         TestContext.Out.WriteLine($"{requests.Length} requests together: {forwards} forwards (sequential engine: one per piece, ≥ {pieces})");
+    }
+
+    /// <summary>sample_slots_f32 (the batched engine's one launch) against sample_f32 one row at a time on copies of the
+    /// same per-sequence state (each as row 0 of its own launch): ids and probabilities bit for bit, and the updated
+    /// steps and penalty counts equal, over several steps so the states advance.</summary>
+    [Test]
+    public void OneLaunchSamplingEqualsPerRowSamplingBitForBit()
+    {
+        var rng = new Random((int)CkptTestUtil.Seed("sample-slots"));
+        using var dev = TestDevices.Emulated();
+        const int S = 7, V = 1531, B = 5;
+        var ps = Enumerable.Range(0, S).Select(r => Ops.SampleSpec.Params("all", r, rng)).ToArray();
+        ps[1] = ps[1] with { Repetition = 1, Frequency = 0, Presence = 0 }; // penalties off: the counts change nothing
+        var counts = Enumerable.Range(0, S * V).Select(_ => rng.NextDouble() < 0.05 ? rng.Next(1, 4) : 0).ToArray();
+        var steps = Enumerable.Range(0, S).Select(_ => rng.Next(0, 1000)).ToArray();
+        using var pp = Ops.DeviceData.Upload<SampleParams>(dev, ps);
+        using var cAll = Ops.DeviceData.Upload<int>(dev, counts);
+        using var sAll = Ops.DeviceData.Upload<int>(dev, steps);
+        // Per-row state: one buffer per sequence (params | step | counts), as a lone TokenGenerator keeps it.
+        var lone = Enumerable.Range(0, S).Select(q => (P: Ops.DeviceData.Upload<SampleParams>(dev, [ps[q]]), St: Ops.DeviceData.Upload<int>(dev, [steps[q]]),
+                                                       C: Ops.DeviceData.Upload<int>(dev, counts.AsSpan(q * V, V).ToArray()))).ToArray();
+        using var io = dev.Allocate(8L * B);
+        using var one = dev.Allocate(8);
+        using var slotBuf = dev.Allocate(4L * B);
+        try
+        {
+            for (int step = 0; step < 4; step++)
+            {
+                var logits = Ops.DeviceData.Normal(rng, (long)B * V, 3f);
+                using var lb = Ops.DeviceData.Upload(dev, logits, DType.F32);
+                var slots = Enumerable.Range(0, S).OrderBy(_ => rng.Next()).Take(B).ToArray();
+                dev.Upload<int>(slots, slotBuf.Ptr);
+                var lt = new Tensor(lb.Ptr, DType.F32, new Shape(B, V));
+                Sample.RunSlots(dev, lt, pp.Ptr, cAll.Ptr, sAll.Ptr, new Tensor(slotBuf.Ptr, DType.I32, new Shape(B)),
+                                new Tensor(io.Ptr, DType.I32, new Shape(B)), io.Ptr + 4L * B, update: true, S);
+                var got = new int[2 * B];
+                dev.Download<int>(io.Ptr, got);
+                for (int b = 0; b < B; b++)
+                {
+                    var q = lone[slots[b]];
+                    Sample.Run(dev, lt.Slice(b, 1), q.P.Ptr, q.C.Ptr, q.St.Ptr, new Tensor(one.Ptr, DType.I32, new Shape(1)), one.Ptr + 4, update: true);
+                    var want = new int[2];
+                    dev.Download<int>(one.Ptr, want);
+                    Assert.That((got[b], got[B + b]), Is.EqualTo((want[0], want[1])), $"step {step}, row {b} (slot {slots[b]}): id and probability bits");
+                }
+            }
+            var allSteps = new int[S]; dev.Download<int>(sAll.Ptr, allSteps);
+            var allCounts = new int[S * V]; dev.Download<int>(cAll.Ptr, allCounts);
+            for (int q = 0; q < S; q++)
+            {
+                var st = new int[1]; dev.Download<int>(lone[q].St.Ptr, st);
+                var c = new int[V]; dev.Download<int>(lone[q].C.Ptr, c);
+                Assert.That(allSteps[q], Is.EqualTo(st[0]), $"slot {q}: step counter");
+                Assert.That(allCounts.AsSpan(q * V, V).ToArray(), Is.EqualTo(c), $"slot {q}: penalty counts");
+            }
+        }
+        finally { foreach (var q in lone) { q.P.Dispose(); q.St.Dispose(); q.C.Dispose(); } }
     }
 }
