@@ -470,11 +470,15 @@ internal sealed class Llama4TextGraph : IDisposable
     /// Runs one step of a batch (a paged graph): <paramref name="pieces"/> = (slot, tokens) per sequence — a prefill
     /// piece or the one token to decode — whose rows are packed in this order; each continues its slot's sequence in the
     /// paged cache. Returns logits [B, V] f32 on the device (row b = pieces[b]'s last token; valid until the next run).
-    /// No image rows (early fusion goes through the single-sequence path). Dumps the nodes <paramref name="dumpWhere"/> selects.
+    /// Early fusion: <paramref name="imageRows"/>[b] (or null) holds the projected image rows [n, D] (device, the
+    /// activation dtype) for exactly the n &lt;|patch|&gt; tokens of pieces[b], in order; they are scattered over those
+    /// rows' embeddings as <see cref="Run"/> does for one sequence. Dumps the nodes <paramref name="dumpWhere"/> selects.
     /// </summary>
     public Tensor RunBatch(ReadOnlySpan<(int Slot, ReadOnlyMemory<int> Ids)> pieces, Func<string, bool>? dumpWhere = null,
-                           Action<string, Tensor, float[]>? dump = null)
+                           Action<string, Tensor, float[]>? dump = null, Tensor?[]? imageRows = null)
     {
+        if (imageRows is not null && imageRows.Length != pieces.Length)
+            throw new ArgumentException($"{imageRows.Length} image-row entries for {pieces.Length} pieces (one per piece, null for none)");
         if (paged is null) throw new InvalidOperationException("RunBatch needs a graph built over a PagedKvCache");
         if (pieces.Length != Sequences) throw new ArgumentException($"this graph was built for {Sequences} sequences, got {pieces.Length}");
         int vocab = (int)Plan[Logits].Shape[1];
@@ -500,6 +504,7 @@ internal sealed class Llama4TextGraph : IDisposable
         }
         if (n != Tokens) throw new ArgumentException($"this graph was built for {Tokens} rows, the pieces hold {n}");
         imageCount = 0;
+        if (imageRows is not null && imageRows.Any(r => r is not null)) BatchImageRows(pieces, imageRows, last);
         paged.BeginStep(seqs);
         dev.Upload<int>(ids, Plan[Ids].Ptr);
         dev.Upload<int>(pos, Plan[Positions].Ptr);
@@ -508,6 +513,32 @@ internal sealed class Llama4TextGraph : IDisposable
         catch { paged.AbortStep(); throw; }
         paged.EndStep();
         return Plan[Logits];
+    }
+
+    /// <summary>Copies each piece's image rows into the graph's image input, back to back, with the packed rows of their
+    /// &lt;|patch|&gt; tokens as the scatter index; sets <see cref="imageCount"/>.</summary>
+    void BatchImageRows(ReadOnlySpan<(int Slot, ReadOnlyMemory<int> Ids)> pieces, Tensor?[] imageRows, int[] lastRow)
+    {
+        if (ImageRows is not { } slot) throw new InvalidOperationException("image rows were given but this model has no vision tower");
+        var dst = Plan[slot];
+        var index = new List<int>();
+        long at = 0;
+        for (int b = 0; b < pieces.Length; b++)
+        {
+            int start = lastRow[b] - pieces[b].Ids.Length + 1;
+            var where = Llama4Native.Model.EarlyFusion.PatchPositions(pieces[b].Ids.Span, imageToken);
+            if (imageRows[b] is not { } rows) continue; // no rows: <|patch|> tokens keep their embedding, as in Run
+            if (rows.DType != dst.DType || rows.Shape.Rank != 2 || rows.Shape[1] != dst.Shape[1])
+                throw new ArgumentException($"image rows of slot {pieces[b].Slot} are {rows.DType}{rows.Shape}; this graph takes {dst.DType}[n, {dst.Shape[1]}]");
+            if (where.Length != rows.Shape[0])
+                throw new ImageTokenMismatchException($"slot {pieces[b].Slot}: this piece has {where.Length} <|patch|> tokens but {rows.Shape[0]} image rows were given for it", where.Length, (int)rows.Shape[0]);
+            if (where.Length == 0) continue;
+            dev.CopyDeviceToDevice(rows.Ptr, dst.Ptr + dst.DType.BytesOf(at * dst.Shape[1]), rows.Bytes);
+            foreach (int i in where) index.Add(start + i);
+            at += where.Length;
+        }
+        if (index.Count > 0) dev.Upload<int>(index.ToArray(), Plan[ImageIndex!.Value].Ptr);
+        imageCount = index.Count;
     }
 
     /// <summary>

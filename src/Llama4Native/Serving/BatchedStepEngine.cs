@@ -21,8 +21,11 @@ namespace Llama4Native.Serving;
 /// non-finite check), and one download brings back every id and sum.
 /// Stops, limits and cancellation stay with the scheduler, as with <see cref="SequentialStepEngine"/>.
 /// </para>
-/// Not here yet: images (a request with images is refused at <see cref="Begin"/>; the sequential engine serves those),
-/// CUDA-graph capture of the batched step, graphs bucketed by row count (graphs are built per (rows, sequences) and the
+/// Images: <see cref="Begin"/> encodes a request's tiles with the vision graph (one per engine, re-planned for more
+/// tiles) and keeps the slot's projected rows; its prompt comes as one piece (the scheduler keeps an image prompt
+/// whole), which the engine feeds in pieces of <see cref="MaxPrefillPiece"/> — the leading ones in forwards of their
+/// own, the last in the step's batch with everyone else — each piece with the rows of its own &lt;|patch|&gt; tokens.
+/// Not here yet: CUDA-graph capture of the batched step, graphs bucketed by row count (graphs are built per (rows, sequences) and the
 /// least recently used are dropped past <see cref="MaxGraphs"/>).
 /// </summary>
 internal sealed class BatchedStepEngine : IStepEngine
@@ -41,6 +44,10 @@ internal sealed class BatchedStepEngine : IStepEngine
     readonly int[] last;          // the token sampled last per slot (−1: none yet)
     readonly bool[] busy;
     readonly Dictionary<(int T, int B), Llama4TextGraph> graphs = [];
+    // Images per slot: the projected rows of its prompt's images [rows, D] (device), how many rows the pieces fed so far.
+    readonly DeviceBuffer?[] imageBuf;
+    readonly int[] imageRows, imageFed;
+    Llama4VisionGraph? vision;
     readonly LinkedList<(int T, int B)> lru = new();
 
     public int Slots { get; }
@@ -84,6 +91,9 @@ internal sealed class BatchedStepEngine : IStepEngine
         options = new GenerationOptions[slots];
         last = new int[slots];
         busy = new bool[slots];
+        imageBuf = new DeviceBuffer?[slots];
+        imageRows = new int[slots];
+        imageFed = new int[slots];
         try
         {
             sampleParams = dev.Allocate((long)SampleParams.Size * slots);
@@ -106,9 +116,24 @@ internal sealed class BatchedStepEngine : IStepEngine
     public void Begin(int slot, GenerationOptions options, ImageTiles? images)
     {
         if (busy[At(slot)]) throw new InvalidOperationException($"slot {slot} already holds a sequence");
-        if (images is not null) throw new NotSupportedException("the batched engine does not take images yet; serve image requests with the sequential engine");
         options.Validate();
         var dev = weights.Device;
+        imageRows[slot] = imageFed[slot] = 0;
+        if (images is not null)
+        {
+            var vc = weights.Config.Vision ?? throw new NotSupportedException("the request has images but this model has no vision tower (a text-only checkpoint)");
+            images.Check(vc);
+            if (vision is null || vision.MaxTiles < images.Count)
+            {
+                vision?.Dispose();
+                vision = null;
+                vision = new Llama4VisionGraph(weights, images.Count, mode);
+            }
+            var rows = vision.Forward(images.Pixels, images.Count);
+            if (imageBuf[slot] is not { } buf || buf.Bytes < rows.Bytes) { imageBuf[slot]?.Dispose(); imageBuf[slot] = null; imageBuf[slot] = dev.Allocate(rows.Bytes); }
+            dev.CopyDeviceToDevice(rows.Ptr, imageBuf[slot]!.Ptr, rows.Bytes);
+            imageRows[slot] = (int)rows.Shape[0];
+        }
         var p = new SampleParams(options.Temperature, options.TopK, options.TopP, options.MinP, options.RepetitionPenalty,
                                  options.FrequencyPenalty, options.PresencePenalty, 0).WithSeed(options.Seed);
         dev.Upload<SampleParams>([p], sampleParams.Ptr + (long)SampleParams.Size * slot);
@@ -132,6 +157,27 @@ internal sealed class BatchedStepEngine : IStepEngine
             try { Check(pieces[i], seen); ok.Add(i); }
             catch (Exception e) when (e is not OutOfMemoryException) { results[i] = new StepResult(-1, e); }
         }
+        // An image prompt comes whole: its leading pieces of MaxPrefillPiece run first in forwards of their own.
+        var work = pieces.ToArray();
+        for (int j = ok.Count - 1; j >= 0; j--)
+        {
+            int i = ok[j];
+            var p = work[i];
+            if (p.Tokens.Length <= MaxPrefillPiece) continue;
+            try
+            {
+                int at = 0;
+                for (; p.Tokens.Length - at > MaxPrefillPiece; at += MaxPrefillPiece)
+                    Forward([p with { Tokens = p.Tokens.Slice(at, MaxPrefillPiece), Sample = false }], [0], results.Slice(i, 1));
+                work[i] = p with { Tokens = p.Tokens[at..] };
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                results[i] = new StepResult(-1, e);
+                ok.RemoveAt(j);
+            }
+        }
+        pieces = work;
         // Forwards of at most MaxStepTokens rows, pieces in order.
         for (int at = 0; at < ok.Count;)
         {
@@ -152,8 +198,18 @@ internal sealed class BatchedStepEngine : IStepEngine
         int slot = At(p.Slot);
         if (!busy[slot]) throw new InvalidOperationException($"slot {slot} holds no sequence");
         if (!seen.Add(slot)) throw new InvalidOperationException($"slot {slot} has two pieces in one step");
-        if (p.Tokens.Length < 1 || p.Tokens.Length > MaxPrefillPiece)
-            throw new ArgumentException($"slot {slot}: a piece of {p.Tokens.Length} tokens (1..{MaxPrefillPiece})");
+        bool wholeImagePrompt = imageRows[slot] > 0 && !p.Decode && kv.Length(slot) == 0 && p.Sample;
+        if (p.Tokens.Length < 1 || p.Tokens.Length > MaxPrefillPiece && !wholeImagePrompt)
+            throw new ArgumentException($"slot {slot}: a piece of {p.Tokens.Length} tokens (1..{MaxPrefillPiece}; a prompt with images may come whole)");
+        if (!p.Decode && ImageToken >= 0)
+        {   // the rows a prompt piece's <|patch|> tokens take must exist; the prompt's last piece must use them all
+            int k = EarlyFusion.CountPatches(p.Tokens.Span, ImageToken), left = imageRows[slot] - imageFed[slot];
+            if (k > left || p.Sample && k != left)
+                throw new ImageTokenMismatchException(imageRows[slot] == 0
+                    ? $"slot {slot}: the prompt has <|patch|> tokens ({ImageToken}) but the request has no images"
+                    : $"slot {slot}: the prompt has {imageFed[slot] + k}{(p.Sample ? "" : "+")} <|patch|> tokens but its images give {imageRows[slot]} rows",
+                    imageFed[slot] + k, imageRows[slot]);
+        }
         if (p.Decode)
         {
             if (last[slot] < 0) throw new InvalidOperationException($"slot {slot}: a decode before the prompt was fed");
@@ -169,9 +225,22 @@ internal sealed class BatchedStepEngine : IStepEngine
     {
         var dev = weights.Device;
         var batch = new (int Slot, ReadOnlyMemory<int> Ids)[group.Count];
-        for (int b = 0; b < group.Count; b++) batch[b] = (pieces[group[b]].Slot, pieces[group[b]].Tokens);
+        Tensor?[]? fused = null;
+        for (int b = 0; b < group.Count; b++)
+        {
+            var p = pieces[group[b]];
+            batch[b] = (p.Slot, p.Tokens);
+            if (p.Decode || imageRows[p.Slot] == 0) continue;
+            int k = EarlyFusion.CountPatches(p.Tokens.Span, ImageToken);
+            if (k == 0) continue;
+            var act = mode == ComputeMode.F32 ? DType.F32 : DType.BF16;
+            long d = weights.Config.Text.HiddenSize;
+            fused ??= new Tensor?[group.Count];
+            fused[b] = new Tensor(imageBuf[p.Slot]!.Ptr + act.BytesOf(imageFed[p.Slot] * d), act, new Shape(k, d));
+            imageFed[p.Slot] += k;
+        }
         var g = Graph(batch.Sum(x => x.Ids.Length), batch.Length);
-        var logits = g.RunBatch(batch);
+        var logits = g.RunBatch(batch, imageRows: fused);
         Forwards++;
         // The sampling rows (every piece samples but a prompt piece that is not the prompt's last).
         var rows = new List<int>(group.Count);
@@ -253,6 +322,7 @@ internal sealed class BatchedStepEngine : IStepEngine
     {
         if (!busy[At(slot)]) return;
         kv.End(slot);
+        imageRows[slot] = imageFed[slot] = 0;
         busy[slot] = false;
         last[slot] = -1;
     }
@@ -263,6 +333,8 @@ internal sealed class BatchedStepEngine : IStepEngine
         graphs.Clear();
         sampleParams?.Dispose(); sampleSteps?.Dispose(); sampleCounts?.Dispose(); sampleIo?.Dispose(); sampleRows?.Dispose();
         gather?.Dispose();
+        foreach (var b in imageBuf) b?.Dispose();
+        vision?.Dispose();
         ones?.Dispose();
         kv.Dispose();
     }

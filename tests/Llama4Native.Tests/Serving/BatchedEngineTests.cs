@@ -5,6 +5,7 @@ using Llama4Native.Model;
 using Llama4Native.Tensors;
 using Llama4Native.Serving;
 using Llama4Native.Tests.Checkpoints;
+using Llama4Native.Tests.Model;
 
 namespace Llama4Native.Tests.Serving;
 
@@ -129,5 +130,62 @@ public class BatchedEngineTests
             }
         }
         finally { foreach (var q in lone) { q.P.Dispose(); q.St.Dispose(); q.C.Dispose(); } }
+    }
+
+    /// <summary>Images in the batched engine: the tiny-Maverick image golden (38 prompt tokens, 16 &lt;|patch|&gt;, one tile)
+    /// served among three text requests, with a prefill piece of 16 that cuts the patch run: the greedy reply is HF's
+    /// and the sequential engine's, token for token, and the text replies are what they are alone.</summary>
+    [Test]
+    public async Task AnImageRequestInABatchEqualsTheSequentialEngine()
+    {
+        const int piece = 16;
+        var gold = VisionParityTests.Read("tiny-maverick");
+        var want = gold.FullIds[gold.Ids.Length..];
+        var rng = new Random((int)CkptTestUtil.Seed("batched-engine-image"));
+        using var model = Llama4Model.Load(CkptTestUtil.FixtureModel("tiny-maverick"),
+                                           new Llama4ModelOptions(Device: "emu", Compute: ComputeMode.F32, MaxContext: Context, MaxPrefillPiece: piece));
+        var image = new ServingRequest
+        {
+            Prompt = gold.Ids, Images = new ImageTiles(gold.Pixels, gold.Tiles),
+            Options = new GenerationOptions { MaxNewTokens = want.Length, StopAtModelStops = false },
+        };
+        var texts = new[] { 5, 20, 40 }.Select((n, i) => new ServingRequest
+        {
+            Prompt = Enumerable.Range(0, n).Select(_ => rng.Next(0, 448)).ToArray(),
+            Options = i == 1 ? new GenerationOptions { MaxNewTokens = 8, Temperature = 0.8f, TopK = 30, Seed = (ulong)rng.NextInt64() }
+                             : new GenerationOptions { MaxNewTokens = 8 },
+        }).ToArray();
+
+        List<int> sequential;
+        using (var seq = new ServingScheduler(new SequentialStepEngine(model.Weights, ComputeMode.F32, 2, Context, piece), null, new ServingOptions()))
+            sequential = await Collect(seq.Submit(image));
+        Assert.That(sequential, Is.EqualTo(want), "sequential engine vs the HF golden");
+
+        var engine = new BatchedStepEngine(model.Weights, ComputeMode.F32, 4, Context, piece, pageSize: 16);
+        using var scheduler = new ServingScheduler(engine, null, new ServingOptions { MaxQueue = 8, StepTokenBudget = 40 });
+        var textAlone = new List<List<int>>();
+        foreach (var r in texts) textAlone.Add(await Collect(scheduler.Submit(r)));
+        var imageAlone = await Collect(scheduler.Submit(image));
+        long before = engine.Forwards;
+        var all = await Task.WhenAll(new[] { texts[0], image, texts[1], texts[2] }.Select(r => scheduler.Submit(r)).ToList().Select(Collect));
+        long forwards = engine.Forwards - before;
+        Assert.That(imageAlone, Is.EqualTo(sequential), "batched engine, the image request alone");
+        Assert.That(all[1], Is.EqualTo(sequential), "batched engine, the image request among three text requests");
+        Assert.That(new[] { all[0], all[2], all[3] }, Is.EqualTo(textAlone), "text requests: among the image request vs alone");
+        int pieces = (gold.Ids.Length + piece - 1) / piece + want.Length - 1 + texts.Select((r, i) => (r.Prompt.Count + piece - 1) / piece + all[i == 0 ? 0 : i + 1].Count - 1).Sum();
+        Assert.That(forwards, Is.LessThan(pieces / 2), $"{forwards} forwards for {pieces} pieces: the image sequence shared steps");
+        for (int i = 0; i < 200 && scheduler.Snapshot().Running > 0; i++) await Task.Delay(25);
+        Assert.That(engine.Cache.FreePages, Is.EqualTo(engine.Cache.NopePages), "every retired sequence returned its pages");
+
+        // A prompt whose <|patch|> count the images do not give fails that sequence alone, naming both counts.
+        var bad = new ServingRequest { Prompt = gold.Ids.Where((t, i) => i != 12).ToArray(), Images = image.Images, Options = image.Options };
+        var failed = scheduler.Submit(bad);
+        var ok = scheduler.Submit(texts[0]);
+        await foreach (var _ in failed.Pieces.ReadAllAsync()) { }
+        var result = await failed.Completion;
+        Assert.That(result.Reason, Is.EqualTo(FinishReason.Error));
+        Assert.That(result.Error, Is.TypeOf<ImageTokenMismatchException>());
+        Assert.That(result.Detail, Does.Contain("15").And.Contain("16"), result.Detail);
+        Assert.That(await Collect(ok), Is.EqualTo(textAlone[0]));
     }
 }
