@@ -361,7 +361,17 @@ internal sealed class Llama4TextGraph : IDisposable
             GemmFp8.Linear(c.Device, c[0], w, c.Output, new Tensor(fp8Rows.Ptr, DType.F8E4M3, new Shape(m, w.Shape.Inner)), fp8Scales.Slice(0, m), ub, c.Stream);
             return;
         }
-        if (w.DType == DType.BF16 && c[0].Shape[0] <= Gemv.MaxRows)
+        if (w.DType == DType.BF16 && paged is not null && Mode == ComputeMode.F32)
+        {   // A batched fp32 graph: GEMV in chunks of Gemv.MaxRows rows whatever the row count, so a row's sums run in the
+            // same order alone and in any batch (batch invariance, bit for bit); at ≤ 8 rows this is the decode path itself.
+            long m = c[0].Shape[0];
+            for (long r = 0; r < m; r += Gemv.MaxRows)
+            {
+                long n = Math.Min(Gemv.MaxRows, m - r);
+                Gemv.Run(c.Device, c[0].Slice(r, n), c[1], c.Output.Slice(r, n), c.Stream);
+            }
+        }
+        else if (w.DType == DType.BF16 && c[0].Shape[0] <= Gemv.MaxRows)
             Gemv.Run(c.Device, c[0], c[1], c.Output, c.Stream);
         else
             Gemm.Run(c.Device, c[0], c[1], c.Output, GemmBLayout.NK, c.Stream);
