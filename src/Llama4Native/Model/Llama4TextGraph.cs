@@ -487,6 +487,21 @@ internal sealed class Llama4TextGraph : IDisposable
     public Tensor RunBatch(ReadOnlySpan<(int Slot, ReadOnlyMemory<int> Ids)> pieces, Func<string, bool>? dumpWhere = null,
                            Action<string, Tensor, float[]>? dump = null, Tensor?[]? imageRows = null)
     {
+        BeginBatch(pieces, imageRows);
+        try { Plan.Run(null, dumpWhere, dump); }
+        catch { paged!.AbortStep(); throw; }
+        paged!.EndStep();
+        return Plan[Logits];
+    }
+
+    /// <summary>
+    /// <see cref="RunBatch"/> in three parts, for a captured step: <see cref="BeginBatch"/> uploads the ids, positions,
+    /// last rows, image rows and the cache's descriptors and begins the cache's step (<paramref name="kvBucket"/>: see
+    /// <see cref="PagedKvCache.BeginStep"/>); <see cref="RunBatchNodes"/> runs the nodes only (no upload, allocation or
+    /// synchronisation: what a capture records); <see cref="EndBatch"/> ends (or aborts) the cache's step.
+    /// </summary>
+    public void BeginBatch(ReadOnlySpan<(int Slot, ReadOnlyMemory<int> Ids)> pieces, Tensor?[]? imageRows = null, int kvBucket = 0)
+    {
         if (imageRows is not null && imageRows.Length != pieces.Length)
             throw new ArgumentException($"{imageRows.Length} image-row entries for {pieces.Length} pieces (one per piece, null for none)");
         if (paged is null) throw new InvalidOperationException("RunBatch needs a graph built over a PagedKvCache");
@@ -515,14 +530,28 @@ internal sealed class Llama4TextGraph : IDisposable
         if (n != Tokens) throw new ArgumentException($"this graph was built for {Tokens} rows, the pieces hold {n}");
         imageCount = 0;
         if (imageRows is not null && imageRows.Any(r => r is not null)) BatchImageRows(pieces, imageRows, last);
-        paged.BeginStep(seqs);
-        dev.Upload<int>(ids, Plan[Ids].Ptr);
-        dev.Upload<int>(pos, Plan[Positions].Ptr);
-        dev.Upload<int>(last, Plan[LastRows!.Value].Ptr);
-        try { Plan.Run(null, dumpWhere, dump); }
+        paged.BeginStep(seqs, kvBucket);
+        try
+        {
+            dev.Upload<int>(ids, Plan[Ids].Ptr);
+            dev.Upload<int>(pos, Plan[Positions].Ptr);
+            dev.Upload<int>(last, Plan[LastRows!.Value].Ptr);
+        }
         catch { paged.AbortStep(); throw; }
-        paged.EndStep();
-        return Plan[Logits];
+    }
+
+    /// <summary>Runs the nodes of a step begun with <see cref="BeginBatch"/>; the logits [B, V] are <see cref="Plan"/>[<see cref="Logits"/>].</summary>
+    public void RunBatchNodes(DeviceStream? stream = null)
+    {
+        if (paged is null) throw new InvalidOperationException("RunBatchNodes needs a graph built over a PagedKvCache");
+        Plan.Run(stream, (Func<string, bool>?)null, null);
+    }
+
+    /// <summary>Ends the step <see cref="BeginBatch"/> began: the sequences advance (<paramref name="ok"/>), or nothing moves.</summary>
+    public void EndBatch(bool ok)
+    {
+        if (paged is null) throw new InvalidOperationException("EndBatch needs a graph built over a PagedKvCache");
+        if (ok) paged.EndStep(); else paged.AbortStep();
     }
 
     /// <summary>Copies each piece's image rows into the graph's image input, back to back, with the packed rows of their

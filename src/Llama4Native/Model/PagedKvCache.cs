@@ -160,8 +160,11 @@ internal sealed class PagedKvCache : IDisposable
     /// <summary>
     /// Starts a step: <paramref name="seqs"/> (slot, rows) in the order of the packed rows. Checks context and pages for
     /// every sequence first, then takes the pages (all or nothing), uploads the new table entries and the descriptors.
+    /// With <paramref name="kvBucket"/> &gt; 0 the step's key bound (the attention grids' size) is rounded up to a multiple
+    /// of it (capped at the context): a captured step stays valid while the bound does not move. The kernels read each
+    /// row's length from the descriptors and split keys at fixed offsets, so the bound changes no result.
     /// </summary>
-    public void BeginStep(ReadOnlySpan<(int Slot, int Rows)> seqs)
+    public void BeginStep(ReadOnlySpan<(int Slot, int Rows)> seqs, int kvBucket = 0)
     {
         if (seqs.Length < 1 || seqs.Length > Slots) throw new ArgumentException($"paged kv cache: a step holds 1..{Slots} sequences, got {seqs.Length}");
         int total = 0, maxQ = 0, maxKv = 0, need = 0;
@@ -192,6 +195,7 @@ internal sealed class PagedKvCache : IDisposable
             pagesHeld[slot] = want;
             dev.Upload<int>(nopeTable.AsSpan(row + had, want - had), nopeTableDev.Ptr + 4L * (row + had));
         }
+        if (kvBucket > 0) maxKv = (int)Math.Min(MaxContext, ((long)maxKv + kvBucket - 1) / kvBucket * kvBucket);
         var d = new int[descInts];
         for (int b = 0; b < seqs.Length; b++)
         {
@@ -228,6 +232,9 @@ internal sealed class PagedKvCache : IDisposable
         return (Tensor.Quantized(k[layer]!.Ptr, KvDType, shape, ks[layer]!.Ptr, cfg.HeadDim),
                 Tensor.Quantized(v[layer]!.Ptr, KvDType, shape, vs[layer]!.Ptr, cfg.HeadDim));
     }
+
+    /// <summary>The current step's key bound (<see cref="BeginStep"/>; with a bucket, rounded up).</summary>
+    public int StepKvBound => step.MaxKv;
 
     /// <summary>The step's sequences (slot, rows), in row order.</summary>
     public ReadOnlySpan<(int Slot, int Rows)> StepSequences => stepSeqs;

@@ -25,8 +25,13 @@ namespace Llama4Native.Serving;
 /// tiles) and keeps the slot's projected rows; its prompt comes as one piece (the scheduler keeps an image prompt
 /// whole), which the engine feeds in pieces of <see cref="MaxPrefillPiece"/> — the leading ones in forwards of their
 /// own, the last in the step's batch with everyone else — each piece with the rows of its own &lt;|patch|&gt; tokens.
-/// Not here yet: CUDA-graph capture of the batched step, graphs bucketed by row count (graphs are built per (rows, sequences) and the
-/// least recently used are dropped past <see cref="MaxGraphs"/>).
+/// Capture (<see cref="CaptureDecode"/>): a decode-only step is one captured graph per (rows, key bound) — see
+/// <see cref="CapturedDecode"/>; steps with prefill pieces run eagerly.
+/// Batch invariance: in fp32 a sequence's logits are bit for bit the same alone and in any batch (the graph's linears
+/// run as GEMVs of ≤ 8 rows whatever the row count); in bf16 within the bf16 tolerances (the GEMV/GEMM switch is kept).
+/// Not here yet: graphs bucketed by row count (padding B to 1, 2, 4, 8 …): graphs and captures are per exact (rows,
+/// sequences), the least recently used graphs dropped past <see cref="MaxGraphs"/> with their captures; the per-step
+/// uploads (ids, positions, descriptors, slot map) are host copies before the replay, not a device-side step kernel.
 /// </summary>
 internal sealed class BatchedStepEngine : IStepEngine
 {
@@ -63,14 +68,29 @@ internal sealed class BatchedStepEngine : IStepEngine
     public PagedKvCache Cache => kv;
     /// <summary>Forwards run so far (a step is one forward unless it holds more than <see cref="MaxStepTokens"/> rows).</summary>
     public long Forwards { get; private set; }
+    /// <summary>The logits [B, V] f32 of the last forward, on the device (valid until that graph runs again; for tests).</summary>
+    internal Tensor LastLogits { get; private set; }
+    /// <summary>Decode-only steps are captured (<see cref="CapturedDecode"/>).</summary>
+    public bool CaptureDecode { get; }
+    /// <summary>Captured steps are keyed by the key bound rounded up to this many keys.</summary>
+    public int CaptureKvBucket { get; }
+    /// <summary>Captured decode steps held, and replays so far.</summary>
+    public int CapturedSteps => stepGraphs.Count;
+    public long GraphReplays { get; private set; }
+    readonly Dictionary<(int B, int Bound), DeviceGraph> stepGraphs = [];
+    readonly HashSet<(int B, int Bound)> warmed = [];
 
     /// <param name="slots">sequences held at once</param>
     /// <param name="maxStepTokens">rows of one forward (0 = slots + maxPrefillPiece: every decode row and one full piece)</param>
     /// <param name="pages">NoPE pages (0 = every slot at max context)</param>
     public BatchedStepEngine(ModelWeights weights, ComputeMode mode, int slots, int maxContext, int maxPrefillPiece = 256,
                              int maxStepTokens = 0, int pages = 0, KvCacheFormat kvFormat = KvCacheFormat.Default,
-                             int pageSize = PagedKvCache.DefaultPageSize)
+                             int pageSize = PagedKvCache.DefaultPageSize, bool captureDecode = false, int captureKvBucket = KvCache.KvBucket)
     {
+        if (captureDecode && !weights.Device.CanCapture) throw new NotSupportedException($"{weights.Device.Name} cannot capture graphs");
+        if (captureKvBucket < 1) throw new ArgumentException($"capture kv bucket ({captureKvBucket}) must be ≥ 1");
+        CaptureDecode = captureDecode;
+        CaptureKvBucket = captureKvBucket;
         if (slots < 1) throw new ArgumentException($"slots ({slots}) must be ≥ 1 (--max-batch)");
         if (maxContext < 2) throw new ArgumentException($"max context ({maxContext}) must be ≥ 2 (--max-context)");
         if (maxPrefillPiece < 1) throw new ArgumentException($"max prefill piece ({maxPrefillPiece}) must be ≥ 1");
@@ -240,7 +260,11 @@ internal sealed class BatchedStepEngine : IStepEngine
             imageFed[p.Slot] += k;
         }
         var g = Graph(batch.Sum(x => x.Ids.Length), batch.Length);
+        bool decodeOnly = CaptureDecode && fused is null;
+        for (int b = 0; b < group.Count && decodeOnly; b++) decodeOnly = pieces[group[b]].Decode && pieces[group[b]].Sample;
+        if (decodeOnly) { CapturedDecode(pieces, group, results, g, batch); return; }
         var logits = g.RunBatch(batch, imageRows: fused);
+        LastLogits = logits;
         Forwards++;
         // The sampling rows (every piece samples but a prompt piece that is not the prompt's last).
         var rows = new List<int>(group.Count);
@@ -262,8 +286,15 @@ internal sealed class BatchedStepEngine : IStepEngine
         var ids = new Tensor(sampleIo.Ptr, DType.I32, new Shape(n));
         var sums = new Tensor(sampleIo.Ptr + 4L * n, DType.F32, new Shape(n, 1));
         SampleRows(dev, sampled, slotT, ids, sums);
+        Results(pieces, group, rows, results);
+    }
+
+    /// <summary>Brings back the ids and sums of the sampled <paramref name="rows"/> (one download) and answers their pieces.</summary>
+    void Results(ReadOnlySpan<StepPiece> pieces, List<int> group, List<int> rows, Span<StepResult> results)
+    {
+        int n = rows.Count;
         var got = new int[2 * n];
-        dev.Download<int>(sampleIo.Ptr, got);
+        weights.Device.Download<int>(sampleIo.Ptr, got);
         for (int r = 0; r < n; r++)
         {
             var i = group[rows[r]];
@@ -276,6 +307,63 @@ internal sealed class BatchedStepEngine : IStepEngine
             last[slot] = got[r];
             results[i] = new StepResult(got[r], null);
         }
+    }
+
+    /// <summary>
+    /// A decode-only step (every row one token, every row sampled) with <see cref="CaptureDecode"/>: the host uploads the
+    /// step's ids, positions, last rows, descriptors, new block-table entries and the sampling slot map into the graph's
+    /// and the cache's static buffers (<see cref="Llama4TextGraph.BeginBatch"/>); the nodes and the one-launch sampler are
+    /// then one captured graph per (rows B, key bound) — the bound rounded up to <see cref="CaptureKvBucket"/> keys, so
+    /// a sequence growing re-captures every bucket, not every token — recorded the second time such a step runs (the
+    /// first runs eagerly: kernels load outside any capture) and replayed after that. Results are the uncaptured step's
+    /// bit for bit: the same launches with the same arguments.
+    /// </summary>
+    void CapturedDecode(ReadOnlySpan<StepPiece> pieces, List<int> group, Span<StepResult> results, Llama4TextGraph g,
+                        (int Slot, ReadOnlyMemory<int> Ids)[] batch)
+    {
+        var dev = weights.Device;
+        int n = group.Count;
+        var slotsOf = new int[n];
+        for (int r = 0; r < n; r++) slotsOf[r] = pieces[group[r]].Slot;
+        g.BeginBatch(batch, null, CaptureKvBucket);
+        bool ok = false;
+        try
+        {
+            dev.Upload<int>(slotsOf, sampleRows.Ptr);
+            var key = (n, kv.StepKvBound);
+            var logits = g.Plan[g.Logits];
+            var slotT = new Tensor(sampleRows.Ptr, DType.I32, new Shape(n));
+            var ids = new Tensor(sampleIo.Ptr, DType.I32, new Shape(n));
+            var sums = new Tensor(sampleIo.Ptr + 4L * n, DType.F32, new Shape(n, 1));
+            if (stepGraphs.TryGetValue(key, out var graph)) { graph.Launch(); GraphReplays++; }
+            else if (warmed.Add(key)) { g.RunBatchNodes(); SampleRows(dev, logits, slotT, ids, sums); }
+            else
+            {
+                dev.BeginCapture();
+                try { g.RunBatchNodes(); SampleRows(dev, logits, slotT, ids, sums); }
+                catch
+                {
+                    try { dev.EndCapture().Dispose(); } catch { /* the capture is invalid anyway; the first error is the one to see */ }
+                    throw;
+                }
+                var captured = dev.EndCapture();
+                stepGraphs[key] = captured;
+                captured.Launch();
+                GraphReplays++;
+            }
+            ok = true;
+        }
+        finally { g.EndBatch(ok); }
+        LastLogits = g.Plan[g.Logits];
+        Forwards++;
+        Results(pieces, group, Enumerable.Range(0, n).ToList(), results);
+    }
+
+    /// <summary>Drops the captured steps of B rows (their graph of B rows is gone).</summary>
+    void DropCaptured(int rows)
+    {
+        foreach (var k in stepGraphs.Keys.Where(k => k.B == rows).ToList()) { stepGraphs.Remove(k, out var c); c!.Dispose(); }
+        warmed.RemoveWhere(k => k.B == rows);
     }
 
     /// <summary>One launch samples every row of <paramref name="logits"/> [n, V] with its slot's state (penalty counts
@@ -308,6 +396,7 @@ internal sealed class BatchedStepEngine : IStepEngine
             var old = lru.Last!.Value;
             lru.RemoveLast();
             graphs.Remove(old, out var gone);
+            if (old.T == old.B) DropCaptured(old.B);
             gone!.Dispose();
         }
         g = new Llama4TextGraph(weights, tokens, sequences, mode, kv);
@@ -329,6 +418,8 @@ internal sealed class BatchedStepEngine : IStepEngine
 
     public void Dispose()
     {
+        foreach (var c in stepGraphs.Values) c.Dispose();
+        stepGraphs.Clear();
         foreach (var g in graphs.Values) g.Dispose();
         graphs.Clear();
         sampleParams?.Dispose(); sampleSteps?.Dispose(); sampleCounts?.Dispose(); sampleIo?.Dispose(); sampleRows?.Dispose();

@@ -2,6 +2,7 @@ using Llama4Native.Devices;
 using Llama4Native.Generation;
 using Llama4Native.Kernels;
 using Llama4Native.Model;
+using Llama4Native.Ops;
 using Llama4Native.Tensors;
 using Llama4Native.Serving;
 using Llama4Native.Tests.Checkpoints;
@@ -187,5 +188,67 @@ public class BatchedEngineTests
         Assert.That(result.Error, Is.TypeOf<ImageTokenMismatchException>());
         Assert.That(result.Detail, Does.Contain("15").And.Contain("16"), result.Detail);
         Assert.That(await Collect(ok), Is.EqualTo(textAlone[0]));
+    }
+
+    /// <summary>Captured decode steps (one graph per (rows, key bound), bound buckets of 16 keys) against the same engine
+    /// uncaptured, step by step on the same pieces: every step's logits bit for bit and the same sampled tokens (greedy,
+    /// seeded top-p, top-k with penalties), through prefill/decode mixes (not captured), sequences joining and leaving,
+    /// a different set of slots on the same B replaying the same graph, and re-captures as the bound grows.</summary>
+    [Test]
+    public void CapturedDecodeStepsEqualUncapturedBitForBit()
+    {
+        var rng = new Random((int)CkptTestUtil.Seed("batched-capture"));
+        using var model = Llama4Model.Load(CkptTestUtil.FixtureModel("tiny-maverick"),
+                                           new Llama4ModelOptions(Device: "emu", Compute: ComputeMode.F32, MaxContext: Context, MaxPrefillPiece: 16));
+        using var plain = new BatchedStepEngine(model.Weights, ComputeMode.F32, 4, Context, 16, pageSize: 16);
+        using var captured = new BatchedStepEngine(model.Weights, ComputeMode.F32, 4, Context, 16, pageSize: 16, captureDecode: true, captureKvBucket: 16);
+        GenerationOptions[] opts =
+        [
+            new(),
+            new() { Temperature = 0.9f, TopP = 0.9f, Seed = (ulong)rng.NextInt64() },
+            new() { Temperature = 0.7f, TopK = 20, RepetitionPenalty = 1.3f, PresencePenalty = 0.2f, Seed = (ulong)rng.NextInt64() },
+        ];
+        int[][] prompts = [[.. Enumerable.Range(0, 20).Select(_ => rng.Next(0, 448))], [.. Enumerable.Range(0, 7).Select(_ => rng.Next(0, 448))],
+                           [.. Enumerable.Range(0, 33).Select(_ => rng.Next(0, 448))]];
+        int[] fed = new int[3], lastToken = [-1, -1, -1];
+        int v = plain.Vocab, steps = 0;
+        void Step(params int[] seqs)
+        {
+            var pieces = seqs.Select(q =>
+            {
+                if (lastToken[q] >= 0) return new StepPiece(q, new[] { lastToken[q] }, Sample: true, Decode: true);
+                int n = Math.Min(16, prompts[q].Length - fed[q]);
+                var piece = new StepPiece(q, prompts[q].AsMemory(fed[q], n), Sample: fed[q] + n == prompts[q].Length, Decode: false);
+                fed[q] += n;
+                return piece;
+            }).ToArray();
+            var a = new StepResult[pieces.Length];
+            var b = new StepResult[pieces.Length];
+            plain.Step(pieces, a);
+            captured.Step(pieces, b);
+            for (int i = 0; i < pieces.Length; i++)
+            {
+                Assert.That((a[i].Error, b[i].Error), Is.EqualTo(((Exception?)null, (Exception?)null)), $"step {steps}");
+                Assert.That(b[i].Token, Is.EqualTo(a[i].Token), $"step {steps}, slot {pieces[i].Slot}: sampled token");
+                if (pieces[i].Sample) lastToken[pieces[i].Slot] = a[i].Token;
+            }
+            var la = DeviceData.Download(model.Device, plain.LastLogits.Ptr, (long)pieces.Length * v, DType.F32);
+            var lb = DeviceData.Download(model.Device, captured.LastLogits.Ptr, (long)pieces.Length * v, DType.F32);
+            int diff = Enumerable.Range(0, la.Length).Count(j => BitConverter.SingleToInt32Bits(la[j]) != BitConverter.SingleToInt32Bits(lb[j]));
+            Assert.That(diff, Is.Zero, $"step {steps} ({string.Join(",", pieces.Select(p => p.Decode ? "d" : p.Tokens.Length.ToString()))}): logits bits differ");
+            steps++;
+        }
+        foreach (var e in new[] { plain, captured }) { e.Begin(0, opts[0], null); e.Begin(1, opts[1], null); }
+        Step(0, 1); Step(0, 1);
+        for (int i = 0; i < 14; i++) Step(0, 1);          // B = 2, lengths 20 → 34: the bound moves past 32
+        foreach (var e in new[] { plain, captured }) e.Begin(2, opts[2], null);
+        Step(0, 2, 1); Step(2, 1, 0); Step(1, 0, 2);        // slot 2's prompt pieces among decode rows (not captured)
+        for (int i = 0; i < 8; i++) Step(0, 1, 2);          // B = 3
+        foreach (var e in new[] { plain, captured }) e.End(1);
+        for (int i = 0; i < 6; i++) Step(2, 0);             // B = 2 again, other slots in another order: the same graphs
+        Assert.That(captured.CapturedSteps, Is.GreaterThanOrEqualTo(3), "graphs per (B, bound)");
+        Assert.That(captured.GraphReplays, Is.GreaterThanOrEqualTo(15), "replays");
+        Assert.That(plain.CapturedSteps, Is.Zero);
+        TestContext.Out.WriteLine($"{steps} steps: {captured.CapturedSteps} captured graphs, {captured.GraphReplays} replays; logits bit for bit");
     }
 }
