@@ -42,7 +42,7 @@ internal sealed record BatchPlan(int Batch, int Position, TraceSummary Step, dou
     public void RenderText(StringBuilder sb, PlanOptions o)
     {
         var d = Step;
-        sb.AppendLine($"batched decode step: {Batch} sequences at position {Position} (BatchedStepEngine: one forward of {Batch} rows over a paged KV cache, pages of {PageSize}; then each row's sampling)");
+        sb.AppendLine($"batched decode step: {Batch} sequences at position {Position} (BatchedStepEngine: one forward of {Batch} rows over a paged KV cache, pages of {PageSize}; then one sampling launch for its rows)");
         sb.AppendLine($"  launches {d.Launches} (host-issued {d.HostLaunches}), graph launches {d.GraphLaunches}, copies {d.Copies}, host syncs {d.HostSyncs}");
         sb.AppendLine($"  bytes {Format.Bytes(d.Bytes)} ({Format.Bytes(d.Bytes / Math.Max(1, Batch))} per token), FLOPs {d.Flops:0.###e+0}");
         sb.AppendLine($"  modelled {ModelledSeconds * 1e3:0.000} ms per step → {AggregateTokensPerSecond:0.0} tokens/s aggregate ({SequenceTokensPerSecond:0.0} per sequence)");
