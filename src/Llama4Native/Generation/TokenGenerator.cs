@@ -55,8 +55,8 @@ internal sealed class TokenGenerator : IDisposable
     /// <summary>Captured decode steps so far (one per attention-length bound and sampler kind) and graph replays.</summary>
     public int CapturedSteps => stepGraphs.Count;
     public long GraphReplays { get; private set; }
-    readonly Dictionary<(int, int, bool), DeviceGraph> stepGraphs = [];
-    readonly HashSet<(int, int, bool)> warmed = [];
+    readonly Dictionary<(int, bool), DeviceGraph> stepGraphs = [];
+    readonly HashSet<(int, bool)> warmed = [];
     readonly HostBuffer idHost;
     bool deviceStateValid; // the device's descriptors and sampled id describe the host's position and pending token
 
@@ -161,7 +161,7 @@ internal sealed class TokenGenerator : IDisposable
     {
         var dev = weights.Device;
         var g = Graph(1);
-        var key = (Cache.StepBounds().Rope, Cache.StepBounds().Nope, Penalised(o));
+        var key = (Cache.StepBound(), Penalised(o));
         Cache.BeginDeviceStep();
         deviceStateValid = false;
         try

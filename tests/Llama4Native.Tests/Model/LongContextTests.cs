@@ -140,15 +140,18 @@ internal class TenMillionPositionTests
         var config = Llama4Config.Parse(json.ToJsonString(), "scout, 4 layers");
         var c = config.Text;
         Assert.That(c.UsesRope, Is.EqualTo(new[] { true, true, true, false }));
-        const int context = 10_000_000, piece = 1 << 15;   // kv_append takes ≤ 65,535 rows per piece (grid y)
+        const int context = 10_000_000, piece = 1 << 15;   // past one launch's grid: the paged cache launches it in parts
         var plan = Llama4Native.Devices.Recording.Planner.Run(config, new Llama4Native.Devices.Recording.PlanOptions(
             Context: context, DeviceMemory: 141L << 30, Steps: 2, MaxPiece: piece, KvCache: KvCacheFormat.Fp8));
         long row = 2L * c.NumKeyValueHeads * (c.HeadDim + 4);                   // K and V of one slot: e4m3 codes + f32 scales
-        long want = context * row + 3 * (long)(c.AttentionChunkSize + piece) * row;
+        // pages of 64 positions: every position's page for the NoPE layer, a ring of ceil((C + piece) / 64) + 1 pages per
+        // chunked layer, and the block tables (int32 per page)
+        long stride = (context + 63) / 64, ring = (c.AttentionChunkSize + piece + 63) / 64 + 1;
+        long want = stride * 64 * row + 3 * ring * 64 * row + 4 * (stride + ring);
         Assert.That(plan.Memory.Single(m => m.What.StartsWith("KV cache", StringComparison.Ordinal)).Bytes, Is.EqualTo(want));
         Assert.That(plan.Decode.Position, Is.EqualTo(context - 2), "the last decode step feeds position N − 2 (its token lands at N − 1)");
         // the decode step's NoPE attention reads all 10M keys: its declared traffic is > 10M rows (no 32-bit wrap)
-        var split = plan.Decode.Trace.Items.Where(i => i.Kernel.StartsWith("attn_decode_split", StringComparison.Ordinal)).ToList();
+        var split = plan.Decode.Trace.Items.Where(i => i.Kernel.StartsWith("paged_attn_bf16", StringComparison.Ordinal) && i.Grid.X > 1).ToList();
         Assert.That(split, Has.Count.EqualTo(4));
         Assert.That(split.Max(i => i.Bytes), Is.GreaterThan((long)context * row));
         Assert.That(split.Max(i => i.Grid.Count), Is.GreaterThanOrEqualTo(Llama4Native.Devices.Recording.Plan.Sms), "split-KV grid fills the SMs at 10M keys");

@@ -37,15 +37,19 @@ internal sealed record PlanOptions(int Context = 8192, long DeviceMemory = 80L <
 /// </summary>
 internal sealed record SplitKvModel(long Keys, int Splits, long Blocks, long Waves, long Bytes, double Fraction, double FractionWithCombine)
 {
+    // the split-KV decode attention: the paged kernel (every single-sequence and batched cache) or attention.cu's
+    static bool IsCombine(string? k) => k is not null && (k.StartsWith("paged_attn_combine", StringComparison.Ordinal) || k.StartsWith("attn_decode_combine", StringComparison.Ordinal));
+    static bool IsSplit(string? k) => k is not null && !IsCombine(k) && (k.StartsWith("paged_attn_", StringComparison.Ordinal) || k.StartsWith("attn_decode_split", StringComparison.Ordinal));
+
     public static SplitKvModel? Of(TraceSummary t, long keys, double bytesPerSecond)
     {
         var items = t.Items.ToList();
         int at = -1;
         for (int i = 0; i < items.Count; i++)
-            if (items[i].Kind == RecordedKind.Launch && items[i].Kernel.StartsWith("attn_decode_split", StringComparison.Ordinal) && (at < 0 || items[i].Bytes > items[at].Bytes)) at = i;
+            if (items[i].Kind == RecordedKind.Launch && IsSplit(items[i].Kernel) && items[i].Grid.X > 1 && (at < 0 || items[i].Bytes > items[at].Bytes)) at = i;
         if (at < 0) return null;
         var s = items[at];
-        var combine = items.Skip(at + 1).FirstOrDefault(i => i.Kernel.StartsWith("attn_decode_combine", StringComparison.Ordinal));
+        var combine = items.Skip(at + 1).FirstOrDefault(i => IsCombine(i.Kernel));
         long blocks = (long)s.Grid.Count, waves = (blocks + Plan.Sms - 1) / Plan.Sms;
         double fraction = (double)blocks / (waves * Plan.Sms);
         double tSplit = Math.Max(Plan.MinKernelUs * 1e-6, s.Bytes / bytesPerSecond / fraction);
@@ -127,7 +131,7 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
         return sb.ToString();
     }
 
-    static long AttentionBytes(TraceSummary t) => t.Items.Where(i => i.Kind == RecordedKind.Launch && i.Kernel.StartsWith("attn_", StringComparison.Ordinal)).Sum(i => i.Bytes);
+    static long AttentionBytes(TraceSummary t) => t.Items.Where(i => i.Kind == RecordedKind.Launch && (i.Kernel.StartsWith("attn_", StringComparison.Ordinal) || i.Kernel.StartsWith("paged_attn_", StringComparison.Ordinal))).Sum(i => i.Bytes);
 
     /// <summary>H100/H200 SXM streaming multiprocessors, and the least a kernel takes: the second, latency-aware model.</summary>
     public const int Sms = 132;
