@@ -45,6 +45,7 @@ internal static class ContextFit
         long cap = c.MaxPositionEmbeddings > 0 ? c.MaxPositionEmbeddings : int.MaxValue;
         long budget = (model.Device.FreeMemory - ReserveBytes) / Math.Max(1, sequences);
         var act = model.Compute == ComputeMode.F32 ? DType.F32 : DType.BF16;
-        return (int)Math.Min(int.MaxValue, Largest(c, budget, model.Options.MaxPrefillPiece, act, model.Options.KvCache, cap));
+        int piece = model.Options.MaxPrefillPiece > 0 ? model.Options.MaxPrefillPiece : Generation.TokenGenerator.AutoPieces[0]; // auto: room for the largest ring
+        return (int)Math.Min(int.MaxValue, Largest(c, budget, piece, act, model.Options.KvCache, cap));
     }
 }
