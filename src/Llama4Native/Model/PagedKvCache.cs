@@ -214,6 +214,16 @@ internal sealed class PagedKvCache : IDisposable
         dev.Upload<int>(nopeTable.AsSpan(row + had, want - had), nopeTableDev.Ptr + 4L * (row + had));
     }
 
+    /// <summary>Planning only (`llama4 plan` on the recording device): counts the slot's first <paramref name="tokens"/>
+    /// positions as held without writing them, so one step at a long history can be recorded without its prefill. The
+    /// pages must be reserved already.</summary>
+    internal void AssumeLength(int slot, int tokens)
+    {
+        if (!active[CheckSlot(slot)] || tokens < 0 || tokens > MaxContext || PagesFor(tokens) > pagesHeld[slot])
+            throw new InvalidOperationException($"paged kv cache: slot {slot} cannot hold {tokens} positions (reserve its pages first)");
+        length[slot] = tokens;
+    }
+
     /// <summary>Ends the slot's sequence and returns its pages to the pool at once (O(pages held)).</summary>
     public void End(int slot)
     {
