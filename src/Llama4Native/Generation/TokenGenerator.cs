@@ -69,7 +69,8 @@ internal sealed class TokenGenerator : IDisposable
                 long afterKv = dev.FreeMemory;
                 g = new Llama4TextGraph(w, candidates[i], mode, kv, lastLogitsOnly: true);
                 long graphBytes = afterKv - dev.FreeMemory;
-                if (last || dev.FreeMemory >= graphBytes)
+                long free = dev.FreeMemory;   // > 0: a device that does not refuse (the recording one) reports 0 when over
+                if (last || (free > 0 && free >= graphBytes))
                 {
                     graphs[candidates[i]] = g;
                     graph = g; piece = candidates[i];
