@@ -9,16 +9,23 @@ namespace Llama4Native;
 /// <param name="Device">"auto" (the first GPU, else the emulator), "cuda", "cuda:N" or "emu".</param>
 /// <param name="Compute">fp32 (exact parity) or bf16 (production); null = bf16 on a GPU, fp32 on the emulator.</param>
 /// <param name="MaxContext">Tokens a session can hold (prompt + generated); sizes the KV cache of NoPE layers.</param>
-/// <param name="MaxPrefillPiece">The largest piece a prompt is fed in.</param>
+/// <param name="MaxPrefillPiece">The largest piece a prompt is fed in; 0 (the default) = auto: the largest of 2048/1024/512/256
+/// whose KV ring and activations fit the device's free memory when a session opens (serving engines interleave pieces with
+/// decode steps and take 256 for auto).</param>
 /// <param name="Codec">The text side (tokenizer + chat format); null = the checkpoint's own Llama 4 tokenizer
 /// (`original/tokenizer.model`, `tokenizer.model` or `tokenizer.json`), loaded when the first session starts.</param>
 /// <param name="Quantize">On-the-fly weight quantization at load: int4 (int4_mixed, W4A16) or fp8 (fp8_mixed).</param>
 /// <param name="Int4GroupSize">Input elements per int4 scale (G); K of every int4 weight must be a multiple of it.</param>
 /// <param name="KvCache">How keys and values are stored: the compute dtype (default) or FP8 (e4m3 + a scale per token and kv head).</param>
-public sealed record Llama4ModelOptions(string Device = "auto", ComputeMode? Compute = null, int MaxContext = 8192, int MaxPrefillPiece = 256,
+public sealed record Llama4ModelOptions(string Device = "auto", ComputeMode? Compute = null, int MaxContext = 8192, int MaxPrefillPiece = 0,
                                         Action<LoadProgress>? Progress = null, ITextCodec? Codec = null,
                                         QuantizeMode Quantize = QuantizeMode.None, int Int4GroupSize = 128,
-                                        KvCacheFormat KvCache = KvCacheFormat.Default);
+                                        KvCacheFormat KvCache = KvCacheFormat.Default)
+{
+    /// <summary>The piece serving engines feed prompts in: <see cref="MaxPrefillPiece"/>, or 256 for auto (a step mixes a
+    /// piece with every running sequence's decode row, so pieces stay short there).</summary>
+    internal int ServingPrefillPiece => MaxPrefillPiece > 0 ? MaxPrefillPiece : 256;
+}
 
 /// <summary>
 /// A Llama 4 checkpoint loaded on a device: the entry point of the library.
@@ -79,8 +86,8 @@ public sealed class Llama4Model : IDisposable
     {
         ArgumentNullException.ThrowIfNull(path);
         options ??= new Llama4ModelOptions();
-        if (options.MaxContext < 1 || options.MaxPrefillPiece < 1)
-            throw new ArgumentException($"max context ({options.MaxContext}) and max prefill piece ({options.MaxPrefillPiece}) must be ≥ 1");
+        if (options.MaxContext < 1 || options.MaxPrefillPiece < 0)
+            throw new ArgumentException($"max context ({options.MaxContext}) must be ≥ 1 and max prefill piece ({options.MaxPrefillPiece}) ≥ 0 (0 = auto)");
         if (options.Int4GroupSize < 1)
             throw new ArgumentException($"the int4 group size ({options.Int4GroupSize}) must be ≥ 1");
         path = Checkpoint.ResolveModelDirectory(path);
@@ -147,7 +154,7 @@ public sealed class Llama4Model : IDisposable
         {
             // Checked again under the lock: a concurrent Dispose either sees this session or makes this call throw.
             ObjectDisposedException.ThrowIf(disposed, this);
-            var s = new ChatSession(new TokenGenerator(Weights, Compute, ctx, Math.Min(Options.MaxPrefillPiece, ctx), kvCache: Options.KvCache), codec, images, Forget, GenerationDefaults);
+            var s = new ChatSession(new TokenGenerator(Weights, Compute, ctx, Options.MaxPrefillPiece > 0 ? Math.Min(Options.MaxPrefillPiece, ctx) : 0, kvCache: Options.KvCache), codec, images, Forget, GenerationDefaults);
             sessions.Add(s);
             return s;
         }

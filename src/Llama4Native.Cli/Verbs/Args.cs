@@ -208,13 +208,24 @@ internal static class Common
     public static readonly Opt KvCache = new("kv-cache", "FORMAT", "bf16 (keys and values in the compute dtype: bf16, or fp32 with --compute fp32) or fp8 " +
                                                                   "(e4m3 + one f32 scale per token and kv head: about half the bytes) (default bf16)");
 
+    public static readonly Opt MaxPiece = new("max-piece", "N|auto", "largest prefill piece in tokens, 1 to 1048576, or auto: the largest of 2048/1024/512/256 whose " +
+                                                                   "KV ring and activations fit the device's free memory (default auto; serve: auto = 256)");
+
+    /// <summary>--max-piece N|auto: 0 = auto.</summary>
+    public static int MaxPieceValue(Args a) => a.Get("max-piece") switch
+    {
+        null or "auto" => 0,
+        var s when s.TrimStart('-', '+').Length > 0 && s.TrimStart('-', '+').All(char.IsAsciiDigit) => a.GetInt("max-piece", 256, 1, 1 << 20),
+        var s => throw new UsageException($"--max-piece expects a number of tokens or 'auto', got '{s}'"),
+    };
+
     public static readonly Opt[] ModelOptions =
     [
         Model, Device, ComputeOpt,
         new("tokenizer", "PATH", "tokenizer.model, tokenizer.json, or a folder holding one (default: the checkpoint's own)"),
         new("max-context", "N", "tokens a conversation can hold, prompt + reply, 1 to 2147483647 (default: what fits in the device's free memory " +
                                 "after the weights, less 1 GiB, in the chosen --kv-cache format, at most the model's max_position_embeddings)"),
-        Quantize, Int4Group, KvCache,
+        Quantize, Int4Group, KvCache, MaxPiece,
     ];
 
     public static readonly Opt[] SamplingOptions =

@@ -25,12 +25,14 @@ internal static class EvalVerb
          new("compute", "MODE", "fp32 or bf16 (default fp32)"),
          new("dump", "PATTERN", "also write every node whose name matches PATTERN (glob), e.g. 'blk.3.*'"),
          new("generate", "N", "also generate N greedy tokens through the KV cache, 0 to 1048576, T + N ≤ max_position_embeddings (default 0)"),
-         Common.Quantize, Common.Int4Group, Common.KvCache]);
+         Common.Quantize, Common.Int4Group, Common.KvCache,
+         new("max-piece", "N|auto", "with --generate: largest prefill piece, 1 to 1048576, or auto (the largest of 2048/1024/512/256 that fits; default: the prompt, at most 512)")]);
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
     {
         var a = new Args(argv, Spec);
         int generate = a.GetInt("generate", 0, 0, 1 << 20);
+        int piece = a.Has("max-piece") ? Common.MaxPieceValue(a) : -1; // checked before anything loads
         var mode = Common.Compute(a, ComputeMode.F32)!.Value;
         var deviceSpec = Common.DeviceSpec(a);
         var quantize = Common.Quantization(a);
@@ -102,7 +104,7 @@ internal static class EvalVerb
         if (generate > 0)
         {
             // Greedy through the KV cache, never stopping early: generated_ids [N] and the logits each came from.
-            using var gen = new Generation.TokenGenerator(weights, mode, ids.Length + generate, maxPiece: Math.Min(ids.Length, 512), kvCache: kvCache);
+            using var gen = new Generation.TokenGenerator(weights, mode, ids.Length + generate, maxPiece: piece >= 0 ? piece : Math.Min(ids.Length, 512), kvCache: kvCache);
             var tokens = new List<long>();
             var stepLogits = new List<float>();
             foreach (var tok in gen.Generate(ids, new Generation.GenerationOptions { MaxNewTokens = generate, StopAtModelStops = false }, images))

@@ -86,13 +86,7 @@ internal static class PlanVerb
         return 0;
     }
 
-    /// <summary>--max-piece N|auto (default auto = 0: the planner picks the largest piece that fits).</summary>
-    static int MaxPiece(Args a) => a.Get("max-piece") switch
-    {
-        null or "auto" => 0,
-        var s when s.TrimStart('-', '+').Length > 0 && s.TrimStart('-', '+').All(char.IsAsciiDigit) => a.GetInt("max-piece", 256, 1, 1 << 20),
-        var s => throw new UsageException($"--max-piece expects a number of tokens or 'auto', got '{s}'"),
-    };
+    static int MaxPiece(Args a) => Common.MaxPieceValue(a);
 
     /// <summary>"80GiB", "141 GiB", "80GB", "512MiB" or a plain byte count.</summary>
     internal static long ParseBytes(string s)

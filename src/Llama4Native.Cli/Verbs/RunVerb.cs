@@ -64,7 +64,7 @@ internal static class RunVerb
     /// <summary>The parsed model and sampling options: every value range-checked, nothing read from disk yet.</summary>
     public sealed record Settings(string Device, ComputeMode? Compute, int? MaxContext, QuantizeOptions Quantize, string? Tokenizer,
                                     Func<GenerationOptions, GenerationOptions> Sampling, IReadOnlyList<int> StopTokens,
-                                    KvCacheFormat KvCache = KvCacheFormat.Default)
+                                    KvCacheFormat KvCache = KvCacheFormat.Default, int MaxPiece = 0)
     {
         public static Settings From(Args a)
         {
@@ -73,6 +73,7 @@ internal static class RunVerb
             int? ctx = a.Has("max-context") ? a.GetInt("max-context", 8192, 1, int.MaxValue) : null;
             var q = Common.Quantization(a);
             var kv = Common.KvFormat(a);
+            int piece = Common.MaxPieceValue(a);
             var tok = a.Get("tokenizer");
             if (tok is not null && !File.Exists(tok) && !Directory.Exists(tok)) throw new UsageException($"--tokenizer {tok}: no such file or folder");
             var stopTokens = a.All("stop-token").Select(s => (int)Args.ParseLong("--stop-token", s, 0, int.MaxValue)).ToArray();
@@ -94,7 +95,7 @@ internal static class RunVerb
             };
             try { Apply(new GenerationOptions()).Validate(); }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
-            return new Settings(device, compute, ctx, q, tok, Apply, stopTokens, kv);
+            return new Settings(device, compute, ctx, q, tok, Apply, stopTokens, kv, piece);
         }
     }
 
@@ -144,7 +145,7 @@ internal static class RunVerb
         catch (ArgumentException e) { throw new UsageException(e.Message); }
         var codec = Codec(dir, s.Tokenizer, config, demo, stderr); // before the (long) weight load
         var bar = new ProgressBar(stderr, "load");
-        var model = Llama4Model.Load(dir, new Llama4ModelOptions(s.Device, s.Compute, s.MaxContext ?? 8192, 256,
+        var model = Llama4Model.Load(dir, new Llama4ModelOptions(s.Device, s.Compute, s.MaxContext ?? 8192, s.MaxPiece,
                                                                  p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec,
                                                                  s.Quantize.Mode, s.Quantize.Int4GroupSize, s.KvCache));
         bar.Done();

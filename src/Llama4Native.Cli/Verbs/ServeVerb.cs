@@ -28,7 +28,7 @@ internal static class ServeVerb
          new("step-tokens", "N", "prompt tokens fed per scheduler step, 1 to 1048576 (default 512)"),
          new("engine", "KIND", "batched (a step's sequences in one forward over a paged KV cache), sequential (one after another; " +
                                "takes images) or auto (default: batched for text-only models, sequential when the model has a vision tower)"),
-         Common.Quantize, Common.Int4Group, Common.KvCache, Common.Device, Common.ComputeOpt,
+         Common.Quantize, Common.Int4Group, Common.KvCache, Common.Device, Common.ComputeOpt, Common.MaxPiece,
          new("tokenizer", "PATH", "the tokenizer (default: the checkpoint's original/tokenizer.model, tokenizer.model or tokenizer.json)"),
          new("model-id", "NAME", "the model id clients use (default: the folder name)"),
          new("shutdown-timeout", "S", "seconds running requests get after SIGTERM/Ctrl-C, 0 to 3600 (default 30)")]);
@@ -38,6 +38,7 @@ internal static class ServeVerb
         var a = new Args(argv, Spec);
         int port = a.GetInt("port", 8000, 0, 65535), batch = a.GetInt("max-batch", 8, 1, 4096), context = a.GetInt("max-context", 8192, 2, int.MaxValue);
         bool contextGiven = a.Has("max-context");
+        int maxPiece = Common.MaxPieceValue(a);
         int queue = a.GetInt("max-queue", 64, 0, 1_000_000), stepTokens = a.GetInt("step-tokens", 512, 1, 1 << 20);
         string engineKind = a.Get("engine", "auto");
         if (engineKind is not ("auto" or "batched" or "sequential")) throw new UsageException($"--engine must be auto, batched or sequential, not '{engineKind}'");
@@ -71,7 +72,7 @@ internal static class ServeVerb
             }
         }
         var bar = new ProgressBar(stderr, "load");
-        using var model = Llama4Model.Load(dir, new Llama4ModelOptions(Common.DeviceSpec(a), compute, context, 256,
+        using var model = Llama4Model.Load(dir, new Llama4ModelOptions(Common.DeviceSpec(a), compute, context, maxPiece,
                                                                      p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec, quantize, group, kvCache));
         bar.Done();
         if (!contextGiven)
@@ -84,7 +85,7 @@ internal static class ServeVerb
         }
         bool batched = engineKind == "batched" || (engineKind == "auto" && config.Vision is null);
         IStepEngine engine = batched
-            ? new BatchedStepEngine(model.Weights, model.Compute, batch, context, Math.Min(256, context), maxStepTokens: batch + stepTokens, kvFormat: model.Options.KvCache)
+            ? new BatchedStepEngine(model.Weights, model.Compute, batch, context, Math.Min(model.Options.ServingPrefillPiece, context), maxStepTokens: batch + stepTokens, kvFormat: model.Options.KvCache)
             : SequentialStepEngine.For(model, batch, context);
         using var scheduler = new ServingScheduler(engine, codec,
                                                    new ServingOptions { MaxQueue = queue, StepTokenBudget = stepTokens });

@@ -38,7 +38,51 @@ internal sealed class TokenGenerator : IDisposable
     ImageTiles? callImages;
 
     public KvCache Cache { get; }
+    /// <summary>The largest prefill piece (powers of two below it feed the tail of a prompt).</summary>
     public int MaxPiece { get; }
+    /// <summary>MaxPiece was chosen from the device's free memory (maxPiece ≤ 0).</summary>
+    public bool PieceAuto { get; }
+
+    /// <summary>The piece sizes the auto rule tries, largest first: at ≥ 2,048 tokens a piece reads every routed expert once per
+    /// 2,048 prompt tokens (pieces of 256 read them 8× as often), and lm_head runs on the last piece only whatever the size.</summary>
+    public static readonly int[] AutoPieces = [2048, 1024, 512, 256];
+
+    /// <summary>
+    /// The auto rule: the largest of <see cref="AutoPieces"/> (at most the context) whose KV cache (the RoPE layers' ring grows
+    /// with the piece: chunk + piece) and prefill graph (its activation arena and workspaces) allocate on the device AND leave
+    /// free at least that graph's size again (the smaller tail pieces' graphs and the decode step's). Measured by allocating
+    /// on the device itself, not estimated; the smallest candidate is taken as it comes (an out-of-memory then is real).
+    /// </summary>
+    KvCache AutoPiece(ModelWeights w, ComputeMode mode, int maxContext, DType? kvType, out Llama4TextGraph? graph, out int piece)
+    {
+        var dev = w.Device;
+        var act = mode == ComputeMode.F32 ? DType.F32 : DType.BF16;
+        var candidates = AutoPieces.Where(p => p <= maxContext).DefaultIfEmpty(maxContext).ToArray();
+        for (int i = 0; i < candidates.Length; i++)
+        {
+            bool last = i == candidates.Length - 1;
+            KvCache? kv = null;
+            Llama4TextGraph? g = null;
+            try
+            {
+                kv = new KvCache(dev, w.Config.Text, act, maxContext, candidates[i], kvType);
+                long afterKv = dev.FreeMemory;
+                g = new Llama4TextGraph(w, candidates[i], mode, kv, lastLogitsOnly: true);
+                long graphBytes = afterKv - dev.FreeMemory;
+                long free = dev.FreeMemory;   // > 0: a device that does not refuse (the recording one) reports 0 when over
+                if (last || (free > 0 && free >= graphBytes))
+                {
+                    graphs[candidates[i]] = g;
+                    graph = g; piece = candidates[i];
+                    return kv;
+                }
+            }
+            catch (DeviceOutOfMemoryException) when (!last) { }
+            g?.Dispose();
+            kv?.Dispose();
+        }
+        throw new InvalidOperationException("unreachable: the last candidate piece returns or throws");
+    }
     public int Vocab { get; }
     public GenerationStats? LastStats { get; private set; }
     /// <summary>The raw logits [V] the last yielded token was chosen from (before penalties/temperature;
@@ -55,12 +99,13 @@ internal sealed class TokenGenerator : IDisposable
     /// <summary>Captured decode steps so far (one per attention-length bound and sampler kind) and graph replays.</summary>
     public int CapturedSteps => stepGraphs.Count;
     public long GraphReplays { get; private set; }
-    readonly Dictionary<(int, int, bool), DeviceGraph> stepGraphs = [];
-    readonly HashSet<(int, int, bool)> warmed = [];
+    readonly Dictionary<(int, bool), DeviceGraph> stepGraphs = [];
+    readonly HashSet<(int, bool)> warmed = [];
     readonly HostBuffer idHost;
     bool deviceStateValid; // the device's descriptors and sampled id describe the host's position and pending token
 
-    public TokenGenerator(ModelWeights weights, ComputeMode mode, int maxContext, int maxPiece = 256, bool captureDecode = false,
+    /// <param name="maxPiece">the largest prefill piece; ≤ 0 = auto (<see cref="AutoPieces"/>: the largest that fits the device's free memory)</param>
+    public TokenGenerator(ModelWeights weights, ComputeMode mode, int maxContext, int maxPiece = 0, bool captureDecode = false,
                           KvCacheFormat kvCache = KvCacheFormat.Default)
     {
         if (captureDecode && !weights.Device.CanCapture) throw new NotSupportedException($"{weights.Device.Name} cannot capture graphs");
@@ -68,10 +113,15 @@ internal sealed class TokenGenerator : IDisposable
         this.weights = weights;
         this.mode = mode;
         var c = weights.Config.Text;
-        MaxPiece = Math.Min(maxPiece, maxContext);
         Vocab = c.VocabSize;
-        Cache = new KvCache(weights.Device, c, mode == ComputeMode.F32 ? DType.F32 : DType.BF16, maxContext, MaxPiece,
-                            kvCache == KvCacheFormat.Fp8 ? DType.F8E4M3 : null);
+        var act = mode == ComputeMode.F32 ? DType.F32 : DType.BF16;
+        DType? kvType = kvCache == KvCacheFormat.Fp8 ? DType.F8E4M3 : null;
+        if (maxPiece > 0)
+        {
+            MaxPiece = Math.Min(maxPiece, maxContext);
+            Cache = new KvCache(weights.Device, c, act, maxContext, MaxPiece, kvType);
+        }
+        else (Cache, MaxPiece, PieceAuto) = (AutoPiece(weights, mode, maxContext, kvType, out _, out int piece), piece, true);
         modelStops = [.. c.EosTokenIds, .. Llama4StopTokens.Where(t => t < Vocab)];
         sampler = weights.Device.Allocate(CountsAt + 4L * Vocab);
         idHost = weights.Device.AllocatePinned(16);
@@ -161,7 +211,7 @@ internal sealed class TokenGenerator : IDisposable
     {
         var dev = weights.Device;
         var g = Graph(1);
-        var key = (Cache.StepBounds().Rope, Cache.StepBounds().Nope, Penalised(o));
+        var key = (Cache.StepBound(), Penalised(o));
         Cache.BeginDeviceStep();
         deviceStateValid = false;
         try

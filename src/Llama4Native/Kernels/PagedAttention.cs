@@ -47,6 +47,26 @@ internal static class PagedAttention
     public static long WorkspaceBytes(long totalQ, int heads, int headDim, int splits) =>
         splits <= 1 ? 0 : (long)splits * totalQ * heads * (headDim + 2) * sizeof(float);
 
+    /// <summary>Most query rows of ONE sequence a launch takes: the attention grid's y = Hkv·ceil(rows·G / 8) and the append's
+    /// y = rows must stay ≤ 65,535 (a longer piece of one sequence is launched in parts of this many rows).</summary>
+    public static int MaxRowsPerLaunch(int heads, int kvHeads) => (int)Math.Min(65535, 65535L / kvHeads * DecRows / Math.Max(1, heads / kvHeads));
+
+    /// <summary>Workspace enough for any step of ≤ <paramref name="maxRows"/> rows (one sequence) and ≤ <paramref name="maxKv"/> keys
+    /// under the default split rule (<see cref="DefaultKeysPerSplit"/>): a grid has at most ceil(TargetBlocks / blocks per split)
+    /// splits and at most ceil(maxKv / MinKeysPerSplit), and none once the rows alone fill the device (prefill pieces).</summary>
+    public static long DefaultWorkspaceBytes(int maxRows, int heads, int kvHeads, int headDim, int maxKv)
+    {
+        long most = 0, byKeys = Math.Max(1, ((long)maxKv + Attention.MinKeysPerSplit - 1) / Attention.MinKeysPerSplit);
+        for (int t = 1; t <= maxRows; t++)
+        {
+            long blocks = QTiles(t, heads, kvHeads) * kvHeads;
+            long splits = Math.Min(byKeys, Math.Clamp((Attention.TargetBlocks + blocks - 1) / blocks, 1, Attention.TargetBlocks));
+            if (splits <= 1) break;
+            most = Math.Max(most, WorkspaceBytes(t, heads, headDim, (int)splits));
+        }
+        return most;
+    }
+
     static void CheckPool(string op, Tensor pool, Tensor other, int kvHeads, int d, int pageSize)
     {
         KernelCheck.Same(op, "K pool", pool, "V pool", other);
@@ -139,7 +159,8 @@ internal static class PagedAttention
         int bts = p.TableStride, ring = p.Ring, shift = p.Shift;
         var fn = dev.Kernels.Get(File, $"paged_attn_{t}{(f8 ? "_f8" : "")}", defines);
         void** a1 = stackalloc void*[] { &qp_, &kp, &vp, &op_, &opart, &mlpart, &qs, &qpos, &sl, &bt, &bts, &ring, &shift, &heads, &hkv, &chunk, &sc, &kps, &totalQ, &ksc, &vsc };
-        dev.Cost(Traffic(q, o, kPool.DType, p, hkv, d, chunk) + need, Flops(p, heads, d, chunk));
+        // O: written here with one split, by the combine (its own cost) with several
+        dev.Cost(Traffic(q, nsplit == 1 ? o : default, kPool.DType, p, hkv, d, chunk) + need, Flops(p, heads, d, chunk));
         dev.Launch(fn, new Dim3((uint)nsplit, (uint)(qTiles * hkv), (uint)p.Count), DecThreads, Attention.DecodeSharedBytes(d, kPool.DType), a1, stream);
         if (nsplit == 1) return;
         var fc = dev.Kernels.Get(File, $"paged_attn_combine_{t}", defines);

@@ -18,14 +18,11 @@ internal static class ContextFit
         format == KvCacheFormat.Fp8 ? 2L * c.NumKeyValueHeads * (c.HeadDim + 4) : 2L * c.NumKeyValueHeads * c.HeadDim * act.Size();
 
     /// <summary>The KV cache's bytes for <paramref name="context"/> tokens and prefill pieces of ≤ <paramref name="maxPiece"/>
-    /// (as <see cref="KvCache"/> allocates them; its small descriptor and split-KV workspace aside).</summary>
-    public static long KvBytes(TextConfig c, long context, int maxPiece, DType act, KvCacheFormat format)
-    {
-        long slot = SlotBytes(c, act, format), sum = 0;
-        for (int i = 0; i < c.NumHiddenLayers; i++)
-            sum += (c.UsesRope[i] && c.AttentionChunkSize > 0 ? Math.Min(context, c.AttentionChunkSize + (long)Math.Min(maxPiece, context)) : context) * slot;
-        return sum;
-    }
+    /// (as <see cref="KvCache"/>'s one-slot <see cref="PagedKvCache"/> allocates them: whole pages, the RoPE layers' ring and
+    /// the block tables; its small descriptors and split-KV workspace aside).</summary>
+    public static long KvBytes(TextConfig c, long context, int maxPiece, DType act, KvCacheFormat format) =>
+        context < 1 ? 0 : PagedKvCache.BytesFor(c, context, (int)Math.Min(maxPiece, context), act, format == KvCacheFormat.Fp8 ? DType.F8E4M3 : act,
+                                            pageSize: KvCache.PageSizeFor(c.AttentionChunkSize));
 
     /// <summary>The largest context in [0, <paramref name="cap"/>] whose cache fits <paramref name="budget"/> bytes (0 if none does).</summary>
     public static long Largest(TextConfig c, long budget, int maxPiece, DType act, KvCacheFormat format, long cap = int.MaxValue)
@@ -48,6 +45,7 @@ internal static class ContextFit
         long cap = c.MaxPositionEmbeddings > 0 ? c.MaxPositionEmbeddings : int.MaxValue;
         long budget = (model.Device.FreeMemory - ReserveBytes) / Math.Max(1, sequences);
         var act = model.Compute == ComputeMode.F32 ? DType.F32 : DType.BF16;
-        return (int)Math.Min(int.MaxValue, Largest(c, budget, model.Options.MaxPrefillPiece, act, model.Options.KvCache, cap));
+        int piece = model.Options.MaxPrefillPiece > 0 ? model.Options.MaxPrefillPiece : Generation.TokenGenerator.AutoPieces[0]; // auto: room for the largest ring
+        return (int)Math.Min(int.MaxValue, Largest(c, budget, piece, act, model.Options.KvCache, cap));
     }
 }

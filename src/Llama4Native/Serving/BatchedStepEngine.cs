@@ -128,7 +128,7 @@ internal sealed class BatchedStepEngine : IStepEngine
 
     /// <summary>An engine over a loaded model (its device, compute mode, prefill piece and KV format).</summary>
     public static BatchedStepEngine For(Llama4Model model, int slots, int maxContext) =>
-        new(model.Weights, model.Compute, slots, maxContext, Math.Min(model.Options.MaxPrefillPiece, maxContext),
+        new(model.Weights, model.Compute, slots, maxContext, Math.Min(model.Options.ServingPrefillPiece, maxContext),
             kvFormat: model.Options.KvCache);
 
     int At(int slot) => (uint)slot < (uint)Slots ? slot : throw new ArgumentOutOfRangeException(nameof(slot), $"slot {slot} of {Slots}");

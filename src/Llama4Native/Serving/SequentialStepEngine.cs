@@ -75,7 +75,7 @@ internal sealed class SequentialStepEngine : IStepEngine
 
     /// <summary>An engine over a loaded model (its device, compute mode and prefill piece).</summary>
     public static SequentialStepEngine For(Llama4Model model, int slots, int maxContext) =>
-        new(model.Weights, model.Compute, slots, maxContext, Math.Min(model.Options.MaxPrefillPiece, maxContext), model.Options.KvCache);
+        new(model.Weights, model.Compute, slots, maxContext, Math.Min(model.Options.ServingPrefillPiece, maxContext), model.Options.KvCache);
 
     Slot At(int slot) => (uint)slot < (uint)slots.Length ? slots[slot] : throw new ArgumentOutOfRangeException(nameof(slot), $"slot {slot} of {slots.Length}");
 

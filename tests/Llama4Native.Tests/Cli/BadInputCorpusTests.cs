@@ -209,6 +209,11 @@ public class BadInputCorpusTests
         yield return C(2, "--batch 5000 is out of range", "plan", "--preset", "tiny-scout", "--batch", "5000");
         yield return C(2, "--batch plans the batched step on one device", "plan", "--preset", "maverick", "--devices", "8", "--batch", "8");
         yield return C(2, "--max-piece expects a number of tokens or 'auto', got 'max'", "plan", "--preset", "tiny-scout", "--max-piece", "max");
+        // --- --max-piece on the verbs that feed prompts ----------------------------------------------------
+        yield return C(2, "--max-piece expects a number of tokens or 'auto', got 'max'", "run", "--max-piece", "max");
+        yield return C(2, "--max-piece 0 is out of range", "chat", "--max-piece", "0");
+        yield return C(2, "--max-piece expects a number of tokens or 'auto', got '2k'", "serve", "--model", "{MODEL}", "--max-piece", "2k");
+        yield return C(2, "--max-piece 0 is out of range", "eval", "--model", "{MODEL}", "--inputs", "{INPUTS}", "--out", "{DIR}/o.safetensors", "--max-piece", "0");
         // --- other verbs ---------------------------------------------------------------------------------
         yield return C(2, "--model DIR is required", "bench-e2e");
         yield return C(2, "--prompt-tokens 0 is out of range", "bench-e2e", "--model", "{MODEL}", "--prompt-tokens", "0");

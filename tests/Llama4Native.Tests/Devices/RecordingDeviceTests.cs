@@ -138,6 +138,38 @@ public class RecordingDeviceTests
         Assert.That(Get("prefill.modelled_s").GetDouble(), Is.GreaterThan(0));
     }
 
+    /// <summary>Issue #15: `plan` models decode attention at 128K and 1M keys for bf16 and FP8 KV from the wrappers' declared
+    /// costs: the KV bytes a token step must read (checked here from the config alone), the kernels' bytes (≥ the KV, ≤ 2 %
+    /// more), and the modelled fraction of bandwidth (≥ 80 %: enough splits to fill 132 SMs at any length).</summary>
+    [Test]
+    public void PlanModelsDecodeAttentionAtLongContexts()
+    {
+        var o = new StringWriter(); var e = new StringWriter();
+        int rc = Commands.Run(["plan", "--preset", "scout", "--quantize", "int4", "--context", "512", "--steps", "2", "--max-piece", "256", "--json"], o, e);
+        Assert.That(rc, Is.Zero, e.ToString());
+        var att = JsonDocument.Parse(o.ToString()).RootElement.GetProperty("decode_attention").EnumerateArray().ToArray();
+        var c = Llama4Native.Model.Llama4Config.Parse(Presets.ConfigJson("scout"), "scout").Text;
+        Assert.That(att.Select(a => (a.GetProperty("context").GetInt64(), a.GetProperty("kv_cache").GetString())),
+                    Is.EqualTo(new[] { (131072L, "bf16"), (131072L, "fp8"), (1048576L, "bf16"), (1048576L, "fp8") }));
+        foreach (var a in att)
+        {
+            long n = a.GetProperty("context").GetInt64();
+            bool f8 = a.GetProperty("kv_cache").GetString() == "fp8";
+            long row = f8 ? 2L * c.NumKeyValueHeads * (c.HeadDim + 4) : 4L * c.NumKeyValueHeads * c.HeadDim;
+            long want = Enumerable.Range(0, c.NumHiddenLayers).Sum(i => (c.UsesRope[i] ? (n - 1) % c.AttentionChunkSize + 1 : n) * row);
+            string what = $"{n} keys, {(f8 ? "fp8" : "bf16")} KV";
+            Assert.That(a.GetProperty("kv_bytes_per_step").GetInt64(), Is.EqualTo(want), what);
+            Assert.That(a.GetProperty("kernel_bytes").GetInt64(), Is.InRange(want, (long)(want * 1.02)), what + ": the kernels move the KV and little else");
+            Assert.That(a.GetProperty("bytes_efficiency").GetDouble(), Is.InRange(0.98, 1.0), what);
+            Assert.That(a.GetProperty("fraction_of_bandwidth").GetDouble(), Is.InRange(0.8, 1.0), what + ": ≥ 80 % of bandwidth (issue #15)");
+            Assert.That(a.GetProperty("splits").GetInt32() * c.NumKeyValueHeads, Is.GreaterThanOrEqualTo(Llama4Native.Devices.Recording.Plan.Sms), what + ": the grid fills the SMs");
+            Assert.That(a.GetProperty("launches").GetInt32(), Is.EqualTo(2 * c.NumHiddenLayers), what + ": split + combine per layer");
+        }
+        // FP8 KV reads (d + 4) / 2d of bf16's bytes at the same context
+        Assert.That((double)att[3].GetProperty("kv_bytes_per_step").GetInt64() / att[2].GetProperty("kv_bytes_per_step").GetInt64(),
+                    Is.EqualTo((c.HeadDim + 4) / (2.0 * c.HeadDim)).Within(1e-9));
+    }
+
     [Test]
     public void PlanPicksTheLargestPrefillPieceThatFits()
     {

@@ -37,21 +37,76 @@ internal sealed record PlanOptions(int Context = 8192, long DeviceMemory = 80L <
 /// </summary>
 internal sealed record SplitKvModel(long Keys, int Splits, long Blocks, long Waves, long Bytes, double Fraction, double FractionWithCombine)
 {
+    // the split-KV decode attention: the paged kernel (every single-sequence and batched cache) or attention.cu's
+    static bool IsCombine(string? k) => k is not null && (k.StartsWith("paged_attn_combine", StringComparison.Ordinal) || k.StartsWith("attn_decode_combine", StringComparison.Ordinal));
+    static bool IsSplit(string? k) => k is not null && !IsCombine(k) && (k.StartsWith("paged_attn_", StringComparison.Ordinal) || k.StartsWith("attn_decode_split", StringComparison.Ordinal));
+
     public static SplitKvModel? Of(TraceSummary t, long keys, double bytesPerSecond)
     {
         var items = t.Items.ToList();
         int at = -1;
         for (int i = 0; i < items.Count; i++)
-            if (items[i].Kind == RecordedKind.Launch && items[i].Kernel.StartsWith("attn_decode_split", StringComparison.Ordinal) && (at < 0 || items[i].Bytes > items[at].Bytes)) at = i;
+            if (items[i].Kind == RecordedKind.Launch && IsSplit(items[i].Kernel) && items[i].Grid.X > 1 && (at < 0 || items[i].Bytes > items[at].Bytes)) at = i;
         if (at < 0) return null;
         var s = items[at];
-        var combine = items.Skip(at + 1).FirstOrDefault(i => i.Kernel.StartsWith("attn_decode_combine", StringComparison.Ordinal));
+        var combine = items.Skip(at + 1).FirstOrDefault(i => IsCombine(i.Kernel));
         long blocks = (long)s.Grid.Count, waves = (blocks + Plan.Sms - 1) / Plan.Sms;
         double fraction = (double)blocks / (waves * Plan.Sms);
         double tSplit = Math.Max(Plan.MinKernelUs * 1e-6, s.Bytes / bytesPerSecond / fraction);
         double tCombine = combine.Kernel is null ? 0 : Math.Max(Plan.MinKernelUs * 1e-6, combine.Bytes / bytesPerSecond / Math.Min(1.0, (double)combine.Grid.Count / Plan.Sms));
         long bytes = s.Bytes + (combine.Kernel is null ? 0 : combine.Bytes);
         return new SplitKvModel(keys, (int)s.Grid.X, blocks, waves, s.Bytes, fraction, bytes / bytesPerSecond / (tSplit + tCombine));
+    }
+}
+
+/// <summary>
+/// Decode attention at a long history (issue #15): one captured-style decode step's attention (every layer: the paged append, the
+/// split-KV attention and its combine) recorded through the same <see cref="KvCache"/> and kernel wrappers a run uses, at context
+/// <see cref="Context"/> (position Context − 1; the KV is assumed written, not prefilled). <see cref="KvBytes"/> = the keys and
+/// values the step must read (NoPE layers every position, chunked layers their chunk so far; FP8 codes + scales);
+/// <see cref="KernelBytes"/> = what the attention kernels declare they move (split + combine: KV, Q, partials, O, tables);
+/// <see cref="ModelledSeconds"/> = each kernel at its bytes ÷ (bandwidth × the SM share its grid fills, at 1 block/SM) and at
+/// least <see cref="Plan.MinKernelUs"/>; <see cref="FractionOfBandwidth"/> = KvBytes ÷ bandwidth ÷ ModelledSeconds.
+/// </summary>
+internal sealed record DecodeAttentionModel(long Context, string KvCache, long KvBytes, long KernelBytes, long AppendBytes, int Launches,
+                                           int Splits, double ModelledSeconds, double BytesPerSecond)
+{
+    /// <summary>KV bytes the step must read ÷ bytes its attention kernels move (≤ 1).</summary>
+    public double BytesEfficiency => KernelBytes > 0 ? (double)KvBytes / KernelBytes : 0;
+    /// <summary>The modelled fraction of bandwidth: reading KvBytes at the full bandwidth ÷ the modelled time.</summary>
+    public double FractionOfBandwidth => ModelledSeconds > 0 ? KvBytes / BytesPerSecond / ModelledSeconds : 0;
+
+    public static DecodeAttentionModel Of(TextConfig c, int context, KvCacheFormat format, double bytesPerSecond)
+    {
+        using var dev = new RecordingDevice(1L << 50);
+        DType? kvType = format == KvCacheFormat.Fp8 ? DType.F8E4M3 : null;
+        using var kv = new KvCache(dev, c, DType.BF16, context, 1, kvType);
+        kv.Paged.AssumeLength(0, context - 1);
+        int h = c.NumAttentionHeads, hkv = c.NumKeyValueHeads, d = c.HeadDim;
+        using var qb = dev.Allocate(2L * h * d); using var kb = dev.Allocate(2L * hkv * d); using var vb = dev.Allocate(2L * hkv * d); using var ob = dev.Allocate(2L * h * d);
+        var q = new Tensor(qb.Ptr, DType.BF16, new Shape(1, h, d)); var o = new Tensor(ob.Ptr, DType.BF16, new Shape(1, h, d));
+        var k = new Tensor(kb.Ptr, DType.BF16, new Shape(1, hkv, d)); var v = new Tensor(vb.Ptr, DType.BF16, new Shape(1, hkv, d));
+        int mark = dev.Mark;
+        kv.BeginDeviceStep();
+        for (int i = 0; i < c.NumHiddenLayers; i++) kv.StoreAndAttend(i, q, k, v, o, 1f / MathF.Sqrt(d), null);
+        kv.EndPiece();
+        long row = format == KvCacheFormat.Fp8 ? 2L * hkv * (d + 4) : 2L * hkv * d * 2, must = 0;
+        for (int i = 0; i < c.NumHiddenLayers; i++)
+            must += (c.UsesRope[i] && c.AttentionChunkSize > 0 ? (context - 1) % c.AttentionChunkSize + 1 : context) * row;
+        long kernelBytes = 0, append = 0;
+        int launches = 0, splits = 0;
+        double seconds = 0;
+        foreach (var it in dev.Summarize(mark).Items.Where(i => i.Kind == RecordedKind.Launch))
+        {
+            if (it.Kernel.StartsWith("paged_kv_append", StringComparison.Ordinal)) { append += it.Bytes; continue; }
+            launches++;
+            kernelBytes += it.Bytes;
+            long blocks = (long)it.Grid.Count, waves = (blocks + Plan.Sms - 1) / Plan.Sms;
+            double fill = (double)blocks / (waves * Plan.Sms);
+            if (!it.Kernel.Contains("combine", StringComparison.Ordinal)) splits = Math.Max(splits, (int)it.Grid.X);
+            seconds += Math.Max(Plan.MinKernelUs * 1e-6, it.Bytes / bytesPerSecond / fill);
+        }
+        return new DecodeAttentionModel(context, format == KvCacheFormat.Fp8 ? "fp8" : "bf16", must, kernelBytes, append, launches, splits, seconds, bytesPerSecond);
     }
 }
 
@@ -72,6 +127,8 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
     public SplitKvModel? SplitKv { get; init; }
     /// <summary>The batched decode step and the paged KV capacity (with <see cref="PlanOptions.Batch"/> &gt; 0).</summary>
     public BatchPlan? Batched { get; init; }
+    /// <summary>Decode attention at <see cref="Planner.AttentionContexts"/> (128K and 1M keys) for bf16 and FP8 KV, modelled.</summary>
+    public IReadOnlyList<DecodeAttentionModel> DecodeAttention { get; init; } = [];
 
     public bool Fits => TotalBytes <= DeviceMemory;
     public double DecodeTokensPerSecond => Decode.ModelledSeconds > 0 ? 1 / Decode.ModelledSeconds : 0;
@@ -104,6 +161,10 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
             sb.AppendLine($"  split-KV attention over {sk.Keys} keys: {sk.Splits} splits × {sk.Blocks / sk.Splits} = {sk.Blocks} blocks on {Sms} SMs " +
                           $"({sk.Waves} wave{(sk.Waves == 1 ? "" : "s")} at 1 block/SM), its own traffic {Format.Bytes(sk.Bytes)} at {sk.Fraction:P0} of bandwidth " +
                           $"({sk.FractionWithCombine:P0} with the combine and {MinKernelUs} µs per kernel)");
+        foreach (var da in DecodeAttention)
+            sb.AppendLine($"  decode attention at {da.Context} keys, {da.KvCache} KV: must read {Format.Bytes(da.KvBytes)} per token step; kernels move " +
+                          $"{Format.Bytes(da.KernelBytes)} ({da.BytesEfficiency:P1} of it KV) in {da.Launches} launches, ≤ {da.Splits} splits; " +
+                          $"modelled {da.ModelledSeconds * 1e3:0.000} ms = {da.FractionOfBandwidth:P0} of bandwidth");
         double filled = FilledSeconds(d);
         sb.AppendLine($"  with SM fill ({Sms} SMs: a grid of fewer blocks gets that share) and {MinKernelUs} µs per kernel: {filled * 1e3:0.000} ms → {1 / filled:0.0} tokens/s");
         sb.AppendLine($"  host time per step on the recording device: {Decode.HostMicroseconds:0} µs (median of {o.Steps})");
@@ -127,7 +188,7 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
         return sb.ToString();
     }
 
-    static long AttentionBytes(TraceSummary t) => t.Items.Where(i => i.Kind == RecordedKind.Launch && i.Kernel.StartsWith("attn_", StringComparison.Ordinal)).Sum(i => i.Bytes);
+    static long AttentionBytes(TraceSummary t) => t.Items.Where(i => i.Kind == RecordedKind.Launch && (i.Kernel.StartsWith("attn_", StringComparison.Ordinal) || i.Kernel.StartsWith("paged_attn_", StringComparison.Ordinal))).Sum(i => i.Bytes);
 
     /// <summary>H100/H200 SXM streaming multiprocessors, and the least a kernel takes: the second, latency-aware model.</summary>
     public const int Sms = 132;
@@ -163,6 +224,12 @@ internal sealed record Plan(string Model, PlanOptions Options, IReadOnlyList<Mem
                 ["keys"] = sk.Keys, ["splits"] = sk.Splits, ["blocks"] = sk.Blocks, ["waves"] = sk.Waves, ["bytes"] = sk.Bytes,
                 ["fraction_of_bandwidth"] = sk.Fraction, ["fraction_with_combine"] = sk.FractionWithCombine,
             } : null,
+            ["decode_attention"] = new JsonArray(DecodeAttention.Select(da => (JsonNode?)new JsonObject
+            {
+                ["context"] = da.Context, ["kv_cache"] = da.KvCache, ["kv_bytes_per_step"] = da.KvBytes, ["kernel_bytes"] = da.KernelBytes,
+                ["append_bytes"] = da.AppendBytes, ["launches"] = da.Launches, ["splits"] = da.Splits,
+                ["bytes_efficiency"] = da.BytesEfficiency, ["modelled_s"] = da.ModelledSeconds, ["fraction_of_bandwidth"] = da.FractionOfBandwidth,
+            }).ToArray()),
             ["decode"] = new JsonObject
             {
                 ["position"] = Decode.Position,
@@ -216,7 +283,10 @@ internal static class Planner
 
     /// <summary>The prefill piece sizes <see cref="PlanOptions.MaxPiece"/> = 0 (auto) tries, largest first: at ≥ 2,048 tokens
     /// a piece reads every expert once per 2,048 tokens instead of 8× (256-token pieces).</summary>
-    public static readonly int[] AutoPieces = [2048, 1024, 512, 256];
+    public static int[] AutoPieces => TokenGenerator.AutoPieces;
+
+    /// <summary>The long histories the decode attention is modelled at: 128K and 1M keys (issue #15).</summary>
+    public static readonly int[] AttentionContexts = [131072, 1048576];
 
     public static Plan Run(Llama4Config config, PlanOptions? options = null, string? name = null)
     {
@@ -305,6 +375,8 @@ internal static class Planner
             LargestContext = largest,
             SplitKv = SplitKvModel.Of(decode.Trace, decode.Position + 1, o.BytesPerSecond),
             Batched = o.Batch > 0 ? BatchPlanner.Run(config, o, piece) : null,
+            DecodeAttention = [.. from n in AttentionContexts from f in new[] { KvCacheFormat.Default, KvCacheFormat.Fp8 }
+                                  select DecodeAttentionModel.Of(cfg, n, f, o.BytesPerSecond)],
         };
     }
 
