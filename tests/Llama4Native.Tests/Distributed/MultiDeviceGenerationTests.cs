@@ -95,9 +95,13 @@ public class MultiDeviceGenerationTests
 
     static readonly string Cli = Path.Combine(AppContext.BaseDirectory, "llama4.dll");
 
-    static Process Start(params string[] args)
+    static Process Start(params string[] args) => StartIn(null, args);
+
+    /// <summary>The CLI in a child process; <paramref name="cache"/>: its LLAMA4_CACHE (where the demo model lives).</summary>
+    static Process StartIn(string? cache, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (cache is not null) psi.Environment["LLAMA4_CACHE"] = cache;
         psi.ArgumentList.Add(Cli);
         foreach (var a in args) psi.ArgumentList.Add(a);
         return Process.Start(psi)!;
@@ -119,9 +123,10 @@ public class MultiDeviceGenerationTests
     static readonly string[] RunArgs = ["run", "--device", "emu", "--prompt", "Hello, Llama 4!", "--max-new-tokens", "4", "--temperature", "0"];
 
     /// <summary>The demo model's reply on one device (in this process), then W processes, one rank each.</summary>
-    [TestCase(2)]
-    public void ProcessesGiveTheRepliesOfOneDevice(int world)
+    [Test]
+    public void TwoProcessesGiveTheReplyOfOneDevice()
     {
+        const int world = 2;
         // The demo vocabulary needs no tokenizer file: the checkpoint is the demo's (synthesised), run without --model.
         var o = new StringWriter();
         var err = new StringWriter();
@@ -139,6 +144,43 @@ public class MultiDeviceGenerationTests
             Assert.That(results[r].Rc, Is.EqualTo(0), $"rank {r} of {world}: {results[r].Err}");
             Assert.That(results[r].Err, Does.Contain($"rank {r} of {world}").And.Contain($"{world} devices"));
             Assert.That(results[r].Out, Is.EqualTo(want), $"rank {r} of {world}: the reply of one device");
+        }
+    }
+
+    /// <summary>
+    /// Three processes: the demo model does not split over 3 (4 heads), so the children get a cache whose demo is a
+    /// 6-head, 3-KV-head, 6-expert variant (I 48, Im 96; vocab 202,048 padded to 3 × 67,350) — the one-device reply from
+    /// one child, then three ranks. The kernel cache is shared (a link), so nothing is compiled again.
+    /// </summary>
+    [Test]
+    public void ThreeProcessesGiveTheReplyOfOneDevice()
+    {
+        string cache = CkptTestUtil.NewTempDir("multidev-cache3");
+        try
+        {
+            Directory.CreateSymbolicLink(Path.Combine(cache, "kernels"), Llama4Native.Kernels.KernelCache.DefaultRoot());
+            var json = System.Text.Json.Nodes.JsonNode.Parse(Presets.ConfigJson("tiny-demo"))!;
+            var t = json["text_config"]!;
+            t["num_attention_heads"] = 6; t["num_key_value_heads"] = 3; t["num_local_experts"] = 6; t["intermediate_size"] = 48; t["intermediate_size_mlp"] = 96;
+            Synth.Write(json.ToJsonString(), Path.Combine(cache, "demo", "tiny-demo"), new SynthOptions(Seed: CkptTestUtil.Seed("multidev 3 ranks")));
+            var (rc1, want, err1) = Finish(StartIn(cache, RunArgs), 600);
+            Assert.That(rc1, Is.EqualTo(0), err1);
+            int port = CollectiveTests.FreePort();
+            var procs = Enumerable.Range(0, 3)
+                .Select(r => StartIn(cache, [.. RunArgs, "--rank", $"{r}", "--world-size", "3", "--init", $"tcp://127.0.0.1:{port}", "--init-timeout", "240"]))
+                .ToArray();
+            var results = procs.Select(p => Finish(p, 600)).ToArray();
+            for (int r = 0; r < 3; r++)
+            {
+                Assert.That(results[r].Rc, Is.EqualTo(0), $"rank {r} of 3: {results[r].Err}");
+                Assert.That(results[r].Out, Is.EqualTo(want), $"rank {r} of 3: the reply of one device");
+            }
+            TestContext.Out.WriteLine($"3 ranks and one device: {want.Trim()}");
+        }
+        finally
+        {
+            // the link first (unlinked, never followed: the shared kernel cache stays), then the rest
+            try { new DirectoryInfo(Path.Combine(cache, "kernels")).Delete(); Directory.Delete(cache, true); } catch (IOException) { }
         }
     }
 
