@@ -146,6 +146,31 @@ public class ShardedParityTests
         else Assert.That(same, Is.GreaterThanOrEqualTo(0.95 * ids.Length), $"{fixture} emu:{n}: greedy tokens at ≥ 95% of positions (FP8 rounding flips)");
     }
 
+    /// <summary>Ranks as separate groups joined over the TCP rendezvous (one thread each here, one process each in the
+    /// CLI): the socket communicator's logits and layers within 1e-5 of one device, identical on every rank.</summary>
+    [TestCase("tiny-scout", 2)]
+    [TestCase("tiny-maverick", 4)]
+    public void RanksJoinedOverTcpMatchOneDevice(string fixture, int n)
+    {
+        using var ckpt = Checkpoint.Open(CkptTestUtil.FixtureModel(fixture));
+        var ids = Prompt(fixture);
+        var one = Forward(ckpt, 1, ids);
+        string init = $"tcp://127.0.0.1:{CollectiveTests.FreePort()}";
+        var ranks = Enumerable.Range(0, n).Select(r => Task.Run(() =>
+        {
+            using var group = DeviceGroup.Join("emu", r, n, init, TimeSpan.FromSeconds(120), fixture);
+            using var w = ShardedWeights.Load(ckpt, group);
+            using var graph = new ShardedTextGraph(w, ids.Length, ComputeMode.F32);
+            var layers = new Dictionary<string, float[]>();
+            var logits = graph.Forward(ids, name => name.EndsWith(".out", StringComparison.Ordinal) || name is "embed.allreduce",
+                                       (name, _, data) => layers[name] = data);
+            return new Run(logits, layers);
+        })).ToArray();
+        Task.WaitAll(ranks);
+        Compare($"{fixture} tcp", ckpt, n, ids, one, ranks[0].Result);
+        for (int r = 1; r < n; r++) Assert.That(ranks[r].Result.Logits, Is.EqualTo(ranks[0].Result.Logits), $"rank {r}'s logits are rank 0's");
+    }
+
     [TestCase("tiny-scout")]
     [TestCase("tiny-maverick")]
     public void ThreeDevicesIsAClearErrorNamingTheDimension(string fixture)
