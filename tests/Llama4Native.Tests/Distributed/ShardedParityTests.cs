@@ -171,6 +171,21 @@ public class ShardedParityTests
         for (int r = 1; r < n; r++) Assert.That(ranks[r].Result.Logits, Is.EqualTo(ranks[0].Result.Logits), $"rank {r}'s logits are rank 0's");
     }
 
+    [Test]
+    public void DecodeCaptureOnSeveralDevicesIsAClearError()
+    {
+        using var ckpt = Checkpoint.Open(CkptTestUtil.FixtureModel("tiny-scout"));
+        var devs = Enumerable.Range(0, 2).Select(_ => TestDevices.Emulated()).ToArray();
+        try
+        {
+            using var group = DeviceGroup.Over(devs, "emu:2");
+            using var w = ShardedWeights.Load(ckpt, group);
+            var e = Assert.Throws<NotSupportedException>(() => new Llama4Native.Generation.TokenGenerator(w, ComputeMode.F32, 64, captureDecode: true));
+            Assert.That(e!.Message, Does.Contain("decode capture on several devices (emu:2) is not implemented"));
+        }
+        finally { foreach (var d in devs) d.Dispose(); }
+    }
+
     [TestCase("tiny-scout")]
     [TestCase("tiny-maverick")]
     public void ThreeDevicesIsAClearErrorNamingTheDimension(string fixture)
