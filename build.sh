@@ -26,6 +26,38 @@ declare -A NVRTC_SHA256=(
 NVRTC_DIR="$CACHE/nvrtc"
 NVRTC_LIB="$NVRTC_DIR/usr/lib/x86_64-linux-gnu/libnvrtc.so.12"
 
+# fetch_deb DEST COMPONENT LABEL REQUIRED|OPTIONAL PKG=VERSION=SHA256 ...
+# Downloads pinned .debs from Debian trixie COMPONENT (the system's own mirror host, through a private sources list —
+# never the system's), checks each against its SHA-256, and unpacks them all into DEST (DEST.tmp, then a rename), marked
+# DEST/.verified. A failed download is fatal when REQUIRED and a warning (return 1) when OPTIONAL; a checksum mismatch
+# is always fatal.
+fetch_deb() {
+  local dest="$1" component="$2" label="$3" need="$4"; shift 4
+  local apt="$CACHE/apt-$component" mirror spec pkg ver sha deb names=()
+  mirror="$(grep -rhE '^[[:space:]]*(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+            | grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -1 || true)"
+  mirror="${mirror:-http://deb.debian.org/debian}"
+  mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/debs"
+  echo "deb ${mirror%/} trixie $component" > "$apt/sources.list"
+  local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt" -o Debug::NoLocking=1
+              -o APT::Sandbox::User="$(id -un)")
+  for spec in "$@"; do IFS='=' read -r pkg ver sha <<< "$spec"; names+=("$pkg=$ver"); rm -f "$apt/debs/${pkg}_"*.deb; done
+  if ! { apt-get "${opts[@]}" -qq update >&2 && (cd "$apt/debs" && apt-get "${opts[@]}" -qq download "${names[@]}" >&2); }; then
+    if [[ "$need" == OPTIONAL ]]; then echo "build.sh: warning: could not fetch $label" >&2; return 1; fi
+    echo "build.sh: could not fetch $label from $mirror (trixie $component)" >&2; exit 1
+  fi
+  rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
+  for spec in "$@"; do
+    IFS='=' read -r pkg ver sha <<< "$spec"
+    deb="$(ls "$apt/debs/${pkg}_"*.deb)" || { echo "build.sh: apt-get downloaded no $pkg .deb" >&2; exit 1; }
+    echo "$sha  $deb" | sha256sum -c --quiet - || { echo "build.sh: checksum mismatch for $deb" >&2; exit 1; }
+    dpkg -x "$deb" "$dest.tmp" || { echo "build.sh: could not unpack $deb" >&2; exit 1; }
+  done
+  rm -rf "$dest"; mv "$dest.tmp" "$dest"; touch "$dest/.verified"
+  rm -f "$apt/debs/"*.deb
+}
+
 ensure_nvrtc() {
   if [[ -n "${LLAMA4_NVRTC:-}" ]]; then return; fi                 # the user chose one
   if [[ -f "$NVRTC_LIB" && -f "$NVRTC_DIR/.verified" ]]; then export LLAMA4_NVRTC="$NVRTC_LIB"; return; fi
@@ -34,25 +66,9 @@ ensure_nvrtc() {
     return
   fi
   echo "build.sh: fetching NVRTC $NVRTC_VERSION (Debian trixie non-free) into $NVRTC_DIR" >&2
-  local apt="$CACHE/apt" mirror
-  # Same mirror host as the system's own sources; a private sources list, never the system's.
-  mirror="$(grep -rhE '^[[:space:]]*(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-            | grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -1 || true)"
-  mirror="${mirror:-http://deb.debian.org/debian}"
-  mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/debs"
-  echo "deb ${mirror%/} trixie non-free" > "$apt/sources.list"
-  local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
-              -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt" -o Debug::NoLocking=1
-              -o APT::Sandbox::User="$(id -un)")
-  apt-get "${opts[@]}" -qq update >&2
-  (cd "$apt/debs" && apt-get "${opts[@]}" -qq download "libnvrtc12=$NVRTC_VERSION" "libnvrtc-builtins12.4=$NVRTC_VERSION" >&2)
-  rm -rf "$NVRTC_DIR.tmp"; mkdir -p "$NVRTC_DIR.tmp"
-  for pkg in "${!NVRTC_SHA256[@]}"; do
-    local deb; deb="$(ls "$apt/debs/${pkg}_"*.deb)"
-    echo "${NVRTC_SHA256[$pkg]}  $deb" | sha256sum -c --quiet - || { echo "build.sh: checksum mismatch for $deb" >&2; exit 1; }
-    dpkg -x "$deb" "$NVRTC_DIR.tmp"
-  done
-  rm -rf "$NVRTC_DIR"; mv "$NVRTC_DIR.tmp" "$NVRTC_DIR"; touch "$NVRTC_DIR/.verified"
+  fetch_deb "$NVRTC_DIR" non-free "NVRTC $NVRTC_VERSION" REQUIRED \
+    "libnvrtc12=$NVRTC_VERSION=${NVRTC_SHA256[libnvrtc12]}" \
+    "libnvrtc-builtins12.4=$NVRTC_VERSION=${NVRTC_SHA256[libnvrtc-builtins12.4]}"
   export LLAMA4_NVRTC="$NVRTC_LIB"
 }
 
@@ -68,22 +84,8 @@ ensure_nccl() {
   if [[ -n "${LLAMA4_NCCL:-}" || ( -f "$NCCL_LIB" && -f "$NCCL_DIR/.verified" ) ]]; then return; fi
   [[ "$(uname -m)" == x86_64 ]] || return 0
   echo "build.sh: fetching NCCL $NCCL_VERSION (Debian trixie contrib) into $NCCL_DIR" >&2
-  local apt="$CACHE/apt-nccl" mirror
-  mirror="$(grep -rhE '^[[:space:]]*(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-            | grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -1 || true)"
-  mirror="${mirror:-http://deb.debian.org/debian}"
-  mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/debs"
-  echo "deb ${mirror%/} trixie contrib" > "$apt/sources.list"
-  local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
-              -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt" -o Debug::NoLocking=1
-              -o APT::Sandbox::User="$(id -un)")
-  if ! { apt-get "${opts[@]}" -qq update >&2 && (cd "$apt/debs" && apt-get "${opts[@]}" -qq download "libnccl2=$NCCL_VERSION" >&2); }; then
-    echo "build.sh: warning: could not fetch libnccl2 (several CUDA devices need it; everything else works)" >&2; return 0
-  fi
-  local deb; deb="$(ls "$apt/debs/libnccl2_"*.deb)"
-  echo "$NCCL_SHA256  $deb" | sha256sum -c --quiet - || { echo "build.sh: checksum mismatch for $deb" >&2; exit 1; }
-  rm -rf "$NCCL_DIR.tmp"; mkdir -p "$NCCL_DIR.tmp"; dpkg -x "$deb" "$NCCL_DIR.tmp"
-  rm -rf "$NCCL_DIR"; mv "$NCCL_DIR.tmp" "$NCCL_DIR"; touch "$NCCL_DIR/.verified"; rm -f "$deb"
+  fetch_deb "$NCCL_DIR" contrib "libnccl2 $NCCL_VERSION (several CUDA devices need it; everything else works)" OPTIONAL \
+    "libnccl2=$NCCL_VERSION=$NCCL_SHA256" || return 0
 }
 
 need() { command -v "$1" >/dev/null || { echo "build.sh: '$1' is required ($2)" >&2; exit 1; }; }

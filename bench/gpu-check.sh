@@ -66,6 +66,13 @@ run() {
   grep -E "^\s*(total|failed|succeeded|skipped):" "$out/tests.txt" | tee -a "$log" || true
   grep -E "^\s*failed |Assert|error" "$out/tests.txt" | head -40 >> "$log" || true
   echo "tests exit code $trc ($((SECONDS - t0)) s)" | tee -a "$log"
+  # Several devices on the one GPU (issue #14): NCCL found (the bundle has none: the locator takes PyTorch's
+  # nvidia-nccl-cu12 wheel or LLAMA4_NCCL), a 1-rank NCCL smoke test (every collective), a rank joined through the TCP
+  # rendezvous (ncclGetUniqueId → ncclCommInitRank) doing an all-reduce, and the model on cuda:0 through the
+  # device-group path (DeviceGroup → ShardedWeights → ShardedTextGraph) giving the emulator's greedy tokens.
+  echo "== several devices: NCCL 1-rank smoke test, rendezvous + ncclCommInitRank, the model on cuda:0 via the device group" | tee -a "$log"
+  grep -E "(OneRankCollectivesOnCuda|NcclRankJoinsThroughTheRendezvous|TheModelOnCuda0ThroughTheDeviceGroupPath|LoadsAndAnswersWithoutAGpu)" -A2 "$out/tests.txt" \
+    | grep -vE "^\s*at |^--$" | head -16 | tee -a "$log" || echo "(not in the test output)" | tee -a "$log"
   echo "== kernel benchmarks (CUDA events)" | tee -a "$log"
   dotnet "$app/app/cli/llama4.dll" bench-kernels --device cuda --json "$out/kernels.json" --shapes "$out/shapes.json" 2>&1 | tee -a "$log" || true
   if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then

@@ -45,6 +45,19 @@ internal readonly record struct ncclComm_t(nint Value)
 internal struct ncclUniqueId
 {
     byte _b;
+
+    /// <summary>The id's 128 bytes (what the rendezvous sends).</summary>
+    public readonly byte[] ToBytes() => ((ReadOnlySpan<byte>)this).ToArray();
+
+    /// <summary>The id from the 128 bytes rank 0 sent; anything else is an error (rank 0 sent no NCCL id).</summary>
+    public static ncclUniqueId FromBytes(ReadOnlySpan<byte> bytes)
+    {
+        if (bytes.Length != 128)
+            throw new ArgumentException($"an NCCL unique id is 128 bytes, the rendezvous gave {bytes.Length}: is rank 0 on a CUDA device with NCCL?");
+        var id = new ncclUniqueId();
+        bytes.CopyTo(id);
+        return id;
+    }
 }
 
 /// <summary>

@@ -59,13 +59,9 @@ internal static class NcclLocator
             if (_chosen is not null) return _chosen;
             var log = new List<string>();
             _searched = log;
-            foreach (var (origin, target, loaderName) in Candidates(log))
-                if (TryLibrary(origin, target, loaderName, log) is { } found)
-                {
-                    Volatile.Write(ref _chosen, found);
-                    return found;
-                }
-            throw NotFound(log);
+            var found = LibraryLocator.Search(Places, log, (o, t, named) => TryLibrary(o, t, named, log));
+            Volatile.Write(ref _chosen, found);
+            return found;
         }
     }
 
@@ -76,81 +72,17 @@ internal static class NcclLocator
         catch (NcclNotFoundException e) { reason = e.Message; return false; }
     }
 
-    static IEnumerable<(string Origin, string Target, bool LoaderName)> Candidates(List<string> log)
-    {
-        foreach (var (origin, value) in new[] { ($"{nameof(NcclLocator)}.{nameof(ExplicitPath)}", ExplicitPath),
-                                                (EnvironmentVariable, Environment.GetEnvironmentVariable(EnvironmentVariable)) })
-        {
-            if (string.IsNullOrEmpty(value)) { log.Add($"{origin}: not set"); continue; }
-            if (File.Exists(value)) yield return (origin, Path.GetFullPath(value), false);
-            else if (Directory.Exists(value)) foreach (var f in FilesIn(value)) yield return (origin, f, false);
-            else
-            {
-                log.Add($"{origin}={value}: no such file or folder");
-                throw NotFound(log, $"{origin} is set to '{value}', which does not exist.");
-            }
-        }
-        foreach (var variable in new[] { "CUDA_PATH", "CUDA_HOME" })
-        {
-            var root = Environment.GetEnvironmentVariable(variable);
-            if (string.IsNullOrEmpty(root)) { log.Add($"{variable}: not set"); continue; }
-            foreach (var sub in new[] { "lib64", "lib" })
-                foreach (var f in Folder(variable, Path.Combine(root, sub), log)) yield return (variable, f, false);
-        }
-        foreach (var name in NativeLibraryNames.NcclSonames) yield return ("default loader", name, true);
-        var installs = new List<string> { "/usr/local/cuda/lib64" };
-        if (Directory.Exists("/usr/local"))
-            installs.AddRange(NvrtcLocator.NewestFirst(Directory.GetDirectories("/usr/local", "cuda-*"), "cuda-").Select(d => Path.Combine(d, "lib64")));
-        foreach (var dir in installs)
-            foreach (var f in Folder("CUDA install", dir, log)) yield return ("CUDA install", f, false);
-        foreach (var dir in PythonWheelFolders())
-            foreach (var f in Folder("Python wheel", dir, log)) yield return ("Python wheel", f, false);
-        var cache = FindCacheAbove(AppContext.BaseDirectory);
-        if (cache is null) log.Add($"cache: no {CacheRelativeFolder} above {AppContext.BaseDirectory} (./build.sh nccl fetches it)");
-        else foreach (var f in FilesIn(cache)) yield return ("cache above the app folder", f, false);
-        var cacheRoot = Environment.GetEnvironmentVariable(NvrtcLocator.CacheEnvironmentVariable);
-        if (string.IsNullOrEmpty(cacheRoot)) log.Add($"{NvrtcLocator.CacheEnvironmentVariable}: not set");
-        else foreach (var f in Folder(NvrtcLocator.CacheEnvironmentVariable, Path.Combine(cacheRoot, "nccl", "usr", "lib", "x86_64-linux-gnu"), log))
-                yield return (NvrtcLocator.CacheEnvironmentVariable, f, false);
-    }
+    /// <summary>NCCL's places for the shared search (<see cref="LibraryLocator"/>): CUDA_PATH's lib64 and lib, the CUDA
+    /// installs, the nvidia-nccl-cu12 wheel, .cache/nccl.</summary>
+    static LibraryLocator.Spec Places => new("libnccl", $"{nameof(NcclLocator)}.{nameof(ExplicitPath)}", ExplicitPath, EnvironmentVariable,
+        ["lib64", "lib"], NativeLibraryNames.NcclSonames, LibraryLocator.UnixCudaInstalls, [Path.Combine("nvidia", "nccl", "lib")],
+        CacheRelativeFolder, "nccl", " (./build.sh nccl fetches it)", FilesIn, (log, cause) => NotFound(log, cause));
 
-    internal static string? FindCacheAbove(string start)
-    {
-        for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-        {
-            var probe = Path.Combine(dir.FullName, CacheRelativeFolder);
-            if (Directory.Exists(probe)) return probe;
-        }
-        return null;
-    }
-
-    static IEnumerable<string> Folder(string origin, string dir, List<string> log)
-    {
-        if (!Directory.Exists(dir)) { log.Add($"{origin}: {dir}: no such folder"); return []; }
-        var files = FilesIn(dir).ToList();
-        if (files.Count == 0) log.Add($"{origin}: {dir}: no libnccl here");
-        return files;
-    }
+    internal static string? FindCacheAbove(string start) => LibraryLocator.FindCacheAbove(start, CacheRelativeFolder);
 
     static IEnumerable<string> FilesIn(string dir) =>
         NativeLibraryNames.NcclSonames.Select(n => Path.Combine(dir, n)).Where(File.Exists)
-            .Concat(NvrtcLocator.NewestFirst(Directory.GetFiles(dir, "libnccl.so.*"), "libnccl.so.")).Distinct();
-
-    static IEnumerable<string> PythonWheelFolders()
-    {
-        var bases = new List<string> { "/usr/lib", "/usr/local/lib" };
-        var home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
-        if (!string.IsNullOrEmpty(home)) bases.Add(Path.Combine(home, ".local", "lib"));
-        foreach (var env in new[] { "VIRTUAL_ENV", "CONDA_PREFIX" })
-            if (Environment.GetEnvironmentVariable(env) is { Length: > 0 } prefix) bases.Add(Path.Combine(prefix, "lib"));
-        foreach (var b in bases)
-        {
-            if (!Directory.Exists(b)) continue;
-            foreach (var py in NvrtcLocator.NewestFirst(Directory.GetDirectories(b, "python3*"), "python"))
-                foreach (var packages in new[] { "site-packages", "dist-packages" })
-                    yield return Path.Combine(py, packages, "nvidia", "nccl", "lib");
-        }
-    }
+            .Concat(LibraryLocator.NewestFirst(Directory.GetFiles(dir, "libnccl.so.*"), "libnccl.so.")).Distinct();
 
     static unsafe NcclLocation? TryLibrary(string origin, string target, bool loaderName, List<string> log)
     {

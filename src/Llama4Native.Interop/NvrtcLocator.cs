@@ -46,7 +46,7 @@ public sealed class NvrtcNotFoundException(string message, IReadOnlyList<string>
 internal static class NvrtcLocator
 {
     public const string EnvironmentVariable = "LLAMA4_NVRTC";
-    public const string CacheEnvironmentVariable = "LLAMA4_CACHE";
+    public const string CacheEnvironmentVariable = LibraryLocator.CacheEnvironmentVariable;
     /// <summary>Where build.sh unpacks the NVRTC .debs, relative to the repository (or LLAMA4_CACHE's parent of nvrtc/).</summary>
     public const string CacheRelativeFolder = ".cache/nvrtc/usr/lib/x86_64-linux-gnu";
 
@@ -92,140 +92,33 @@ internal static class NvrtcLocator
     /// One full search, independent of what <see cref="Load"/> remembered: loads (and keeps loaded) the
     /// first usable candidate and its builtins, or throws <see cref="NvrtcNotFoundException"/>.
     /// </summary>
-    internal static NvrtcLocation Search(List<string> log)
-    {
-        foreach (var candidate in Candidates(log))
-            if (TryCandidate(candidate, log) is { } loaded) return loaded;
-        throw NotFound(log);
-    }
+    internal static NvrtcLocation Search(List<string> log) => LibraryLocator.Search(Places, log, (o, t, named) => TryLibrary(o, t, named, log));
 
-    /// <summary>A place to try: a file, a folder to look into, or a bare name for the default loader.</summary>
-    internal readonly record struct Candidate(string Origin, string Target, CandidateKind Kind);
-
-    internal enum CandidateKind { File, Folder, LoaderName }
+    /// <summary>NVRTC's places for the shared search (<see cref="LibraryLocator"/>): CUDA_PATH's lib64, lib/x64, bin, bin/x64;
+    /// the CUDA installs (Windows' toolkit folders too); the nvidia-cuda-nvrtc-cu12 and cu13 wheels; .cache/nvrtc.</summary>
+    static LibraryLocator.Spec Places => new("libnvrtc", $"{nameof(NvrtcLocator)}.{nameof(ExplicitPath)}", ExplicitPath, EnvironmentVariable,
+        ["lib64", Path.Combine("lib", "x64"), "bin", Path.Combine("bin", "x64")], NativeLibraryNames.NvrtcSonames, StandardInstallFolders,
+        [Path.Combine("nvidia", "cuda_nvrtc", "lib"), Path.Combine("nvidia", "cu13", "lib")], CacheRelativeFolder, "nvrtc", "",
+        LibraryFilesIn, (log, cause) => NotFound(log, cause));
 
     /// <summary>The places in search order. Logs places that yield nothing (unset variables, missing folders).</summary>
-    internal static IEnumerable<Candidate> Candidates(List<string> log)
-    {
-        foreach (var c in UserSetting($"{nameof(NvrtcLocator)}.{nameof(ExplicitPath)}", ExplicitPath, log)) yield return c;
-        foreach (var c in UserSetting(EnvironmentVariable, Environment.GetEnvironmentVariable(EnvironmentVariable), log)) yield return c;
-
-        foreach (var variable in new[] { "CUDA_PATH", "CUDA_HOME" })
-        {
-            var root = Environment.GetEnvironmentVariable(variable);
-            if (string.IsNullOrEmpty(root)) { log.Add($"{variable}: not set"); continue; }
-            foreach (var sub in new[] { "lib64", Path.Combine("lib", "x64"), "bin", Path.Combine("bin", "x64") })
-                foreach (var c in IfFolder(variable, Path.Combine(root, sub), log)) yield return c;
-        }
-
-        foreach (var name in NativeLibraryNames.NvrtcSonames)
-            yield return new Candidate("default loader", name, CandidateKind.LoaderName);
-
-        foreach (var dir in StandardInstallFolders())
-            foreach (var c in IfFolder("CUDA install", dir, log)) yield return c;
-
-        foreach (var dir in PythonWheelFolders())
-            foreach (var c in IfFolder("Python wheel", dir, log)) yield return c;
-
-        var cache = FindCacheAbove(AppContext.BaseDirectory);
-        if (cache is null) log.Add($"cache: no {CacheRelativeFolder} above {AppContext.BaseDirectory}");
-        else yield return new Candidate("cache above the app folder", cache, CandidateKind.Folder);
-
-        var cacheRoot = Environment.GetEnvironmentVariable(CacheEnvironmentVariable);
-        if (string.IsNullOrEmpty(cacheRoot)) log.Add($"{CacheEnvironmentVariable}: not set");
-        else foreach (var c in IfFolder(CacheEnvironmentVariable, Path.Combine(cacheRoot, "nvrtc", "usr", "lib", "x86_64-linux-gnu"), log)) yield return c;
-    }
+    internal static IEnumerable<LibraryLocator.Candidate> Candidates(List<string> log) => LibraryLocator.Candidates(Places, log);
 
     /// <summary>The first <c>.cache/nvrtc/usr/lib/x86_64-linux-gnu</c> in <paramref name="start"/> or a folder above it.</summary>
-    internal static string? FindCacheAbove(string start)
-    {
-        for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-        {
-            var probe = Path.Combine(dir.FullName, CacheRelativeFolder);
-            if (Directory.Exists(probe)) return probe;
-        }
-        return null;
-    }
-
-    private static IEnumerable<Candidate> UserSetting(string origin, string? value, List<string> log)
-    {
-        if (string.IsNullOrEmpty(value)) { log.Add($"{origin}: not set"); yield break; }
-        if (File.Exists(value)) yield return new Candidate(origin, Path.GetFullPath(value), CandidateKind.File);
-        else if (Directory.Exists(value)) yield return new Candidate(origin, Path.GetFullPath(value), CandidateKind.Folder);
-        else
-        {
-            log.Add($"{origin}={value}: no such file or folder");
-            throw NotFound(log, $"{origin} is set to '{value}', which does not exist.");
-        }
-    }
-
-    private static IEnumerable<Candidate> IfFolder(string origin, string dir, List<string> log)
-    {
-        if (Directory.Exists(dir)) yield return new Candidate(origin, dir, CandidateKind.Folder);
-        else log.Add($"{origin}: {dir}: no such folder");
-    }
+    internal static string? FindCacheAbove(string start) => LibraryLocator.FindCacheAbove(start, CacheRelativeFolder);
 
     private static IEnumerable<string> StandardInstallFolders()
     {
-        if (OperatingSystem.IsWindows())
-        {
-            var pf = Environment.GetFolderPath(Environment.SpecialFolder.ProgramFiles);
-            var root = Path.Combine(pf, "NVIDIA GPU Computing Toolkit", "CUDA");
-            if (!Directory.Exists(root)) yield break;
-            foreach (var v in NewestFirst(Directory.GetDirectories(root, "v*"), "v"))
-            {
-                yield return Path.Combine(v, "bin", "x64");
-                yield return Path.Combine(v, "bin");
-            }
-            yield break;
-        }
-        yield return "/usr/local/cuda/lib64";
-        if (Directory.Exists("/usr/local"))
-            foreach (var d in NewestFirst(Directory.GetDirectories("/usr/local", "cuda-*"), "cuda-"))
-                yield return Path.Combine(d, "lib64");
-    }
-
-    private static IEnumerable<string> PythonWheelFolders()
-    {
-        var bases = new List<string> { "/usr/lib", "/usr/local/lib" };
-        var home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
-        if (!string.IsNullOrEmpty(home)) bases.Add(Path.Combine(home, ".local", "lib"));
-        foreach (var env in new[] { "VIRTUAL_ENV", "CONDA_PREFIX" })
-            if (Environment.GetEnvironmentVariable(env) is { Length: > 0 } prefix) bases.Add(Path.Combine(prefix, "lib"));
-        foreach (var b in bases)
-        {
-            if (!Directory.Exists(b)) continue;
-            foreach (var py in NewestFirst(Directory.GetDirectories(b, "python3*"), "python"))
-                foreach (var packages in new[] { "site-packages", "dist-packages" })
-                    foreach (var wheel in new[] { Path.Combine("nvidia", "cuda_nvrtc", "lib"), Path.Combine("nvidia", "cu13", "lib") })
-                        yield return Path.Combine(py, packages, wheel);
-        }
+        if (!OperatingSystem.IsWindows()) return LibraryLocator.UnixCudaInstalls();
+        var root = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.ProgramFiles), "NVIDIA GPU Computing Toolkit", "CUDA");
+        if (!Directory.Exists(root)) return [];
+        return NewestFirst(Directory.GetDirectories(root, "v*"), "v").SelectMany(v => new[] { Path.Combine(v, "bin", "x64"), Path.Combine(v, "bin") });
     }
 
     /// <summary>Sorts folder names by the version after <paramref name="prefix"/> ("cuda-12.4" → 12.4), newest first.</summary>
-    internal static IEnumerable<string> NewestFirst(IEnumerable<string> paths, string prefix) =>
-        paths.OrderByDescending(p => ParseVersion(Path.GetFileName(p).AsSpan(prefix.Length)));
+    internal static IEnumerable<string> NewestFirst(IEnumerable<string> paths, string prefix) => LibraryLocator.NewestFirst(paths, prefix);
 
-    internal static Version ParseVersion(ReadOnlySpan<char> s)
-    {
-        var parts = new List<int>();
-        foreach (var range in s.Split('.'))
-        {
-            var part = s[range];
-            int n = 0, i = 0;
-            while (i < part.Length && char.IsAsciiDigit(part[i])) n = n * 10 + (part[i++] - '0');
-            if (i == 0) break;
-            parts.Add(n);
-            if (i < part.Length) break;
-        }
-        while (parts.Count < 2) parts.Add(0);
-        return parts.Count switch
-        {
-            2 => new Version(parts[0], parts[1]),
-            3 => new Version(parts[0], parts[1], parts[2]),
-            _ => new Version(parts[0], parts[1], parts[2], parts[3]),
-        };
-    }
+    internal static Version ParseVersion(ReadOnlySpan<char> s) => LibraryLocator.ParseVersion(s);
 
     /// <summary>NVRTC library files in a folder, preferred first (sonames newest first, then versioned names).</summary>
     internal static IEnumerable<string> LibraryFilesIn(string dir)
@@ -249,23 +142,6 @@ internal static class NvrtcLocator
         var path = Path.Combine(dir, exact);
         if (File.Exists(path)) return path;
         return NewestFirst(Directory.GetFiles(dir, pattern), prefix).FirstOrDefault();
-    }
-
-    private static NvrtcLocation? TryCandidate(Candidate c, List<string> log)
-    {
-        switch (c.Kind)
-        {
-            case CandidateKind.Folder:
-                var files = LibraryFilesIn(c.Target).ToList();
-                if (files.Count == 0) { log.Add($"{c.Origin}: {c.Target}: no libnvrtc here"); return null; }
-                foreach (var f in files)
-                    if (TryLibrary(c.Origin, f, isLoaderName: false, log) is { } found) return found;
-                return null;
-            case CandidateKind.File:
-                return TryLibrary(c.Origin, c.Target, isLoaderName: false, log);
-            default:
-                return TryLibrary(c.Origin, c.Target, isLoaderName: true, log);
-        }
     }
 
     private static unsafe NvrtcLocation? TryLibrary(string origin, string target, bool isLoaderName, List<string> log)

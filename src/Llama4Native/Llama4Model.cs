@@ -17,10 +17,13 @@ namespace Llama4Native;
 /// <param name="Quantize">On-the-fly weight quantization at load: int4 (int4_mixed, W4A16) or fp8 (fp8_mixed).</param>
 /// <param name="Int4GroupSize">Input elements per int4 scale (G); K of every int4 weight must be a multiple of it.</param>
 /// <param name="KvCache">How keys and values are stored: the compute dtype (default) or FP8 (e4m3 + a scale per token and kv head).</param>
+/// <param name="Devices">Several devices driven by this process, tensor- and expert-parallel: "emu:N", "cuda:0-7" or "cuda:0,1"
+/// (NCCL between GPUs; see docs/multi-device.md). Each device holds only its slice of the weights and its own KV cache.
+/// null (the default) = the one device of <paramref name="Device"/>, which is ignored when this is set.</param>
 public sealed record Llama4ModelOptions(string Device = "auto", ComputeMode? Compute = null, int MaxContext = 8192, int MaxPrefillPiece = 0,
                                         Action<LoadProgress>? Progress = null, ITextCodec? Codec = null,
                                         QuantizeMode Quantize = QuantizeMode.None, int Int4GroupSize = 128,
-                                        KvCacheFormat KvCache = KvCacheFormat.Default)
+                                        KvCacheFormat KvCache = KvCacheFormat.Default, string? Devices = null)
 {
     /// <summary>The piece serving engines feed prompts in: <see cref="MaxPrefillPiece"/>, or 256 for auto (a step mixes a
     /// piece with every running sequence's decode row, so pieces stay short there).</summary>
@@ -43,8 +46,13 @@ public sealed class Llama4Model : IDisposable
     readonly HashSet<ChatSession> sessions = [];
     bool disposed;
 
+    /// <summary>The (first) device this process drives.</summary>
     internal Device Device { get; }
+    /// <summary>One device's weights: the whole model, or (several devices) local rank 0's slices.</summary>
     internal ModelWeights Weights { get; }
+    /// <summary>Several devices: every local rank's weights, the plan and the group (null on one device).</summary>
+    internal Distributed.ShardedWeights? Sharded { get; }
+    readonly bool ownsGroup;
     internal Llama4Config Config => Weights.Config;
     /// <summary>The activation precision in use: <see cref="Llama4ModelOptions.Compute"/>, or its default for the device.</summary>
     public ComputeMode Compute { get; }
@@ -53,14 +61,16 @@ public sealed class Llama4Model : IDisposable
     /// <summary>The checkpoint folder the weights came from (after resolving a Hugging Face hub cache folder).</summary>
     public string Path { get; }
     /// <summary>The name of the device the weights live on, e.g. "emu" or "cuda:0 (NVIDIA H100 80GB HBM3)".</summary>
-    public string DeviceName => Device.Name;
+    /// <remarks>With <see cref="Llama4ModelOptions.Devices"/>: the group, e.g. "emu:2 (2 devices; this process drives 2: emulated device, …)".</remarks>
+    public string DeviceName => Sharded is { } sw ? $"{sw.Group.Spec} ({sw.Group.World} devices; this process drives {sw.Group.Size}: {Device.Name}{(sw.Group.Size > 1 ? ", …" : "")})" : Device.Name;
     /// <summary>The checkpoint's generation_config.json defaults (HF semantics; see <see cref="GenerationConfig"/>),
     /// used when a generation passes no options; plain <see cref="GenerationOptions"/> defaults when it has none.</summary>
     public GenerationOptions GenerationDefaults { get; }
 
-    Llama4Model(string path, Device device, bool ownsDevice, ModelWeights weights, Llama4ModelOptions options, GenerationOptions? defaults, ITextCodec? codec)
+    Llama4Model(string path, Device device, bool ownsDevice, ModelWeights weights, Llama4ModelOptions options, GenerationOptions? defaults, ITextCodec? codec,
+                Distributed.ShardedWeights? sharded = null, bool ownsGroup = false)
     {
-        Path = path; Device = device; this.ownsDevice = ownsDevice; Weights = weights; Options = options;
+        Path = path; Device = device; this.ownsDevice = ownsDevice; Weights = weights; Options = options; Sharded = sharded; this.ownsGroup = ownsGroup;
         GenerationDefaults = defaults ?? new GenerationOptions();
         this.codec = codec;
         Compute = options.Compute ?? (device.Kind == DeviceKind.Cuda ? ComputeMode.BF16 : ComputeMode.F32);
@@ -79,6 +89,8 @@ public sealed class Llama4Model : IDisposable
     /// <exception cref="CheckpointException">The folder is not a valid Llama 4 checkpoint (the message names the file and the problem).</exception>
     /// <exception cref="ConfigException">config.json or generation_config.json is invalid.</exception>
     /// <exception cref="DeviceOutOfMemoryException">The weights do not fit on the device.</exception>
+    /// <exception cref="ArgumentException">An option is out of range, or <see cref="Llama4ModelOptions.Devices"/> is misspelt or
+    /// names a device count the model cannot be split over (the message names the dimension).</exception>
     public static Llama4Model Load(string path, Llama4ModelOptions? options = null) => Load(path, options, null);
 
     /// <summary>As <see cref="Load(string, Llama4ModelOptions?)"/>, on a device the caller owns (tests, benchmarks, tools).</summary>
@@ -99,8 +111,15 @@ public sealed class Llama4Model : IDisposable
             try { codec = Text.Llama4TextCodec.Load(path, config); }
             catch (FileNotFoundException) { }   // no tokenizer: an error only when a session needs one
         }
+        if (device is null && options.Devices is { } spec && Distributed.DeviceGroup.Parse(spec).Count > 1)
+        {
+            // a count that cannot split the model fails before any device opens, naming the dimension
+            try { Distributed.ShardingPlan.Create(config, Distributed.DeviceGroup.Parse(spec).Count); }
+            catch (Distributed.ShardingException e) { throw new ArgumentException($"Devices '{spec}': {e.Message}", nameof(options), e); }
+            return Load(path, options, Distributed.DeviceGroup.Create(spec), ownsGroup: true);
+        }
         bool owns = device is null;
-        var dev = device ?? DeviceFactory.Create(options.Device);
+        var dev = device ?? DeviceFactory.Create(options.Devices is { } one ? Distributed.DeviceGroup.Parse(one)[0] : options.Device);
         try
         {
             var w = WeightLoader.Load(path, dev, new LoadOptions(Progress: options.Progress,
@@ -110,6 +129,36 @@ public sealed class Llama4Model : IDisposable
         catch
         {
             if (owns) dev.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// As <see cref="Load(string, Llama4ModelOptions?)"/>, over the ranks of <paramref name="group"/> this process drives: all
+    /// of a one-process group, or one rank of a multi-process group (<see cref="Distributed.DeviceGroup.Join"/>). Each rank
+    /// loads only its slices. With <paramref name="ownsGroup"/> the model disposes the group (also when the load fails).
+    /// </summary>
+    internal static Llama4Model Load(string path, Llama4ModelOptions? options, Distributed.DeviceGroup group, bool ownsGroup)
+    {
+        try
+        {
+            options ??= new Llama4ModelOptions();
+            path = Checkpoint.ResolveModelDirectory(path);
+            var defaults = GenerationConfig.Load(path);
+            using var ckpt = Checkpoint.Open(path);
+            ITextCodec? codec = options.Codec;
+            if (codec is null)
+            {
+                try { codec = Text.Llama4TextCodec.Load(path, ckpt.Config); }
+                catch (FileNotFoundException) { }
+            }
+            var sw = Distributed.ShardedWeights.Load(ckpt, group, new LoadOptions(Progress: options.Progress,
+                                                                                  Quantize: new QuantizeOptions(options.Quantize, options.Int4GroupSize)));
+            return new Llama4Model(path, group.Devices[0], false, sw.Ranks[0], options, defaults, codec, sw, ownsGroup);
+        }
+        catch
+        {
+            if (ownsGroup) group.Dispose();
             throw;
         }
     }
@@ -139,7 +188,7 @@ public sealed class Llama4Model : IDisposable
         if (maxContext < 1) throw new ArgumentOutOfRangeException(nameof(maxContext), maxContext, "the maximum context must be ≥ 1 token");
         lock (sessions)
             if (sessions.Count > 0) throw new InvalidOperationException("WithMaxContext: sessions are open on this model");
-        return new Llama4Model(Path, Device, ownsDevice, Weights, Options with { MaxContext = maxContext }, GenerationDefaults, codec);
+        return new Llama4Model(Path, Device, ownsDevice, Weights, Options with { MaxContext = maxContext }, GenerationDefaults, codec, Sharded, ownsGroup);
     }
 
     /// <summary>A new conversation with its own KV cache. Throws <see cref="ObjectDisposedException"/> after <see cref="Dispose"/>.</summary>
@@ -154,7 +203,9 @@ public sealed class Llama4Model : IDisposable
         {
             // Checked again under the lock: a concurrent Dispose either sees this session or makes this call throw.
             ObjectDisposedException.ThrowIf(disposed, this);
-            var s = new ChatSession(new TokenGenerator(Weights, Compute, ctx, Options.MaxPrefillPiece > 0 ? Math.Min(Options.MaxPrefillPiece, ctx) : 0, kvCache: Options.KvCache), codec, images, Forget, GenerationDefaults);
+            var gen = Sharded is { } sw ? new TokenGenerator(sw, Compute, ctx, Options.MaxPrefillPiece > 0 ? Math.Min(Options.MaxPrefillPiece, ctx) : 0, kvCache: Options.KvCache)
+                                        : new TokenGenerator(Weights, Compute, ctx, Options.MaxPrefillPiece > 0 ? Math.Min(Options.MaxPrefillPiece, ctx) : 0, kvCache: Options.KvCache);
+            var s = new ChatSession(gen, codec, images, Forget, GenerationDefaults);
             sessions.Add(s);
             return s;
         }
@@ -183,6 +234,12 @@ public sealed class Llama4Model : IDisposable
             live = [.. sessions];
         }
         foreach (var s in live) s.Dispose();
+        if (Sharded is { } sw)
+        {
+            sw.Dispose();
+            if (ownsGroup) sw.Group.Dispose();
+            return;
+        }
         Weights.Dispose();
         if (ownsDevice) Device.Dispose();
     }

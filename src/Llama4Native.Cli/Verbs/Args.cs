@@ -218,10 +218,14 @@ internal static class Common
         var s when s.TrimStart('-', '+').Length > 0 && s.TrimStart('-', '+').All(char.IsAsciiDigit) => a.GetInt("max-piece", 256, 1, 1 << 20),
         var s => throw new UsageException($"--max-piece expects a number of tokens or 'auto', got '{s}'"),
     };
+    public static readonly Opt Rank = new("rank", "R", "this process's rank in a multi-process group, 0 to W-1 (with --world-size and --init; one device per process: --device)");
+    public static readonly Opt WorldSize = new("world-size", "W", "processes (devices) in the group, over every node, 1 to 4096 (with --rank and --init)");
+    public static readonly Opt Init = new("init", "URL", "tcp://HOST:PORT where rank 0 listens and the others connect (HOST: rank 0's node as the others reach it)");
+    public static readonly Opt InitTimeout = new("init-timeout", "S", "seconds a rank waits for the others at --init and in each collective, 1 to 86400 (default 300)");
 
     public static readonly Opt[] ModelOptions =
     [
-        Model, Device, ComputeOpt,
+        Model, Device, Devices, Rank, WorldSize, Init, InitTimeout, ComputeOpt,
         new("tokenizer", "PATH", "tokenizer.model, tokenizer.json, or a folder holding one (default: the checkpoint's own)"),
         new("max-context", "N", "tokens a conversation can hold, prompt + reply, 1 to 2147483647 (default: what fits in the device's free memory " +
                                 "after the weights, less 1 GiB, in the chosen --kv-cache format, at most the model's max_position_embeddings)"),
@@ -269,6 +273,32 @@ internal static class Common
         catch (ArgumentException e) { throw new UsageException(e.Message); }
         return s;
     }
+
+    /// <summary>--rank/--world-size/--init (all three or none), checked before anything opens: a rank in range, a tcp://HOST:PORT
+    /// address, one device per process. Null when this process is the whole group.</summary>
+    public static Multi? MultiProcess(Args a)
+    {
+        int given = new[] { "rank", "world-size", "init" }.Count(a.Has);
+        if (given == 0)
+        {
+            if (a.Has("init-timeout")) throw new UsageException("--init-timeout goes with --rank, --world-size and --init");
+            return null;
+        }
+        if (given < 3) throw new UsageException("give --rank R, --world-size W and --init tcp://HOST:PORT together (one process per device; see docs/multi-device.md)");
+        int world = a.GetInt("world-size", 1, 1, 4096);
+        var rs = a.Get("rank")!;
+        if (!int.TryParse(rs, NumberStyles.None, CultureInfo.InvariantCulture, out int rank) || rank >= world)
+            throw new UsageException($"--rank {rs} is out of range for --world-size {world}: ranks are 0 to {world - 1}");
+        try { Distributed.TcpRendezvous.ParseInit(a.Get("init")!); }
+        catch (ArgumentException e) { throw new UsageException(e.Message); }
+        if (a.Get("devices") is { } d && DevicesSpec(a) is not null && Distributed.DeviceGroup.Parse(d).Count > 1)
+            throw new UsageException($"--devices {d} with --rank: each process of a multi-process group drives one device; pass --device cuda:N (or emu) instead");
+        int timeout = a.GetInt("init-timeout", 300, 1, 86400);
+        return new Multi(rank, world, a.Get("init")!, TimeSpan.FromSeconds(timeout));
+    }
+
+    /// <summary>This process's place in a multi-process group (--rank, --world-size, --init, --init-timeout).</summary>
+    public sealed record Multi(int Rank, int World, string Init, TimeSpan Timeout);
 
     /// <summary>--devices as a count (a number, or the size of a spec); 1 when absent.</summary>
     public static int DeviceCount(Args a)

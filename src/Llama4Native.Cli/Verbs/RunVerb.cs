@@ -64,11 +64,14 @@ internal static class RunVerb
     /// <summary>The parsed model and sampling options: every value range-checked, nothing read from disk yet.</summary>
     public sealed record Settings(string Device, ComputeMode? Compute, int? MaxContext, QuantizeOptions Quantize, string? Tokenizer,
                                     Func<GenerationOptions, GenerationOptions> Sampling, IReadOnlyList<int> StopTokens,
-                                    KvCacheFormat KvCache = KvCacheFormat.Default, int MaxPiece = 0)
+                                    KvCacheFormat KvCache = KvCacheFormat.Default, int MaxPiece = 0, string? Devices = null, Common.Multi? Multi = null)
     {
         public static Settings From(Args a)
         {
             var device = Common.DeviceSpec(a);
+            var devices = Common.DevicesSpec(a);
+            if (devices is not null && a.Has("device")) throw new UsageException("give --device (one device) or --devices (several), not both");
+            var multi = Common.MultiProcess(a);
             var compute = Common.Compute(a);
             int? ctx = a.Has("max-context") ? a.GetInt("max-context", 8192, 1, int.MaxValue) : null;
             var q = Common.Quantization(a);
@@ -95,7 +98,7 @@ internal static class RunVerb
             };
             try { Apply(new GenerationOptions()).Validate(); }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
-            return new Settings(device, compute, ctx, q, tok, Apply, stopTokens, kv, piece);
+            return new Settings(device, compute, ctx, q, tok, Apply, stopTokens, kv, piece, devices, multi);
         }
     }
 
@@ -143,13 +146,26 @@ internal static class RunVerb
         options = s.Sampling(defaults);
         try { options.Validate(); }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
+        // A device count (or world size) the model cannot be split over fails here, naming the dimension.
+        int ranks = s.Multi?.World ?? (s.Devices is { } spec ? Distributed.DeviceGroup.Parse(spec).Count : 1);
+        if (ranks > 1) Common.Sharding(config, ranks);
         var codec = Codec(dir, s.Tokenizer, config, demo, stderr); // before the (long) weight load
         var bar = new ProgressBar(stderr, "load");
-        var model = Llama4Model.Load(dir, new Llama4ModelOptions(s.Device, s.Compute, s.MaxContext ?? 8192, s.MaxPiece,
-                                                                 p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec,
-                                                                 s.Quantize.Mode, s.Quantize.Int4GroupSize, s.KvCache));
+        var modelOptions = new Llama4ModelOptions(s.Device, s.Compute, s.MaxContext ?? 8192, s.MaxPiece,
+                                                  p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec,
+                                                  s.Quantize.Mode, s.Quantize.Int4GroupSize, s.KvCache, s.Devices);
+        Llama4Model model;
+        if (s.Multi is { } m)
+        {
+            stderr.WriteLine($"rank {m.Rank} of {m.World}: meeting the others at {m.Init} (waiting up to {m.Timeout.TotalSeconds:0} s)");
+            // What every rank must agree on: the model (its name and shape) and how it is computed.
+            string tag = $"{Path.GetFileName(dir.TrimEnd('/'))} L{config.Text.NumHiddenLayers} V{config.Text.VocabSize} {s.Compute} {s.Quantize.Mode} {s.KvCache}";
+            var group = Distributed.DeviceGroup.Join(s.Device, m.Rank, m.World, m.Init, m.Timeout, tag);
+            model = Llama4Model.Load(dir, modelOptions, group, ownsGroup: true);
+        }
+        else model = Llama4Model.Load(dir, modelOptions);
         bar.Done();
-        stderr.WriteLine($"model: {dir} on {model.Device.Name} ({model.Compute})");
+        stderr.WriteLine($"model: {dir} on {model.DeviceName} ({model.Compute})");
         if (s.MaxContext is null)
         {
             // --max-context not given: what fits now that the weights are loaded (a model with other options is cheap to

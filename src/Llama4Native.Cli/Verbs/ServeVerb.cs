@@ -26,9 +26,9 @@ internal static class ServeVerb
                                  "over --max-batch caches in the --kv-cache format, at most max_position_embeddings)"),
          new("max-queue", "N", "requests waiting beyond the batch before 429, 0 to 1000000 (default 64)"),
          new("step-tokens", "N", "prompt tokens fed per scheduler step, 1 to 1048576 (default 512)"),
-         new("engine", "KIND", "batched (a step's sequences in one forward over a paged KV cache), sequential (one after another; " +
-                               "takes images) or auto (default: batched for text-only models, sequential when the model has a vision tower)"),
-         Common.Quantize, Common.Int4Group, Common.KvCache, Common.Device, Common.ComputeOpt, Common.MaxPiece,
+         new("engine", "KIND", "batched (a step's sequences, text and images, in one forward over a paged KV cache), sequential (one " +
+                               "after another) or auto (default: batched on one device, sequential on several --devices)"),
+         Common.Quantize, Common.Int4Group, Common.KvCache, Common.Device, Common.Devices, Common.ComputeOpt, Common.MaxPiece,
          new("tokenizer", "PATH", "the tokenizer (default: the checkpoint's original/tokenizer.model, tokenizer.model or tokenizer.json)"),
          new("model-id", "NAME", "the model id clients use (default: the folder name)"),
          new("shutdown-timeout", "S", "seconds running requests get after SIGTERM/Ctrl-C, 0 to 3600 (default 30)")]);
@@ -72,8 +72,16 @@ internal static class ServeVerb
             }
         }
         var bar = new ProgressBar(stderr, "load");
+        var devices = Common.DevicesSpec(a);
+        if (devices is not null && a.Has("device")) throw new UsageException("give --device or --devices, not both");
+        bool several = devices is not null && Distributed.DeviceGroup.Parse(devices).Count > 1;
+        if (several)
+        {
+            Common.Sharding(config, Distributed.DeviceGroup.Parse(devices!).Count);
+            if (engineKind == "batched") throw new UsageException("--engine batched on several --devices is not implemented (its paged graph is one device's); use --engine sequential or auto");
+        }
         using var model = Llama4Model.Load(dir, new Llama4ModelOptions(Common.DeviceSpec(a), compute, context, maxPiece,
-                                                                     p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec, quantize, group, kvCache));
+                                                                     p => bar.Update(p.BytesDone, p.BytesTotal, p.Elapsed), codec, quantize, group, kvCache, devices));
         bar.Done();
         if (!contextGiven)
         {
@@ -83,7 +91,7 @@ internal static class ServeVerb
             stderr.WriteLine($"max context: {context} tokens per sequence (default: what fits {batch} caches in {Format.Bytes(model.Device.FreeMemory)} free, " +
                              $"less {Format.Bytes(ContextFit.ReserveBytes)}; pass --max-context N to choose)");
         }
-        bool batched = engineKind == "batched" || (engineKind == "auto" && config.Vision is null);
+        bool batched = engineKind == "batched" || (engineKind == "auto" && !several);
         IStepEngine engine = batched
             ? new BatchedStepEngine(model.Weights, model.Compute, batch, context, Math.Min(model.Options.ServingPrefillPiece, context), maxStepTokens: batch + stepTokens, kvFormat: model.Options.KvCache)
             : SequentialStepEngine.For(model, batch, context);
@@ -98,9 +106,9 @@ internal static class ServeVerb
             Log = line => { lock (stderr) stderr.WriteLine(line); },
         };
         var server = Llama4Server.StartAsync(scheduler, codec, images, options).GetAwaiter().GetResult();
-        stderr.WriteLine($"model: {dir} on {model.Device.Name} ({model.Compute}); {batch} sequences × {context} tokens; queue {queue}");
+        stderr.WriteLine($"model: {dir} on {model.DeviceName} ({model.Compute}); {batch} sequences × {context} tokens; queue {queue}");
         stderr.WriteLine(batched ? $"engine: batched (one forward per step, paged KV: {((BatchedStepEngine)engine).Cache.NopePages} pages of {engine.KvBlockTokens} tokens)"
-                                 : "engine: sequential — a step runs its sequences one after another (images are served)");
+                                 : "engine: sequential — a step runs its sequences one after another");
         stdout.WriteLine($"serving '{options.ModelId}' at {server.BaseAddress} (OpenAI API under /v1{(key is null ? "" : ", API key required")}); Ctrl-C stops");
         stdout.Flush();
         server.WaitForShutdownAsync().GetAwaiter().GetResult();

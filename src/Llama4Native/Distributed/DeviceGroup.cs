@@ -18,9 +18,15 @@ internal sealed class DeviceGroup : IDisposable
     public string Spec { get; }
     public IReadOnlyList<Device> Devices { get; }
     public CommunicatorGroup Comms { get; }
+    /// <summary>The devices (ranks) this process drives.</summary>
     public int Size => Devices.Count;
+    /// <summary>Ranks in the whole group, over every process: <see cref="Size"/> when one process drives them all.</summary>
+    public int World { get; }
+    /// <summary>The global rank of this process's first device (its devices are ranks FirstRank..FirstRank+Size−1).</summary>
+    public int FirstRank { get; }
 
-    DeviceGroup(string spec, Device[] devices, CommunicatorGroup comms) { Spec = spec; Devices = devices; Comms = comms; }
+    DeviceGroup(string spec, Device[] devices, CommunicatorGroup comms, int world = 0, int firstRank = 0)
+    { Spec = spec; Devices = devices; Comms = comms; World = world == 0 ? devices.Length : world; FirstRank = firstRank; }
 
     /// <summary>The single-device specs a group spec names, checked without touching any device.</summary>
     public static IReadOnlyList<string> Parse(string spec)
@@ -69,6 +75,51 @@ internal sealed class DeviceGroup : IDisposable
             foreach (var d in devices) d.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Rank <paramref name="rank"/> of a <paramref name="world"/>-rank group spanning processes (and nodes): this process
+    /// drives ONE device (<paramref name="deviceSpec"/>, a single-device spec) and meets the others at
+    /// <paramref name="init"/> (tcp://HOST:PORT, rank 0's address; see <see cref="TcpRendezvous"/>). On a CUDA device rank 0
+    /// makes NCCL's unique id, the rendezvous hands it out and every rank calls ncclCommInitRank; on an emulated device the
+    /// collectives run over the rendezvous's sockets (<see cref="SocketCommunicator"/>). Every rank must give the same
+    /// <paramref name="tag"/> (the model and options), else every rank fails naming both.
+    /// </summary>
+    public static DeviceGroup Join(string deviceSpec, int rank, int world, string init, TimeSpan timeout, string tag = "")
+    {
+        if (Parse(deviceSpec).Count != 1)
+            throw new ArgumentException($"--devices '{deviceSpec}' with --rank: each process of a multi-process group drives one device (--device cuda:N or emu); " +
+                                        "to drive several devices from one process, leave out --rank/--world-size/--init");
+        var device = DeviceFactory.Create(deviceSpec);
+        try
+        {
+            CommunicatorGroup comms;
+            string kind = device is CudaDevice ? "cuda" : "emu";
+            if (device is CudaDevice cuda)
+            {
+                using var rv = TcpRendezvous.Join(init, rank, world, timeout, $"{tag} on {kind}", RootNcclId, keep: false);
+                comms = NcclGroup.JoinRank(cuda, rank, world, Interop.ncclUniqueId.FromBytes(rv.Blob));
+            }
+            else
+            {
+                var rv = TcpRendezvous.Join(init, rank, world, timeout, $"{tag} on {kind}");
+                comms = new SingleRankGroup(new SocketCommunicator(rv, device) { Timeout = timeout });
+            }
+            return new DeviceGroup($"{deviceSpec} rank {rank}/{world}", [device], comms, world, rank);
+        }
+        catch
+        {
+            device.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Rank 0 of an NCCL group: the unique id every rank's ncclCommInitRank takes.</summary>
+    static byte[] RootNcclId()
+    {
+        Interop.NcclLocator.Load();
+        Interop.Nccl.Check(Interop.Nccl.ncclGetUniqueId(out var id));
+        return id.ToBytes();
     }
 
     /// <summary>A group over devices the caller made (and keeps owning).</summary>

@@ -157,82 +157,13 @@ internal sealed class InProcessGroup : CommunicatorGroup
     static void Execute(InProcessCommunicator.Call[] calls)
     {
         var first = calls[0];
-        foreach (var c in calls)
-            if (c.Kind != first.Kind || c.Send.DType != first.Send.DType || c.Count != first.Count || c.Root != first.Root)
-                throw new InvalidOperationException($"mismatched collective: rank {first.Rank} issued {first.Describe()} but rank {c.Rank} issued {c.Describe()}");
-        int n = calls.Length;
-        var dt = first.Send.DType;
-        int es = dt.Size();
-        switch (first.Kind)
-        {
-            case CollectiveKind.AllReduce:
-            {
-                var sum = Sum(calls, 0, first.Count);
-                var bytes = FromFloats(sum, dt);
-                foreach (var c in calls) Upload(c, bytes, c.Recv.Ptr);
-                break;
-            }
-            case CollectiveKind.ReduceScatter:
-            {
-                var all = calls.Select(c => Download(c, c.Send.Ptr, c.Send.Bytes)).ToArray();
-                foreach (var c in calls)
-                {
-                    var sum = new float[first.Count];
-                    for (int r = 0; r < n; r++)
-                    {
-                        var part = ToFloats(all[r].AsSpan((int)(c.Rank * first.Count * es), (int)(first.Count * es)), dt);
-                        for (int i = 0; i < sum.Length; i++) sum[i] += part[i];
-                    }
-                    Upload(c, FromFloats(sum, dt), c.Recv.Ptr);
-                }
-                break;
-            }
-            case CollectiveKind.AllGather:
-            {
-                var all = calls.Select(c => Download(c, c.Send.Ptr, c.Send.Bytes)).ToArray();
-                var joined = all.SelectMany(a => a).ToArray();
-                foreach (var c in calls) Upload(c, joined, c.Recv.Ptr);
-                break;
-            }
-            case CollectiveKind.Broadcast:
-            {
-                var data = Download(calls[first.Root], calls[first.Root].Send.Ptr, first.Count * es);
-                foreach (var c in calls) Upload(c, data, c.Recv.Ptr);
-                break;
-            }
-            case CollectiveKind.AllToAll:
-            {
-                for (int a = 0; a < n; a++)
-                    for (int b = 0; b < n; b++)
-                        if (calls[a].SendCounts![b] != calls[b].RecvCounts![a])
-                            throw new InvalidOperationException($"all-to-all: rank {a} sends {calls[a].SendCounts![b]} elements to rank {b}, which expects {calls[b].RecvCounts![a]}");
-                var sends = calls.Select(c => Download(c, c.Send.Ptr, c.SendCounts!.Sum() * es)).ToArray();
-                foreach (var c in calls)
-                {
-                    long at = 0;
-                    for (int p = 0; p < n; p++)
-                    {
-                        long off = calls[p].SendCounts!.Take(c.Rank).Sum() * es, len = c.RecvCounts![p] * es;
-                        if (len > 0) Upload(c, sends[p].AsSpan((int)off, (int)len).ToArray(), c.Recv.Ptr + at);
-                        at += len;
-                    }
-                }
-                break;
-            }
-        }
-    }
-
-    /// <summary>Σ over ranks (in rank order, f32) of elements [at, at+count) of each rank's send.</summary>
-    static float[] Sum(InProcessCommunicator.Call[] calls, long at, long count)
-    {
-        var sum = new float[count];
-        int es = calls[0].Send.DType.Size();
-        foreach (var c in calls)
-        {
-            var part = ToFloats(Download(c, c.Send.Ptr + at * es, count * es), c.Send.DType);
-            for (int i = 0; i < sum.Length; i++) sum[i] += part[i];
-        }
-        return sum;
+        var arrivals = calls.Select(c => new HostCollectives.Arrival(c.Kind, c.Rank, c.Send.DType, c.Count, c.Root, c.SendCounts, c.RecvCounts, c.Describe())).ToArray();
+        HostCollectives.CheckMatch(arrivals);
+        int es = first.Send.DType.Size();
+        // What each rank contributes (only the root's send for a broadcast); the host combines; every rank gets its output.
+        var sends = calls.Select(c => Download(c, c.Send.Ptr, HostCollectives.SendElements(arrivals[c.Rank], calls.Length) * es)).ToArray();
+        var outs = HostCollectives.Combine(arrivals, sends);
+        foreach (var c in calls) Upload(c, outs[c.Rank], c.Recv.Ptr);
     }
 
     static byte[] Download(InProcessCommunicator.Call c, DevicePtr src, long bytes)

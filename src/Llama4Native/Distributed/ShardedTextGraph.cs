@@ -22,13 +22,13 @@ internal sealed class ShardedWeights : IDisposable
 
     public static ShardedWeights Load(Checkpoint ckpt, DeviceGroup group, LoadOptions? options = null)
     {
-        var plan = ShardingPlan.Create(ckpt.Config, group.Size);
+        var plan = ShardingPlan.Create(ckpt.Config, group.World);
         var o = options ?? new LoadOptions();
         var loaded = new List<ModelWeights>();
         try
         {
             for (int r = 0; r < group.Size; r++)
-                loaded.Add(WeightLoader.Load(ckpt, group.Devices[r], o with { Shard = group.Size > 1 ? plan.ForRank(r) : null }));
+                loaded.Add(WeightLoader.Load(ckpt, group.Devices[r], o with { Shard = group.World > 1 ? plan.ForRank(group.FirstRank + r) : null }));
             return new ShardedWeights(group, plan, [.. loaded]);
         }
         catch
@@ -38,12 +38,13 @@ internal sealed class ShardedWeights : IDisposable
         }
     }
 
-    public RankContext Context(int rank) => new(Plan, rank, Group.Comms.Ranks[rank]);
+    /// <summary>Local rank <paramref name="rank"/>'s context (its global rank is <see cref="DeviceGroup.FirstRank"/> + rank).</summary>
+    public RankContext Context(int rank) => new(Plan, Group.FirstRank + rank, Group.Comms.Ranks[rank]);
 
     /// <summary>One KV cache per rank, each with the rank's query and KV heads.</summary>
     public KvCache[] CreateCaches(DType dtype, int maxContext, int maxPiece, DType? kvDType = null) =>
         Enumerable.Range(0, Group.Size).Select(r => new KvCache(Group.Devices[r], Config.Text, dtype, maxContext, maxPiece, kvDType,
-                                                                 Group.Size > 1 ? (Plan.Heads, Plan.KvHeads) : null)).ToArray();
+                                                                 Group.World > 1 ? (Plan.Heads, Plan.KvHeads) : null)).ToArray();
 
     public void Dispose() { foreach (var w in Ranks) w.Dispose(); }
 }
@@ -72,7 +73,7 @@ internal sealed class ShardedTextGraph : IDisposable
         try
         {
             for (int r = 0; r < w.Group.Size; r++)
-                list.Add(new Llama4TextGraph(w.Ranks[r], tokens, mode, caches?[r], lastLogitsOnly, w.Group.Size > 1 ? w.Context(r) : null));
+                list.Add(new Llama4TextGraph(w.Ranks[r], tokens, mode, caches?[r], lastLogitsOnly, w.Group.World > 1 ? w.Context(r) : null));
         }
         catch
         {
@@ -85,18 +86,21 @@ internal sealed class ShardedTextGraph : IDisposable
     }
 
     /// <summary>Runs <paramref name="ids"/> on every rank; returns the logits [T, V] (from rank 0). Dumps come from rank 0.</summary>
-    public float[] Forward(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null)
+    public float[] Forward(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null,
+                           Func<int, Tensor?>? imageRows = null)
     {
-        if (ranks.Length == 1) return ranks[0].Forward(ids, dumpWhere, dump);
-        var logits = Run(ids, dumpWhere, dump);
+        if (ranks[0].Shard is null) return ranks[0].Forward(ids, dumpWhere, dump, imageRows?.Invoke(0));
+        var logits = Run(ids, dumpWhere, dump, imageRows);
         return Ops.DeviceData.Download(weights.Group.Devices[0], logits.Ptr, logits.Elements, DType.F32);
     }
 
-    /// <summary>Like <see cref="Forward"/>, leaving the logits on rank 0's device.</summary>
-    public Tensor Run(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null)
+    /// <summary>Like <see cref="Forward"/>, leaving the logits on (local) rank 0's device. <paramref name="imageRows"/>: each local
+    /// rank's projected image rows for this piece's &lt;|patch|&gt; tokens on its own device (the vision tower is replicated).</summary>
+    public Tensor Run(ReadOnlySpan<int> ids, Func<string, bool>? dumpWhere = null, Action<string, Tensor, float[]>? dump = null,
+                      Func<int, Tensor?>? imageRows = null)
     {
-        if (ranks.Length == 1) return ranks[0].Run(ids, dumpWhere, dump);
-        foreach (var g in ranks) g.BeginRank(ids); // uploads this rank's ids and positions, begins the kv piece
+        if (ranks[0].Shard is null) return ranks[0].Run(ids, dumpWhere, dump, imageRows?.Invoke(0));
+        for (int r = 0; r < ranks.Length; r++) ranks[r].BeginRank(ids, imageRows?.Invoke(r)); // uploads this rank's ids and positions (and image rows), begins the kv piece
         var comms = weights.Group.Comms;
         var collectives = ranks[0].CollectiveNodes;
         bool ok = false;

@@ -25,6 +25,14 @@ internal sealed class TokenGenerator : IDisposable
     readonly ComputeMode mode;
     readonly Dictionary<int, Llama4TextGraph> graphs = [];
     Llama4VisionGraph? vision;
+    // Several devices: the ranks this process drives, one graph per piece size over all of them (run in lockstep), a
+    // KV cache per rank (Cache is local rank 0's) and a replicated vision tower per rank. Tokens are sampled on local
+    // rank 0 from the gathered logits — every process of a multi-process group does the same with the same bits, so
+    // they all choose the same tokens without another collective.
+    readonly Distributed.ShardedWeights? sharded;
+    readonly Dictionary<int, Distributed.ShardedTextGraph> shardedGraphs = [];
+    readonly KvCache[] caches;
+    Llama4VisionGraph[]? rankVisions;
     readonly HashSet<int> modelStops;
     readonly List<int> history = [];
     int? pending;
@@ -107,21 +115,45 @@ internal sealed class TokenGenerator : IDisposable
     /// <param name="maxPiece">the largest prefill piece; ≤ 0 = auto (<see cref="AutoPieces"/>: the largest that fits the device's free memory)</param>
     public TokenGenerator(ModelWeights weights, ComputeMode mode, int maxContext, int maxPiece = 0, bool captureDecode = false,
                           KvCacheFormat kvCache = KvCacheFormat.Default)
+        : this(weights, null, mode, maxContext, maxPiece, captureDecode, kvCache) { }
+
+    /// <summary>Generation over the ranks of <paramref name="sharded"/> that this process drives (a group of one = one device).</summary>
+    public TokenGenerator(Distributed.ShardedWeights sharded, ComputeMode mode, int maxContext, int maxPiece = 0, bool captureDecode = false,
+                          KvCacheFormat kvCache = KvCacheFormat.Default)
+        : this(sharded.Ranks[0], sharded.Group.World > 1 ? sharded : null, mode, maxContext, maxPiece, captureDecode, kvCache) { }
+
+    TokenGenerator(ModelWeights weights, Distributed.ShardedWeights? sharded, ComputeMode mode, int maxContext, int maxPiece, bool captureDecode,
+                   KvCacheFormat kvCache)
     {
         if (captureDecode && !weights.Device.CanCapture) throw new NotSupportedException($"{weights.Device.Name} cannot capture graphs");
+        if (captureDecode && sharded is not null)
+            throw new NotSupportedException($"decode capture on several devices ({sharded.Group.Spec}) is not implemented: the lockstep runner issues each " +
+                                            "collective between the ranks' nodes; generate without capture there");
         CaptureDecode = captureDecode;
         this.weights = weights;
+        this.sharded = sharded;
         this.mode = mode;
         var c = weights.Config.Text;
         Vocab = c.VocabSize;
         var act = mode == ComputeMode.F32 ? DType.F32 : DType.BF16;
         DType? kvType = kvCache == KvCacheFormat.Fp8 ? DType.F8E4M3 : null;
-        if (maxPiece > 0)
+        if (sharded is not null)
+        {
+            // auto on several devices: the serving piece (each rank's free memory is not probed yet)
+            MaxPiece = Math.Min(maxPiece > 0 ? maxPiece : 256, maxContext);
+            caches = sharded.CreateCaches(act, maxContext, MaxPiece, kvType);
+        }
+        else if (maxPiece > 0)
         {
             MaxPiece = Math.Min(maxPiece, maxContext);
-            Cache = new KvCache(weights.Device, c, act, maxContext, MaxPiece, kvType);
+            caches = [new KvCache(weights.Device, c, act, maxContext, MaxPiece, kvType)];
         }
-        else (Cache, MaxPiece, PieceAuto) = (AutoPiece(weights, mode, maxContext, kvType, out _, out int piece), piece, true);
+        else
+        {
+            caches = [AutoPiece(weights, mode, maxContext, kvType, out _, out int piece)];
+            (MaxPiece, PieceAuto) = (piece, true);
+        }
+        Cache = caches[0];
         modelStops = [.. c.EosTokenIds, .. Llama4StopTokens.Where(t => t < Vocab)];
         sampler = weights.Device.Allocate(CountsAt + 4L * Vocab);
         idHost = weights.Device.AllocatePinned(16);
@@ -131,6 +163,12 @@ internal sealed class TokenGenerator : IDisposable
 
     /// <summary>The text graphs planned so far (one per piece size): their arenas are the activation memory.</summary>
     internal IEnumerable<Llama4TextGraph> Graphs => graphs.Values;
+
+    Distributed.ShardedTextGraph ShardedGraph(int tokens)
+    {
+        if (!shardedGraphs.TryGetValue(tokens, out var g)) shardedGraphs[tokens] = g = new Distributed.ShardedTextGraph(sharded!, tokens, mode, caches, lastLogitsOnly: true);
+        return g;
+    }
 
     Llama4TextGraph Graph(int tokens)
     {
@@ -145,7 +183,7 @@ internal sealed class TokenGenerator : IDisposable
     /// in order), each piece gets the rows of its own &lt;|patch|&gt; tokens, wherever the piece boundaries fall.
     /// </summary>
     /// <returns>the logits row [1, V] of the last token, on the device</returns>
-    Tensor Feed(ReadOnlySpan<int> ids, CancellationToken ct, Tensor? imageRows = null)
+    Tensor Feed(ReadOnlySpan<int> ids, CancellationToken ct, Tensor? imageRows = null, Tensor[]? rankRows = null)
     {
         Tensor last = default;
         int used = 0, imageToken = weights.Config.ImageTokenIndex;
@@ -156,13 +194,16 @@ internal sealed class TokenGenerator : IDisposable
             int n = left >= MaxPiece ? MaxPiece : 1 << (31 - System.Numerics.BitOperations.LeadingZeroCount((uint)left));
             var piece = ids.Slice(at, n);
             Tensor? rows = null;
+            int from = used, count = 0;
             if (imageRows is { } all && EarlyFusion.CountPatches(piece, imageToken) is var k and > 0)
             {
                 rows = all.Slice(used, k);
-                used += k;
+                used += count = k;
             }
             deviceStateValid = false;
-            last = Graph(n).Run(piece, imageRows: rows, logits: at + n == ids.Length); // lm_head on the last piece only
+            if (sharded is not null) // each local rank takes the same rows from its own vision graph's output
+                last = ShardedGraph(n).Run(piece, imageRows: rows is null ? null : r => rankRows![r].Slice(from, count));
+            else last = Graph(n).Run(piece, imageRows: rows, logits: at + n == ids.Length); // lm_head on the last piece only
             deviceStateValid = true;
             history.AddRange(ids.Slice(at, n).ToArray());
             at += n;
@@ -193,7 +234,7 @@ internal sealed class TokenGenerator : IDisposable
         Span<int> next = stackalloc int[2];
         dev.Download<int>(id.Ptr, next);   // the id and Σ logits, one transfer
         if (!float.IsFinite(BitConverter.Int32BitsToSingle(next[1])))
-            throw NonFinite.Diagnose(weights, mode, history, callImages);
+            throw NonFinite.Diagnose(weights, mode, sharded is null ? history : [], callImages); // the text graph re-run is one device's
         return next[0];
     }
 
@@ -241,7 +282,7 @@ internal sealed class TokenGenerator : IDisposable
             dev.DefaultStream.Synchronize();
             deviceStateValid = true;
             if (!float.IsFinite(((float*)idHost.Pointer)[1]))
-                throw NonFinite.Diagnose(weights, mode, history, callImages);
+                throw NonFinite.Diagnose(weights, mode, sharded is null ? history : [], callImages); // the text graph re-run is one device's
             return *(int*)idHost.Pointer;
         }
     }
@@ -292,10 +333,13 @@ internal sealed class TokenGenerator : IDisposable
         BeginSampling(options);
         callImages = images;
         Tensor? imageRows = null;
+        Tensor[]? rankRows = null;
         if (images is not null)
         {
             images.Check(weights.Config.Vision!);
             imageRows = Vision(images.Count).Forward(images.Pixels, images.Count);
+            if (sharded is not null) // the vision tower is replicated: every local rank encodes the images on its own device
+                rankRows = [imageRows.Value, .. rankVisions!.Skip(1).Select(v => v.Forward(images.Pixels, images.Count))];
             // A previously generated token fed first is never an image slot, even if it happens to be <|patch|>.
             if (pending is { } pp && pp == weights.Config.ImageTokenIndex && input.Count > 1)
             {
@@ -304,7 +348,7 @@ internal sealed class TokenGenerator : IDisposable
                 input.RemoveAt(0);
             }
         }
-        var logits = Feed(input.ToArray(), ct, imageRows);
+        var logits = Feed(input.ToArray(), ct, imageRows, rankRows);
         pending = null;
         TimeSpan first = default;
         int produced = 0;
@@ -348,20 +392,30 @@ internal sealed class TokenGenerator : IDisposable
         {
             vision?.Dispose();
             vision = null;
+            foreach (var v in rankVisions ?? []) v?.Dispose();
+            rankVisions = null;
             vision = new Llama4VisionGraph(weights, tiles, mode);
+            if (sharded is not null)
+            {
+                rankVisions = new Llama4VisionGraph[sharded.Ranks.Count];
+                rankVisions[0] = vision;
+                for (int r = 1; r < rankVisions.Length; r++) rankVisions[r] = new Llama4VisionGraph(sharded.Ranks[r], tiles, mode);
+            }
         }
         return vision;
     }
 
     /// <summary>Starts a new sequence (keeps the memory).</summary>
-    public void Reset() { Cache.Reset(); history.Clear(); pending = null; lastRow = default; deviceStateValid = false; }
+    public void Reset() { foreach (var c in caches) c.Reset(); history.Clear(); pending = null; lastRow = default; deviceStateValid = false; }
 
     public void Dispose()
     {
         foreach (var g in graphs.Values) g.Dispose();
+        foreach (var g in shardedGraphs.Values) g.Dispose();
         vision?.Dispose();
+        foreach (var v in rankVisions?.Skip(1) ?? []) v.Dispose();
         foreach (var g in stepGraphs.Values) g.Dispose();
-        Cache.Dispose();
+        foreach (var c in caches) c.Dispose();
         sampler.Dispose();
         idHost.Dispose();
         ones.Dispose();

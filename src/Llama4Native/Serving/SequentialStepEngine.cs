@@ -75,7 +75,10 @@ internal sealed class SequentialStepEngine : IStepEngine
 
     /// <summary>An engine over a loaded model (its device, compute mode and prefill piece).</summary>
     public static SequentialStepEngine For(Llama4Model model, int slots, int maxContext) =>
-        new(model.Weights, model.Compute, slots, maxContext, Math.Min(model.Options.ServingPrefillPiece, maxContext), model.Options.KvCache);
+        new(model.Weights, model.Compute, slots, maxContext, Math.Min(model.Options.ServingPrefillPiece, maxContext), model.Options.KvCache) { Sharded = model.Sharded };
+
+    /// <summary>Several devices: every slot's generator runs over these ranks (<see cref="Llama4Model"/> loaded with Devices).</summary>
+    public Distributed.ShardedWeights? Sharded { get; init; }
 
     Slot At(int slot) => (uint)slot < (uint)slots.Length ? slots[slot] : throw new ArgumentOutOfRangeException(nameof(slot), $"slot {slot} of {slots.Length}");
 
@@ -84,7 +87,8 @@ internal sealed class SequentialStepEngine : IStepEngine
         var s = At(slot);
         if (s.Busy) throw new InvalidOperationException($"slot {slot} already holds a sequence");
         options.Validate();
-        s.Gen ??= new TokenGenerator(weights, mode, MaxContext, MaxPrefillPiece, kvCache: kvCache);
+        s.Gen ??= Sharded is not null ? new TokenGenerator(Sharded, mode, MaxContext, MaxPrefillPiece, kvCache: kvCache)
+                                      : new TokenGenerator(weights, mode, MaxContext, MaxPrefillPiece, kvCache: kvCache);
         s.Gen.Reset();
         // The scheduler owns stops and limits: the generator only feeds and samples.
         s.Options = options with { MaxNewTokens = int.MaxValue, StopAtModelStops = false, StopTokens = [], StopStrings = [] };

@@ -198,6 +198,20 @@ public class BadInputCorpusTests
         yield return C(2, "a device is named twice", "plan", "--preset", "maverick", "--devices", "cuda:0,0");
         yield return C(2, "num_attention_heads (40) is not divisible by 3", "plan", "--preset", "maverick", "--devices", "3");
         yield return C(2, "out of range 1 to 4096", "inspect", "--preset", "scout", "--devices", "0");
+        // --rank/--world-size/--init (one process per device): all three, a rank in range, a tcp:// address, one device each
+        yield return C(2, "--rank 2 is out of range for --world-size 2: ranks are 0 to 1", "run", "--device", "emu", "--rank", "2", "--world-size", "2", "--init", "tcp://127.0.0.1:29500");
+        yield return C(2, "--rank -1 is out of range", "run", "--rank", "-1", "--world-size", "2", "--init", "tcp://127.0.0.1:29500");
+        yield return C(2, "only tcp:// is supported", "run", "--rank", "0", "--world-size", "2", "--init", "http://10.0.0.1:29500");
+        yield return C(2, "no port", "run", "--rank", "0", "--world-size", "2", "--init", "tcp://10.0.0.1");
+        yield return C(2, "'99999' is not a port", "chat", "--rank", "0", "--world-size", "2", "--init", "tcp://10.0.0.1:99999");
+        yield return C(2, "give --rank R, --world-size W and --init tcp://HOST:PORT together", "run", "--rank", "0", "--world-size", "2");
+        yield return C(2, "--init-timeout goes with --rank", "run", "--init-timeout", "5");
+        yield return C(2, "out of range", "run", "--rank", "0", "--world-size", "0", "--init", "tcp://h:1");
+        yield return C(2, "each process of a multi-process group drives one device", "run", "--devices", "emu:2", "--rank", "0", "--world-size", "2", "--init", "tcp://h:1");
+        yield return C(2, "give --device (one device) or --devices (several), not both", "run", "--device", "emu", "--devices", "emu:2");
+        // a world size (or device count) the model cannot be split over: named before any rendezvous or load
+        yield return C(2, "num_attention_heads (4) is not divisible by 3", "run", "--model", "{MODEL}", "--prompt", "x", "--device", "emu", "--rank", "0", "--world-size", "3", "--init", "tcp://127.0.0.1:1");
+        yield return C(2, "num_attention_heads (4) is not divisible by 3", "chat", "--model", "{MODEL}", "--devices", "emu:3");
         yield return C(2, "--config {DIR} is a folder", "inspect", "--config", "{DIR}");
         yield return C(2, "--quantize must be none, int4 or fp8", "inspect", "--preset", "scout", "--quantize", "q4");
         yield return C(1, "config.json", "inspect", "--model", "{BADCONFIG}");
