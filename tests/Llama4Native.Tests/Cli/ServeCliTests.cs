@@ -102,6 +102,7 @@ public class ServeCliTests
         try { await longOne.WaitAsync(TimeSpan.FromSeconds(60)); }
         catch (Exception e) when (e is ClientResultException or IOException or HttpRequestException or OperationCanceledException) { }
         Assert.That(server.Process.WaitForExit(TimeSpan.FromSeconds(60)), Is.True, "the server exits after SIGTERM");
+        server.Process.WaitForExit(); // the timed wait does not drain the redirected stderr; this one does (the process is gone)
         Assert.That(server.Process.ExitCode, Is.Zero, server.Stderr);
         Assert.That(server.Stderr, Does.Contain("llama4 serve: stopped"));
     }
