@@ -72,7 +72,6 @@ template <typename TX, typename TY, int PER, int MAXM>
 L4_DEV void gemv(const TX* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, TY* __restrict__ y,
                  int m, int n, int k, int G) {
     constexpr int R = GI4_ROWS_PER_WARP;
-    static_assert(PER == 8 || PER == 32, "the scale granularity is a word (8 k) or a 16-byte load (32 k)");
     const int lane = (int)(threadIdx.x & 31);
     const long long n0 = ((long long)blockIdx.x * (GI4_THREADS / 32) + threadIdx.x / 32) * R;
     if (n0 >= n) return;  // uniform per warp
@@ -80,51 +79,17 @@ L4_DEV void gemv(const TX* __restrict__ x, const uint8_t* __restrict__ w, const 
     const long long kb = k / 2;  // bytes per row
 
     float acc[R][MAXM];
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int i = 0; i < MAXM; ++i) acc[r][i] = 0.f;
+    l4_zero(acc);
 
     if (k % 32 == 0 && aligned16(w) && aligned16(x)) {
         for (int c = lane; c < k / 32; c += 32) {
-            const int k0 = c * 32;
             uint4 wv[R];
 #pragma unroll
             for (int r = 0; r < R; ++r)
                 wv[r] = n0 + r < n ? vload<uint4>(w + (n0 + r) * kb + c * 16) : make_uint4(0u, 0u, 0u, 0u);
-            float part[R][MAXM];
-#pragma unroll
-            for (int r = 0; r < R; ++r)
-#pragma unroll
-                for (int i = 0; i < MAXM; ++i) part[r][i] = 0.f;
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                float q[R][8];
-#pragma unroll
-                for (int r = 0; r < R; ++r) i4_unpack8(j == 0 ? wv[r].x : j == 1 ? wv[r].y : j == 2 ? wv[r].z : wv[r].w, q[r]);
-#pragma unroll
-                for (int i = 0; i < MAXM; ++i) {
-                    if (i < m) {
-                        float xv[8];
-                        load8(x + (long long)i * k + k0 + 8 * j, xv);
-#pragma unroll
-                        for (int r = 0; r < R; ++r) {
-                            float p = 0.f;
-#pragma unroll
-                            for (int e = 0; e < 8; ++e) p = fmaf(xv[e], q[r][e], p);
-                            part[r][i] += p;
-                        }
-                    }
-                }
-                if (PER == 8 || j == 3) {  // the partial sums of one scale group are complete: scale them once
-#pragma unroll
-                    for (int r = 0; r < R; ++r) {
-                        const float s = n0 + r < n ? scales[(n0 + r) * groups + (k0 + 8 * j) / G] : 0.f;
-#pragma unroll
-                        for (int i = 0; i < MAXM; ++i) { acc[r][i] = fmaf(part[r][i], s, acc[r][i]); part[r][i] = 0.f; }
-                    }
-                }
-            }
+            i4_gemv_step<R, MAXM, PER>(
+                wv, c * 32, m, [&](int i, int kx, float v[8]) { load8(x + (long long)i * k + kx, v); },
+                [&](int r, int kx) { return n0 + r < n ? scales[(n0 + r) * groups + kx / G] : 0.f; }, acc);
         }
     } else {  // any even K, any alignment: a lane per byte (2 k of one group)
         for (int b = lane; b < kb; b += 32) {

@@ -173,54 +173,23 @@ L4_DEV void grouped_gemv(const TA* __restrict__ A, const float* __restrict__ sco
             else { arow[i] = r; asc[i] = 1.f; }
         }
         float acc[RW][MAXM];
-#pragma unroll
-        for (int r = 0; r < RW; ++r)
-#pragma unroll
-            for (int i = 0; i < MAXM; ++i) acc[r][i] = 0.f;
+        l4_zero(acc);
 
         if (vec) {
             for (int c = lane; c < K / 32; c += 32) {
-                const int k0 = c * 32;
                 uint4 wv[RW];
 #pragma unroll
                 for (int r = 0; r < RW; ++r) wv[r] = ok[r] ? vload<uint4>(W + wrow[r] * kb + c * 16) : make_uint4(0u, 0u, 0u, 0u);
-                float part[RW][MAXM];
+                i4_gemv_step<RW, MAXM, PER>(
+                    wv, c * 32, m,
+                    [&](int i, int kx, float xv[8]) {
+                        load8(A + arow[i] * K + kx, xv);
+                        if constexpr (GATED) {
 #pragma unroll
-                for (int r = 0; r < RW; ++r)
-#pragma unroll
-                    for (int i = 0; i < MAXM; ++i) part[r][i] = 0.f;
-#pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    float q[RW][8];
-#pragma unroll
-                    for (int r = 0; r < RW; ++r) i4_unpack8(j == 0 ? wv[r].x : j == 1 ? wv[r].y : j == 2 ? wv[r].z : wv[r].w, q[r]);
-#pragma unroll
-                    for (int i = 0; i < MAXM; ++i) {
-                        if (i < m) {
-                            float xv[8];
-                            load8(A + arow[i] * K + k0 + 8 * j, xv);
-                            if constexpr (GATED) {
-#pragma unroll
-                                for (int q2 = 0; q2 < 8; ++q2) xv[q2] = round_to<TA>(xv[q2] * asc[i]);
-                            }
-#pragma unroll
-                            for (int r = 0; r < RW; ++r) {
-                                float p = 0.f;
-#pragma unroll
-                                for (int q2 = 0; q2 < 8; ++q2) p = fmaf(xv[q2], q[r][q2], p);
-                                part[r][i] += p;
-                            }
+                            for (int q = 0; q < 8; ++q) xv[q] = round_to<TA>(xv[q] * asc[i]);
                         }
-                    }
-                    if (PER == 8 || j == 3) {
-#pragma unroll
-                        for (int r = 0; r < RW; ++r) {
-                            const float s = ok[r] ? S[wrow[r] * groups + (k0 + 8 * j) / G] : 0.f;
-#pragma unroll
-                            for (int i = 0; i < MAXM; ++i) { acc[r][i] = fmaf(part[r][i], s, acc[r][i]); part[r][i] = 0.f; }
-                        }
-                    }
-                }
+                    },
+                    [&](int r, int kx) { return ok[r] ? S[wrow[r] * groups + kx / G] : 0.f; }, acc);
             }
         } else {  // any even K, any alignment: a lane per byte
             for (int b = lane; b < kb; b += 32) {
