@@ -252,6 +252,14 @@ L4_DEV float fast_exp(float x) { return __expf(x); }
 // for x in about (-88.7, -87.3), 1 + exp(-x) lies in (2^126, 2^128) where __fdividef returns 0 instead of
 // ~x·2^-126 (absolute error < 1e-36). The emulator's __fdividef is the exact a / b.
 L4_DEV float silu(float x) { return __fdividef(x, 1.0f + __expf(-x)); }
+// The value a TA tensor would hold: identity for f32, round-to-bf16 for bf16 (torch's rounding points in bf16 mode).
+template <typename TA> L4_DEV float round_to(float v) { return to_f32(from_f32<TA>(v)); }
+// Zeroes an accumulator array of any shape (acc[R][M], acc[MI][NI][4], acc[NB][MI][NI][4], ...), fully unrolled.
+L4_DEV void l4_zero(float& a) { a = 0.f; }
+template <typename T, int N> L4_DEV void l4_zero(T (&a)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) l4_zero(a[i]);
+}
 
 // ---------------------------------------------------------------- dynamic shared memory
 // One declared name for the whole program (CUDA requires all `extern __shared__` arrays to alias).

@@ -7,7 +7,7 @@
 //    which is how the emulator tests the sm_80 path);
 //  * fp8_gemv_accumulate: a warp streaming R weight rows with 16-byte loads against m <= 8 activation rows.
 #pragma once
-#include "common.cuh"
+#include "mma_tile.cuh"
 
 #ifndef FP8_MMA_VIA_BF16
 #define FP8_MMA_VIA_BF16 0
@@ -15,8 +15,7 @@
 
 namespace l4_fp8 {
 
-// The value a TA tensor would hold: identity for f32, round-to-bf16 for bf16.
-template <typename TA> L4_DEV float round_to(float v) { return to_f32(from_f32<TA>(v)); }
+using ::round_to;  // common.cuh's; gemm_fp8.cu and moe_fp8.cu name it l4_fp8::round_to
 
 // ------------------------------------------------------------------------------------------ row quantization
 // Quantizes one row of `cols` values v(c) (a functor: element c of the row, already in fp32) with THREADS threads of
@@ -101,25 +100,14 @@ struct Fp8Mma {
     static_assert(BM % (16 * WM) == 0 && BN % (16 * WN) == 0, "tile: BM a multiple of 16*WM, BN of 16*WN");
     static_assert(BK % 32 == 0 && STAGES >= 2 && NB >= 1 && NB <= 2, "tile: BK a multiple of 32, >= 2 stages");
 
-    L4_DEV static void zero(float acc[NB][MI][NI][4]) {
-#pragma unroll
-        for (int b = 0; b < NB; ++b)
-#pragma unroll
-            for (int i = 0; i < MI; ++i)
-#pragma unroll
-                for (int j = 0; j < NI; ++j)
-#pragma unroll
-                    for (int q = 0; q < 4; ++q) acc[b][i][j][q] = 0.f;
-    }
-
     L4_DEV static void run(uint8_t* smem, const uint8_t* __restrict__ A, int M, long long lda, const uint8_t* __restrict__ B0,
-                           const uint8_t* __restrict__ B1, int N, long long ldb, int K, int m0, int n0, float acc[NB][MI][NI][4]) {
+                           const uint8_t* __restrict__ B1, int N, long long ldb, int K, int m0, int n0, float (&acc)[NB][MI][NI][4]) {
         uint8_t* As = smem;                      // [STAGES][BM][LD]
         uint8_t* Bs = smem + STAGES * A_STAGE;   // [STAGES][NB][BN][LD]
         const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
         const int wm = warp / WN, wn = warp % WN;
         const int KT = (K + BK - 1) / BK;
-        zero(acc);
+        l4_zero(acc);
 
         auto load_stage = [&](int stage, int kt) {
             const int k0 = kt * BK;
@@ -129,19 +117,9 @@ struct Fp8Mma {
             if (NB == 2) fp8_load_tile<BN, BK, LD, NT>(bs + B_STAGE, B1, N, K, ldb, n0, k0, tid);
         };
 
-#pragma unroll
-        for (int s = 0; s < STAGES - 1; ++s) {
-            if (s < KT) load_stage(s, s);
-            cp_async_commit();
-        }
+        l4_pipeline_prologue<STAGES>(KT, load_stage);
         for (int kt = 0; kt < KT; ++kt) {
-            cp_async_wait<STAGES - 2>();
-            __syncthreads();
-            {
-                const int nx = kt + STAGES - 1;
-                if (nx < KT) load_stage(nx % STAGES, nx);
-                cp_async_commit();
-            }
+            l4_pipeline_step<STAGES>(kt, KT, load_stage);
             const uint8_t* as = As + (kt % STAGES) * A_STAGE;
             const uint8_t* bs = Bs + (kt % STAGES) * NB * B_STAGE;
 #pragma unroll

@@ -107,70 +107,25 @@ __device__ __forceinline__ void gemm_mma(const bf16* __restrict__ A, const bf16*
     };
 
     float acc[MI][NI][4];
-#pragma unroll
-    for (int i = 0; i < MI; ++i)
-#pragma unroll
-        for (int j = 0; j < NI; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
-
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < KT) load_stage(s, s);
-        cp_async_commit();
-    }
-
+    l4_zero(acc);
+    l4_pipeline_prologue<STAGES>(KT, load_stage);
     for (int kt = 0; kt < KT; ++kt) {
-        cp_async_wait<STAGES - 2>();  // slab kt has landed (this thread's copies) ...
-        __syncthreads();              // ... and everyone's; everyone is also done with slab kt-1's buffer
-        {
-            const int nx = kt + STAGES - 1;
-            if (nx < KT) load_stage(nx % STAGES, nx);
-            cp_async_commit();  // always commit (possibly empty) so the group count stays in step
-        }
+        l4_pipeline_step<STAGES>(kt, KT, load_stage);
         const bf16* as = As + (kt % STAGES) * A_STAGE;
         const bf16* bs = Bs + (kt % STAGES) * B_STAGE;
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             uint32_t af[MI][4], bfr[NI][2];
-#pragma unroll
-            for (int i = 0; i < MI; ++i)  // x4: (rows 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15)
-                ldmatrix_x4(af[i], as + (wm * WTM + i * 16 + (lane & 15)) * A_LD + kk + (lane >> 4) * 8);
-#pragma unroll
-            for (int j = 0; j < NI; j += 2) {
-                uint32_t r[4];
-                if constexpr (KN) {  // stored [k][n]: trans; matrices (k0-7,n0-7) (k8-15,n0-7) (k0-7,n8-15) (k8-15,n8-15)
-                    ldmatrix_x4_trans(r, bs + (kk + (lane & 15)) * B_LD + wn * WTN + j * 8 + (lane >> 4) * 8);
-                } else {             // stored [n][k]: matrices (n0-7,k0-7) (n0-7,k8-15) (n8-15,k0-7) (n8-15,k8-15)
-                    ldmatrix_x4(r, bs + (wn * WTN + j * 8 + (lane >> 4) * 8 + (lane & 7)) * B_LD + kk +
-                                       ((lane >> 3) & 1) * 8);
-                }
-                bfr[j][0] = r[0]; bfr[j][1] = r[1];
-                bfr[j + 1][0] = r[2]; bfr[j + 1][1] = r[3];
-            }
-#pragma unroll
-            for (int i = 0; i < MI; ++i)
-#pragma unroll
-                for (int j = 0; j < NI; ++j) mma_m16n8k16_bf16_f32(acc[i][j], af[i], bfr[j], acc[i][j]);
+            l4_load_afrag<MI, A_LD>(af, as, wm * WTM, kk, lane);
+            l4_load_bfrag<KN, NI, B_LD>(bfr, bs, wn * WTN, kk, lane);
+            l4_mma_tile(acc, af, bfr);
         }
     }
     cp_async_wait_all();
 
-    // Accumulator layout (m16n8): c0,c1 at (lane/4, 2·(lane%4) + {0,1}); c2,c3 eight rows below.
-#pragma unroll
-    for (int i = 0; i < MI; ++i) {
-#pragma unroll
-        for (int j = 0; j < NI; ++j) {
-            const int col = n0 + wn * WTN + j * 8 + (lane & 3) * 2;
-            if (col >= N) continue;
-            const bool both = col + 1 < N;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = m0 + wm * WTM + i * 16 + (lane >> 2) + h * 8;
-                if (row < M) l4_store_pair(C, (long long)row * N + col, both, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-            }
-        }
-    }
+    l4_for_each_pair<MI, NI>(m0 + wm * WTM, n0 + wn * WTN, N, lane, [&](int i, int j, int h, int row, int col, bool both) {
+        if (row < M) l4_store_pair(C, (long long)row * N + col, both, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+    });
 }
 
 template <bool KN, typename TA, typename TB, typename TC>

@@ -94,10 +94,7 @@ L4_DEV void gemv(const uint8_t* __restrict__ xq, const float* __restrict__ xs, c
 #pragma unroll
     for (int r = 0; r < R; ++r) w[r] = n0 + r < N ? wq + (n0 + r) * K : nullptr;
     float acc[R][GF8_MAX_M];
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int i = 0; i < GF8_MAX_M; ++i) acc[r][i] = 0.f;
+    l4_zero(acc);
     const bool vec = K % 16 == 0 && aligned16(xq) && aligned16(wq);
     l4_fp8::fp8_gemv_accumulate<R, GF8_MAX_M>(w, xq, K, M, K, vec, acc);
 #pragma unroll

@@ -72,7 +72,6 @@ template <typename TX, typename TY, int PER, int MAXM>
 L4_DEV void gemv(const TX* __restrict__ x, const uint8_t* __restrict__ w, const float* __restrict__ scales, TY* __restrict__ y,
                  int m, int n, int k, int G) {
     constexpr int R = GI4_ROWS_PER_WARP;
-    static_assert(PER == 8 || PER == 32, "the scale granularity is a word (8 k) or a 16-byte load (32 k)");
     const int lane = (int)(threadIdx.x & 31);
     const long long n0 = ((long long)blockIdx.x * (GI4_THREADS / 32) + threadIdx.x / 32) * R;
     if (n0 >= n) return;  // uniform per warp
@@ -80,51 +79,17 @@ L4_DEV void gemv(const TX* __restrict__ x, const uint8_t* __restrict__ w, const 
     const long long kb = k / 2;  // bytes per row
 
     float acc[R][MAXM];
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int i = 0; i < MAXM; ++i) acc[r][i] = 0.f;
+    l4_zero(acc);
 
     if (k % 32 == 0 && aligned16(w) && aligned16(x)) {
         for (int c = lane; c < k / 32; c += 32) {
-            const int k0 = c * 32;
             uint4 wv[R];
 #pragma unroll
             for (int r = 0; r < R; ++r)
                 wv[r] = n0 + r < n ? vload<uint4>(w + (n0 + r) * kb + c * 16) : make_uint4(0u, 0u, 0u, 0u);
-            float part[R][MAXM];
-#pragma unroll
-            for (int r = 0; r < R; ++r)
-#pragma unroll
-                for (int i = 0; i < MAXM; ++i) part[r][i] = 0.f;
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                float q[R][8];
-#pragma unroll
-                for (int r = 0; r < R; ++r) i4_unpack8(j == 0 ? wv[r].x : j == 1 ? wv[r].y : j == 2 ? wv[r].z : wv[r].w, q[r]);
-#pragma unroll
-                for (int i = 0; i < MAXM; ++i) {
-                    if (i < m) {
-                        float xv[8];
-                        load8(x + (long long)i * k + k0 + 8 * j, xv);
-#pragma unroll
-                        for (int r = 0; r < R; ++r) {
-                            float p = 0.f;
-#pragma unroll
-                            for (int e = 0; e < 8; ++e) p = fmaf(xv[e], q[r][e], p);
-                            part[r][i] += p;
-                        }
-                    }
-                }
-                if (PER == 8 || j == 3) {  // the partial sums of one scale group are complete: scale them once
-#pragma unroll
-                    for (int r = 0; r < R; ++r) {
-                        const float s = n0 + r < n ? scales[(n0 + r) * groups + (k0 + 8 * j) / G] : 0.f;
-#pragma unroll
-                        for (int i = 0; i < MAXM; ++i) { acc[r][i] = fmaf(part[r][i], s, acc[r][i]); part[r][i] = 0.f; }
-                    }
-                }
-            }
+            i4_gemv_step<R, MAXM, PER>(
+                wv, c * 32, m, [&](int i, int kx, float v[8]) { load8(x + (long long)i * k + kx, v); },
+                [&](int r, int kx) { return n0 + r < n ? scales[(n0 + r) * groups + kx / G] : 0.f; }, acc);
         }
     } else {  // any even K, any alignment: a lane per byte (2 k of one group)
         for (int b = lane; b < kb; b += 32) {
@@ -177,20 +142,11 @@ L4_DEV void gemm_mma(const bf16* __restrict__ A, const uint8_t* __restrict__ W, 
     };
 
     float acc[MI][NI][4];
-#pragma unroll
-    for (int i = 0; i < MI; ++i)
-#pragma unroll
-        for (int j = 0; j < NI; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
-
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < KT) load_stage(s, s);
-        cp_async_commit();
-    }
+    l4_zero(acc);
+    l4_pipeline_prologue<STAGES>(KT, load_stage);
     for (int kt = 0; kt < KT; ++kt) {
-        // This lane's scales for the slab: k = k0 + 2t + 8q (q = 0..3) of each of its NI columns (0 outside W).
+        // This lane's scales for the slab: k = k0 + 2t + 8q (q = 0..3) of each of its NI columns (0 outside W),
+        // loaded before the wait so they are in flight with it.
         const int kq = kt * BK + 2 * t;
         float sc[NI][BK / 8];
 #pragma unroll
@@ -199,46 +155,24 @@ L4_DEV void gemm_mma(const bf16* __restrict__ A, const uint8_t* __restrict__ W, 
 #pragma unroll
             for (int q = 0; q < BK / 8; ++q) sc[j][q] = n < N && kq + 8 * q < K ? S[(long long)n * groups + (kq + 8 * q) / G] : 0.f;
         }
-        cp_async_wait<STAGES - 2>();
-        __syncthreads();
-        {
-            const int nx = kt + STAGES - 1;
-            if (nx < KT) load_stage(nx % STAGES, nx);
-            cp_async_commit();
-        }
+        l4_pipeline_step<STAGES>(kt, KT, load_stage);
         const bf16* as = As + (kt % STAGES) * A_STAGE;
         const uint8_t* bs = Bs + (kt % STAGES) * B_STAGE;
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             uint32_t af[MI][4], bfr[NI][2];
-#pragma unroll
-            for (int i = 0; i < MI; ++i)
-                ldmatrix_x4(af[i], as + (wm * WTM + i * 16 + (lane & 15)) * A_LD + kk + (lane >> 4) * 8);
+            l4_load_afrag<MI, A_LD>(af, as, wm * WTM, kk, lane);
 #pragma unroll
             for (int j = 0; j < NI; ++j)
                 i4_bfrag(bs + (wn * WTN + j * 8 + g) * B_RB, kk / 2, t, sc[j][kk / 8], sc[j][kk / 8 + 1], bfr[j]);
-#pragma unroll
-            for (int i = 0; i < MI; ++i)
-#pragma unroll
-                for (int j = 0; j < NI; ++j) mma_m16n8k16_bf16_f32(acc[i][j], af[i], bfr[j], acc[i][j]);
+            l4_mma_tile(acc, af, bfr);
         }
     }
     cp_async_wait_all();
 
-#pragma unroll
-    for (int i = 0; i < MI; ++i) {
-#pragma unroll
-        for (int j = 0; j < NI; ++j) {
-            const int col = n0 + wn * WTN + j * 8 + t * 2;
-            if (col >= N) continue;
-            const bool both = col + 1 < N;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = m0 + wm * WTM + i * 16 + g + h * 8;
-                if (row < M) l4_store_pair(C, (long long)row * N + col, both, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-            }
-        }
-    }
+    l4_for_each_pair<MI, NI>(m0 + wm * WTM, n0 + wn * WTN, N, lane, [&](int i, int j, int h, int row, int col, bool both) {
+        if (row < M) l4_store_pair(C, (long long)row * N + col, both, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+    });
 }
 
 // ------------------------------------------------------------------------------------------ simple (fp32 parity)

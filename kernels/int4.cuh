@@ -70,3 +70,43 @@ L4_DEV void i4_bfrag(const uint8_t* row, int kb, int t, float s0, float s1, uint
     b[0] = pack_bf16x2((float)i4_lo(lo) * s0, (float)i4_hi(lo) * s0);
     b[1] = pack_bf16x2((float)i4_lo(hi) * s1, (float)i4_hi(hi) * s1);
 }
+
+// ---------------------------------------------------------------- GEMV step (decode)
+// One 16-byte step of a warp's int4 GEMV (gemm_int4.cu, moe_int4.cu): wv[r] holds 32 consecutive k of weight row r
+// starting at k0 (8 per word, i4_unpack8's order); x(i, c, v) loads 8 activation values of row i from k = c into v
+// (as the GEMV should see them: scaled, rounded); only rows i < m count. The products of a scale group are summed in
+// fp32 (`part`) and multiplied by scale(r, c) once: per 8-k word (PER 8) or per 16-byte load (PER 32: G % 32 == 0).
+template <int R, int MAXM, int PER, typename LoadX, typename Scale>
+L4_DEV void i4_gemv_step(const uint4 (&wv)[R], int k0, int m, const LoadX& x, const Scale& scale, float (&acc)[R][MAXM]) {
+    static_assert(PER == 8 || PER == 32, "the scale granularity is a word (8 k) or a 16-byte load (32 k)");
+    float part[R][MAXM];
+    l4_zero(part);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        float q[R][8];
+#pragma unroll
+        for (int r = 0; r < R; ++r) i4_unpack8(j == 0 ? wv[r].x : j == 1 ? wv[r].y : j == 2 ? wv[r].z : wv[r].w, q[r]);
+#pragma unroll
+        for (int i = 0; i < MAXM; ++i) {
+            if (i < m) {
+                float xv[8];
+                x(i, k0 + 8 * j, xv);
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    float p = 0.f;
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) p = fmaf(xv[e], q[r][e], p);
+                    part[r][i] += p;
+                }
+            }
+        }
+        if (PER == 8 || j == 3) {  // the partial sums of one scale group are complete: scale them once
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const float s = scale(r, k0 + 8 * j);
+#pragma unroll
+                for (int i = 0; i < MAXM; ++i) { acc[r][i] = fmaf(part[r][i], s, acc[r][i]); part[r][i] = 0.f; }
+            }
+        }
+    }
+}

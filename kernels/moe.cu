@@ -61,7 +61,7 @@
 //   twice the blocks on the weight stream that decode is bound by.
 //   MOE_ROUTER_THREADS 256, MOE_ALIGN_THREADS 1024, MOE_COMBINE_THREADS 256
 
-#include "mma_tile.cuh"
+#include "moe_tile.cuh"
 
 #ifndef MOE_BM
 #define MOE_BM 64
@@ -106,9 +106,6 @@ static_assert(BN % (16 * WN) == 0, "MOE_BN must be a multiple of 16*MOE_WN");
 static_assert(BK % 16 == 0, "MOE_BK must be a multiple of 16");
 static_assert(STAGES >= 2, "MOE_STAGES must be at least 2");
 static_assert(NT <= 1024 && MOE_ALIGN_THREADS % 32 == 0 && MOE_ROUTER_THREADS % 32 == 0, "thread counts");
-
-// The value a TA tensor would hold: identity for f32, round-to-bf16 for bf16.
-template <typename TA> L4_DEV float round_to(float v) { return to_f32(from_f32<TA>(v)); }
 
 // torch.topk's order: NaN above everything, then by value; equal values keep the earlier (lower) index
 // because candidates are visited in ascending index order and only a strictly better one replaces.
@@ -287,33 +284,8 @@ L4_DEV void route(const TA* __restrict__ x, const bf16* __restrict__ wr, TA* __r
 }
 
 // ------------------------------------------------------------------------------------------ grouped GEMM (mma)
-// Tiles are staged with l4_load_tile and stored with l4_store_pair (mma_tile.cuh, shared with gemm.cu).
-
-// The gate_up A tile: rows are tokens s_tok[r] (-1: a padding row, zeros) of x [*, K], each scaled by
-// s_scale[r] in fp32 and rounded to bf16 — HF's `hidden_states * router_scores` in bf16, bit for bit.
-L4_DEV void gather_scaled_tile(bf16* S, const bf16* __restrict__ x, const int* s_tok, const float* s_scale, int K,
-                               int k0, int tid) {
-    constexpr int CPR = BK / 8;
-#pragma unroll
-    for (int ch = tid; ch < BM * CPR; ch += NT) {
-        const int r = ch / CPR, c = (ch % CPR) * 8, gc = k0 + c, tok = s_tok[r];
-        float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-        if (tok >= 0) {
-            const bf16* g = x + (long long)tok * K + gc;
-            if (gc + 8 <= K && aligned16(g)) load8(g, v);
-            else {
-#pragma unroll
-                for (int e = 0; e < 8; ++e)
-                    if (gc + e < K) v[e] = bf16_to_f32(g[e]);
-            }
-            const float sc = s_scale[r];
-#pragma unroll
-            for (int e = 0; e < 8; ++e) v[e] *= sc;
-        }
-        store8(S + r * A_LD + c, v);
-    }
-}
-
+// Tiles are staged with l4_load_tile, the main loop and fragments are mma_tile.cuh's (shared with gemm.cu), the
+// gathered A tile and the epilogue moe_tile.cuh's (shared with moe_int4.cu).
 
 // GATED: A = x [T, K] gathered by slot and scaled, W = wgu [E, K, 2N], C = h [R, N] = silu(gate)·up.
 // !GATED: A = h [R, K] (already in padded row order), W = wd [E, K, N], C = out [R, N].
@@ -338,20 +310,13 @@ L4_DEV void grouped_mma(const bf16* __restrict__ A, const float* __restrict__ sc
     const int wm = warp / WN, wn = warp % WN;
     const int KT = (K + BK - 1) / BK;
 
-    if constexpr (GATED) {
-        for (int r = tid; r < BM; r += NT) {
-            const int slot = sorted_slots[m0 + r];
-            s_tok[r] = slot >= 0 ? slot / k : -1;
-            s_scale[r] = slot >= 0 ? score[slot] : 0.f;
-        }
-        __syncthreads();
-    }
+    if constexpr (GATED) moe_tile_tokens<BM, NT>(s_tok, s_scale, sorted_slots, score, m0, k, tid);
 
     auto load_stage = [&](int stage, int kt) {
         const int k0 = kt * BK;
         bf16* bs = Bs + stage * NB * B_STAGE;
         if constexpr (GATED) {
-            gather_scaled_tile(As + stage * A_STAGE, A, s_tok, s_scale, K, k0, tid);
+            moe_gather_scaled_tile<BM, BK, A_LD, NT>(As + stage * A_STAGE, A, s_tok, s_scale, K, k0, tid);
             l4_load_tile<BK, BN, B_LD, NT>(bs, We, K, N, ldw, k0, n0, tid);
             l4_load_tile<BK, BN, B_LD, NT>(bs + B_STAGE, We + N, K, N, ldw, k0, n0, tid);
         } else {
@@ -361,75 +326,26 @@ L4_DEV void grouped_mma(const bf16* __restrict__ A, const float* __restrict__ sc
     };
 
     float acc[NB][MI][NI][4];
-#pragma unroll
-    for (int b = 0; b < NB; ++b)
-#pragma unroll
-        for (int i = 0; i < MI; ++i)
-#pragma unroll
-            for (int j = 0; j < NI; ++j)
-#pragma unroll
-                for (int q = 0; q < 4; ++q) acc[b][i][j][q] = 0.f;
-
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < KT) load_stage(s, s);
-        cp_async_commit();
-    }
+    l4_zero(acc);
+    l4_pipeline_prologue<STAGES>(KT, load_stage);
     for (int kt = 0; kt < KT; ++kt) {
-        cp_async_wait<STAGES - 2>();
-        __syncthreads();
-        {
-            const int nx = kt + STAGES - 1;
-            if (nx < KT) load_stage(nx % STAGES, nx);
-            cp_async_commit();
-        }
+        l4_pipeline_step<STAGES>(kt, KT, load_stage);
         const bf16* as = As + (kt % STAGES) * A_STAGE;
         const bf16* bs = Bs + (kt % STAGES) * NB * B_STAGE;
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             uint32_t af[MI][4];
-#pragma unroll
-            for (int i = 0; i < MI; ++i)
-                ldmatrix_x4(af[i], as + (wm * WTM + i * 16 + (lane & 15)) * A_LD + kk + (lane >> 4) * 8);
+            l4_load_afrag<MI, A_LD>(af, as, wm * WTM, kk, lane);
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
                 uint32_t bfr[NI][2];
-#pragma unroll
-                for (int j = 0; j < NI; j += 2) {  // [k][n] in shared: .trans, as gemm.cu's kn path
-                    uint32_t r[4];
-                    ldmatrix_x4_trans(r, bs + b * B_STAGE + (kk + (lane & 15)) * B_LD + wn * WTN + j * 8 + (lane >> 4) * 8);
-                    bfr[j][0] = r[0]; bfr[j][1] = r[1];
-                    bfr[j + 1][0] = r[2]; bfr[j + 1][1] = r[3];
-                }
-#pragma unroll
-                for (int i = 0; i < MI; ++i)
-#pragma unroll
-                    for (int j = 0; j < NI; ++j) mma_m16n8k16_bf16_f32(acc[b][i][j], af[i], bfr[j], acc[b][i][j]);
+                l4_load_bfrag<true, NI, B_LD>(bfr, bs + b * B_STAGE, wn * WTN, kk, lane);  // [k][n] in shared: .trans
+                l4_mma_tile(acc[b], af, bfr);
             }
         }
     }
     cp_async_wait_all();
-
-#pragma unroll
-    for (int i = 0; i < MI; ++i) {
-#pragma unroll
-        for (int j = 0; j < NI; ++j) {
-            const int col = n0 + wn * WTN + j * 8 + (lane & 3) * 2;
-            if (col >= N) continue;
-            const bool both = col + 1 < N;
-#pragma unroll
-            for (int hh = 0; hh < 2; ++hh) {
-                const int row = m0 + wm * WTM + i * 16 + (lane >> 2) + hh * 8;  // < total: total is a multiple of BM
-                float v0 = acc[0][i][j][2 * hh], v1 = acc[0][i][j][2 * hh + 1];
-                if constexpr (GATED) {  // HF in bf16: gate, up, silu(gate) and the product each rounded
-                    const float u0 = round_to<bf16>(acc[NB - 1][i][j][2 * hh]), u1 = round_to<bf16>(acc[NB - 1][i][j][2 * hh + 1]);
-                    v0 = round_to<bf16>(silu(round_to<bf16>(v0))) * u0;
-                    v1 = round_to<bf16>(silu(round_to<bf16>(v1))) * u1;
-                }
-                l4_store_pair(C, (long long)row * N + col, both, v0, v1);
-            }
-        }
-    }
+    moe_store_tile<GATED>(C, acc, m0 + wm * WTM, n0 + wn * WTN, N, lane);
 }
 
 // ------------------------------------------------------------------------------------------ grouped GEMM (simple)

@@ -79,6 +79,8 @@ namespace l4_mf8 {
 using l4_fp8::round_to;
 using GateUpTile = l4_fp8::Fp8Mma<MF8_BM, MF8_BN, MF8_BK, MF8_WM, MF8_WN, MF8_STAGES, 2>;
 using DownTile = l4_fp8::Fp8Mma<MF8_BM, MF8_BN, MF8_BK, MF8_WM, MF8_WN, MF8_STAGES, 1>;
+template <bool GATED> struct MmaTile { using T = GateUpTile; };
+template <> struct MmaTile<false> { using T = DownTile; };
 static_assert(MF8_GEMV_COLS % 2 == 0, "MF8_GEMV_COLS must be even (gate_up splits it into gate and up)");
 
 // The minimum scale, which a zero row gets: max(0 / 448, 1/(448·512)).
@@ -127,66 +129,43 @@ L4_DEV void quant(const TA* __restrict__ src, const float* __restrict__ score, c
 template <typename TA> L4_DEV float gated(float g, float u) { return round_to<TA>(silu(g)) * u; }
 
 // ------------------------------------------------------------------------------------------ grouped GEMMs (mma)
-template <typename TA>
-L4_DEV void gate_up_mma(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ tile_expert,
-                        const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s,
-                        TA* __restrict__ h, int lda, int D, int I, int E) {
+// GATED: A = aq (scales as), W = wgu [E, 2N, K] (scales [E, 2N]), C = h [R, N] = gated(gate, up), Tile = GateUpTile.
+// !GATED: A = hq (scales hs), W = wd [E, N, K] (scales [E, N]), C = out [R, N], Tile = DownTile.
+template <typename TA, bool GATED>
+L4_DEV void grouped_mma(const uint8_t* __restrict__ A, const float* __restrict__ as, const int* __restrict__ tile_expert,
+                        const int* __restrict__ expert_offsets, const uint8_t* __restrict__ W, const float* __restrict__ wsc,
+                        TA* __restrict__ C, int lda, int K, int N, int E) {
+    using Tile = typename MmaTile<GATED>::T;
     L4_DYNAMIC_SHARED(uint8_t, smem);
     const int total = expert_offsets[E];
     const int m0 = blockIdx.y * MF8_BM, n0 = blockIdx.x * MF8_BN;
     if (m0 >= total) return;  // beyond the padded rows: the grid is sized for the worst case
     const long long e = tile_expert[blockIdx.y];
-    const uint8_t* We = wgu + e * 2 * I * D;
-    const float* ws = wgu_s + e * 2 * I;
-    float acc[2][GateUpTile::MI][GateUpTile::NI][4];
-    GateUpTile::run(smem, aq, total, lda, We, We + (long long)I * D, I, D, D, m0, n0, acc);
+    const long long wrows = GATED ? 2LL * N : (long long)N;
+    const uint8_t* We = W + e * wrows * K;
+    const float* ws = wsc + e * wrows;
+    float acc[GATED ? 2 : 1][Tile::MI][Tile::NI][4];
+    Tile::run(smem, A, total, lda, We, GATED ? We + (long long)N * K : nullptr, N, K, K, m0, n0, acc);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wm = warp / MF8_WN, wn = warp % MF8_WN;
 #pragma unroll
-    for (int i = 0; i < GateUpTile::MI; ++i) {
+    for (int i = 0; i < Tile::MI; ++i) {
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) {
-            const int row = m0 + wm * GateUpTile::WTM + i * 16 + (lane >> 2) + hh * 8;  // < total (a multiple of BM)
+            const int row = m0 + wm * Tile::WTM + i * 16 + (lane >> 2) + hh * 8;  // < total (a multiple of BM)
             const float sa = as[row];
 #pragma unroll
-            for (int j = 0; j < GateUpTile::NI; ++j) {
+            for (int j = 0; j < Tile::NI; ++j) {
 #pragma unroll
                 for (int c = 0; c < 2; ++c) {
-                    const int col = n0 + wn * GateUpTile::WTN + j * 8 + (lane & 3) * 2 + c;
-                    if (col >= I) continue;
-                    const float g = round_to<bf16>(acc[0][i][j][2 * hh + c] * sa * ws[col]);
-                    const float u = round_to<bf16>(acc[1][i][j][2 * hh + c] * sa * ws[I + col]);
-                    h[(long long)row * I + col] = from_f32<TA>(gated<TA>(g, u));
-                }
-            }
-        }
-    }
-}
-
-template <typename TA>
-L4_DEV void down_mma(const uint8_t* __restrict__ hq, const float* __restrict__ hs, const int* __restrict__ tile_expert,
-                     const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ wd_s,
-                     TA* __restrict__ out, int ldq, int I, int D, int E) {
-    L4_DYNAMIC_SHARED(uint8_t, smem);
-    const int total = expert_offsets[E];
-    const int m0 = blockIdx.y * MF8_BM, n0 = blockIdx.x * MF8_BN;
-    if (m0 >= total) return;
-    const long long e = tile_expert[blockIdx.y];
-    const float* ws = wd_s + e * D;
-    float acc[1][DownTile::MI][DownTile::NI][4];
-    DownTile::run(smem, hq, total, ldq, wd + e * D * I, nullptr, D, I, I, m0, n0, acc);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wm = warp / MF8_WN, wn = warp % MF8_WN;
-#pragma unroll
-    for (int i = 0; i < DownTile::MI; ++i) {
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-            const int row = m0 + wm * DownTile::WTM + i * 16 + (lane >> 2) + hh * 8;
-            const float sh = hs[row];
-#pragma unroll
-            for (int j = 0; j < DownTile::NI; ++j) {
-#pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                    const int col = n0 + wn * DownTile::WTN + j * 8 + (lane & 3) * 2 + c;
-                    if (col < D) out[(long long)row * D + col] = from_f32<TA>(round_to<bf16>(acc[0][i][j][2 * hh + c] * sh * ws[col]));
+                    const int col = n0 + wn * Tile::WTN + j * 8 + (lane & 3) * 2 + c;
+                    if (col >= N) continue;
+                    if constexpr (GATED) {
+                        const float g = round_to<bf16>(acc[0][i][j][2 * hh + c] * sa * ws[col]);
+                        const float u = round_to<bf16>(acc[1][i][j][2 * hh + c] * sa * ws[N + col]);
+                        C[(long long)row * N + col] = from_f32<TA>(gated<TA>(g, u));
+                    } else {
+                        C[(long long)row * N + col] = from_f32<TA>(round_to<bf16>(acc[0][i][j][2 * hh + c] * sa * ws[col]));
+                    }
                 }
             }
         }
@@ -229,10 +208,7 @@ L4_DEV void grouped_gemv(const uint8_t* __restrict__ A, const float* __restrict_
     for (int c0 = 0; c0 < v; c0 += MF8_MAX_M) {
         const int m = min(MF8_MAX_M, v - c0);
         float acc[R][MF8_MAX_M];
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-#pragma unroll
-            for (int i = 0; i < MF8_MAX_M; ++i) acc[r][i] = 0.f;
+        l4_zero(acc);
         l4_fp8::fp8_gemv_accumulate<R, MF8_MAX_M>(w, A + (long long)(m0 + c0) * lda, lda, m, K, vec, acc);
 #pragma unroll
         for (int i = 0; i < MF8_MAX_M; ++i) {
@@ -271,10 +247,10 @@ extern "C" __global__ void __launch_bounds__(MF8_QTHREADS) moe_fp8_quant_gather_
 extern "C" __global__ void __launch_bounds__(MF8_QTHREADS) moe_fp8_quant_gather_bf16(const bf16* __restrict__ x, const float* __restrict__ topk_score, const int* __restrict__ sorted_slots, const int* __restrict__ expert_offsets, uint8_t* __restrict__ aq, float* __restrict__ as, int k, int D, int lda, int E, float ub) { l4_mf8::quant<bf16, true>(x, topk_score, sorted_slots, expert_offsets, aq, as, k, D, lda, E, ub); }
 extern "C" __global__ void __launch_bounds__(MF8_QTHREADS) moe_fp8_quant_h_f32(const float* __restrict__ h, const int* __restrict__ sorted_slots, const int* __restrict__ expert_offsets, uint8_t* __restrict__ hq, float* __restrict__ hs, int I, int ldq, int E, float ub) { l4_mf8::quant<float, false>(h, nullptr, sorted_slots, expert_offsets, hq, hs, 1, I, ldq, E, ub); }
 extern "C" __global__ void __launch_bounds__(MF8_QTHREADS) moe_fp8_quant_h_bf16(const bf16* __restrict__ h, const int* __restrict__ sorted_slots, const int* __restrict__ expert_offsets, uint8_t* __restrict__ hq, float* __restrict__ hs, int I, int ldq, int E, float ub) { l4_mf8::quant<bf16, false>(h, nullptr, sorted_slots, expert_offsets, hq, hs, 1, I, ldq, E, ub); }
-extern "C" __global__ void __launch_bounds__(l4_mf8::GateUpTile::NT, MF8_GU_MIN_BLOCKS) moe_fp8_gate_up_mma_f32(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s, float* __restrict__ h, int lda, int D, int I, int E) { l4_mf8::gate_up_mma<float>(aq, as, tile_expert, expert_offsets, wgu, wgu_s, h, lda, D, I, E); }
-extern "C" __global__ void __launch_bounds__(l4_mf8::GateUpTile::NT, MF8_GU_MIN_BLOCKS) moe_fp8_gate_up_mma_bf16(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s, bf16* __restrict__ h, int lda, int D, int I, int E) { l4_mf8::gate_up_mma<bf16>(aq, as, tile_expert, expert_offsets, wgu, wgu_s, h, lda, D, I, E); }
-extern "C" __global__ void __launch_bounds__(l4_mf8::DownTile::NT) moe_fp8_down_mma_f32(const uint8_t* __restrict__ hq, const float* __restrict__ hs, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ wd_s, float* __restrict__ out, int ldq, int I, int D, int E) { l4_mf8::down_mma<float>(hq, hs, tile_expert, expert_offsets, wd, wd_s, out, ldq, I, D, E); }
-extern "C" __global__ void __launch_bounds__(l4_mf8::DownTile::NT) moe_fp8_down_mma_bf16(const uint8_t* __restrict__ hq, const float* __restrict__ hs, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ wd_s, bf16* __restrict__ out, int ldq, int I, int D, int E) { l4_mf8::down_mma<bf16>(hq, hs, tile_expert, expert_offsets, wd, wd_s, out, ldq, I, D, E); }
+extern "C" __global__ void __launch_bounds__(l4_mf8::GateUpTile::NT, MF8_GU_MIN_BLOCKS) moe_fp8_gate_up_mma_f32(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s, float* __restrict__ h, int lda, int D, int I, int E) { l4_mf8::grouped_mma<float, true>(aq, as, tile_expert, expert_offsets, wgu, wgu_s, h, lda, D, I, E); }
+extern "C" __global__ void __launch_bounds__(l4_mf8::GateUpTile::NT, MF8_GU_MIN_BLOCKS) moe_fp8_gate_up_mma_bf16(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s, bf16* __restrict__ h, int lda, int D, int I, int E) { l4_mf8::grouped_mma<bf16, true>(aq, as, tile_expert, expert_offsets, wgu, wgu_s, h, lda, D, I, E); }
+extern "C" __global__ void __launch_bounds__(l4_mf8::DownTile::NT) moe_fp8_down_mma_f32(const uint8_t* __restrict__ hq, const float* __restrict__ hs, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ wd_s, float* __restrict__ out, int ldq, int I, int D, int E) { l4_mf8::grouped_mma<float, false>(hq, hs, tile_expert, expert_offsets, wd, wd_s, out, ldq, I, D, E); }
+extern "C" __global__ void __launch_bounds__(l4_mf8::DownTile::NT) moe_fp8_down_mma_bf16(const uint8_t* __restrict__ hq, const float* __restrict__ hs, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ wd_s, bf16* __restrict__ out, int ldq, int I, int D, int E) { l4_mf8::grouped_mma<bf16, false>(hq, hs, tile_expert, expert_offsets, wd, wd_s, out, ldq, I, D, E); }
 extern "C" __global__ void __launch_bounds__(MF8_GEMV_THREADS) moe_fp8_gate_up_gemv_f32(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s, float* __restrict__ h, int lda, int D, int I, int E, int bm) { l4_mf8::grouped_gemv<float, true>(aq, as, sorted_slots, tile_expert, expert_offsets, wgu, wgu_s, h, lda, D, I, E, bm); }
 extern "C" __global__ void __launch_bounds__(MF8_GEMV_THREADS) moe_fp8_gate_up_gemv_bf16(const uint8_t* __restrict__ aq, const float* __restrict__ as, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wgu, const float* __restrict__ wgu_s, bf16* __restrict__ h, int lda, int D, int I, int E, int bm) { l4_mf8::grouped_gemv<bf16, true>(aq, as, sorted_slots, tile_expert, expert_offsets, wgu, wgu_s, h, lda, D, I, E, bm); }
 extern "C" __global__ void __launch_bounds__(MF8_GEMV_THREADS) moe_fp8_down_gemv_f32(const uint8_t* __restrict__ hq, const float* __restrict__ hs, const int* __restrict__ sorted_slots, const int* __restrict__ tile_expert, const int* __restrict__ expert_offsets, const uint8_t* __restrict__ wd, const float* __restrict__ wd_s, float* __restrict__ out, int ldq, int I, int D, int E, int bm) { l4_mf8::grouped_gemv<float, false>(hq, hs, sorted_slots, tile_expert, expert_offsets, wd, wd_s, out, ldq, I, D, E, bm); }

@@ -33,12 +33,11 @@
 // | moe_int4_down_simple_{f32,bf16}        | (h, tile_expert, expert_offsets, wd, sd, out, int I, int D, int E, int bm, int G) | grid = (ceil(D/16), ceil(R/16)), block = (16, 16) |
 // Tiles: mma64 = 64×64×32, 2×2 warps, 3 stages (moe.cu's default); mma16 = 16×32×32, 1×2 warps, 4 stages (moe.cu's decode).
 
-#include "mma_tile.cuh"
+#include "moe_tile.cuh"
 #include "int4.cuh"
 
 namespace l4_moe4 {
 
-template <typename TA> L4_DEV float round_to(float v) { return to_f32(from_f32<TA>(v)); }
 constexpr int SIMPLE = 16, GV_THREADS = 128, GV_MAX_M = 4;  // GEMV: rows of a tile per pass (decode tiles hold few rows; 4 keeps it under 255 registers)
 
 // ------------------------------------------------------------------------------------------ grouped GEMM (mma)
@@ -78,37 +77,14 @@ L4_DEV void grouped_mma(const bf16* __restrict__ A, const float* __restrict__ sc
     const int wm = warp / WN, wn = warp % WN;
     const int KT = (K + BK - 1) / BK;
 
-    if constexpr (GATED) {
-        for (int r = tid; r < BM; r += NT) {
-            const int slot = sorted_slots[m0 + r];
-            s_tok[r] = slot >= 0 ? slot / k : -1;
-            s_scale[r] = slot >= 0 ? score[slot] : 0.f;
-        }
-        __syncthreads();
-    }
+    if constexpr (GATED) moe_tile_tokens<BM, NT>(s_tok, s_scale, sorted_slots, score, m0, k, tid);
 
     auto load_stage = [&](int stage, int kt) {
         const int k0 = kt * BK;
         bf16* as = As + stage * A_STAGE;
         uint8_t* bs = Bs + stage * NB * B_STAGE;
         if constexpr (GATED) {  // x rows gathered by token, times the score, rounded to bf16 (HF's hidden * score)
-            constexpr int CPR = BK / 8;
-            for (int ch = tid; ch < BM * CPR; ch += NT) {
-                const int r = ch / CPR, c = (ch % CPR) * 8, gc = k0 + c, tok = s_tok[r];
-                float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-                if (tok >= 0) {
-                    const bf16* src = A + (long long)tok * K + gc;
-                    if (gc + 8 <= K && aligned16(src)) load8(src, v);
-                    else {
-#pragma unroll
-                        for (int q = 0; q < 8; ++q)
-                            if (gc + q < K) v[q] = bf16_to_f32(src[q]);
-                    }
-#pragma unroll
-                    for (int q = 0; q < 8; ++q) v[q] *= s_scale[r];
-                }
-                store8(as + r * A_LD + c, v);
-            }
+            moe_gather_scaled_tile<BM, BK, A_LD, NT>(as, A, s_tok, s_scale, K, k0, tid);
             i4_load_tile<BN, BK, NT>(bs, We, N, K, n0, k0, tid);
             i4_load_tile<BN, BK, NT>(bs + B_STAGE, We + (long long)N * (K / 2), N, K, n0, k0, tid);
         } else {
@@ -118,22 +94,10 @@ L4_DEV void grouped_mma(const bf16* __restrict__ A, const float* __restrict__ sc
     };
 
     float acc[NB][MI][NI][4];
-#pragma unroll
-    for (int b = 0; b < NB; ++b)
-#pragma unroll
-        for (int i = 0; i < MI; ++i)
-#pragma unroll
-            for (int j = 0; j < NI; ++j)
-#pragma unroll
-                for (int q = 0; q < 4; ++q) acc[b][i][j][q] = 0.f;
-
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < KT) load_stage(s, s);
-        cp_async_commit();
-    }
+    l4_zero(acc);
+    l4_pipeline_prologue<STAGES>(KT, load_stage);
     for (int kt = 0; kt < KT; ++kt) {
-        const int kq = kt * BK + 2 * t;
+        const int kq = kt * BK + 2 * t;  // this lane's scales for the slab (gemm_int4.cu's order), loaded before the wait
         float sc[NB][NI][BK / 8];
 #pragma unroll
         for (int b = 0; b < NB; ++b)
@@ -144,56 +108,25 @@ L4_DEV void grouped_mma(const bf16* __restrict__ A, const float* __restrict__ sc
                 for (int q = 0; q < BK / 8; ++q)
                     sc[b][j][q] = n < N && kq + 8 * q < K ? Se[(long long)(b * N + n) * groups + (kq + 8 * q) / G] : 0.f;
             }
-        cp_async_wait<STAGES - 2>();
-        __syncthreads();
-        {
-            const int nx = kt + STAGES - 1;
-            if (nx < KT) load_stage(nx % STAGES, nx);
-            cp_async_commit();
-        }
+        l4_pipeline_step<STAGES>(kt, KT, load_stage);
         const bf16* as = As + (kt % STAGES) * A_STAGE;
         const uint8_t* bs = Bs + (kt % STAGES) * NB * B_STAGE;
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             uint32_t af[MI][4];
-#pragma unroll
-            for (int i = 0; i < MI; ++i)
-                ldmatrix_x4(af[i], as + (wm * WTM + i * 16 + (lane & 15)) * A_LD + kk + (lane >> 4) * 8);
+            l4_load_afrag<MI, A_LD>(af, as, wm * WTM, kk, lane);
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
                 uint32_t bfr[NI][2];
 #pragma unroll
                 for (int j = 0; j < NI; ++j)
                     i4_bfrag(bs + b * B_STAGE + (wn * WTN + j * 8 + g) * B_RB, kk / 2, t, sc[b][j][kk / 8], sc[b][j][kk / 8 + 1], bfr[j]);
-#pragma unroll
-                for (int i = 0; i < MI; ++i)
-#pragma unroll
-                    for (int j = 0; j < NI; ++j) mma_m16n8k16_bf16_f32(acc[b][i][j], af[i], bfr[j], acc[b][i][j]);
+                l4_mma_tile(acc[b], af, bfr);
             }
         }
     }
     cp_async_wait_all();
-
-#pragma unroll
-    for (int i = 0; i < MI; ++i) {
-#pragma unroll
-        for (int j = 0; j < NI; ++j) {
-            const int col = n0 + wn * WTN + j * 8 + t * 2;
-            if (col >= N) continue;
-            const bool both = col + 1 < N;
-#pragma unroll
-            for (int hh = 0; hh < 2; ++hh) {
-                const int row = m0 + wm * WTM + i * 16 + g + hh * 8;  // < total: total is a multiple of BM
-                float v0 = acc[0][i][j][2 * hh], v1 = acc[0][i][j][2 * hh + 1];
-                if constexpr (GATED) {  // HF in bf16: gate, up, silu(gate) and the product each rounded
-                    const float u0 = round_to<bf16>(acc[NB - 1][i][j][2 * hh]), u1 = round_to<bf16>(acc[NB - 1][i][j][2 * hh + 1]);
-                    v0 = round_to<bf16>(silu(round_to<bf16>(v0))) * u0;
-                    v1 = round_to<bf16>(silu(round_to<bf16>(v1))) * u1;
-                }
-                l4_store_pair(Cout, (long long)row * N + col, both, v0, v1);
-            }
-        }
-    }
+    moe_store_tile<GATED>(Cout, acc, m0 + wm * WTM, n0 + wn * WTN, N, lane);
 }
 
 // ------------------------------------------------------------------------------------------ decode GEMV
@@ -240,54 +173,23 @@ L4_DEV void grouped_gemv(const TA* __restrict__ A, const float* __restrict__ sco
             else { arow[i] = r; asc[i] = 1.f; }
         }
         float acc[RW][MAXM];
-#pragma unroll
-        for (int r = 0; r < RW; ++r)
-#pragma unroll
-            for (int i = 0; i < MAXM; ++i) acc[r][i] = 0.f;
+        l4_zero(acc);
 
         if (vec) {
             for (int c = lane; c < K / 32; c += 32) {
-                const int k0 = c * 32;
                 uint4 wv[RW];
 #pragma unroll
                 for (int r = 0; r < RW; ++r) wv[r] = ok[r] ? vload<uint4>(W + wrow[r] * kb + c * 16) : make_uint4(0u, 0u, 0u, 0u);
-                float part[RW][MAXM];
+                i4_gemv_step<RW, MAXM, PER>(
+                    wv, c * 32, m,
+                    [&](int i, int kx, float xv[8]) {
+                        load8(A + arow[i] * K + kx, xv);
+                        if constexpr (GATED) {
 #pragma unroll
-                for (int r = 0; r < RW; ++r)
-#pragma unroll
-                    for (int i = 0; i < MAXM; ++i) part[r][i] = 0.f;
-#pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    float q[RW][8];
-#pragma unroll
-                    for (int r = 0; r < RW; ++r) i4_unpack8(j == 0 ? wv[r].x : j == 1 ? wv[r].y : j == 2 ? wv[r].z : wv[r].w, q[r]);
-#pragma unroll
-                    for (int i = 0; i < MAXM; ++i) {
-                        if (i < m) {
-                            float xv[8];
-                            load8(A + arow[i] * K + k0 + 8 * j, xv);
-                            if constexpr (GATED) {
-#pragma unroll
-                                for (int q2 = 0; q2 < 8; ++q2) xv[q2] = round_to<TA>(xv[q2] * asc[i]);
-                            }
-#pragma unroll
-                            for (int r = 0; r < RW; ++r) {
-                                float p = 0.f;
-#pragma unroll
-                                for (int q2 = 0; q2 < 8; ++q2) p = fmaf(xv[q2], q[r][q2], p);
-                                part[r][i] += p;
-                            }
+                            for (int q = 0; q < 8; ++q) xv[q] = round_to<TA>(xv[q] * asc[i]);
                         }
-                    }
-                    if (PER == 8 || j == 3) {
-#pragma unroll
-                        for (int r = 0; r < RW; ++r) {
-                            const float s = ok[r] ? S[wrow[r] * groups + (k0 + 8 * j) / G] : 0.f;
-#pragma unroll
-                            for (int i = 0; i < MAXM; ++i) { acc[r][i] = fmaf(part[r][i], s, acc[r][i]); part[r][i] = 0.f; }
-                        }
-                    }
-                }
+                    },
+                    [&](int r, int kx) { return ok[r] ? S[wrow[r] * groups + kx / G] : 0.f; }, acc);
             }
         } else {  // any even K, any alignment: a lane per byte
             for (int b = lane; b < kb; b += 32) {

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Llama4Native.Model;
@@ -174,38 +175,27 @@ internal static class Synth
                 for (int i = 0; i < n; i++) dst[i] = table[(int)(Next(ref state) & 0xFFFF)];
                 break;
             case 2:
-            {
-                var d = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(dst);
-                var tab = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(table.AsSpan());
-                int i = 0;
-                for (; i + 4 <= n; i += 4)
-                {
-                    ulong r = Next(ref state);
-                    d[i] = tab[(int)(r & 0xFFFF)];
-                    d[i + 1] = tab[(int)((r >> 16) & 0xFFFF)];
-                    d[i + 2] = tab[(int)((r >> 32) & 0xFFFF)];
-                    d[i + 3] = tab[(int)(r >> 48)];
-                }
-                for (; i < n; i++) d[i] = tab[(int)(Next(ref state) & 0xFFFF)];
+                FillFromTable(MemoryMarshal.Cast<byte, ushort>(dst)[..n], MemoryMarshal.Cast<byte, ushort>(table.AsSpan()), ref state);
                 break;
-            }
             default:
-            {
-                var d = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(dst);
-                var tab = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(table.AsSpan());
-                int i = 0;
-                for (; i + 4 <= n; i += 4)
-                {
-                    ulong r = Next(ref state);
-                    d[i] = tab[(int)(r & 0xFFFF)];
-                    d[i + 1] = tab[(int)((r >> 16) & 0xFFFF)];
-                    d[i + 2] = tab[(int)((r >> 32) & 0xFFFF)];
-                    d[i + 3] = tab[(int)(r >> 48)];
-                }
-                for (; i < n; i++) d[i] = tab[(int)(Next(ref state) & 0xFFFF)];
+                FillFromTable(MemoryMarshal.Cast<byte, uint>(dst)[..n], MemoryMarshal.Cast<byte, uint>(table.AsSpan()), ref state);
                 break;
-            }
         }
+    }
+
+    /// <summary>d[i] = tab[16 random bits]: four entries per 64-bit draw, then one draw per entry for the tail.</summary>
+    static void FillFromTable<T>(Span<T> d, ReadOnlySpan<T> tab, ref ulong state)
+    {
+        int n = d.Length, i = 0;
+        for (; i + 4 <= n; i += 4)
+        {
+            ulong r = Next(ref state);
+            d[i] = tab[(int)(r & 0xFFFF)];
+            d[i + 1] = tab[(int)((r >> 16) & 0xFFFF)];
+            d[i + 2] = tab[(int)((r >> 32) & 0xFFFF)];
+            d[i + 3] = tab[(int)(r >> 48)];
+        }
+        for (; i < n; i++) d[i] = tab[(int)(Next(ref state) & 0xFFFF)];
     }
 
     static readonly Dictionary<(DType, double, double), byte[]> tables = new();

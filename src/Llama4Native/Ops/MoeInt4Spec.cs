@@ -211,14 +211,8 @@ internal sealed class MoeInt4Spec : OpSpec
 
             // 4. combine, from the device's out; then the whole layer from x with the device's routing
             var y = DeviceData.Download(Device, ty.Ptr, (long)t * d, dt);
-            var wantY = accumulate ? (float[])y0.Clone() : new float[t * d];
-            R.Combine(o, slotRow, idx, wantY, t, d, k, accumulate, bf16);
-            c = OpCheck.Compare("y (combine)", y, wantY, tol);
-            if (!c.Passed || perf) return c;
-            var layerY = accumulate ? (float[])y0.Clone() : new float[t * d];
-            R.Experts(x, idx, score, wguIm, wdIm, layerY, t, d, i, e, k, accumulate, bf16);
-            var whole = OpCheck.Compare("y (whole layer)", y, layerY, tolLayer);
-            return dt == DType.BF16 ? OpCheck.AllowBf16RoundingFlips(whole, y, layerY) : whole;
+            return MoeSpec.CheckCombineAndLayer(y, o, slotRow, idx, y0, t, d, k, accumulate, dt, tol, tolLayer, perf,
+                layerY => R.Experts(x, idx, score, wguIm, wdIm, layerY, t, d, i, e, k, accumulate, bf16));
         }
 
         static float[] F(ReadOnlySpan<int> a) { var r = new float[a.Length]; for (int q = 0; q < a.Length; q++) r[q] = a[q]; return r; }

@@ -78,6 +78,24 @@ internal sealed class MoeSpec : OpSpec
 
     public override OpInstance Create(Device device, OpCase c, Random rng) => new Instance(device, c, rng);
 
+    /// <summary>The last checks of a routed-MoE case (bf16 and int4 experts): the combine from the device's expert
+    /// outputs <paramref name="o"/> against the device's y, then (correctness cases) the whole layer from x with the
+    /// device's routing: <paramref name="layer"/> runs the reference experts into the array it is given (y0 in it when
+    /// accumulating). bf16 allows the rounding flips a different summation order makes.</summary>
+    internal static OpCheck CheckCombineAndLayer(float[] y, float[] o, int[] slotRow, int[] idx, float[] y0, int t, int d, int k,
+                                                 bool accumulate, DType dt, Tolerance tol, Tolerance tolLayer, bool perf, Action<float[]> layer)
+    {
+        bool bf16 = dt == DType.BF16;
+        var wantY = accumulate ? (float[])y0.Clone() : new float[t * d];
+        R.Combine(o, slotRow, idx, wantY, t, d, k, accumulate, bf16);
+        var c = OpCheck.Compare("y (combine)", y, wantY, tol);
+        if (!c.Passed || perf) return c;
+        var layerY = accumulate ? (float[])y0.Clone() : new float[t * d];
+        layer(layerY);
+        var whole = OpCheck.Compare("y (whole layer)", y, layerY, tolLayer);
+        return bf16 ? OpCheck.AllowBf16RoundingFlips(whole, y, layerY) : whole;
+    }
+
     sealed class Instance : OpInstance
     {
         readonly DType dt; readonly bool bf16, accumulate, perf, fused; readonly K.Variant variant; readonly K.Config cfg; readonly K.Config? forced;
@@ -273,14 +291,8 @@ internal sealed class MoeSpec : OpSpec
 
             // 5. combine, from the device's out; then the whole layer from x alone (with the device's routing).
             var y = DeviceData.Download(Device, ty.Ptr, (long)t * d, dt);
-            var wantY = accumulate ? (float[])y0.Clone() : new float[t * d];
-            R.Combine(o, slotRow, idx, wantY, t, d, k, accumulate, bf16);
-            c = OpCheck.Compare("y (combine)", y, wantY, tolStep);
-            if (!c.Passed || perf) return c;
-            var layerY = accumulate ? (float[])y0.Clone() : new float[t * d];
-            R.Experts(x, idx, scoreWant, wgu, wd, layerY, t, d, i, e, k, accumulate, bf16);
-            var whole = OpCheck.Compare("y (whole layer)", y, layerY, tolLayer);
-            return dt == DType.BF16 ? OpCheck.AllowBf16RoundingFlips(whole, y, layerY) : whole;
+            return CheckCombineAndLayer(y, o, slotRow, idx, y0, t, d, k, accumulate, dt, tolStep, tolLayer, perf,
+                layerY => R.Experts(x, idx, scoreWant, wgu, wd, layerY, t, d, i, e, k, accumulate, bf16));
         }
 
         /// <summary>The perf cases' weights: one of 16 values (j+1)/64 (exact in bf16) per (column, expert), by a hash that

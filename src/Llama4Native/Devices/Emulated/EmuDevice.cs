@@ -129,13 +129,13 @@ internal sealed unsafe class EmuDevice : Device
     }
     public override void CopyDeviceToDevice(DevicePtr src, DevicePtr dst, long bytes, DeviceStream? stream = null)
     {
-        if (capture is not null) { capture.Add(EmuGraph.Node.Copy(src, dst, bytes)); return; }
+        if (capture.Active) { capture.Add(EmuGraph.Node.Copy(src, dst, bytes)); return; }
         Buffer.MemoryCopy((void*)src.Value, (void*)dst.Value, bytes, bytes);
         if (instrumented) rt.MarkWritten((void*)dst.Value, bytes);
     }
     public override void Memset(DevicePtr dst, byte value, long bytes, DeviceStream? stream = null)
     {
-        if (capture is not null) { capture.Add(EmuGraph.Node.Fill(dst, value, bytes)); return; }
+        if (capture.Active) { capture.Add(EmuGraph.Node.Fill(dst, value, bytes)); return; }
         NativeMemory.Fill((void*)dst.Value, (nuint)bytes, value);
         if (instrumented) rt.MarkWritten((void*)dst.Value, bytes);
     }
@@ -146,7 +146,7 @@ internal sealed unsafe class EmuDevice : Device
     public override void Launch(KernelFunction function, Dim3 grid, Dim3 block, uint sharedBytes, void** args, DeviceStream? stream = null)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
-        if (capture is not null) { capture.Add(EmuGraph.Node.Launch(function, grid, block, sharedBytes, args)); return; }
+        if (capture.Active) { capture.Add(EmuGraph.Node.Launch(function, grid, block, sharedBytes, args)); return; }
         LaunchObserver?.Invoke(function, grid, block, sharedBytes);
         rt.Launch(function, grid, block, sharedBytes, args, check);
     }
@@ -154,27 +154,18 @@ internal sealed unsafe class EmuDevice : Device
     public override void Synchronize() => NoCapture("a host synchronisation");
 
     // --- graph capture: the launch list (argument values copied) replayed in order, as a CUDA graph would run it.
-    List<EmuGraph.Node>? capture;
+    readonly GraphCapture<EmuGraph.Node> capture = new();
 
     void NoCapture(string what)
     {
-        if (capture is not null) throw new InvalidOperationException($"{what} inside a graph capture: a captured step may not allocate, touch the host or synchronise");
+        capture.Refuse(what, "a captured step may not allocate, touch the host or synchronise");
     }
 
     public override bool CanCapture => true;
 
-    public override void BeginCapture(DeviceStream? stream = null)
-    {
-        if (capture is not null) throw new InvalidOperationException("a capture is already in progress on this device");
-        capture = [];
-    }
+    public override void BeginCapture(DeviceStream? stream = null) => capture.Begin();
 
-    public override DeviceGraph EndCapture(DeviceStream? stream = null)
-    {
-        var list = capture ?? throw new InvalidOperationException("EndCapture without BeginCapture");
-        capture = null;
-        return new EmuGraph(this, [.. list]);
-    }
+    public override DeviceGraph EndCapture(DeviceStream? stream = null) => new EmuGraph(this, capture.End());
 
     /// <summary>Marks bytes written for the checker's init check (a replayed copy or fill).</summary>
     internal void Written(DevicePtr dst, long bytes) { if (instrumented) rt.MarkWritten((void*)dst.Value, bytes); }

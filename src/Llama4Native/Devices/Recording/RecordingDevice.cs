@@ -43,7 +43,7 @@ internal sealed unsafe class RecordingDevice : Device
     long used, peak, allocations;
     KernelCost? pending;
     bool dirty;                       // device work issued since the last counted host sync
-    List<RecordedOp>? capture;
+    readonly GraphCapture<RecordedOp> capture = new();
 
     /// <param name="capacity">The memory the device reports (never enforced: a plan says whether it fits).</param>
     public RecordingDevice(long capacity = 80L << 30, string name = "recording device")
@@ -93,7 +93,7 @@ internal sealed unsafe class RecordingDevice : Device
     public override DeviceBuffer Allocate(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
-        if (capture is not null) throw new InvalidOperationException($"allocation of {Format.Bytes(bytes)} inside a graph capture: allocate before capturing");
+        capture.Refuse($"allocation of {Format.Bytes(bytes)}", "allocate before capturing");
         var p = new DevicePtr(next);
         next += (ulong)((Math.Max(bytes, 1) + 4095) / 4096 * 4096) + 4096; // a guard page between buffers
         used += bytes; allocations++;
@@ -105,13 +105,13 @@ internal sealed unsafe class RecordingDevice : Device
 
     void Add(RecordedOp op)
     {
-        if (capture is not null) capture.Add(op with { InGraph = true });
+        if (capture.Active) capture.Add(op with { InGraph = true });
         else { ops.Add(op); dirty = true; }
     }
 
     void NoCapture(string what)
     {
-        if (capture is not null) throw new InvalidOperationException($"{what} inside a graph capture: a captured step may not touch the host");
+        capture.Refuse(what, "a captured step may not touch the host");
     }
 
     public override void CopyHostToDevice(void* src, DevicePtr dst, long bytes, DeviceStream? stream = null)
@@ -163,17 +163,11 @@ internal sealed unsafe class RecordingDevice : Device
 
     public override bool CanCapture => true;
 
-    public override void BeginCapture(DeviceStream? stream = null)
-    {
-        if (capture is not null) throw new InvalidOperationException("a capture is already in progress on this device");
-        capture = [];
-    }
+    public override void BeginCapture(DeviceStream? stream = null) => capture.Begin();
 
     public override DeviceGraph EndCapture(DeviceStream? stream = null)
     {
-        var list = capture ?? throw new InvalidOperationException("EndCapture without BeginCapture");
-        capture = null;
-        graphs.Add([.. list]);
+        graphs.Add(capture.End());
         return new RecGraph(this, graphs.Count - 1, graphs[^1].Length);
     }
 
