@@ -88,6 +88,20 @@ internal abstract class Device : IDisposable
     public virtual DeviceGraph EndCapture(DeviceStream? stream = null) =>
         throw new NotSupportedException($"{Name} cannot capture graphs");
 
+    /// <summary>Captures what <paramref name="emit"/> issues into a graph (an invalid capture is ended and dropped
+    /// when <paramref name="emit"/> throws; the first error is the one that propagates).</summary>
+    public DeviceGraph Capture(Action emit, DeviceStream? stream = null)
+    {
+        BeginCapture(stream);
+        try { emit(); }
+        catch
+        {
+            try { EndCapture(stream).Dispose(); } catch { /* the capture is invalid anyway; the first error is the one to see */ }
+            throw;
+        }
+        return EndCapture(stream);
+    }
+
     /// <summary>The kernels of this device, compiled on first use and cached (in memory and on disk).</summary>
     public abstract Llama4Native.Kernels.KernelLibrary Kernels { get; }
 

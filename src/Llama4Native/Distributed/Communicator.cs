@@ -62,6 +62,19 @@ internal abstract class Communicator : IDisposable
             throw new ArgumentException($"{op} on rank {Rank} of {Size}: send has {send.Elements} and recv {recv.Elements} elements; expected {sendElements} and {recvElements}");
     }
 
+    /// <summary>The all-to-all(v) counts checked against the tensors (both implementations for the emulator).</summary>
+    protected void CheckAllToAll(Tensor send, ReadOnlySpan<long> sendCounts, Tensor recv, ReadOnlySpan<long> recvCounts)
+    {
+        if (sendCounts.Length != Size || recvCounts.Length != Size)
+            throw new ArgumentException($"all-to-all: {sendCounts.Length} send and {recvCounts.Length} receive counts for {Size} ranks");
+        long s = 0, r = 0;
+        foreach (var c in sendCounts) s += c >= 0 ? c : throw new ArgumentException("all-to-all: a negative count");
+        foreach (var c in recvCounts) r += c >= 0 ? c : throw new ArgumentException("all-to-all: a negative count");
+        if (s > send.Elements || r > recv.Elements)
+            throw new ArgumentException($"all-to-all on rank {Rank}: counts need {s} send / {r} recv elements; the tensors hold {send.Elements} / {recv.Elements}");
+        if (send.DType != recv.DType) throw new ArgumentException($"all-to-all: send is {send.DType} but recv is {recv.DType}");
+    }
+
     public abstract void Dispose();
 }
 

@@ -46,14 +46,7 @@ internal sealed class InProcessCommunicator : Communicator
 
     public override void AllToAllV(Tensor send, ReadOnlySpan<long> sendCounts, Tensor recv, ReadOnlySpan<long> recvCounts, DeviceStream? stream = null)
     {
-        if (sendCounts.Length != Size || recvCounts.Length != Size)
-            throw new ArgumentException($"all-to-all: {sendCounts.Length} send and {recvCounts.Length} receive counts for {Size} ranks");
-        long s = 0, r = 0;
-        foreach (var c in sendCounts) s += c >= 0 ? c : throw new ArgumentException("all-to-all: a negative count");
-        foreach (var c in recvCounts) r += c >= 0 ? c : throw new ArgumentException("all-to-all: a negative count");
-        if (s > send.Elements || r > recv.Elements)
-            throw new ArgumentException($"all-to-all on rank {Rank}: counts need {s} send / {r} recv elements; the tensors hold {send.Elements} / {recv.Elements}");
-        if (send.DType != recv.DType) throw new ArgumentException($"all-to-all: send is {send.DType} but recv is {recv.DType}");
+        CheckAllToAll(send, sendCounts, recv, recvCounts);
         group.Arrive(new Call(CollectiveKind.AllToAll, Rank, Device, stream, send, recv, 0, -1, sendCounts.ToArray(), recvCounts.ToArray()));
     }
 

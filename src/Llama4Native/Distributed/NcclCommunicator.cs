@@ -46,8 +46,7 @@ internal sealed class NcclCommunicator : Communicator
 
     public override void AllToAllV(Tensor send, ReadOnlySpan<long> sendCounts, Tensor recv, ReadOnlySpan<long> recvCounts, DeviceStream? stream = null)
     {
-        if (sendCounts.Length != Size || recvCounts.Length != Size)
-            throw new ArgumentException($"all-to-all: {sendCounts.Length} send and {recvCounts.Length} receive counts for {Size} ranks");
+        CheckAllToAll(send, sendCounts, recv, recvCounts);
         var dt = DataType(send.DType);
         int es = send.DType.Size();
         long so = 0, ro = 0;

@@ -261,14 +261,7 @@ internal sealed class TokenGenerator : IDisposable
             else if (!CaptureDecode || warmed.Add(key)) EmitStep(g, o);
             else
             {
-                dev.BeginCapture();
-                try { EmitStep(g, o); }
-                catch
-                {
-                    try { dev.EndCapture().Dispose(); } catch { /* the capture is invalid anyway; the first error is the one to see */ }
-                    throw;
-                }
-                var captured = dev.EndCapture();
+                var captured = dev.Capture(() => EmitStep(g, o));
                 stepGraphs[key] = captured;
                 captured.Launch();
                 GraphReplays++;

@@ -339,14 +339,7 @@ internal sealed class BatchedStepEngine : IStepEngine
             else if (warmed.Add(key)) { g.RunBatchNodes(); SampleRows(dev, logits, slotT, ids, sums); }
             else
             {
-                dev.BeginCapture();
-                try { g.RunBatchNodes(); SampleRows(dev, logits, slotT, ids, sums); }
-                catch
-                {
-                    try { dev.EndCapture().Dispose(); } catch { /* the capture is invalid anyway; the first error is the one to see */ }
-                    throw;
-                }
-                var captured = dev.EndCapture();
+                var captured = dev.Capture(() => { g.RunBatchNodes(); SampleRows(dev, logits, slotT, ids, sums); });
                 stepGraphs[key] = captured;
                 captured.Launch();
                 GraphReplays++;
