@@ -15,7 +15,8 @@
 //     the score registers without a trip through shared memory (so P·V sees P rounded to bf16, as FA2 does);
 //     fragments come from shared memory via ldmatrix (.trans for V), rows padded by 16 bytes. K/V tiles are
 //     copied by 16-byte cp.async (gathered where a row is not 16-byte aligned), single-buffered but
-//     overlapped: V(j) loads during Q·K(j) and the softmax, K(j+1) during P·V(j).
+//     overlapped: V(j) loads during Q·K(j) and the softmax, K(j+1) during P·V(j). The tile itself is
+//     attention_mma.cuh's mma_tiles, shared with paged_attention.cu's paged_attn_mma_bf16 (keys through a block table).
 //   * `attn_decode_split_*` + `attn_decode_combine_*` (decode: 1..few query rows, long histories): one block
 //     per (key split, kv head × tile of ATTN_DEC_Q (query row, head) combos, sequence) so a single sequence
 //     still fills the GPU and the G = H/Hkv query heads of a kv head share every K/V tile it reads (Scout:
