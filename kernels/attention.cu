@@ -15,7 +15,8 @@
 //     the score registers without a trip through shared memory (so P·V sees P rounded to bf16, as FA2 does);
 //     fragments come from shared memory via ldmatrix (.trans for V), rows padded by 16 bytes. K/V tiles are
 //     copied by 16-byte cp.async (gathered where a row is not 16-byte aligned), single-buffered but
-//     overlapped: V(j) loads during Q·K(j) and the softmax, K(j+1) during P·V(j).
+//     overlapped: V(j) loads during Q·K(j) and the softmax, K(j+1) during P·V(j). The tile itself is
+//     attention_mma.cuh's mma_tiles, shared with paged_attention.cu's paged_attn_mma_bf16 (keys through a block table).
 //   * `attn_decode_split_*` + `attn_decode_combine_*` (decode: 1..few query rows, long histories): one block
 //     per (key split, kv head × tile of ATTN_DEC_Q (query row, head) combos, sequence) so a single sequence
 //     still fills the GPU and the G = H/Hkv query heads of a kv head share every K/V tile it reads (Scout:
@@ -86,6 +87,7 @@
 //   ATTN_DEC_THREADS 128, ATTN_COMBINE_THREADS 128 (multiples of 32).
 
 #include "attention_common.cuh"
+#include "attention_mma.cuh"
 
 #ifndef ATTN_BQ
 #define ATTN_BQ 32
@@ -259,159 +261,20 @@ L4_DEV void decode_split(const T* Q, const KT* K, const KT* V, float* o_part, fl
 }
 
 // ------------------------------------------------------------------------------------------ fwd (tensor cores)
-// FlashAttention-2 on mma.sync.m16n8k16 (bf16 in, fp32 accumulate). 4 warps; warp w owns query rows
-// 16w..16w+15 of the block's MBQ = 64. Q is staged once through shared memory and kept as A fragments in
-// registers; per key tile: S = Q·Kᵀ (K rows via ldmatrix, non-transposed), mask + online softmax on the
-// C fragments (each row lives in the 4 lanes of a quad: 2 xor-shuffles), P repacked to bf16 A fragments
-// straight from the registers (the C layout of two n8 blocks IS the A layout of one k16 step), O += P·V
-// (V rows via ldmatrix.trans). Shared rows are padded by 8 bf16 (16 bytes): conflict-free ldmatrix.
-constexpr int MBQ = 64, MBK = (D <= 128 ? 64 : 32), MNT = 128, SP = D + 8;
-static_assert(MBQ <= 2 * MBK, "Q staging reuses the K and V tiles");
-
-L4_DEV uint4 ld16_or_gather(const bf16* p, int valid) {  // 8 bf16 at p; zeros when !valid
-    if (!valid) return make_uint4(0u, 0u, 0u, 0u);
-    if (aligned16(p)) return vload<uint4>(p);
-    const uint16_t* e = reinterpret_cast<const uint16_t*>(p);
-    uint32_t w[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) w[i] = (uint32_t)e[2 * i] | ((uint32_t)e[2 * i + 1] << 16);
-    return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
+// The tile is attention_mma.cuh's mma_tiles (shared with paged_attention.cu): here the block's rows, kv head and key
+// window of a strided K/V run.
 L4_DEV void fwd_mma(const bf16* Q, const bf16* K, const bf16* V, bf16* O, const int* q_start, const int* kv_len,
                     const int* q_pos0, const int* kv_pos0, const long long* kv_off, int H, int Hkv, int kv_row_stride,
                     int kv_head_stride, int chunk, float scale) {
-    __shared__ __align__(16) uint16_t sm[2 * MBK * SP];
-    uint16_t* Ks = sm;
-    uint16_t* Vs = sm + MBK * SP;
     const int b = blockIdx.z, h = blockIdx.y;
     const int qs = q_start[b], nq = q_start[b + 1] - qs, r0 = blockIdx.x * MBQ;
     if (r0 >= nq) return;
     const int nkv = kv_len[b], qp0 = q_pos0[b], kp0 = kv_pos0[b];
-    const int kh = h / (H / Hkv);
-    const long long base = kv_off[b] + (long long)kh * kv_head_stride;
-    const bf16* Kh = K + base;
-    const bf16* Vh = V + base;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    const float sl2 = scale * LOG2E;
-
-    for (int idx = tid; idx < MBQ * (D / 8); idx += MNT) {
-        const int i = idx / (D / 8), c = idx % (D / 8);
-        vstore(sm + i * SP + c * 8,
-            ld16_or_gather(Q + ((long long)(qs + r0 + min(i, nq - r0 - 1)) * H + h) * D + c * 8, r0 + i < nq));
-    }
-    __syncthreads();
-    uint32_t qf[D / 16][4];
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks)
-        ldmatrix_x4(qf[ks], sm + (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * SP + ks * 16 + (lane >> 4) * 8);
-
-    float o[D / 8][4];
-#pragma unroll
-    for (int nd = 0; nd < D / 8; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
-    float mrow[2] = {neg_inf(), neg_inf()}, lrow[2] = {0.f, 0.f};
-    const int ra = r0 + warp * 16 + g;        // this lane's rows: ra and ra + 8
-    const int qpa = qp0 + ra, qpb = qpa + 8;
-
-    // K/V tile loader: 16-byte cp.async where the global address is aligned (zero-filled past the last key),
-    // else a synchronous gather; one commit group per call.
-    auto load_tile = [&](uint16_t* dst, const bf16* src, int jt0, int nt) {
-        for (int idx = tid; idx < MBK * (D / 8); idx += MNT) {
-            const int j = idx / (D / 8), c = idx % (D / 8);
-            const bf16* gp = src + (long long)(jt0 + min(j, nt - 1)) * kv_row_stride + c * 8;
-            uint16_t* sp = dst + j * SP + c * 8;
-            if (aligned16(gp)) cp_async_16_zfill(sp, gp, j < nt ? 16 : 0);
-            else vstore(sp, ld16_or_gather(gp, j < nt));  // zeros past the end: 0·V, never NaN
-        }
-        cp_async_commit();
-    };
+    const long long base = kv_off[b] + (long long)(h / (H / Hkv)) * kv_head_stride;
     int lo, hi;
     key_range(qp0 + r0, qp0 + min(r0 + MBQ, nq) - 1, kp0, nkv, chunk, &lo, &hi);
-    __syncthreads();  // every warp holds its Q fragments: the staging area becomes the K/V tiles
-    if (lo < hi) load_tile(Ks, Kh, lo, min(MBK, hi - lo));
-    // Pipeline (single buffers): V(j) streams in during S = Q·K(j) and the softmax; K(j+1) during O += P·V(j).
-    for (int j0 = lo; j0 < hi; j0 += MBK) {
-        const int n = min(MBK, hi - j0);
-        cp_async_wait_all();  // this thread's copies of K(j0) landed
-        __syncthreads();      // everyone's did; every warp finished P·V of the previous tile, so Vs is free
-        load_tile(Vs, Vh, j0, n);
-        float s[MBK / 8][4];
-#pragma unroll
-        for (int nb = 0; nb < MBK / 8; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks)
-#pragma unroll
-            for (int nb2 = 0; nb2 < MBK / 16; ++nb2) {
-                uint32_t kb[4];
-                ldmatrix_x4(kb, Ks + (nb2 * 16 + (lane >> 4) * 8 + (lane & 7)) * SP + ks * 16 + ((lane >> 3) & 1) * 8);
-                mma_m16n8k16_bf16_f32(s[2 * nb2], qf[ks], kb, s[2 * nb2]);
-                mma_m16n8k16_bf16_f32(s[2 * nb2 + 1], qf[ks], kb + 2, s[2 * nb2 + 1]);
-            }
-        float mx[2] = {mrow[0], mrow[1]};
-#pragma unroll
-        for (int nb = 0; nb < MBK / 8; ++nb)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int j = nb * 8 + 2 * t + (e & 1);
-                const float v = (j < n && visible(e < 2 ? qpa : qpb, kp0 + j0 + j, chunk)) ? s[nb][e] * sl2 : neg_inf();
-                s[nb][e] = v;
-                mx[e >> 1] = fmaxf(mx[e >> 1], v);
-            }
-        float alpha[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            alpha[r] = mx[r] == neg_inf() ? 1.f : exp2f(mrow[r] - mx[r]);
-            mrow[r] = mx[r];
-            lrow[r] *= alpha[r];
-        }
-#pragma unroll
-        for (int nd = 0; nd < D / 8; ++nd) {
-            o[nd][0] *= alpha[0]; o[nd][1] *= alpha[0];
-            o[nd][2] *= alpha[1]; o[nd][3] *= alpha[1];
-        }
-        cp_async_wait_all();  // V(j0) landed
-        __syncthreads();      // for everyone; every warp finished reading K(j0), so Ks is free
-        if (j0 + MBK < hi) load_tile(Ks, Kh, j0 + MBK, min(MBK, hi - j0 - MBK));
-        uint32_t pa[MBK / 16][4];
-#pragma unroll
-        for (int nb = 0; nb < MBK / 8; ++nb) {
-            float p[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                p[e] = mx[e >> 1] == neg_inf() ? 0.f : exp2f(s[nb][e] - mx[e >> 1]);
-                lrow[e >> 1] += p[e];
-            }
-            pa[nb >> 1][(nb & 1) * 2] = pack_bf16x2(p[0], p[1]);      // rows g:   keys 2t, 2t+1 (+8 for odd nb)
-            pa[nb >> 1][(nb & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);  // rows g+8
-        }
-#pragma unroll
-        for (int kk = 0; kk < MBK / 16; ++kk)
-#pragma unroll
-            for (int nd2 = 0; nd2 < D / 16; ++nd2) {
-                uint32_t vb[4];
-                ldmatrix_x4_trans(vb, Vs + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * SP + nd2 * 16 + (lane >> 4) * 8);
-                mma_m16n8k16_bf16_f32(o[2 * nd2], pa[kk], vb, o[2 * nd2]);
-                mma_m16n8k16_bf16_f32(o[2 * nd2 + 1], pa[kk], vb + 2, o[2 * nd2 + 1]);
-            }
-    }
-    float inv[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        float l = lrow[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        inv[r] = l > 0.f ? 1.f / l : 0.f;
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int row = ra + 8 * r;
-        if (row >= nq) continue;
-        uint32_t* orow = reinterpret_cast<uint32_t*>(O + ((long long)(qs + row) * H + h) * D);
-#pragma unroll
-        for (int nd = 0; nd < D / 8; ++nd) vstore(orow + nd * 4 + t, pack_bf16x2(o[nd][2 * r] * inv[r], o[nd][2 * r + 1] * inv[r]));
-    }
+    mma_tiles(Q, K + base, V + base, O, [&](int j) { return (long long)j * kv_row_stride; }, qs, nq, r0, h, H, qp0, kp0, lo,
+              hi, chunk, scale);
 }
 
 }  // namespace

@@ -26,6 +26,9 @@
 // log2 domain, fp32 throughout. With ONE split (the host's choice when the grid is already full, e.g. prefill) the
 // block writes O itself — no workspace, no combine launch; otherwise each split writes a partial (m, l, O·l) and
 // paged_attn_combine merges the splits of each (row, head) (a NaN split stays NaN, empty splits are skipped).
+// bf16 prefill pieces take paged_attn_mma_bf16 instead (the host's choice when a call's MaxQ ≥ 64): attention.cu's
+// tensor-core FlashAttention-2 tile (attention_mma.cuh, shared) reading key rows through the block table, a block per
+// 64 query rows × head × sequence; the same descriptors, masks and ring, O written directly.
 // The grid comes from host UPPER BOUNDS (max rows per sequence, max visible keys); blocks past a sequence's range exit.
 // Positions are int32 and must stay below 2^31 − 1 (q_pos0 + rows ≤ 2^31 − 1); page numbers are int32, element offsets 64-bit.
 //
@@ -51,6 +54,11 @@
 // |                                      |  dynamic shared = Attention.DecodeSharedBytes (attention_common.cuh: two     |
 // |                                      |  cp.async stages of K/V tiles); nsplit = 1 writes O directly (no partials)   |
 // | paged_attn_f32_f8, _bf16_f8          | the same with e4m3 pools plus (const float* k_scale, const float* v_scale)   |
+// | paged_attn_mma_bf16                  | (const bf16* Q, const bf16* K_pool, const bf16* V_pool, bf16* O, q_start, q_pos0, |
+// |                                      |  seq_slot, block_table, int bt_stride, int ring, int page_shift, int H, int Hkv, |
+// |                                      |  int chunk, float scale) — bf16 prefill on tensor cores (d % 16 == 0; Q, O 16-byte |
+// |                                      |  aligned); grid = (ceil(max_q / 64), H, B), block = 128, shared = 0 (static, |
+// |                                      |  as attn_fwd_mma_bf16). FP8 pools stay on paged_attn_*_f8 (CUDA cores)       |
 // | paged_attn_combine_f32, _bf16        | (const float* o_part, const float* ml_part, T* O, int H, int nsplit, int total_q) |
 // |                                      | grid = (total_q, H), block = ATTN_COMBINE_THREADS                             |
 // Visibility: key j is seen by query position p iff j ≤ p and (chunk == 0 or j / chunk == p / chunk).
@@ -59,6 +67,7 @@
 // 32, 16 for d > 128), ATTN_DEC_THREADS 128, ATTN_COMBINE_THREADS 128 — as in attention.cu.
 
 #include "attention_common.cuh"
+#include "attention_mma.cuh"
 
 namespace l4_paged {
 namespace {
@@ -159,6 +168,25 @@ L4_DEV void attend(const T* Q, const KT* K, const KT* V, T* O, float* o_part, fl
         });
 }
 
+// ------------------------------------------------------------------------------------------ attention (tensor cores)
+// bf16 prefill pieces: attention_mma.cuh's mma_tiles (attn_fwd_mma_bf16's FlashAttention-2 tile) with key slot j's row
+// found through the block table — a 64-key tile is one page when P = 64 and the window starts on a page (d > 128:
+// MBK = 32, two tiles a page); any P works since the lookup is per key row. Key slot j is position j (kp0 = 0); the
+// window is what the block's 64 rows can see: [chunk start of the first row (chunked) or 0, last row's position].
+L4_DEV void attend_mma(const bf16* Q, const bf16* K, const bf16* V, bf16* O, const int* q_start, const int* q_pos0,
+                       const int* seq_slot, const int* block_table, int bt_stride, int ring, int shift, int H, int Hkv,
+                       int chunk, float scale) {
+    const int b = blockIdx.z, h = blockIdx.y;
+    const int qs = q_start[b], nq = q_start[b + 1] - qs, r0 = blockIdx.x * MBQ;
+    if (r0 >= nq) return;  // uniform per block
+    const int qp0 = q_pos0[b], kh = h / (H / Hkv);
+    const int* bt_row = block_table + (long long)seq_slot[b] * bt_stride;
+    const int qa = qp0 + r0, hi = qp0 + min(r0 + MBQ, nq);  // hi = last row's position + 1 ≤ 2^31 − 1
+    const int lo = chunk > 0 ? (qa / chunk) * chunk : 0;
+    mma_tiles(Q, K, V, O, [&](int j) { return page_row(bt_row, ring, shift, Hkv, kh, j) * D; }, qs, nq, r0, h, H, qp0, 0, lo,
+              hi, chunk, scale);
+}
+
 }  // namespace
 }  // namespace l4_paged
 
@@ -206,3 +234,8 @@ extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_THREADS)
 paged_attn_combine_f32(L4_ATTN_COMBINE_PARAMS(float)) { l4_attn::decode_combine<float>(L4_ATTN_COMBINE_ARGS); }
 extern "C" __global__ void __launch_bounds__(ATTN_COMBINE_THREADS)
 paged_attn_combine_bf16(L4_ATTN_COMBINE_PARAMS(bf16)) { l4_attn::decode_combine<bf16>(L4_ATTN_COMBINE_ARGS); }
+extern "C" __global__ void __launch_bounds__(128) paged_attn_mma_bf16(const bf16* Q, const bf16* K, const bf16* V, bf16* O,
+                                                                      L4_PAGED_DESC, int H, int Hkv, int chunk, float scale) {
+    // The tensor-core tiles need d % 16 == 0; the wrapper never launches this kernel otherwise.
+    if constexpr (l4_attn::D % 16 == 0) l4_paged::attend_mma(Q, K, V, O, L4_PAGED_DESC_ARGS, H, Hkv, chunk, scale); else __trap();
+}

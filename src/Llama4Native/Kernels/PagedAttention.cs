@@ -14,6 +14,15 @@ internal static class PagedAttention
 {
     public const string File = "paged_attention.cu";
     const int DecRows = 8, DecThreads = 128, DecTile = 32, CombineThreads = 128, AppendHeadsPerBlock = 4;
+    const int MmaRows = 64, MmaThreads = 128;   // paged_attn_mma_bf16's MBQ, MNT (attention_mma.cuh)
+
+    /// <summary>Which kernel <see cref="Run"/> launches. Auto: <see cref="Mma"/> for bf16 Q/pool with d % 16 == 0 when the
+    /// call's MaxQ ≥ 64 (prefill pieces; Attention.Auto's mma rule), else <see cref="CudaCores"/> (decode rows, f32, FP8 pools).</summary>
+    public enum Variant { Auto, CudaCores, Mma }
+
+    /// <summary>Whether <see cref="Variant.Auto"/> takes the tensor-core kernel for this call.</summary>
+    public static bool UsesMma(DType q, DType pool, int headDim, int maxQ) =>
+        q == DType.BF16 && pool == DType.BF16 && headDim % 16 == 0 && maxQ >= MmaRows;
 
     /// <summary>
     /// A step's batch on the device: QStart [B+1] (cu_seqlens of the packed rows), QPos0 [B] (position of each
@@ -126,7 +135,7 @@ internal static class PagedAttention
     /// independent of the rest of the batch (batch invariance)</param>
     public static unsafe void Run(Device dev, Tensor q, Tensor kPool, Tensor vPool, Tensor o, Pages p, int chunk,
                                   DeviceStream? stream = null, double? scale = null, DevicePtr workspace = default, long workspaceBytes = 0,
-                                  int keysPerSplit = 0)
+                                  int keysPerSplit = 0, Variant variant = Variant.Auto)
     {
         const string op = "paged_attention";
         KernelCheck.Same(op, "Q", q, "O", o);
@@ -141,7 +150,16 @@ internal static class PagedAttention
             throw KernelCheck.Unsupported(op, $"Q {q.DType}, pool {kPool.DType}, O {o.DType} (Q, O f32 or bf16; the pool that dtype or F8E4M3)");
         if (d % 8 != 0 || hkv < 1 || heads % hkv != 0) throw new ArgumentException($"{op}: d = {d} must be a multiple of 8 and H = {heads} a multiple of Hkv = {hkv}");
         if (chunk < 0) throw new ArgumentException($"{op}: chunk = {chunk} must be ≥ 0");
+        if (variant == Variant.Mma && (q.DType != DType.BF16 || kPool.DType != DType.BF16 || d % 16 != 0))
+            throw KernelCheck.Unsupported(op + " (mma)", $"Q {q.DType}, pool {kPool.DType}, d = {d} (bf16 Q and pool, d a multiple of 16; FP8 pools use the CUDA-core kernel)");
         if (totalQ == 0 || p.MaxQ == 0) return;
+        bool aligned = q.Ptr.Value % 16 == 0 && o.Ptr.Value % 16 == 0;
+        if (variant == Variant.Mma && !aligned) throw new ArgumentException($"{op} (mma): Q and O must be 16-byte aligned");
+        if (variant == Variant.Mma || (variant == Variant.Auto && aligned && UsesMma(q.DType, kPool.DType, d, p.MaxQ)))
+        {
+            RunMma(dev, q, kPool, vPool, o, p, chunk, heads, hkv, d, (float)(scale ?? 1.0 / Math.Sqrt(d)), stream);
+            return;
+        }
         long qTiles = QTiles(p.MaxQ, heads, hkv);
         if (qTiles * hkv > 65535) throw new ArgumentException($"{op}: Hkv·ceil(MaxQ·G/{DecRows}) = {qTiles * hkv} exceeds gridDim.y; use smaller pieces");
         int kps = keysPerSplit > 0 ? keysPerSplit : DefaultKeysPerSplit(p, heads, hkv, chunk);
@@ -167,6 +185,33 @@ internal static class PagedAttention
         void** a2 = stackalloc void*[] { &opart, &mlpart, &op_, &heads, &nsplit, &totalQ };
         dev.Cost(need + o.Bytes, 3.0 * nsplit * totalQ * heads * d);
         dev.Launch(fc, new Dim3((uint)totalQ, (uint)heads), CombineThreads, 0, a2, stream);
+    }
+
+    /// <summary>paged_attn_mma_bf16: a block per 64 query rows × head × sequence, O written directly (no workspace).</summary>
+    static unsafe void RunMma(Device dev, Tensor q, Tensor kPool, Tensor vPool, Tensor o, Pages p, int chunk, int heads, int hkv, int d,
+                              float sc, DeviceStream? stream)
+    {
+        ulong qp_ = q.Ptr.Value, kp = kPool.Ptr.Value, vp = vPool.Ptr.Value, op_ = o.Ptr.Value;
+        ulong qs = p.QStart.Value, qpos = p.QPos0.Value, sl = p.SeqSlot.Value, bt = p.BlockTable.Value;
+        int bts = p.TableStride, ring = p.Ring, shift = p.Shift;
+        var fn = dev.Kernels.Get(File, "paged_attn_mma_bf16", Defines(d));
+        void** a = stackalloc void*[] { &qp_, &kp, &vp, &op_, &qs, &qpos, &sl, &bt, &bts, &ring, &shift, &heads, &hkv, &chunk, &sc };
+        dev.Cost(MmaTraffic(q, o, p, heads, d, chunk), Flops(p, heads, d, chunk));
+        dev.Launch(fn, new Dim3(KernelCheck.Blocks(p.MaxQ, MmaRows), (uint)heads, (uint)p.Count), MmaThreads, 0, a, stream);
+    }
+
+    /// <summary>paged_attn_mma_bf16's traffic at the bounds (each sequence MaxQ rows ending at MaxKv): Q and O once, and every
+    /// block (64 rows × one query head) reads the K and V rows of its window once — [its first row's chunk start (chunked)
+    /// or 0, its last row] — plus a block-table entry per key row for each of K and V (the heads of a kv head do not share tiles here).</summary>
+    internal static long MmaTraffic(Tensor q, Tensor o, Pages p, int heads, int d, int chunk)
+    {
+        long qp0 = p.MaxKv - p.MaxQ, keys = 0;
+        for (long r0 = 0; r0 < p.MaxQ; r0 += MmaRows)
+        {
+            long hi = qp0 + Math.Min(r0 + MmaRows, p.MaxQ), lo = chunk > 0 ? (qp0 + r0) / chunk * chunk : 0;
+            keys += hi - lo;
+        }
+        return q.Bytes + o.Bytes + keys * heads * p.Count * (2L * DType.BF16.BytesOf(d) + 8);
     }
 
     /// <summary>Compulsory traffic at the bounds: Q, O once; each sequence's visible keys and values once (a chunked

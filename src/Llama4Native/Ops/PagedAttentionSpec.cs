@@ -10,8 +10,8 @@ namespace Llama4Native.Ops;
 /// paged_attention cases: a step's keys/values appended into a paged pool, then attention of every row over its
 /// sequence's pages — one launch for the whole batch. Dims: H, Hkv, d, chunk, P (page size), ring (1 = the chunked
 /// layers' ring of ceil((chunk + max rows) / P) + 1 pages per sequence), then per sequence (rows, q_pos0).
-/// Variant "&lt;direct|split|append&gt;[-f8]": one split (O written by the attention kernel) or 32 keys per split (partials +
-/// combine), or the append alone (only the pools checked); f8 = an e4m3 pool with a scale per (token, kv head). The history (positions before q_pos0) is written
+/// Variant "&lt;direct|split|append&gt;[-f8]" or "mma": one split (O written by the attention kernel) or 32 keys per split (partials +
+/// combine), or the append alone (only the pools checked), or the tensor-core prefill kernel (bf16; attention.mma tolerance); f8 = an e4m3 pool with a scale per (token, kv head). The history (positions before q_pos0) is written
 /// by the host into pages in a shuffled order, table rows are a permutation of the sequences, every other pool slot
 /// (partial last pages, spare pages) holds NaN, so a read through a wrong page poisons the output. Checked: O against
 /// <see cref="Reference.Attention.Forward"/> over each sequence's LOGICAL keys (contiguous, positions 0.. or the ring's
@@ -51,6 +51,16 @@ internal sealed class PagedAttentionSpec : OpSpec
             yield return C("direct-f8", t, 4, 1, 16, 16, 4, 1, "chunked.ring", (1, 70), (9, 45), (20, 0));
             yield return C("split-f8", t, 10, 2, 128, 0, 16, 0, "d128.g5", (1, 40), (5, 17));
         }
+        // "mma": bf16 prefill on tensor cores (paged_attn_mma_bf16). Ragged pieces crossing 64-key pages and 64-row tiles,
+        // history + new piece, fresh prompts, chunked layers through the ring (chunk not a multiple of the page, pieces
+        // crossing chunk boundaries), odd pages (16, 128), d = 128 (MBK = 64) and d = 64, positions near 2^31
+        yield return C("mma", "bf16", 8, 2, 128, 0, 64, 0, "d128.ragged", (70, 0), (130, 57), (1, 200), (64, 64), (5, 3));
+        yield return C("mma", "bf16", 10, 2, 64, 0, 64, 0, "d64.g5", (100, 30), (65, 128), (3, 0));
+        yield return C("mma", "bf16", 4, 1, 128, 96, 64, 1, "d128.chunked.ring", (150, 40), (70, 250), (20, 0));
+        yield return C("mma", "bf16", 8, 2, 64, 128, 64, 1, "d64.chunked.ring", (200, 300), (66, 0), (1, 700));
+        yield return C("mma", "bf16", 6, 2, 64, 48, 16, 0, "d64.chunked.table.p16", (90, 20), (64, 0));
+        yield return C("mma", "bf16", 4, 2, 128, 0, 128, 0, "d128.p128", (129, 100), (2, 5));
+        yield return C("mma", "bf16", 4, 2, 64, 8192, 64, 1, "pos2^31.ring", (70, int.MaxValue - 70), (65, 100));
         // decode lengths at the edges of the cp.async tiles (32 keys), pages (16) and splits (32): 1, 63, 64, 65 and
         // 4097 keys, one ragged batch; every variant and KV format at d = 128
         foreach (var v in new[] { "direct", "split", "direct-f8", "split-f8" })
@@ -68,6 +78,10 @@ internal sealed class PagedAttentionSpec : OpSpec
         yield return C("split", "bf16", 40, 8, 128, 0, 64, 0, "scout.decode.b32.8k", dec);
         yield return C("split-f8", "bf16", 40, 8, 128, 0, 64, 0, "scout.decode.b32.8k", dec);
         yield return C("direct", "bf16", 40, 8, 128, 0, 64, 0, "scout.mixed", [(512, 4096), .. Enumerable.Repeat((1, 8191), 15)]);
+        // Scout NoPE / chunked layers, a 2048-token prefill piece after 6K of history: CUDA cores vs tensor cores
+        yield return C("direct", "bf16", 40, 8, 128, 0, 64, 0, "scout.prefill2k.8k", (2048, 6144));
+        yield return C("mma", "bf16", 40, 8, 128, 0, 64, 0, "scout.prefill2k.8k", (2048, 6144));
+        yield return C("mma", "bf16", 40, 8, 128, 8192, 64, 1, "scout.prefill2k.chunked", (2048, 6144));
     }
 
     public override OpInstance Create(Device device, OpCase c, Random rng) => new Instance(device, c, rng);
@@ -79,7 +93,7 @@ internal sealed class PagedAttentionSpec : OpSpec
         readonly float[] q, kNew, vNew; readonly float[][] kLog, vLog; // logical keys/values per sequence from winStart
         readonly float[] kPool0, vPool0; readonly byte[]? kCodes0, vCodes0; readonly float[]? kSc0, vSc0;
         readonly Tensor tq, tkn, tvn, tkp, tvp, to; readonly K.Pages pages; readonly DevicePtr ws; readonly long wsBytes;
-        readonly long poolRows; readonly double visiblePairs; readonly bool appendOnly;
+        readonly long poolRows; readonly double visiblePairs; readonly bool appendOnly, mma;
 
         public Instance(Device dev, OpCase c, Random rng) : base(dev, c)
         {
@@ -90,6 +104,7 @@ internal sealed class PagedAttentionSpec : OpSpec
             f8 = c.Variant.EndsWith("-f8", StringComparison.Ordinal);
             bool split = c.Variant.StartsWith("split", StringComparison.Ordinal);
             appendOnly = c.Variant.StartsWith("append", StringComparison.Ordinal);
+            mma = c.Variant == "mma";
             seqs = new PagedSeq[nb]; winStart = new int[nb];
             int maxQ = 0, maxKv = 0;
             var slots = Enumerable.Range(0, nb + 1).OrderBy(_ => rng.Next()).ToArray(); // table rows, one spare
@@ -214,7 +229,8 @@ internal sealed class PagedAttentionSpec : OpSpec
         {
             K.Append(Device, tkn, tvn, tkp, tvp, pages, stream);
             if (appendOnly) return;
-            K.Run(Device, tq, tkp, tvp, to, pages, chunk, stream, workspace: ws, workspaceBytes: wsBytes, keysPerSplit: kps);
+            K.Run(Device, tq, tkp, tvp, to, pages, chunk, stream, workspace: ws, workspaceBytes: wsBytes, keysPerSplit: kps,
+                  variant: mma ? K.Variant.Mma : K.Variant.CudaCores);
         }
 
         public override OpCheck Check()
@@ -252,7 +268,7 @@ internal sealed class PagedAttentionSpec : OpSpec
                     h, hkv, d, (long)hkv * d, d, chunk, 1.0 / Math.Sqrt(d));
             }
             if (dt == DType.BF16) DeviceData.RoundToBf16(want);
-            return OpCheck.Compare("O", got, want, Tolerances.For("attention", dt));
+            return OpCheck.Compare("O", got, want, Tolerances.For(mma ? "attention.mma" : "attention", dt));
         }
     }
 }

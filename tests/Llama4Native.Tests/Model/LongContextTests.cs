@@ -48,9 +48,10 @@ internal class LongContextTests
 
     sealed record Run(int[] Tokens, float[][] StepLogits, long MaxArenaBytes, long KvBytes);
 
-    static Run Generate(ModelWeights w, int[] prompt, int maxPiece, KvCacheFormat kv, int maxContext = Prompt + NewTokens)
+    static Run Generate(ModelWeights w, int[] prompt, int maxPiece, KvCacheFormat kv, int maxContext = Prompt + NewTokens,
+                        ComputeMode mode = ComputeMode.F32)
     {
-        using var gen = new TokenGenerator(w, ComputeMode.F32, maxContext, maxPiece, kvCache: kv);
+        using var gen = new TokenGenerator(w, mode, maxContext, maxPiece, kvCache: kv);
         var tokens = new List<int>();
         var logits = new List<float[]>();
         foreach (var t in gen.Generate(prompt, new GenerationOptions { Temperature = 0, MaxNewTokens = NewTokens, StopAtModelStops = false }))
@@ -96,6 +97,34 @@ internal class LongContextTests
             Assert.That(tokens, Is.EqualTo(big.Tokens), "auto piece: the same tokens");
         }
         TestContext.Out.WriteLine($"pieces 2048 vs 16 vs one forward: max |Δlogit| {worst:g3} over {NewTokens} steps");
+    }
+
+    /// <summary>bf16 prefill pieces of ≥ 64 rows take the tensor-core paged kernel (paged_attn_mma_bf16), smaller ones the
+    /// CUDA-core split kernel: a 400-token prompt in pieces of 128 (three mma pieces, then 16 rows) and in pieces of 32 (CUDA
+    /// cores only) give the same logits within bf16 noise (|Δ| ≤ 2^-4·max|logit| at every step; P is rounded to bf16
+    /// in P·V on tensor cores) — through the chunked layers' ring (chunk 16) and the NoPE layers' whole history.</summary>
+    [Test]
+    public void Bf16PrefillOnTensorCoresMatchesCudaCorePieces()
+    {
+        using var dev = TestDevices.Emulated();
+        using var w = WeightLoader.Load(Model(), dev);
+        var c = w.Config.Text;
+        Assert.That(Llama4Native.Kernels.PagedAttention.UsesMma(DType.BF16, DType.BF16, c.HeadDim, 128), Is.True, "pieces of 128 take mma");
+        Assert.That(Llama4Native.Kernels.PagedAttention.UsesMma(DType.BF16, DType.BF16, c.HeadDim, 32), Is.False, "pieces of 32 do not");
+        var rng = new Random(TestSeed.For(nameof(Bf16PrefillOnTensorCoresMatchesCudaCorePieces)));
+        int top = Math.Min(c.VocabSize, w.Config.ImageTokenIndex > 0 ? w.Config.ImageTokenIndex : c.VocabSize) - 64;
+        var prompt = Enumerable.Range(0, 400).Select(_ => rng.Next(top)).ToArray();
+        var mma = Generate(w, prompt, 128, KvCacheFormat.Default, 400 + NewTokens, ComputeMode.BF16);
+        var cuda = Generate(w, prompt, 32, KvCacheFormat.Default, 400 + NewTokens, ComputeMode.BF16);
+        // teacher-forcing is not needed for step 0; later steps compare only while the greedy tokens agree
+        double worst = 0;
+        for (int i = 0; i < NewTokens && (i == 0 || mma.Tokens[i - 1] == cuda.Tokens[i - 1]); i++)
+        {
+            float max = cuda.StepLogits[i].Max(Math.Abs), d = cuda.StepLogits[i].Zip(mma.StepLogits[i], (a, b) => Math.Abs(a - b)).Max();
+            Assert.That(d, Is.LessThanOrEqualTo(max / 16), $"step {i}: max |Δlogit| {d} vs max |logit| {max}");
+            worst = Math.Max(worst, d / max);
+        }
+        TestContext.Out.WriteLine($"bf16 pieces of 128 (mma) vs 32 (CUDA cores): max |Δlogit| / max |logit| = {worst:g3}; tokens {string.Join(",", mma.Tokens)} vs {string.Join(",", cuda.Tokens)}");
     }
 
     [Test]
