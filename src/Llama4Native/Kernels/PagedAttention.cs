@@ -196,22 +196,10 @@ internal static class PagedAttention
         int bts = p.TableStride, ring = p.Ring, shift = p.Shift;
         var fn = dev.Kernels.Get(File, "paged_attn_mma_bf16", Defines(d));
         void** a = stackalloc void*[] { &qp_, &kp, &vp, &op_, &qs, &qpos, &sl, &bt, &bts, &ring, &shift, &heads, &hkv, &chunk, &sc };
-        dev.Cost(MmaTraffic(q, o, p, heads, d, chunk), Flops(p, heads, d, chunk));
+        // DRAM traffic as for every attention kernel: K/V once per sequence. The 64-row tiles × query heads re-read their
+        // windows, but from L2 (the heads of a kv head run side by side; one layer's 8K-token KV is 33.5 MB for Scout).
+        dev.Cost(Traffic(q, o, DType.BF16, p, hkv, d, chunk), Flops(p, heads, d, chunk));
         dev.Launch(fn, new Dim3(KernelCheck.Blocks(p.MaxQ, MmaRows), (uint)heads, (uint)p.Count), MmaThreads, 0, a, stream);
-    }
-
-    /// <summary>paged_attn_mma_bf16's traffic at the bounds (each sequence MaxQ rows ending at MaxKv): Q and O once, and every
-    /// block (64 rows × one query head) reads the K and V rows of its window once — [its first row's chunk start (chunked)
-    /// or 0, its last row] — plus a block-table entry per key row for each of K and V (the heads of a kv head do not share tiles here).</summary>
-    internal static long MmaTraffic(Tensor q, Tensor o, Pages p, int heads, int d, int chunk)
-    {
-        long qp0 = p.MaxKv - p.MaxQ, keys = 0;
-        for (long r0 = 0; r0 < p.MaxQ; r0 += MmaRows)
-        {
-            long hi = qp0 + Math.Min(r0 + MmaRows, p.MaxQ), lo = chunk > 0 ? (qp0 + r0) / chunk * chunk : 0;
-            keys += hi - lo;
-        }
-        return q.Bytes + o.Bytes + keys * heads * p.Count * (2L * DType.BF16.BytesOf(d) + 8);
     }
 
     /// <summary>Compulsory traffic at the bounds: Q, O once; each sequence's visible keys and values once (a chunked
