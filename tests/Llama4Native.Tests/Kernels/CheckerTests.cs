@@ -74,8 +74,10 @@ internal sealed class CheckerPlantedBugTests
             "race", "common.cuh", "l4_red[warp >> 1] = v;"),
         // Warp-synchronous code: topk_warp's __syncwarp removed. Lane 0 marks the chosen expert taken; in the next
         // round the lane that owns that expert reads the mark — ordered only by the shuffles, which do not order a
-        // store before another lane's load (PTX): read after write within the warp.
-        new("race-warp-missing-syncwarp", "moe.cu", "        __syncwarp();\n", "", "moe/simple/f32/1x64x48x16x2",
+        // store before another lane's load (PTX): read after write within the warp. The owner is lane 0 itself
+        // (no race) when the chosen expert is 0 — with one token and k = 2 a random router picked expert 0 first in
+        // ~1 run of 16 (a flaky plant); k = 3 has a second choice ≠ 0 read in the third round, in each of 65 tokens.
+        new("race-warp-missing-syncwarp", "moe.cu", "        __syncwarp();\n", "", "moe/simple/f32/65x100x70x4x3",
             "race", "moe.cu", "if (s_taken[e]) continue;"),
         // Warp collective with inconsistent masks: lanes 16..31 of warp_sum pass 0xffff0000 while lanes 0..15 pass
         // the full mask (which names lanes 16..31).
