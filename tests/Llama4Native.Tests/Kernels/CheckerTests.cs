@@ -50,8 +50,9 @@ internal sealed class CheckerPlantedBugTests
         // Off-by-one global read/write: `e <= n` in add's scalar tail.
         new("memory-off-by-one", "add.cu", "for (long long e = done + tid; e < n; e += stride)", "for (long long e = done + tid; e <= n; e += stride)",
             "add/default/f32/7", "memory", "add.cu", "e <= n"),
-        // Index shifted by one: softmax writes y[c + 1].
-        new("memory-index-shift", "softmax.cu", "        yr[c] = e;\n", "        yr[c + 1] = e;\n", "softmax/block/f32/",
+        // Index shifted by one: softmax writes y[c + 1] (past the end from the last row). Not the 1×1 case: its one
+        // entry is −inf in 1 run of 8 (masked scores), and a fully masked row never reaches the planted line.
+        new("memory-index-shift", "softmax.cu", "        yr[c] = e;\n", "        yr[c + 1] = e;\n", "softmax/block/f32/4x32",
             "memory", "softmax.cu", "yr[c + 1] = e;"),
         // Read before the write: every lane reads l4_red (32 slots), only nwarps were written in this block.
         new("init-read-before-write", "common.cuh", "    v = lane < nwarps ? l4_red[lane] : ident;\n", "    v = l4_red[lane];\n", "rmsnorm/block/",
